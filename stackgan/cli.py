@@ -1,0 +1,104 @@
+"""The ``stackgan`` command line: data, train, generate, evaluate, demo."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXAMPLES = {
+    "data": """examples:
+  stackgan data shapes --out data/shapes                  # 10,000 train / 1,000 test images
+  stackgan data shapes --out /tmp/tiny --train 200 --test 50 --seed 1""",
+    "train": """examples:
+  stackgan train --stage 1 --data data/shapes --out runs/shapes --preset shapes-cpu --minutes 13
+  stackgan train --stage 2 --data data/shapes --out runs/shapes --minutes 9
+  stackgan train --stage 1 --data data/shapes --out runs/shapes --resume
+  stackgan train --stage 1 --data data/birds --out runs/birds --preset paper --set stage1.batch_size=32
+  stackgan train --stage 1 --data data/shapes --out runs/x --dry-run      # print the configuration""",
+    "generate": """examples:
+  stackgan generate runs/demo "a large green striped square at the bottom on a white background" --out out/
+  stackgan generate runs/demo --captions-file captions.txt --out out/ --seed 7 --n-per-caption 4
+  stackgan generate runs/demo "a small red circle" --stage 1 --out out/ --sheet out/sheet.png""",
+    "evaluate": """examples:
+  stackgan evaluate runs/demo --data data/shapes
+  stackgan evaluate runs/demo --data data/shapes --num-samples 200""",
+    "demo": """examples:
+  stackgan demo                          # what `make demo` runs
+  stackgan demo --minutes 10 --out runs/quick""",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="stackgan", formatter_class=fmt,
+                                description="StackGAN text-to-image synthesis (Zhang et al., ICCV 2017).",
+                                epilog="run `stackgan COMMAND --help` for examples of each command")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="make or inspect data sets", epilog=EXAMPLES["data"], formatter_class=fmt)
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    s = dsub.add_parser("shapes", help="render the built-in captioned Shapes data set",
+                        epilog=EXAMPLES["data"], formatter_class=fmt)
+    s.add_argument("--out", required=True, type=Path, help="folder to write (reused if it already holds this set)")
+    s.add_argument("--train", type=int, default=10000, help="train images (default 10000)")
+    s.add_argument("--test", type=int, default=1000, help="test images (default 1000)")
+    s.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+
+    t = sub.add_parser("train", help="train Stage I or Stage II", epilog=EXAMPLES["train"], formatter_class=fmt)
+    t.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    t.add_argument("--data", type=Path, required=True, help="data folder with train.jsonl (and test.jsonl)")
+    t.add_argument("--out", type=Path, required=True, help="run folder (both stages go into the same one)")
+    t.add_argument("--preset", default="shapes-cpu", help="named configuration: paper, shapes-cpu (default)")
+    t.add_argument("--config", type=Path, help="YAML file applied on top of the preset")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set stage1.lr_g=1e-4 (repeatable)")
+    t.add_argument("--batch-size", type=int, help="batch size of this stage")
+    t.add_argument("--max-steps", type=int, help="stop after this many steps of this stage")
+    t.add_argument("--minutes", type=float, help="wall-clock budget of this stage (0: none)")
+    t.add_argument("--resume", action="store_true", help="continue RUN/stage<N>/state.pt")
+    t.add_argument("--stage1", type=Path, help="Stage-I state file for Stage II (default RUN/stage1/state.pt)")
+    t.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    g = sub.add_parser("generate", help="images from sentences", epilog=EXAMPLES["generate"], formatter_class=fmt)
+    g.add_argument("checkpoint", type=Path, help="run folder, model folder or state file")
+    g.add_argument("texts", nargs="*", help="sentences (or use --captions-file)")
+    g.add_argument("--captions-file", type=Path, help="one caption per non-empty line")
+    g.add_argument("--out", type=Path, required=True, help="folder for 00000.png, 00001.png, ...")
+    g.add_argument("--seed", type=int, default=0, help="image i uses seed SEED+i (default 0)")
+    g.add_argument("--stage", type=int, choices=(1, 2), help="default: the highest stage the model has")
+    g.add_argument("--n-per-caption", type=int, default=1, help="images per caption (default 1)")
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--sheet", type=Path, help="also write a PNG sheet with the captions under the images")
+
+    e = sub.add_parser("evaluate", help="attribute accuracy on Shapes", epilog=EXAMPLES["evaluate"],
+                       formatter_class=fmt)
+    e.add_argument("checkpoint", type=Path, help="run folder, model folder or state file")
+    e.add_argument("--data", type=Path, required=True, help="Shapes data folder (uses test.jsonl)")
+    e.add_argument("--num-samples", type=int, help="evaluate the first N test captions (default: all)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", type=Path, help="folder for eval.json / eval.md (default: the run folder)")
+
+    m = sub.add_parser("demo", help="make Shapes, train both stages, sample and evaluate",
+                       epilog=EXAMPLES["demo"], formatter_class=fmt)
+    m.add_argument("--data", type=Path, default=Path("data/shapes"))
+    m.add_argument("--out", type=Path, default=Path("runs/demo"))
+    m.add_argument("--minutes", type=float, default=22.0, help="training budget for both stages (default 22)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from . import commands  # heavy imports (torch) only once the arguments are valid
+
+    try:
+        return getattr(commands, f"cmd_{args.command}")(args) or 0
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        print(f"stackgan {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""What each ``stackgan`` subcommand does (argument parsing lives in cli.py)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .config import apply_overrides, get_preset, load_yaml, to_yaml
+
+
+def cmd_data(args) -> int:
+    from .data.shapes import generate_shapes
+
+    t = time.monotonic()
+    out = generate_shapes(args.out, n_train=args.train, n_test=args.test, seed=args.seed, workers=args.workers)
+    print(f"Shapes data in {out} ({time.monotonic() - t:.0f} s)")
+    return 0
+
+
+def resolve_config(args):
+    cfg = get_preset(args.preset)
+    if args.config:
+        cfg = load_yaml(args.config, base=cfg)
+    cfg = apply_overrides(cfg, args.set)
+    stage = f"stage{args.stage}"
+    for flag, key in (("batch_size", "batch_size"), ("max_steps", "max_steps"), ("minutes", "minutes")):
+        value = getattr(args, flag)
+        if value is not None:
+            cfg = apply_overrides(cfg, [f"{stage}.{key}={value}"])
+    return cfg
+
+
+def cmd_train(args) -> int:
+    cfg = resolve_config(args)
+    if args.dry_run:
+        print(to_yaml(cfg), end="")
+        return 0
+    from .training import train
+
+    train(cfg, args.data, args.out, args.stage, resume=args.resume, stage1_state=args.stage1,
+          device=args.device, progress=not args.no_progress)
+    return 0
+
+
+def read_captions_file(path: Path) -> list[str]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e})") from e
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def cmd_generate(args) -> int:
+    from .pipeline import StackGANPipeline
+    from .viz import caption_sheet, to_pil
+    from .utils import atomic_path
+
+    texts = list(args.texts)
+    if args.captions_file:
+        texts += read_captions_file(args.captions_file)
+    texts = [t for t in (" ".join(t.split()) for t in texts) if t]
+    if not texts:
+        raise ValueError("no captions given: pass sentences or --captions-file FILE")
+    if args.n_per_caption < 1:
+        raise ValueError("--n-per-caption must be >= 1")
+    pipe = StackGANPipeline.load(args.checkpoint)
+    expanded = [t for t in texts for _ in range(args.n_per_caption)]
+    out = pipe.generate(expanded, seed=args.seed, stage=args.stage, batch_size=args.batch_size,
+                        progress=len(expanded) > args.batch_size)
+    final = out.get("stage2") if (args.stage or pipe.stage) == 2 else out["stage1"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(final):
+        with atomic_path(args.out / f"{i:05d}.png") as tmp:
+            to_pil(img).save(tmp, format="PNG")
+    print(f"wrote {len(final)} images ({final.shape[-1]}x{final.shape[-1]}) to {args.out}")
+    if args.sheet:
+        cols = [[out[k][i] for k in ("stage1", "stage2") if k in out] for i in range(len(expanded))]
+        labels = ["Stage I", "Stage II"] if "stage2" in out else ["Stage I"]
+        caption_sheet(cols, expanded, args.sheet, cell=256 if "stage2" in out else 128, labels=labels)
+        print(f"sheet: {args.sheet}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation.shapes_eval import evaluate_shapes
+
+    evaluate_shapes(args.checkpoint, args.data, num_samples=args.num_samples, seed=args.seed, out_dir=args.out)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.data, args.out, args.minutes)
+    return 0

@@ -1,0 +1,199 @@
+"""Configuration: frozen dataclasses, named presets, YAML files and ``key=value`` overrides.
+
+Example::
+
+    cfg = get_preset("shapes-cpu")
+    cfg = apply_overrides(cfg, ["stage1.batch_size=32", "model.ngf1=24"])
+    print(to_yaml(cfg))
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    text_dim: int = 384  # set from the text encoder at training time
+    z_dim: int = 100
+    cond_dim: int = 128
+    ngf1: int = 128  # Stage-I generator width (birds: 128)
+    ndf1: int = 64  # Stage-I discriminator width (birds: 64)
+    ngf2: int = 128
+    ndf2: int = 64
+    res_blocks: int = 4
+    ca_variant: str = "pt"  # pt: ReLU + log-variance; tf: LeakyReLU + log-sigma, truncated eps
+    d_text_path: str = "mu"  # mu: D reuses G's CA mean, detached (PT); fc: D's own FC (TF)
+    d_head_kernel: int = 3  # PT 3, TF 1
+    uncond_head2: bool = True  # PT Stage-II D has an extra image-only head
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    batch_size: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    kl_weight: float = 2.0
+    lr_decay_epochs: float = 100.0  # halve both learning rates every this many epochs (0: never)
+    max_steps: int = 0  # 0: no step limit (then `minutes` or `epochs` must stop it)
+    epochs: float = 600.0  # the paper's schedule; max_steps / minutes stop earlier
+    minutes: float = 0.0  # wall-clock budget for this stage (0: none)
+    log_every: int = 50
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    text_encoder: str = "minilm"  # see stackgan.text.encoders.ENCODERS
+    text_norm: str = "standardize"  # standardize: per-dimension z-score over train captions; none
+    caption_mode: str = "one"  # one: a random caption per step (PT); mean4: mean of 4 (TF)
+    wrong_pairs: str = "shift"  # shift: roll the batch by one (PT); random: other images (TF)
+    augment: str = "none"  # none; crop_flip: resize to 76/64, random crop, random flip (paper)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stage1: StageConfig = field(default_factory=StageConfig)
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(batch_size=16))
+    data: DataConfig = field(default_factory=DataConfig)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; losses and KL stay fp32)
+    channels_last: bool = True
+    seed: int = 0
+
+    def stage(self, n: int) -> StageConfig:
+        return self.stage1 if n == 1 else self.stage2
+
+
+PRESETS: dict[str, Config] = {
+    # The authors' birds configuration, PT behaviour: widths 128/64, batch 64 (I) / 16 (II) here
+    # because Stage II at batch 64 needs a large GPU; 600 + 600 epochs, halving every 100.
+    "paper": Config(data=DataConfig(augment="crop_flip")),
+    # Small, fast networks for two CPU cores; standardized MiniLM embeddings (see README).
+    "shapes-cpu": Config(
+        model=ModelConfig(ngf1=32, ndf1=32, ngf2=16, ndf2=16),
+        stage1=StageConfig(batch_size=64, minutes=13.0, sample_every=250, checkpoint_every=500),
+        stage2=StageConfig(batch_size=16, minutes=9.0, sample_every=250, checkpoint_every=500),
+    ),
+}
+
+CHOICES = {
+    "ca_variant": ("pt", "tf"),
+    "d_text_path": ("mu", "fc"),
+    "d_head_kernel": (1, 3),
+    "text_norm": ("standardize", "none"),
+    "caption_mode": ("one", "mean4"),
+    "wrong_pairs": ("shift", "random"),
+    "augment": ("none", "crop_flip"),
+    "precision": ("fp32", "bf16"),
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def from_dict(data: dict[str, Any], base: Config | None = None, where: str = "config") -> Config:
+    """Build a Config from a nested dict, checking every key and type against the dataclasses."""
+    return validate(_merge(base or Config(), data, where))
+
+
+def load_yaml(path: str | Path, base: Config | None = None) -> Config:
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return from_dict(data, base, where=str(path))
+
+
+def apply_overrides(cfg: Config, items: list[str]) -> Config:
+    """Apply ``section.key=value`` strings (values parsed as YAML scalars)."""
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        nested: dict[str, Any] = {}
+        node = nested
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+        cfg = _merge(cfg, nested, "override")
+    return validate(cfg)
+
+
+def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(obj)}
+    changes = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(known)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {key!r} must be a mapping")
+            changes[key] = _merge(current, value, f"{where}.{key}")
+        else:
+            changes[key] = _coerce(value, type(current), f"{where}.{key}")
+    return replace(obj, **changes)
+
+
+def _coerce(value: Any, kind: type, where: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def validate(cfg: Config) -> Config:
+    m = cfg.model
+    for section in (cfg, cfg.model, cfg.data):
+        for f in fields(section):
+            allowed = CHOICES.get(f.name)
+            if allowed and getattr(section, f.name) not in allowed:
+                raise ConfigError(f"{f.name} = {getattr(section, f.name)!r}; accepted: {allowed}")
+    for name in ("text_dim", "z_dim", "cond_dim", "ngf1", "ndf1", "ngf2", "ndf2"):
+        if getattr(m, name) <= 0:
+            raise ConfigError(f"model.{name} must be positive, got {getattr(m, name)}")
+    if m.ngf1 % 2:
+        raise ConfigError(f"model.ngf1 must be even (Stage I ends with ngf1/2 channels), got {m.ngf1}")
+    if m.ngf2 % 4:
+        raise ConfigError(f"model.ngf2 must be divisible by 4 (Stage II ends with ngf2/4), got {m.ngf2}")
+    if m.res_blocks < 0:
+        raise ConfigError(f"model.res_blocks must be >= 0, got {m.res_blocks}")
+    for n in (1, 2):
+        s = cfg.stage(n)
+        if s.batch_size < 2:
+            raise ConfigError(f"stage{n}.batch_size must be >= 2 (wrong pairs need two), got {s.batch_size}")
+        for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs"):
+            if getattr(s, name) < 0:
+                raise ConfigError(f"stage{n}.{name} must be >= 0, got {getattr(s, name)}")
+        for name in ("log_every", "sample_every", "checkpoint_every"):
+            if getattr(s, name) < 1:
+                raise ConfigError(f"stage{n}.{name} must be >= 1, got {getattr(s, name)}")
+    return cfg

@@ -1,0 +1,1 @@
+"""Data sets: the built-in Shapes set (``shapes``) and loaders of image + caption data."""

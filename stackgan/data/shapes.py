@@ -1,0 +1,326 @@
+"""Shapes: the built-in captioned data set (see docs/shapes-dataset.md, the contract).
+
+Everything of image ``i`` of a split comes from one generator,
+``np.random.default_rng((seed, split_index, i))``, drawn in this fixed order:
+
+1. attributes (:func:`sample_attributes`): shape, color (train: both re-drawn while the pair is
+   held out), size, texture, position, background -- one ``integers`` call each;
+2. geometry (:func:`sample_geometry`): radius R, jitter x, jitter y, rotation theta;
+3. noise (:func:`render`): one float32 ``standard_normal`` call for the whole [256, 256, 3]
+   image, times the std 3;
+4. captions: the 5 captions in order, then the full caption.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import multiprocessing as mp
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .shapes_text import make_caption, parse_caption  # re-exported: part of this module's API
+
+__all__ = [
+    "ATTRIBUTES", "OBJECT_RGB", "BACKGROUND_RGB", "HELD_OUT_PAIRS", "SPLITS", "SIZE",
+    "SUPERSAMPLE", "Geometry", "sample_attributes", "sample_geometry", "render",
+    "make_caption", "parse_caption", "make_example", "generate_shapes",
+]
+
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "shape": ("circle", "square", "triangle", "star"),
+    "color": ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink"),
+    "size": ("small", "medium", "large"),
+    "texture": ("solid", "striped", "dotted"),
+    "position": ("top left", "top", "top right", "left", "center", "right",
+                 "bottom left", "bottom", "bottom right"),
+    "background": ("black", "gray", "white", "beige"),
+}
+
+OBJECT_RGB: dict[str, tuple[int, int, int]] = {
+    "red": (215, 40, 40),
+    "orange": (245, 135, 30),
+    "yellow": (240, 210, 40),
+    "green": (50, 170, 70),
+    "cyan": (40, 190, 200),
+    "blue": (45, 85, 215),
+    "purple": (140, 60, 185),
+    "pink": (240, 120, 180),
+}
+
+BACKGROUND_RGB: dict[str, tuple[int, int, int]] = {
+    "black": (24, 24, 28),
+    "gray": (128, 128, 128),
+    "white": (236, 236, 232),
+    "beige": (222, 200, 160),
+}
+
+HELD_OUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
+    {("circle", "purple"), ("square", "orange"), ("triangle", "cyan"), ("star", "green")}
+)
+
+SPLITS: dict[str, int] = {"train": 0, "test": 1}  # split name -> split_index of the seed
+
+SIZE = 256  # canonical canvas
+SUPERSAMPLE = 4  # rendered at 1024 and box-averaged
+RADIUS_RANGE = {"small": (20.0, 26.0), "medium": (36.0, 44.0), "large": (54.0, 62.0)}
+CELL = (80.0, 128.0, 176.0)  # column x / row y of the three grid lines
+JITTER = 6.0
+RAMP_TOP, RAMP_BOTTOM = 1.06, 0.94
+NOISE_STD = 3.0
+SHADE = 0.45
+STRIPE_WIDTH = 8.0
+DOT_SPACING, DOT_RADIUS = 14.0, 3.5
+STAR_INNER = 0.4
+FORMAT_VERSION = 1  # of the files generate_shapes writes
+_CHUNK = 50  # images per worker task: small enough for a smooth progress bar
+
+# (column, row) in CELL of each position
+_CELL_INDEX = {
+    "top left": (0, 0), "top": (1, 0), "top right": (2, 0),
+    "left": (0, 1), "center": (1, 1), "right": (2, 1),
+    "bottom left": (0, 2), "bottom": (1, 2), "bottom right": (2, 2),
+}
+
+# Regular polygons and the star share one inside test: (points, inner radius / R, angle of the
+# first corner). Angles are in the object's frame in image axes (y down), so -90 deg is "up":
+# at theta = 0 the triangle and star point up and the square is axis-aligned.
+_POLYGONS = {
+    "square": (4, math.cos(math.pi / 4), -45.0),
+    "triangle": (3, math.cos(math.pi / 3), -90.0),
+    "star": (5, STAR_INNER, -90.0),
+}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the object is, in 256-canvas pixels (x right, y down; the canvas spans [0, 256])."""
+
+    cx: float
+    cy: float
+    radius: float  # circumradius R
+    theta: float  # degrees; the object's u axis is (cos theta, sin theta) in image axes
+
+
+def sample_attributes(rng: np.random.Generator, split: str) -> dict[str, str]:
+    """Draw the six attributes uniformly; ``"train"`` re-draws held-out (shape, color) pairs."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+
+    def pick(name: str) -> str:
+        values = ATTRIBUTES[name]
+        return values[int(rng.integers(len(values)))]
+
+    while True:
+        shape, color = pick("shape"), pick("color")
+        if split != "train" or (shape, color) not in HELD_OUT_PAIRS:
+            break
+    attrs = {"shape": shape, "color": color}
+    for name in ("size", "texture", "position", "background"):
+        attrs[name] = pick(name)
+    return attrs
+
+
+def sample_geometry(attrs: dict[str, str], rng: np.random.Generator) -> Geometry:
+    """Draw radius, jitter (x then y) and rotation for ``attrs``."""
+    lo, hi = RADIUS_RANGE[attrs["size"]]
+    radius = float(rng.uniform(lo, hi))
+    col, row = _CELL_INDEX[attrs["position"]]
+    cx = CELL[col] + float(rng.uniform(-JITTER, JITTER))
+    cy = CELL[row] + float(rng.uniform(-JITTER, JITTER))
+    theta = float(rng.uniform(0.0, 360.0))
+    return Geometry(cx, cy, radius, theta)
+
+
+def render(attrs: dict[str, str], rng: np.random.Generator) -> np.ndarray:
+    """Draw geometry and noise from ``rng`` and render the image: uint8 ``[256, 256, 3]``.
+
+    Example::
+
+        rng = np.random.default_rng((0, 0, 7))
+        image = render(sample_attributes(rng, "train"), rng)
+    """
+    geometry = sample_geometry(attrs, rng)
+    image = _background(attrs["background"]).copy()  # [256, 256, 3] float32
+    _paint_object(image, attrs, geometry)
+    image += np.float32(NOISE_STD) * rng.standard_normal(image.shape, dtype=np.float32)
+    np.clip(image, 0.0, 255.0, out=image)
+    return np.rint(image, out=image).astype(np.uint8)  # [256, 256, 3]
+
+
+def _ramp(rows: np.ndarray) -> np.ndarray:
+    """Background brightness at 1024-canvas row coordinate(s): 1.06 at row 0 -> 0.94 at row 1023."""
+    last = SIZE * SUPERSAMPLE - 1
+    return RAMP_TOP + (RAMP_BOTTOM - RAMP_TOP) * rows / last
+
+
+@functools.lru_cache(maxsize=None)
+def _background(name: str) -> np.ndarray:
+    # The ramp is defined on the 1024 rows; it is linear, so its box average over the 4 rows of a
+    # 256 pixel equals its value at their mean row 4 j + 1.5. Computing it at 256 is thus exact.
+    rows = SUPERSAMPLE * np.arange(SIZE, dtype=np.float64) + (SUPERSAMPLE - 1) / 2
+    ramp = _ramp(rows)  # [256]
+    rgb = np.asarray(BACKGROUND_RGB[name], dtype=np.float64)
+    image = np.broadcast_to(ramp[:, None, None] * rgb, (SIZE, SIZE, 3)).astype(np.float32)
+    image.flags.writeable = False  # cached: callers copy
+    return image  # [256, 256, 3]
+
+
+def _paint_object(image: np.ndarray, attrs: dict[str, str], g: Geometry) -> None:
+    """Supersample the object's bounding box at 4x and write its box average into ``image``."""
+    # Only the bounding box is supersampled: outside it every subpixel is background.
+    x0, x1 = max(0, math.floor(g.cx - g.radius) - 1), min(SIZE, math.ceil(g.cx + g.radius) + 1)
+    y0, y1 = max(0, math.floor(g.cy - g.radius) - 1), min(SIZE, math.ceil(g.cy + g.radius) + 1)
+    s, h, w = SUPERSAMPLE, y1 - y0, x1 - x0
+    # Subpixel centres relative to the object centre, in 256-canvas units. float32 and no
+    # transcendental array functions: IEEE +, *, sqrt give the same bits on every CPU.
+    dx = ((np.arange(x0 * s, x1 * s) + 0.5) / s - g.cx).astype(np.float32)  # [W*4]
+    dy = ((np.arange(y0 * s, y1 * s) + 0.5) / s - g.cy).astype(np.float32)  # [H*4]
+    c, sn = np.float32(math.cos(math.radians(g.theta))), np.float32(math.sin(math.radians(g.theta)))
+    u = dx[None, :] * c + dy[:, None] * sn  # [H*4, W*4] along theta
+    v = dy[:, None] * c - dx[None, :] * sn  # [H*4, W*4] across
+
+    inside = _inside(attrs["shape"], u, v, g.radius)  # [H*4, W*4] bool
+    shaded = inside & _pattern(attrs["texture"], u, v)
+    n_in, n_shaded = _count_rows(inside, w), _count_rows(shaded, w)  # [H*4, W] in 0..4
+    ramp = _ramp(np.arange(y0 * s, y1 * s, dtype=np.float64))[:, None]  # [H*4, 1]
+    # Box average = mean over the 16 subpixels; the background part keeps each subrow's ramp.
+    f_in = n_in.reshape(h, s, w).sum(axis=1) / s**2  # [H, W]
+    f_shaded = n_shaded.reshape(h, s, w).sum(axis=1) / s**2
+    f_bg = ((s - n_in) * ramp).reshape(h, s, w).sum(axis=1) / s**2
+
+    color = np.asarray(OBJECT_RGB[attrs["color"]], dtype=np.float64)
+    shade = np.rint(color * SHADE)
+    bg = np.asarray(BACKGROUND_RGB[attrs["background"]], dtype=np.float64)
+    image[y0:y1, x0:x1] = ((f_in - f_shaded)[..., None] * color + f_shaded[..., None] * shade
+                           + f_bg[..., None] * bg)  # [H, W, 3]
+
+
+def _count_rows(mask: np.ndarray, w: int) -> np.ndarray:
+    """How many of each run of SUPERSAMPLE subpixels in a row are set: [H*4, W*4] -> [H*4, W]."""
+    runs = mask.view(np.uint8).reshape(mask.shape[0], w, SUPERSAMPLE)
+    return sum(runs[..., k] for k in range(1, SUPERSAMPLE)) + runs[..., 0]
+
+
+def _inside(shape: str, u: np.ndarray, v: np.ndarray, radius: float) -> np.ndarray:
+    if shape == "circle":
+        return u * u + v * v <= np.float32(radius * radius)
+    points, inner, first = _POLYGONS[shape]
+    # Fold into the half sector next to the nearest corner: a = distance along that corner's
+    # direction (the largest projection), b = |distance across| = sqrt(r^2 - a^2). There the
+    # boundary is the single edge from the corner P = (R, 0) to the inner vertex Q at angle
+    # pi / points (an edge midpoint for a regular polygon).
+    a = None
+    for k in range(points):
+        angle = math.radians(first) + 2 * math.pi * k / points
+        proj = u * np.float32(math.cos(angle)) + v * np.float32(math.sin(angle))
+        a = proj if a is None else np.maximum(a, proj)
+    b = np.sqrt(np.maximum(u * u + v * v - a * a, np.float32(0.0)))
+    half = math.pi / points
+    ex, ey = inner * radius * math.cos(half) - radius, inner * radius * math.sin(half)  # Q - P
+    # the centre lies left of P -> Q
+    return np.float32(ex) * b - np.float32(ey) * (a - np.float32(radius)) >= 0.0
+
+
+def _pattern(texture: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Where the object is drawn in its shade (a bool mask in the object's frame)."""
+    if texture == "solid":
+        return np.zeros(u.shape, dtype=bool)
+    if texture == "striped":
+        return np.mod(np.floor(u / np.float32(STRIPE_WIDTH)), 2) == 1
+    if texture == "dotted":
+        step = np.float32(DOT_SPACING)
+        du, dv = u - step * np.round(u / step), v - step * np.round(v / step)
+        return du * du + dv * dv <= np.float32(DOT_RADIUS * DOT_RADIUS)
+    raise ValueError(f"unknown texture {texture!r}")
+
+
+def make_example(seed: int, split: str, index: int, n_captions: int = 5) -> tuple[np.ndarray, dict]:
+    """Image ``index`` of ``split``: ``(image, record)``; the record lacks only the image path."""
+    rng = np.random.default_rng((seed, SPLITS[split], index))
+    attrs = sample_attributes(rng, split)
+    image = render(attrs, rng)
+    captions = [make_caption(attrs, rng) for _ in range(n_captions)]
+    record = {"captions": captions, "full_caption": make_caption(attrs, rng, full=True),
+              "attributes": attrs}
+    if split == "test":
+        record["held_out"] = (attrs["shape"], attrs["color"]) in HELD_OUT_PAIRS
+    return image, record
+
+
+def generate_shapes(out_dir: str | os.PathLike, n_train: int = 10000, n_test: int = 1000,
+                    seed: int = 0, workers: int | None = None, progress: bool = True) -> Path:
+    """Write the Shapes set to ``out_dir`` (or reuse it) and return ``out_dir`` as a Path.
+
+    Layout: ``images/{train,test}/00000.png`` (256x256 RGB), ``train.jsonl`` and ``test.jsonl``
+    (one record per image), and ``shapes.json`` (the parameters, written last). The files do not
+    depend on ``workers``. An existing set with the same parameters is reused; one with other
+    parameters raises ``FileExistsError``.
+
+    Example::
+
+        root = generate_shapes("data/shapes", n_train=200, n_test=50)
+    """
+    out = Path(out_dir)
+    params = {"dataset": "shapes", "format_version": FORMAT_VERSION,
+              "n_train": int(n_train), "n_test": int(n_test), "seed": int(seed)}
+    meta = out / "shapes.json"
+    if meta.exists():
+        found = json.loads(meta.read_text())
+        if found != params:
+            raise FileExistsError(
+                f"{out} already holds a Shapes set made with {found}, not {params}; "
+                f"choose another output folder (--out) or delete {out}")
+        if all((out / f"{split}.jsonl").exists() for split in SPLITS):
+            print(f"shapes: reusing the existing set in {out} ({n_train} train, {n_test} test)")
+            return out
+        meta.unlink()  # incomplete: make it again, and mark it unfinished until done
+
+    counts = {"train": int(n_train), "test": int(n_test)}
+    tasks = [(seed, split, start, min(start + _CHUNK, n), str(out))
+             for split, n in counts.items() for start in range(0, n, _CHUNK)]
+    for split in SPLITS:
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+
+    workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    workers = min(workers, len(tasks)) or 1
+    records: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    pool = mp.Pool(workers) if workers > 1 else contextlib.nullcontext()
+    with pool, tqdm(total=sum(counts.values()), desc="shapes", unit="img",
+                    disable=not progress) as bar:
+        # imap is ordered, so records stay in index order whatever the worker count
+        results = pool.imap(_make_chunk, tasks) if workers > 1 else map(_make_chunk, tasks)
+        for split, chunk in results:
+            records[split].extend(chunk)
+            bar.update(len(chunk))
+
+    for split, recs in records.items():
+        lines = "".join(json.dumps(r, sort_keys=False) + "\n" for r in recs)
+        _write_atomic(out / f"{split}.jsonl", lines)
+    _write_atomic(meta, json.dumps(params, indent=2) + "\n")  # last: marks the set complete
+    return out
+
+
+def _make_chunk(task: tuple[int, str, int, int, str]) -> tuple[str, list[dict]]:
+    seed, split, start, stop, out = task
+    records = []
+    for i in range(start, stop):
+        image, rec = make_example(seed, split, i)
+        rel = f"images/{split}/{i:05d}.png"
+        # compress_level 1: the noise leaves little to compress; level 6 saves ~14% at 1.6x the time
+        Image.fromarray(image).save(Path(out) / rel, format="PNG", compress_level=1)
+        records.append({"image": rel, **rec})
+    return split, records
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

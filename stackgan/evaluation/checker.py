@@ -1,0 +1,277 @@
+"""Shapes attribute checker: a small CNN that reads the six attributes back from an image.
+
+`stackgan evaluate` uses it to judge generated Shapes images against the attributes their
+captions asked for. It is trained once on the real train split and cached beside the data set
+as `checker.safetensors` + `checker.json` (weights and config only; nothing is unpickled).
+
+    checker = load_or_train_checker("data/shapes")
+    scores = attribute_accuracy(checker, fake_images, intended_attributes)
+    scores["all"]  # fraction of images with all six attributes right
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from stackgan.data.shapes import ATTRIBUTES
+
+SIZE = 128  # the checker's input resolution
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "checker.safetensors"
+_BOX = getattr(Image, "Resampling", Image).BOX
+
+
+class AttributeChecker(nn.Module):
+    """All-stride-2 CNN over a 128x128 image with one linear head per Shapes attribute.
+
+    The stem has stride 2 (not 4) so 4 px stripes and ~1.75 px dots survive at 128. Heads see
+    the last map's mean and max (what and how much) and a coarse flattened map (where).
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (24, 48, 64, 96), where_channels: int = 8,
+                 num_classes: dict[str, int] | None = None):
+        super().__init__()
+        num_classes = num_classes or {n: len(v) for n, v in ATTRIBUTES.items()}
+        self.config = {"widths": list(widths), "where_channels": where_channels,
+                       "num_classes": dict(num_classes)}
+        layers, cin = [], 3
+        for i, w in enumerate(widths):
+            k = 4 if i == 0 else 3
+            layers += [nn.Conv2d(cin, w, k, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            cin = w
+        self.trunk = nn.Sequential(*layers)
+        self.where = nn.Conv2d(cin, where_channels, 1)
+        side = SIZE >> len(widths)
+        feat = 2 * cin + where_channels * side * side
+        self.heads = nn.ModuleDict({n: nn.Linear(feat, c) for n, c in num_classes.items()})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = resize_to_checker(x)  # [B, 3, 128, 128]
+        h = self.trunk(x)  # [B, C, 8, 8]
+        feat = torch.cat([h.mean((2, 3)), h.amax((2, 3)), self.where(h).flatten(1)], 1)  # [B, F]
+        return {n: head(feat) for n, head in self.heads.items()}  # name -> [B, classes]
+
+
+def resize_to_checker(x: torch.Tensor) -> torch.Tensor:
+    """Area-resize larger images, bilinearly enlarge smaller ones, to [B, 3, 128, 128]."""
+    if x.shape[-2:] == (SIZE, SIZE):
+        return x
+    if x.shape[-2] >= SIZE and x.shape[-1] >= SIZE:
+        return F.interpolate(x, size=(SIZE, SIZE), mode="area")
+    return F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Save / load (safetensors + json, written atomically)
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checker(checker: AttributeChecker, path: str | Path, meta: dict | None = None) -> None:
+    """Write weights to `path` (.safetensors) and config + `meta` to the same name with .json."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in checker.state_dict().items()}
+    _atomic_write(path, lambda tmp: save_file(state, tmp))
+    info = {"format_version": FORMAT_VERSION, "config": checker.config, **(meta or {})}
+    _atomic_write(path.with_suffix(".json"),
+                  lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
+
+
+def load_checker(path: str | Path, device: str | torch.device = "cpu") -> AttributeChecker:
+    """Rebuild a checker from `path` (.safetensors) and its .json config; returns it in eval mode."""
+    path = Path(path)
+    info = json.loads(path.with_suffix(".json").read_text())
+    checker = AttributeChecker(**info["config"])
+    checker.load_state_dict(load_file(str(path)))
+    return checker.to(device).eval()
+
+
+def _fingerprint(data_dir: Path) -> str:
+    return hashlib.sha256((data_dir / "train.jsonl").read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+def _load_split(data_dir: Path, split: str, size: int) -> tuple[torch.Tensor, list[dict]]:
+    """Decode a manifest split once: uint8 [N, 3, size, size] (PIL box resize) and its records."""
+    lines = (Path(data_dir) / f"{split}.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    images = torch.empty(len(records), 3, size, size, dtype=torch.uint8)
+    for i, rec in enumerate(records):
+        with Image.open(Path(data_dir) / rec["image"]) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), _BOX)
+            images[i] = torch.from_numpy(np.array(im)).permute(2, 0, 1)  # [3, size, size]
+    return images, records
+
+
+def _targets(attributes: list[dict]) -> dict[str, torch.Tensor]:
+    """Attribute dicts (value names or indices) -> name -> LongTensor [N] of class indices."""
+    return {n: torch.tensor([a[n] if isinstance(a[n], int) else values.index(a[n])
+                             for a in attributes], dtype=torch.long)
+            for n, values in ATTRIBUTES.items()}
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Half the batch through 64x64 and back (Stage-I look), then small Gaussian noise."""
+    b = x.shape[0]
+    low = torch.rand(b, generator=gen) < 0.5
+    if low.any():
+        small = F.avg_pool2d(x[low], 2)  # [b', 3, 64, 64]
+        x = x.clone()
+        x[low] = F.interpolate(small, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    sigma = 0.05 * torch.rand(b, 1, 1, 1, generator=gen)
+    return x + sigma.to(x.device) * torch.randn(x.shape, generator=gen).to(x.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+def train_checker(data_dir: str | Path, out_path: str | Path | None = None, steps: int = 1200,
+                  batch_size: int = 64, lr: float = 3e-3, seed: int = 0, progress: bool = True,
+                  device: str | torch.device | None = None) -> AttributeChecker:
+    """Train a checker on `data_dir`'s train split, score it on the test split, save it.
+
+    Weights go to `out_path` (default `data_dir/checker.safetensors`), config, data
+    fingerprint and test accuracy (at 128 and 64 input) to the same name with .json.
+    """
+    data_dir = Path(data_dir)
+    out_path = Path(out_path) if out_path is not None else data_dir / WEIGHTS_NAME
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    images, records = _load_split(data_dir, "train", SIZE)  # [N, 3, 128, 128] uint8
+    targets = _targets([r["attributes"] for r in records])
+    labels = torch.stack([targets[n] for n in ATTRIBUTES], 1)  # [N, 6]
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    checker = AttributeChecker().to(device).train()
+    opt = torch.optim.Adam(checker.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
+    start = time.time()
+    bar = tqdm(range(steps), desc="attribute checker", disable=not progress)
+    for _ in bar:
+        # fetch batch
+        idx = torch.randint(len(images), (batch_size,), generator=gen)
+        x = images[idx].to(device).float() / 127.5 - 1  # [B, 3, 128, 128]
+        x = _augment(x, gen)
+        y = labels[idx].to(device)  # [B, 6]
+        # update
+        logits = checker(x)
+        loss = sum(F.cross_entropy(logits[n], y[:, i]) for i, n in enumerate(ATTRIBUTES))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    train_seconds = time.time() - start
+    checker.eval()
+
+    # score on the real test split, at the checker's size and at Stage-I size
+    accuracy = {}
+    if (data_dir / "test.jsonl").exists():
+        for size in (SIZE, 64):
+            test, test_records = _load_split(data_dir, "test", size)
+            held_out = torch.tensor([bool(r.get("held_out", False)) for r in test_records])
+            accuracy[str(size)] = attribute_accuracy(
+                checker, test.float() / 127.5 - 1, [r["attributes"] for r in test_records],
+                held_out=held_out)
+    meta = {"fingerprint": _fingerprint(data_dir), "steps": steps, "batch_size": batch_size,
+            "seed": seed, "train_seconds": round(train_seconds, 1), "test_accuracy": accuracy}
+    save_checker(checker, out_path, meta)
+    return checker
+
+
+def load_or_train_checker(data_dir: str | Path, progress: bool = True,
+                          device: str | torch.device | None = None, **train_kwargs
+                          ) -> AttributeChecker:
+    """The cached checker of `data_dir` if it was trained on this train split, else a new one.
+
+    `train_kwargs` (steps, batch_size, seed, ...) go to `train_checker` when it has to train.
+    """
+    data_dir = Path(data_dir)
+    path = data_dir / WEIGHTS_NAME
+    meta_path = path.with_suffix(".json")
+    if path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if (meta.get("format_version") == FORMAT_VERSION
+                and meta.get("fingerprint") == _fingerprint(data_dir)):
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            return load_checker(path, device)
+    return train_checker(data_dir, path, progress=progress, device=device, **train_kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+@torch.no_grad()
+def predict(checker: nn.Module, images: torch.Tensor, batch_size: int = 256
+            ) -> dict[str, torch.Tensor]:
+    """Predicted class index per attribute for images [B, 3, H, W] in [-1, 1]."""
+    was_training = checker.training
+    checker.eval()
+    device = next(checker.parameters()).device
+    out: dict[str, list[torch.Tensor]] = {n: [torch.empty(0, dtype=torch.long)] for n in ATTRIBUTES}
+    for chunk in images.split(batch_size):
+        logits = checker(chunk.to(device, torch.float32))
+        for n in out:
+            out[n].append(logits[n].argmax(1).cpu())
+    checker.train(was_training)
+    return {n: torch.cat(v) for n, v in out.items()}
+
+
+def score_predictions(preds: dict[str, torch.Tensor], attributes: list[dict]) -> dict[str, float]:
+    """Per-attribute accuracy and "all" (all six right) of predictions against intended attributes."""
+    targets = _targets(attributes)
+    correct = {n: preds[n].cpu() == targets[n] for n in ATTRIBUTES}
+    scores = {n: c.float().mean().item() for n, c in correct.items()}
+    scores["all"] = torch.stack(list(correct.values())).all(0).float().mean().item()
+    return scores
+
+
+def pair_accuracy(preds: dict[str, torch.Tensor], attributes: list[dict],
+                  mask: torch.Tensor | None = None) -> float:
+    """Fraction of images (those where `mask` is true) with shape AND color right; nan if none."""
+    targets = _targets(attributes)
+    right = (preds["shape"].cpu() == targets["shape"]) & (preds["color"].cpu() == targets["color"])
+    if mask is not None:
+        right = right[torch.as_tensor(mask, dtype=torch.bool)]
+    return right.float().mean().item() if len(right) else float("nan")
+
+
+def attribute_accuracy(checker: nn.Module, images: torch.Tensor, attributes: list[dict],
+                       held_out: torch.Tensor | None = None) -> dict[str, float]:
+    """Score images [B, 3, H, W] in [-1, 1] against the attributes they were meant to show.
+
+    Returns accuracy per attribute, "all" (all six right) and, given a `held_out` mask,
+    "held_out_pair" (shape and color right on the held-out images).
+    """
+    preds = predict(checker, images)
+    scores = score_predictions(preds, attributes)
+    if held_out is not None:
+        scores["held_out_pair"] = pair_accuracy(preds, attributes, held_out)
+    return scores

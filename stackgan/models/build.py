@@ -1,0 +1,21 @@
+"""Networks from a ModelConfig."""
+from __future__ import annotations
+
+from torch import nn
+
+from ..config import ModelConfig
+from .stage1 import Stage1Discriminator, Stage1Generator
+from .stage2 import Stage2Discriminator, Stage2Generator
+
+
+def build_generator(m: ModelConfig, stage: int) -> nn.Module:
+    g1 = Stage1Generator(m.text_dim, m.ngf1, m.z_dim, m.cond_dim, m.ca_variant)
+    if stage == 1:
+        return g1
+    return Stage2Generator(g1, m.ngf2, m.res_blocks, m.cond_dim, m.ca_variant)
+
+
+def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:
+    if stage == 1:
+        return Stage1Discriminator(m.text_dim, m.ndf1, m.cond_dim, m.d_text_path, m.d_head_kernel)
+    return Stage2Discriminator(m.text_dim, m.ndf2, m.cond_dim, m.d_text_path, m.d_head_kernel, m.uncond_head2)

@@ -1,0 +1,44 @@
+"""Conditioning Augmentation: the sentence embedding becomes a Gaussian, and c is drawn from it."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConditioningAugmentation(nn.Module):
+    """FC ``text_dim -> 2 * cond_dim``, split into mu and a log-scale, ``c = mu + sigma * eps``.
+
+    ``variant="pt"`` (authors' PyTorch port): ReLU before the split, the second half is a
+    log-variance. ``variant="tf"`` (authors' TensorFlow code, used for the paper's numbers):
+    LeakyReLU(0.2), the second half is log-sigma, eps from a normal truncated at 2 std.
+    Both return ``(c, mu, logvar)`` so one KL formula serves both.
+
+    Example::
+
+        ca = ConditioningAugmentation(text_dim=384, cond_dim=128)
+        c, mu, logvar = ca(torch.randn(4, 384))   # each [4, 128]
+    """
+
+    def __init__(self, text_dim: int, cond_dim: int = 128, variant: str = "pt"):
+        super().__init__()
+        if variant not in ("pt", "tf"):
+            raise ValueError(f"CA variant must be 'pt' or 'tf', got {variant!r}")
+        self.cond_dim = cond_dim
+        self.variant = variant
+        self.fc = nn.Linear(text_dim, 2 * cond_dim)
+        self.act = nn.ReLU() if variant == "pt" else nn.LeakyReLU(0.2)
+
+    def sample_eps(self, shape: tuple[int, ...], device, generator: torch.Generator | None = None):
+        if self.variant == "tf":  # TF's truncated_normal: values beyond 2 std are redrawn
+            eps = torch.empty(shape, device=device)
+            return nn.init.trunc_normal_(eps, 0.0, 1.0, -2.0, 2.0, generator=generator)
+        return torch.randn(shape, device=device, generator=generator)
+
+    def forward(self, emb: torch.Tensor, eps: torch.Tensor | None = None):
+        x = self.act(self.fc(emb))  # [B, 2 * cond]
+        mu, scale = x[:, : self.cond_dim], x[:, self.cond_dim :]
+        logvar = scale if self.variant == "pt" else 2.0 * scale
+        if eps is None:
+            eps = self.sample_eps(mu.shape, mu.device)
+        c = mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)  # [B, cond]
+        return c, mu, logvar

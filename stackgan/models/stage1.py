@@ -1,0 +1,80 @@
+"""Stage I: a rough 64x64 image from the sentence embedding and noise."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import ConditionalHead, DownBlock, UpBlock, conv3x3, init_weights
+from .conditioning import ConditioningAugmentation
+
+
+class Stage1Generator(nn.Module):
+    """``cat(z, c)`` -> FC to ``8ngf x 4 x 4`` -> four up-blocks -> 3x3 conv -> tanh (64x64).
+
+    Example::
+
+        g = Stage1Generator(text_dim=384, ngf=32)
+        img, mu, logvar = g(torch.randn(2, 100), torch.randn(2, 384))  # img [2, 3, 64, 64]
+    """
+
+    def __init__(self, text_dim: int, ngf: int = 128, z_dim: int = 100, cond_dim: int = 128,
+                 ca_variant: str = "pt"):
+        super().__init__()
+        if ngf % 2:
+            raise ValueError(f"Stage-I ngf must be even (the last block has ngf/2 channels), got {ngf}")
+        self.z_dim, self.ngf = z_dim, ngf
+        self.ca = ConditioningAugmentation(text_dim, cond_dim, ca_variant)
+        self.fc = nn.Sequential(
+            nn.Linear(z_dim + cond_dim, 8 * ngf * 4 * 4, bias=False),
+            nn.BatchNorm1d(8 * ngf * 4 * 4),
+            nn.ReLU(inplace=True),
+        )
+        self.up = nn.Sequential(
+            UpBlock(8 * ngf, 4 * ngf),  # 8
+            UpBlock(4 * ngf, 2 * ngf),  # 16
+            UpBlock(2 * ngf, ngf),  # 32
+            UpBlock(ngf, ngf // 2),  # 64
+        )
+        self.to_rgb = nn.Sequential(conv3x3(ngf // 2, 3), nn.Tanh())
+        init_weights(self)
+
+    def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None):
+        c, mu, logvar = self.ca(emb, eps)  # [B, cond]
+        h = self.fc(torch.cat([z, c], dim=1)).view(-1, 8 * self.ngf, 4, 4)  # [B, 8ngf, 4, 4]
+        img = self.to_rgb(self.up(h))  # [B, 3, 64, 64]
+        return img, mu, logvar
+
+
+class Stage1Discriminator(nn.Module):
+    """64x64 image -> ``8ndf x 4 x 4`` code; the matching-aware head scores it with the text.
+
+    ``text_path="mu"`` (PT): the text code is the generator's CA mean, passed in detached.
+    ``text_path="fc"`` (TF): D compresses the raw embedding with its own FC + LeakyReLU.
+    """
+
+    def __init__(self, text_dim: int, ndf: int = 64, cond_dim: int = 128, text_path: str = "mu",
+                 head_kernel: int = 3):
+        super().__init__()
+        self.encode = nn.Sequential(
+            DownBlock(3, ndf, bn=False),  # 32
+            DownBlock(ndf, 2 * ndf),  # 16
+            DownBlock(2 * ndf, 4 * ndf),  # 8
+            DownBlock(4 * ndf, 8 * ndf),  # 4
+        )
+        self.text = make_text_path(text_path, text_dim, cond_dim)
+        self.cond_head = ConditionalHead(8 * ndf, cond_dim, head_kernel)
+        init_weights(self)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return self.encode(img)  # [B, 8ndf, 4, 4]
+
+    def cond_logits(self, h: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return self.cond_head(h, self.text(text))  # [B]
+
+
+def make_text_path(kind: str, text_dim: int, cond_dim: int) -> nn.Module:
+    if kind == "mu":
+        return nn.Identity()
+    if kind == "fc":
+        return nn.Sequential(nn.Linear(text_dim, cond_dim), nn.LeakyReLU(0.2, inplace=True))
+    raise ValueError(f"discriminator text_path must be 'mu' or 'fc', got {kind!r}")

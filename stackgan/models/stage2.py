@@ -1,0 +1,103 @@
+"""Stage II: a detailed 256x256 image from the Stage-I image and the same text."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import ConditionalHead, DownBlock, ResBlock, UpBlock, conv3x3, init_weights
+from .conditioning import ConditioningAugmentation
+from .stage1 import Stage1Generator, make_text_path
+
+
+class Stage2Generator(nn.Module):
+    """Frozen Stage I (same z) -> encoder to 16x16 -> join with its own CA code -> residual
+    blocks -> four up-blocks -> 256x256.
+
+    Stage I stays in eval mode and receives no gradient: Stage II trains only its own layers.
+
+    Example::
+
+        g1 = Stage1Generator(text_dim=384, ngf=32)
+        g2 = Stage2Generator(g1, ngf=32)
+        low, high, mu, logvar = g2(torch.randn(2, 100), torch.randn(2, 384))  # high [2, 3, 256, 256]
+    """
+
+    def __init__(self, stage1: Stage1Generator, ngf: int = 128, res_blocks: int = 4,
+                 cond_dim: int = 128, ca_variant: str = "pt"):
+        super().__init__()
+        if ngf % 4:
+            raise ValueError(f"Stage-II ngf must be divisible by 4 (last block has ngf/4), got {ngf}")
+        self.stage1 = stage1
+        self.stage1.requires_grad_(False)
+        self.stage1.eval()
+        self.ca = ConditioningAugmentation(stage1.ca.fc.in_features, cond_dim, ca_variant)
+        self.encode = nn.Sequential(
+            conv3x3(3, ngf), nn.ReLU(inplace=True),  # 64
+            nn.Conv2d(ngf, 2 * ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * ngf), nn.ReLU(inplace=True),  # 32
+            nn.Conv2d(2 * ngf, 4 * ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(4 * ngf), nn.ReLU(inplace=True),  # 16
+        )
+        self.joint = nn.Sequential(
+            conv3x3(4 * ngf + cond_dim, 4 * ngf), nn.BatchNorm2d(4 * ngf), nn.ReLU(inplace=True)
+        )
+        self.residual = nn.Sequential(*[ResBlock(4 * ngf) for _ in range(res_blocks)])
+        self.up = nn.Sequential(
+            UpBlock(4 * ngf, 2 * ngf),  # 32
+            UpBlock(2 * ngf, ngf),  # 64
+            UpBlock(ngf, ngf // 2),  # 128
+            UpBlock(ngf // 2, ngf // 4),  # 256
+        )
+        self.to_rgb = nn.Sequential(conv3x3(ngf // 4, 3), nn.Tanh())
+        init_weights(self.ca)
+        for part in (self.encode, self.joint, self.residual, self.up, self.to_rgb):
+            init_weights(part)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.stage1.eval()  # frozen: its BN keeps the running statistics it was trained with
+        return self
+
+    def forward(self, z: torch.Tensor, emb: torch.Tensor, eps1: torch.Tensor | None = None,
+                eps2: torch.Tensor | None = None):
+        with torch.no_grad():
+            low, _, _ = self.stage1(z, emb, eps1)  # [B, 3, 64, 64]
+        c, mu, logvar = self.ca(emb, eps2)  # [B, cond]
+        h = self.encode(low)  # [B, 4ngf, 16, 16]
+        c_map = c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])  # [B, cond, 16, 16]
+        h = self.residual(self.joint(torch.cat([h, c_map.to(h.dtype)], dim=1)))  # [B, 4ngf, 16, 16]
+        high = self.to_rgb(self.up(h))  # [B, 3, 256, 256]
+        return low, high, mu, logvar
+
+
+class Stage2Discriminator(nn.Module):
+    """256x256 image -> six stride-2 convs to ``32ndf x 4 x 4`` -> two convs down to ``8ndf``;
+    a matching-aware head and (PT) an unconditional head."""
+
+    def __init__(self, text_dim: int, ndf: int = 64, cond_dim: int = 128, text_path: str = "mu",
+                 head_kernel: int = 3, uncond_head: bool = True):
+        super().__init__()
+        k = head_kernel
+        self.encode = nn.Sequential(
+            DownBlock(3, ndf, bn=False),  # 128
+            DownBlock(ndf, 2 * ndf),  # 64
+            DownBlock(2 * ndf, 4 * ndf),  # 32
+            DownBlock(4 * ndf, 8 * ndf),  # 16
+            DownBlock(8 * ndf, 16 * ndf),  # 8
+            DownBlock(16 * ndf, 32 * ndf),  # 4
+            nn.Conv2d(32 * ndf, 16 * ndf, k, 1, k // 2, bias=False), nn.BatchNorm2d(16 * ndf),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(16 * ndf, 8 * ndf, k, 1, k // 2, bias=False), nn.BatchNorm2d(8 * ndf),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
+        self.text = make_text_path(text_path, text_dim, cond_dim)
+        self.cond_head = ConditionalHead(8 * ndf, cond_dim, head_kernel)
+        self.uncond_head = ConditionalHead(8 * ndf, 0) if uncond_head else None
+        init_weights(self)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return self.encode(img)  # [B, 8ndf, 4, 4]
+
+    def cond_logits(self, h: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return self.cond_head(h, self.text(text))  # [B]
+
+    def uncond_logits(self, h: torch.Tensor) -> torch.Tensor | None:
+        return None if self.uncond_head is None else self.uncond_head(h)  # [B]

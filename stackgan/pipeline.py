@@ -1,0 +1,150 @@
+"""Inference: load a trained StackGAN and turn sentences into images.
+
+Example::
+
+    from stackgan.pipeline import StackGANPipeline
+    pipe = StackGANPipeline.load("runs/demo")          # run folder, model folder or state file
+    out = pipe.generate(["a large green striped square at the bottom on a white background"], seed=0)
+    out["stage2"]                                       # uint8 [1, 3, 256, 256]
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .config import Config, from_dict, to_dict
+from .models.build import build_generator
+from .training.checkpoint import STATE_NAME, load_state, stage_dir
+from .training.data import TextNorm
+from .utils import atomic_path
+
+MODEL_DIR_NAME = "model"
+PRETRAINED_VERSION = 1
+
+
+class StackGANPipeline:
+    def __init__(self, config: Config, generator: torch.nn.Module, text_norm: TextNorm, stage: int):
+        self.config, self.generator, self.text_norm, self.stage = config, generator, text_norm, stage
+        self._encoder = None
+
+    # --- loading and saving -------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> "StackGANPipeline":
+        """A run folder (its ``model/``, else its newest stage state), a model folder, or a state file."""
+        path = Path(path)
+        if path.is_file():
+            return cls.from_state(path)
+        if (path / "config.json").exists():
+            return cls.from_pretrained(path)
+        if (path / MODEL_DIR_NAME / "config.json").exists():
+            return cls.from_pretrained(path / MODEL_DIR_NAME)
+        for stage in (2, 1):
+            if (stage_dir(path, stage) / STATE_NAME).exists():
+                return cls.from_state(stage_dir(path, stage) / STATE_NAME)
+        raise FileNotFoundError(f"{path}: found no StackGAN model there (expected a run folder with "
+                                f"{MODEL_DIR_NAME}/ or stage1/{STATE_NAME}, a model folder with config.json, "
+                                "or a state file)")
+
+    @classmethod
+    def from_state(cls, path: str | Path) -> "StackGANPipeline":
+        state = load_state(path)
+        cfg = from_dict(state["config"])
+        g = build_generator(cfg.model, state["stage"])
+        g.load_state_dict(state["generator"])
+        norm = TextNorm(cfg.model.text_dim)
+        norm.load_state_dict(state["text_norm"])
+        return cls(cfg, g, norm, state["stage"])
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "StackGANPipeline":
+        directory = Path(directory)
+        with open(directory / "config.json", encoding="utf-8") as f:
+            meta = json.load(f)
+        cfg = from_dict(meta["config"])
+        g = build_generator(cfg.model, meta["stage"])
+        tensors = load_file(str(directory / "model.safetensors"))
+        norm = TextNorm(cfg.model.text_dim)
+        norm.load_state_dict({k[len("text_norm."):]: v for k, v in tensors.items() if k.startswith("text_norm.")})
+        g.load_state_dict({k[len("generator."):]: v.float() for k, v in tensors.items() if k.startswith("generator.")})
+        return cls(cfg, g, norm, meta["stage"])
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (generator + text statistics)."""
+        directory = Path(directory)
+        tensors = {f"generator.{k}": v.detach().contiguous() for k, v in self.generator.state_dict().items()}
+        tensors.update({f"text_norm.{k}": v.contiguous() for k, v in self.text_norm.state_dict().items()})
+        with atomic_path(directory / "model.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        meta = {"format_version": PRETRAINED_VERSION, "stage": self.stage, "config": to_dict(self.config)}
+        with atomic_path(directory / "config.json") as tmp:
+            tmp.write_text(json.dumps(meta, indent=2))
+        return directory
+
+    # --- generation ---------------------------------------------------------------------------
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from .text import get_encoder
+            self._encoder = get_encoder(self.config.data.text_encoder)
+        return self._encoder
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        return self.text_norm(self.encoder.encode(texts))  # [N, D]
+
+    def noise(self, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z, Stage-I eps and Stage-II eps, each image from its own generator seeded by its seed."""
+        m = self.config.model
+        zs, e1s, e2s = [], [], []
+        ca1 = self.generator.stage1.ca if self.stage == 2 else self.generator.ca
+        for s in seeds:
+            g = torch.Generator().manual_seed(int(s))
+            zs.append(torch.randn(m.z_dim, generator=g))
+            e1s.append(ca1.sample_eps((m.cond_dim,), "cpu", g))
+            e2s.append(ca1.sample_eps((m.cond_dim,), "cpu", g))
+        return torch.stack(zs), torch.stack(e1s), torch.stack(e2s)  # [N, z], [N, cond], [N, cond]
+
+    @torch.no_grad()
+    def generate(self, texts: list[str], seed: int = 0, stage: int | None = None, batch_size: int = 16,
+                 seeds: list[int] | None = None, embeddings: torch.Tensor | None = None,
+                 progress: bool = False) -> dict[str, torch.Tensor]:
+        """Images for ``texts``; image i uses seed ``seed + i`` (or ``seeds[i]``), so it does not
+        depend on the other texts or the batch size. Returns uint8 ``stage1`` [N, 3, 64, 64] and,
+        for a Stage-II model with ``stage`` 2 (default), ``stage2`` [N, 3, 256, 256]."""
+        stage = self.stage if stage is None else stage
+        if stage not in (1, 2) or stage > self.stage:
+            raise ValueError(f"this model has stages up to {self.stage}; asked for stage {stage}")
+        emb = self.embed(texts) if embeddings is None else embeddings
+        seeds = list(range(seed, seed + len(emb))) if seeds is None else seeds
+        z, eps1, eps2 = self.noise(seeds)
+        device = next(self.generator.parameters()).device
+        was_training = self.generator.training
+        self.generator.eval()  # BN running statistics: an image does not depend on its batch
+        try:
+            return self._generate(emb, z, eps1, eps2, stage, batch_size, device, progress)
+        finally:
+            self.generator.train(was_training)
+
+    def _generate(self, emb, z, eps1, eps2, stage, batch_size, device, progress):
+        low_all, high_all = [], []
+        for i in tqdm(range(0, len(emb), batch_size), disable=not progress, desc="generating", unit="batch"):
+            sl = slice(i, i + batch_size)
+            args = (z[sl].to(device), emb[sl].to(device), eps1[sl].to(device))
+            if self.stage == 2 and stage == 2:
+                low, high, _, _ = self.generator(*args, eps2[sl].to(device))
+                high_all.append(to_uint8(high))
+            else:
+                g1 = self.generator.stage1 if self.stage == 2 else self.generator
+                low, _, _ = g1(*args)
+            low_all.append(to_uint8(low))
+        out = {"stage1": torch.cat(low_all)}
+        if high_all:
+            out["stage2"] = torch.cat(high_all)
+        return out
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()

@@ -1,0 +1,52 @@
+"""Caption embeddings of a data set, computed once and cached beside the data."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..utils import atomic_path, cache_dir
+from .encoders import TextEncoder
+
+CACHE_VERSION = 1
+
+
+def caption_embeddings(data_dir: str | Path, split: str, captions: list[list[str]],
+                       encoder: TextEncoder, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings ``[N, K, D]`` (padded to the most captions per image) and counts ``[N]``.
+
+    Cached in ``DATA/.stackgan-cache/text-<split>-<encoder>.safetensors``; recomputed when the
+    encoder or any caption changes (a SHA-256 of both is stored in the file).
+    """
+    digest = hashlib.sha256(json.dumps([CACHE_VERSION, encoder.name, captions]).encode()).hexdigest()
+    safe_name = "".join(ch if ch.isalnum() else "_" for ch in encoder.name)
+    path = cache_dir(data_dir) / f"text-{split}-{safe_name}.safetensors"
+    if path.exists():
+        try:
+            with open(path.with_suffix(".json"), encoding="utf-8") as f:
+                if json.load(f).get("sha256") == digest:
+                    t = load_file(str(path))
+                    return t["embeddings"], t["counts"]
+        except (OSError, ValueError):
+            pass  # unreadable or stale cache: recompute below
+
+    unique = sorted({c for caps in captions for c in caps})
+    if progress:
+        print(f"encoding {len(unique)} distinct {split} captions with {encoder.name} (cached afterwards)")
+    vectors = encoder.encode(unique, progress=progress)  # [U, D]
+    index = {c: i for i, c in enumerate(unique)}
+    k = max(len(caps) for caps in captions)
+    ids = torch.zeros(len(captions), k, dtype=torch.long)
+    counts = torch.tensor([len(caps) for caps in captions], dtype=torch.long)
+    for i, caps in enumerate(captions):
+        ids[i, : len(caps)] = torch.tensor([index[c] for c in caps])
+    embeddings = vectors[ids].contiguous()  # [N, K, D]; padding slots repeat caption 0's vector
+
+    with atomic_path(path) as tmp:
+        save_file({"embeddings": embeddings, "counts": counts}, str(tmp))
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps({"sha256": digest, "encoder": encoder.name, "split": split}))
+    return embeddings, counts

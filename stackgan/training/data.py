@@ -1,0 +1,122 @@
+"""Batches for training: images and caption embeddings held in memory, drawn by step number.
+
+Every random choice of step ``s`` (which images, which captions, which wrong captions, crops
+and flips) comes from generators seeded by ``(seed, epoch)`` and ``(seed, s)``: resuming at step
+``s`` sees exactly the batches an uninterrupted run would have seen, with no sampler state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import DataConfig
+from ..data.manifest import load_images, read_manifest
+from ..text import get_encoder
+from ..text.cache import caption_embeddings
+
+
+class TextNorm(nn.Module):
+    """Per-dimension standardization of sentence embeddings, with statistics of the train captions.
+
+    Unit-length sentence embeddings (MiniLM) spread about 0.02-0.04 per dimension, which the
+    CA noise drowns; standardizing makes the text audible to the generator.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, embeddings: torch.Tensor) -> "TextNorm":
+        self.mean.copy_(embeddings.mean(0))
+        self.std.copy_(embeddings.std(0).clamp_min(1e-6))
+        return self
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return (emb - self.mean) / self.std
+
+
+def _gen(*keys: int) -> torch.Generator:
+    seed = 0
+    for k in keys:
+        seed = (seed * 1_000_003 + int(k) + 1) % (2**62)
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class TrainData:
+    images: torch.Tensor  # uint8 [N, 3, S, S]; S = out_size, or 76/64 of it when cropping
+    embeddings: torch.Tensor  # float [N, K, D], normalized
+    counts: torch.Tensor  # long [N], captions per image
+    out_size: int
+    cfg: DataConfig
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns real images in [-1, 1] ``[B, 3, r, r]``, their text ``[B, D]`` and wrong text ``[B, D]``."""
+        n = len(self)
+        if batch_size > n:
+            raise ValueError(f"batch size {batch_size} is larger than the data set ({n} images)")
+        per_epoch = n // batch_size
+        epoch, pos = divmod(step, per_epoch)
+        perm = torch.randperm(n, generator=_gen(self.cfg.seed, 1, epoch))
+        idx = perm[pos * batch_size:(pos + 1) * batch_size]  # [B]
+        g = _gen(self.cfg.seed, 2, step)
+        text = self._text(idx, g)  # [B, D]
+        if self.cfg.wrong_pairs == "shift":
+            wrong = text.roll(1, dims=0)  # image i is paired with the caption of image i-1
+        else:
+            other = (idx + torch.randint(1, n, idx.shape, generator=g)) % n  # never the same image
+            wrong = self._text(other, g)
+        return self._images(idx, g), text, wrong
+
+    def _text(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        counts = self.counts[idx]  # [B]
+        take = 1 if self.cfg.caption_mode == "one" else 4
+        # rank random keys among each image's valid captions: the first `take` are distinct
+        keys = torch.rand(len(idx), self.embeddings.shape[1], generator=g)  # [B, K]
+        valid = torch.arange(keys.shape[1])[None, :] < counts[:, None]
+        keys = keys.masked_fill(~valid, 2.0)
+        order = keys.argsort(dim=1)[:, :take]  # [B, take]
+        chosen = self.embeddings[idx[:, None], order]  # [B, take, D]
+        mask = (torch.arange(take)[None, :] < counts[:, None]).unsqueeze(-1)  # fewer than 4 captions
+        return (chosen * mask).sum(1) / mask.sum(1)  # [B, D]
+
+    def _images(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        imgs = self.images[idx]  # uint8 [B, 3, S, S]
+        if self.cfg.augment == "crop_flip":
+            r, s = self.out_size, imgs.shape[-1]
+            offs = torch.randint(0, s - r + 1, (len(idx), 2), generator=g)
+            flips = torch.rand(len(idx), generator=g) < 0.5
+            crops = []
+            for im, (y, x), flip in zip(imgs, offs.tolist(), flips.tolist()):
+                im = im[:, y:y + r, x:x + r]
+                crops.append(im.flip(-1) if flip else im)
+            imgs = torch.stack(crops)
+        return imgs.float().div_(127.5).sub_(1.0)  # [B, 3, r, r]
+
+
+def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm: TextNorm | None = None,
+                    progress: bool = True) -> tuple[TrainData, TextNorm]:
+    """Images at ``size`` and normalized caption embeddings of the train split.
+
+    ``text_norm`` is fitted on the train captions unless one is given (Stage II reuses Stage I's).
+    """
+    records = read_manifest(data_dir, "train")
+    encoder = get_encoder(cfg.text_encoder)
+    emb, counts = caption_embeddings(data_dir, "train", [r["captions"] for r in records], encoder, progress)
+    if text_norm is None:
+        text_norm = TextNorm(emb.shape[-1])
+        if cfg.text_norm == "standardize":
+            valid = torch.arange(emb.shape[1])[None, :] < counts[:, None]
+            text_norm.fit(emb[valid])
+    load_size = size if cfg.augment == "none" else round(size * 76 / 64)
+    images = load_images(data_dir, "train", records, load_size, progress)
+    return TrainData(images, text_norm(emb), counts, size, cfg), text_norm

@@ -1,0 +1,199 @@
+"""The training loop: one stage of StackGAN, resumable, in one readable function."""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from ..config import Config, from_dict, to_dict, to_yaml
+from ..losses import discriminator_loss, generator_loss, kl_loss
+from ..models.build import build_discriminator, build_generator
+from ..pipeline import MODEL_DIR_NAME, StackGANPipeline
+from .checkpoint import STATE_NAME, load_state, save_state, stage_dir
+from .data import TextNorm, load_train_data
+from .samples import SampleSheet
+
+STAGE1_FIELDS = ("text_dim", "z_dim", "cond_dim", "ngf1", "ca_variant")
+
+
+def _forward_g(G, stage: int, z, text):
+    if stage == 1:
+        fake, mu, logvar = G(z, text)
+    else:
+        _, fake, mu, logvar = G(z, text)
+    return fake, mu, logvar
+
+
+def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *, resume: bool = False,
+          stage1_state: str | Path | None = None, device: str | None = None, progress: bool = True) -> Path:
+    """Train Stage ``stage`` on the manifest data in ``data_dir``; returns the final state file.
+
+    Writes ``RUN/stage<N>/{state.pt, config.yaml, tb/, samples/}`` and the inference folder
+    ``RUN/model/``. Stage II loads its frozen Stage I from ``RUN/stage1/state.pt`` (or
+    ``stage1_state``). With ``resume`` it continues from ``RUN/stage<N>/state.pt``: step,
+    learning-rate schedule, optimizers, random state and the spent time budget.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = stage_dir(run_dir, stage)
+    state_path = out / STATE_NAME
+    state = None
+    if state_path.exists():
+        if not resume:
+            raise FileExistsError(f"{state_path} exists: pass --resume to continue it, or choose another --out")
+        state = load_state(state_path)
+        cfg = from_dict(state["config"])  # the run's own configuration wins over presets on resume
+    s1 = None
+    if stage == 2:
+        s1_path = Path(stage1_state) if stage1_state else stage_dir(run_dir, 1) / STATE_NAME
+        if not s1_path.exists():
+            raise FileNotFoundError(f"Stage II needs a trained Stage I: {s1_path} not found (run "
+                                    "`stackgan train --stage 1` into the same --out first, or pass --stage1 PATH)")
+        s1 = load_state(s1_path)
+        s1_model = from_dict(s1["config"]).model
+        cfg = replace(cfg, model=replace(cfg.model, **{k: getattr(s1_model, k) for k in STAGE1_FIELDS}),
+                      data=replace(cfg.data, text_encoder=from_dict(s1["config"]).data.text_encoder))
+    sc = cfg.stage(stage)
+
+    # --- data, networks, optimizers -------------------------------------------------------------
+    norm = None
+    if s1 is not None:
+        norm = TextNorm(cfg.model.text_dim)
+        norm.load_state_dict(s1["text_norm"])
+    data, norm = load_train_data(data_dir, cfg.data, 64 if stage == 1 else 256, norm, progress)
+    cfg = replace(cfg, model=replace(cfg.model, text_dim=data.embeddings.shape[-1]))
+    G = build_generator(cfg.model, stage)
+    D = build_discriminator(cfg.model, stage)
+    if s1 is not None:
+        G.stage1.load_state_dict(s1["generator"])
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    G.to(device, memory_format=fmt).train()
+    D.to(device, memory_format=fmt).train()
+    opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], sc.lr_g, (sc.beta1, sc.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), sc.lr_d, (sc.beta1, sc.beta2))
+    step, elapsed = 0, 0.0
+    if state is not None:
+        G.load_state_dict(state["generator"])
+        D.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        step, elapsed = state["step"], state["elapsed_s"]
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+    else:
+        torch.manual_seed(cfg.seed * 10 + stage)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(to_yaml(cfg))
+
+    per_epoch = len(data) // sc.batch_size
+    limits = [n for n in (sc.max_steps, math.ceil(sc.epochs * per_epoch)) if n > 0]
+    max_steps = min(limits) if limits else None
+    budget = sc.minutes * 60 if sc.minutes > 0 else None
+    if max_steps is None and budget is None:
+        raise ValueError(f"stage{stage}: set max_steps, epochs or minutes, or training never stops")
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
+                else contextlib.nullcontext())
+    writer = SummaryWriter(str(out / "tb"))
+    sheet = SampleSheet(data_dir, norm, cfg, device, stage)
+    pipe = StackGANPipeline(cfg, G, norm, stage)
+
+    def checkpoint() -> Path:
+        save_state(state_path, {
+            "stage": stage, "step": step, "elapsed_s": elapsed, "config": to_dict(cfg),
+            "generator": G.state_dict(), "discriminator": D.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "text_norm": norm.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            **({"rng_cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+        })
+        pipe.save_pretrained(Path(run_dir) / MODEL_DIR_NAME)
+        G.train()
+        return state_path
+
+    sums = torch.zeros(6, device=device)  # D, real, wrong, fake, G, KL: summed on device, read at log time
+    pbar = tqdm(total=max_steps, initial=step, disable=not progress, desc=f"stage {stage}", unit="step",
+                dynamic_ncols=True)
+    t_start, t_log, step_log = time.monotonic() - elapsed, time.monotonic(), step
+    try:
+        while (max_steps is None or step < max_steps) and (budget is None or elapsed < budget):
+            # --- learning-rate schedule: halve every lr_decay_epochs -----------------------------
+            decay = 0.5 ** math.floor(step / per_epoch / sc.lr_decay_epochs) if sc.lr_decay_epochs else 1.0
+            for opt, lr in ((opt_g, sc.lr_g), (opt_d, sc.lr_d)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * decay
+
+            # --- fetch batch ---------------------------------------------------------------------
+            real, text, wrong = data.batch(step, sc.batch_size)  # [B, 3, r, r], [B, D], [B, D]
+            real = real.to(device, memory_format=fmt, non_blocking=True)
+            text, wrong = text.to(device), wrong.to(device)
+            z = torch.randn(len(text), cfg.model.z_dim, device=device)  # [B, z]
+
+            # --- update D: (real, right) -> 1, (real, wrong) and (fake, right) -> 0 ---------------
+            with autocast:
+                fake, mu, logvar = _forward_g(G, stage, z, text)  # [B, 3, r, r], [B, cond] x 2
+                if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
+                    right_t = mu.detach()
+                    with torch.no_grad():
+                        wrong_t = G.ca(wrong)[1] if cfg.data.wrong_pairs == "random" else right_t.roll(1, 0)
+                else:
+                    right_t, wrong_t = text, wrong
+                h_real = D(real)  # [B, 8ndf, 4, 4]; computed once, used for right and wrong text
+                h_fake = D(fake.detach())
+                uncond = stage == 2 and cfg.model.uncond_head2
+                d = discriminator_loss(
+                    D.cond_logits(h_real, right_t), D.cond_logits(h_real, wrong_t), D.cond_logits(h_fake, right_t),
+                    D.uncond_logits(h_real) if uncond else None, D.uncond_logits(h_fake) if uncond else None)
+            opt_d.zero_grad(set_to_none=True)
+            d["total"].backward()
+            opt_d.step()
+
+            # --- update G: fool D with the right text, keep CA close to N(0, I) ------------------
+            with autocast:
+                h_fake = D(fake)
+                g_adv = generator_loss(D.cond_logits(h_fake, right_t), D.uncond_logits(h_fake) if uncond else None)
+                kl = kl_loss(mu, logvar)
+                g_total = g_adv + sc.kl_weight * kl
+            opt_g.zero_grad(set_to_none=True)
+            g_total.backward()
+            opt_g.step()
+            step += 1
+            elapsed = time.monotonic() - t_start
+            pbar.update(1)
+            sums += torch.stack([d["total"], d["real"], d["wrong"], d["fake"], g_adv, kl]).detach()
+
+            # --- log, sample, checkpoint ---------------------------------------------------------
+            if step % sc.log_every == 0:
+                n = step - step_log
+                vals = (sums / n).tolist()
+                for name, v in zip(("D/total", "D/real", "D/wrong", "D/fake", "G/adv", "G/kl"), vals):
+                    writer.add_scalar(name, v, step)
+                rate = n * sc.batch_size / (time.monotonic() - t_log)
+                writer.add_scalar("lr/g", opt_g.param_groups[0]["lr"], step)
+                writer.add_scalar("speed/images_per_s", rate, step)
+                pbar.set_postfix(D=f"{vals[0]:.3f}", G=f"{vals[4]:.3f}", KL=f"{vals[5]:.3f}", img_s=f"{rate:.0f}")
+                if budget is not None:  # show an ETA for the time budget too
+                    est = step + int((budget - elapsed) / max(elapsed / max(step, 1), 1e-6))
+                    pbar.total = est if max_steps is None else min(max_steps, est)
+                sums.zero_()
+                t_log, step_log = time.monotonic(), step
+            if step % sc.sample_every == 0:
+                sheet.write(G, step, writer)
+            if step % sc.checkpoint_every == 0:
+                checkpoint()
+    except KeyboardInterrupt:
+        pbar.write(f"interrupted at step {step}: writing a checkpoint you can --resume")
+        checkpoint()
+        raise
+    finally:
+        pbar.close()
+    sheet.write(G, step, writer)
+    checkpoint()
+    writer.close()
+    print(f"stage {stage}: {step} steps in {elapsed / 60:.1f} min; state {state_path}; "
+          f"model {Path(run_dir) / MODEL_DIR_NAME}")
+    return state_path

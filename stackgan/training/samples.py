@@ -1,0 +1,49 @@
+"""Sample sheets written during training: fixed captions and fixed noise, so sheets of
+successive steps show how the same images evolve."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import Config
+from ..pipeline import StackGANPipeline
+from ..viz import caption_sheet
+
+N_SAMPLES = 8
+
+
+def fixed_captions(data_dir: str | Path, n: int = N_SAMPLES) -> list[str]:
+    """The first ``n`` test captions (full captions where the data has them), else train ones."""
+    data_dir = Path(data_dir)
+    path = data_dir / "test.jsonl" if (data_dir / "test.jsonl").exists() else data_dir / "train.jsonl"
+    caps = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip() and len(caps) < n:
+                rec = json.loads(line)
+                caps.append(rec.get("full_caption") or rec["captions"][0])
+    return caps
+
+
+class SampleSheet:
+    def __init__(self, data_dir, text_norm, cfg: Config, device, stage: int):
+        self.captions = fixed_captions(data_dir)
+        self.cfg, self.norm, self.stage = cfg, text_norm, stage
+        from ..text import get_encoder
+        self.emb = text_norm(get_encoder(cfg.data.text_encoder).encode(self.captions))  # [n, D]
+
+    def write(self, G, step: int, writer) -> Path:
+        pipe = StackGANPipeline(self.cfg, G, self.norm, self.stage)
+        out = pipe.generate(self.captions, seed=0, embeddings=self.emb)
+        columns = [[out[k][i] for k in ("stage1", "stage2") if k in out] for i in range(len(self.captions))]
+        labels = ["Stage I", "Stage II"] if self.stage == 2 else ["Stage I"]
+        path = Path(writer.log_dir).parent / "samples" / f"step-{step:06d}.png"
+        caption_sheet(columns, self.captions, path, cell=128, labels=labels)
+        with Image.open(path) as im:
+            grid = np.asarray(im.convert("RGB"))
+        writer.add_image("samples", torch.from_numpy(grid).permute(2, 0, 1), step)
+        return path

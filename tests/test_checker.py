@@ -1,0 +1,138 @@
+import json
+import shutil
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from stackgan.data.shapes import ATTRIBUTES, generate_shapes
+from stackgan.evaluation import checker as ck
+
+torch.set_num_threads(2)
+
+TINY = {"steps": 3, "batch_size": 8, "progress": False, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shapes")
+    generate_shapes(out, n_train=200, n_test=40, seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(shapes_dir):
+    return ck.train_checker(shapes_dir, **TINY)
+
+
+def test_forward_shapes_any_input_size():
+    torch.manual_seed(0)
+    model = ck.AttributeChecker(widths=(4, 8, 8, 8), where_channels=2).eval()
+    for size in (64, 128, 256):
+        out = model(torch.rand(2, 3, size, size) * 2 - 1)
+        assert list(out) == list(ATTRIBUTES)
+        for name, values in ATTRIBUTES.items():
+            assert out[name].shape == (2, len(values))
+
+
+def test_resize_rule():
+    x = torch.rand(1, 3, 256, 256)
+    assert torch.allclose(ck.resize_to_checker(x), F.avg_pool2d(x, 2))
+    y = torch.rand(1, 3, 64, 64)
+    want = F.interpolate(y, size=(128, 128), mode="bilinear", align_corners=False)
+    assert torch.allclose(ck.resize_to_checker(y), want)
+    z = torch.rand(1, 3, 128, 128)
+    assert ck.resize_to_checker(z) is z
+
+
+def test_load_split(shapes_dir):
+    images, records = ck._load_split(shapes_dir, "test", 64)
+    assert images.shape == (40, 3, 64, 64) and images.dtype == torch.uint8
+    assert len(records) == 40 and set(records[0]["attributes"]) == set(ATTRIBUTES)
+
+
+def test_train_save_load_round_trip(shapes_dir, trained):
+    weights = shapes_dir / "checker.safetensors"
+    info = json.loads((shapes_dir / "checker.json").read_text())
+    assert weights.exists() and info["fingerprint"] == ck._fingerprint(shapes_dir)
+    for size in ("128", "64"):
+        assert set(info["test_accuracy"][size]) == {*ATTRIBUTES, "all", "held_out_pair"}
+    assert not list(shapes_dir.glob(".*.tmp"))  # atomic writes left nothing behind
+
+    loaded = ck.load_checker(weights)
+    images, _ = ck._load_split(shapes_dir, "test", 128)
+    x = images[:8].float() / 127.5 - 1
+    with torch.no_grad():
+        a, b = trained.eval()(x), loaded(x)
+    for name in ATTRIBUTES:
+        assert torch.equal(a[name], b[name])
+    preds = ck.predict(loaded, x)
+    assert all(p.dtype == torch.long and p.shape == (8,) for p in preds.values())
+
+
+def test_training_is_seeded(shapes_dir, tmp_path, trained):
+    again = ck.train_checker(shapes_dir, tmp_path / "again.safetensors", **TINY)
+    for (k, v), w in zip(trained.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+class _FakeChecker(nn.Module):
+    """Answers with fixed predictions, looked up by the index stored in pixel (0, 0)."""
+
+    def __init__(self, preds):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+        self.preds = preds
+
+    def forward(self, x):
+        idx = x[:, 0, 0, 0].round().long()
+        return {n: F.one_hot(self.preds[n][idx], len(v)).float() for n, v in ATTRIBUTES.items()}
+
+
+def test_attribute_accuracy_math():
+    first = {n: v[0] for n, v in ATTRIBUTES.items()}
+    attributes = [dict(first) for _ in range(4)]
+    preds = {n: torch.zeros(4, dtype=torch.long) for n in ATTRIBUTES}
+    preds["shape"][1] = 1  # image 1: shape wrong
+    preds["color"][2] = 3  # image 2: color wrong
+    preds["texture"][2] = 2  # image 2: texture wrong too
+    attributes[3]["size"] = ATTRIBUTES["size"][2]  # image 3: intended size differs
+    preds["size"][3] = 2  # ... and is predicted: right
+
+    images = torch.arange(4).float().view(4, 1, 1, 1).expand(4, 3, 8, 8)
+    held_out = torch.tensor([False, True, True, True])
+    scores = ck.attribute_accuracy(_FakeChecker(preds), images, attributes, held_out=held_out)
+    assert scores["shape"] == 0.75 and scores["color"] == 0.75 and scores["texture"] == 0.75
+    assert scores["size"] == 1.0 and scores["position"] == 1.0 and scores["background"] == 1.0
+    assert scores["all"] == 0.5  # images 0 and 3
+    assert scores["held_out_pair"] == pytest.approx(1 / 3)  # of images 1-3 only 3 has both
+    assert ck.pair_accuracy(preds, attributes) == 0.5
+    assert ck.pair_accuracy(preds, attributes, torch.zeros(4, dtype=torch.bool)) != 0.5  # nan
+    assert ck.score_predictions(preds, attributes) == {k: v for k, v in scores.items()
+                                                       if k != "held_out_pair"}
+    # attribute dicts may also hold class indices
+    as_index = [{n: ATTRIBUTES[n].index(v) for n, v in a.items()} for a in attributes]
+    assert ck.score_predictions(preds, as_index)["all"] == 0.5
+
+
+def test_load_or_train_reuses_cache(shapes_dir, tmp_path, monkeypatch):
+    data = tmp_path / "shapes"
+    shutil.copytree(shapes_dir, data, ignore=shutil.ignore_patterns("checker.*"))
+    first = ck.load_or_train_checker(data, **TINY)
+    mtime = (data / "checker.safetensors").stat().st_mtime_ns
+
+    calls = []
+    real_train = ck.train_checker
+    monkeypatch.setattr(ck, "train_checker", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    second = ck.load_or_train_checker(data, **TINY)
+    assert calls == [] and (data / "checker.safetensors").stat().st_mtime_ns == mtime
+    x = torch.rand(2, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(first.eval()(x)["texture"], second(x)["texture"])
+
+    # a different train split invalidates the cache
+    with open(data / "train.jsonl", "a") as f:
+        f.write("\n")
+    ck.load_or_train_checker(data, **TINY)
+    assert calls == [1]
