@@ -37,7 +37,7 @@ def cmd_train(args) -> int:
     from .training import train
 
     train(cfg, args.data, args.out, args.stage, resume=args.resume, stage1_state=args.stage1,
-          device=args.device, progress=not args.no_progress)
+          max_steps=args.max_steps, minutes=args.minutes, device=args.device, progress=not args.no_progress)
     return 0
 
 

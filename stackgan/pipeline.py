@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from .config import Config, from_dict, to_dict
 from .models.build import build_generator
-from .training.checkpoint import STATE_NAME, load_state, stage_dir
-from .training.data import TextNorm
+from .checkpoint import STATE_NAME, load_state, stage_dir
+from .text.norm import TextNorm
 from .utils import atomic_path
 
 MODEL_DIR_NAME = "model"

@@ -10,7 +10,7 @@ from PIL import Image
 
 from stackgan.data.shapes import (
     ATTRIBUTES, BACKGROUND_RGB, HELD_OUT_PAIRS, OBJECT_RGB, generate_shapes, make_caption,
-    make_example, parse_caption, sample_attributes, sample_geometry,
+    make_example, parse_caption, sample_attributes, sample_geometry, shade_rgb,
 )
 from stackgan.data.shapes_text import CAPTION_TEMPLATES, compose_caption
 
@@ -124,7 +124,7 @@ def test_palette_and_ramp():
             centre = img[cy - 1:cy + 2, cx - 1:cx + 2].mean(axis=(0, 1))
             assert np.abs(centre - OBJECT_RGB[attrs["color"]]).max() < 4
         else:  # some pixels of the object are in its shade
-            shade = np.rint(np.asarray(OBJECT_RGB[attrs["color"]]) * 0.45)
+            shade = np.asarray(shade_rgb(attrs["color"]))
             assert (np.abs(img - shade).max(axis=-1) < 10).sum() > 10
     assert seen_solid > 0
 
@@ -149,6 +149,11 @@ def test_geometry():
         lo, hi = RADIUS[attrs["size"]]
         k, p = AREA[attrs["shape"]], PERIMETER[attrs["shape"]]
         assert k * lo**2 - p * lo <= mask.sum() <= k * hi**2 + p * hi, attrs
+
+
+def test_shade_is_rounded_half_up():
+    assert shade_rgb("red") == (97, 18, 18)  # 96.75, 18.0, 18.0
+    assert shade_rgb("green") == (23, 77, 32)  # 22.5, 76.5, 31.5: ties go up
 
 
 def test_size_classes_do_not_overlap_in_area():

@@ -30,7 +30,7 @@ from .shapes_text import make_caption, parse_caption  # re-exported: part of thi
 
 __all__ = [
     "ATTRIBUTES", "OBJECT_RGB", "BACKGROUND_RGB", "HELD_OUT_PAIRS", "SPLITS", "SIZE",
-    "SUPERSAMPLE", "Geometry", "sample_attributes", "sample_geometry", "render",
+    "SUPERSAMPLE", "Geometry", "sample_attributes", "sample_geometry", "render", "shade_rgb",
     "make_caption", "parse_caption", "make_example", "generate_shapes",
 ]
 
@@ -155,6 +155,12 @@ def render(attrs: dict[str, str], rng: np.random.Generator) -> np.ndarray:
     return np.rint(image, out=image).astype(np.uint8)  # [256, 256, 3]
 
 
+def shade_rgb(color: str) -> tuple[int, int, int]:
+    """The pattern color: the object color times 0.45, rounded half up (e.g. 22.5 -> 23)."""
+    # integer arithmetic: several channels land exactly on .5, where np.rint would round to even
+    return tuple((round(SHADE * 100) * c + 50) // 100 for c in OBJECT_RGB[color])
+
+
 def _ramp(rows: np.ndarray) -> np.ndarray:
     """Background brightness at 1024-canvas row coordinate(s): 1.06 at row 0 -> 0.94 at row 1023."""
     last = SIZE * SUPERSAMPLE - 1
@@ -197,7 +203,7 @@ def _paint_object(image: np.ndarray, attrs: dict[str, str], g: Geometry) -> None
     f_bg = ((s - n_in) * ramp).reshape(h, s, w).sum(axis=1) / s**2
 
     color = np.asarray(OBJECT_RGB[attrs["color"]], dtype=np.float64)
-    shade = np.rint(color * SHADE)
+    shade = np.asarray(shade_rgb(attrs["color"]), dtype=np.float64)
     bg = np.asarray(BACKGROUND_RGB[attrs["background"]], dtype=np.float64)
     image[y0:y1, x0:x1] = ((f_in - f_shaded)[..., None] * color + f_shaded[..., None] * shade
                            + f_bg[..., None] * bg)  # [H, W, 3]

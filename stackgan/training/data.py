@@ -10,35 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ..config import DataConfig
 from ..data.manifest import load_images, read_manifest
 from ..text import get_encoder
 from ..text.cache import caption_embeddings
-
-
-class TextNorm(nn.Module):
-    """Per-dimension standardization of sentence embeddings, with statistics of the train captions.
-
-    Unit-length sentence embeddings (MiniLM) spread about 0.02-0.04 per dimension, which the
-    CA noise drowns; standardizing makes the text audible to the generator.
-    """
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-
-    @torch.no_grad()
-    def fit(self, embeddings: torch.Tensor) -> "TextNorm":
-        self.mean.copy_(embeddings.mean(0))
-        self.std.copy_(embeddings.std(0).clamp_min(1e-6))
-        return self
-
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        return (emb - self.mean) / self.std
+from ..text.norm import TextNorm
 
 
 def _gen(*keys: int) -> torch.Generator:

@@ -15,8 +15,9 @@ from ..config import Config, from_dict, to_dict, to_yaml
 from ..losses import discriminator_loss, generator_loss, kl_loss
 from ..models.build import build_discriminator, build_generator
 from ..pipeline import MODEL_DIR_NAME, StackGANPipeline
-from .checkpoint import STATE_NAME, load_state, save_state, stage_dir
-from .data import TextNorm, load_train_data
+from ..checkpoint import STATE_NAME, load_state, save_state, stage_dir
+from ..text.norm import TextNorm
+from .data import load_train_data
 from .samples import SampleSheet
 
 STAGE1_FIELDS = ("text_dim", "z_dim", "cond_dim", "ngf1", "ca_variant")
@@ -31,13 +32,16 @@ def _forward_g(G, stage: int, z, text):
 
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *, resume: bool = False,
-          stage1_state: str | Path | None = None, device: str | None = None, progress: bool = True) -> Path:
+          stage1_state: str | Path | None = None, max_steps: int | None = None, minutes: float | None = None,
+          device: str | None = None, progress: bool = True) -> Path:
     """Train Stage ``stage`` on the manifest data in ``data_dir``; returns the final state file.
 
     Writes ``RUN/stage<N>/{state.pt, config.yaml, tb/, samples/}`` and the inference folder
     ``RUN/model/``. Stage II loads its frozen Stage I from ``RUN/stage1/state.pt`` (or
     ``stage1_state``). With ``resume`` it continues from ``RUN/stage<N>/state.pt``: step,
-    learning-rate schedule, optimizers, random state and the spent time budget.
+    learning-rate schedule, optimizers, random state and the spent time budget; its own saved
+    configuration is used then, except ``max_steps`` and ``minutes``, which override the stage's
+    limits (the time budget counts the time of all sessions of the run).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = stage_dir(run_dir, stage)
@@ -58,6 +62,8 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
         s1_model = from_dict(s1["config"]).model
         cfg = replace(cfg, model=replace(cfg.model, **{k: getattr(s1_model, k) for k in STAGE1_FIELDS}),
                       data=replace(cfg.data, text_encoder=from_dict(s1["config"]).data.text_encoder))
+    limits = {k: v for k, v in (("max_steps", max_steps), ("minutes", minutes)) if v is not None}
+    cfg = replace(cfg, **{f"stage{stage}": replace(cfg.stage(stage), **limits)})
     sc = cfg.stage(stage)
 
     # --- data, networks, optimizers -------------------------------------------------------------
@@ -67,6 +73,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
         norm.load_state_dict(s1["text_norm"])
     data, norm = load_train_data(data_dir, cfg.data, 64 if stage == 1 else 256, norm, progress)
     cfg = replace(cfg, model=replace(cfg.model, text_dim=data.embeddings.shape[-1]))
+    torch.manual_seed(cfg.seed * 10 + stage)  # initial weights; a resumed run restores its RNG below
     G = build_generator(cfg.model, stage)
     D = build_discriminator(cfg.model, stage)
     if s1 is not None:
@@ -86,16 +93,14 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
         torch.set_rng_state(state["rng_cpu"])
         if device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"], device)
-    else:
-        torch.manual_seed(cfg.seed * 10 + stage)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(to_yaml(cfg))
 
     per_epoch = len(data) // sc.batch_size
-    limits = [n for n in (sc.max_steps, math.ceil(sc.epochs * per_epoch)) if n > 0]
-    max_steps = min(limits) if limits else None
+    stops = [n for n in (sc.max_steps, math.ceil(sc.epochs * per_epoch)) if n > 0]
+    last_step = min(stops) if stops else None
     budget = sc.minutes * 60 if sc.minutes > 0 else None
-    if max_steps is None and budget is None:
+    if last_step is None and budget is None:
         raise ValueError(f"stage{stage}: set max_steps, epochs or minutes, or training never stops")
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
                 else contextlib.nullcontext())
@@ -116,11 +121,11 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
         return state_path
 
     sums = torch.zeros(6, device=device)  # D, real, wrong, fake, G, KL: summed on device, read at log time
-    pbar = tqdm(total=max_steps, initial=step, disable=not progress, desc=f"stage {stage}", unit="step",
+    pbar = tqdm(total=last_step, initial=step, disable=not progress, desc=f"stage {stage}", unit="step",
                 dynamic_ncols=True)
     t_start, t_log, step_log = time.monotonic() - elapsed, time.monotonic(), step
     try:
-        while (max_steps is None or step < max_steps) and (budget is None or elapsed < budget):
+        while (last_step is None or step < last_step) and (budget is None or elapsed < budget):
             # --- learning-rate schedule: halve every lr_decay_epochs -----------------------------
             decay = 0.5 ** math.floor(step / per_epoch / sc.lr_decay_epochs) if sc.lr_decay_epochs else 1.0
             for opt, lr in ((opt_g, sc.lr_g), (opt_d, sc.lr_d)):
@@ -178,7 +183,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
                 pbar.set_postfix(D=f"{vals[0]:.3f}", G=f"{vals[4]:.3f}", KL=f"{vals[5]:.3f}", img_s=f"{rate:.0f}")
                 if budget is not None:  # show an ETA for the time budget too
                     est = step + int((budget - elapsed) / max(elapsed / max(step, 1), 1e-6))
-                    pbar.total = est if max_steps is None else min(max_steps, est)
+                    pbar.total = est if last_step is None else min(last_step, est)
                 sums.zero_()
                 t_log, step_log = time.monotonic(), step
             if step % sc.sample_every == 0:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..utils import atomic_path
+from .utils import atomic_path
 
 FORMAT_VERSION = 1
 STATE_NAME = "state.pt"

@@ -1,0 +1,28 @@
+import pytest
+import torch
+
+from stackgan.config import apply_overrides, get_preset
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory):
+    """A small Shapes set (64 train / 16 test images), made once per test session."""
+    from stackgan.data.shapes import generate_shapes
+
+    return generate_shapes(tmp_path_factory.mktemp("data") / "shapes", n_train=64, n_test=16, seed=0,
+                           workers=1, progress=False)
+
+
+TINY = [
+    "model.ngf1=8", "model.ndf1=8", "model.ngf2=8", "model.ndf2=8", "model.res_blocks=1",
+    "model.cond_dim=16", "model.z_dim=8",
+    "stage1.batch_size=8", "stage1.log_every=2", "stage1.sample_every=100", "stage1.checkpoint_every=100",
+    "stage2.batch_size=4", "stage2.log_every=2", "stage2.sample_every=100", "stage2.checkpoint_every=100",
+]
+
+
+@pytest.fixture
+def tiny_config():
+    return apply_overrides(get_preset("shapes-cpu"), TINY)

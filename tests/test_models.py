@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from stackgan.losses import discriminator_loss, generator_loss, kl_loss
+from stackgan.models import (ConditioningAugmentation, Stage1Discriminator, Stage1Generator,
+                             Stage2Discriminator, Stage2Generator)
+
+B, TEXT = 2, 1024  # the paper's embedding size, birds widths
+
+
+@pytest.fixture(scope="module")
+def paper_nets():
+    torch.manual_seed(0)
+    g1 = Stage1Generator(TEXT, ngf=128)
+    d1 = Stage1Discriminator(TEXT, ndf=64)
+    g2 = Stage2Generator(Stage1Generator(TEXT, ngf=128), ngf=128, res_blocks=4)
+    d2 = Stage2Discriminator(TEXT, ndf=64)
+    return g1, d1, g2, d2
+
+
+def test_stage1_shapes_at_paper_widths(paper_nets):
+    g1, d1, _, _ = paper_nets
+    img, mu, logvar = g1(torch.randn(B, 100), torch.randn(B, TEXT))
+    assert img.shape == (B, 3, 64, 64) and mu.shape == logvar.shape == (B, 128)
+    assert g1.fc[0].out_features == 1024 * 4 * 4  # 8 * ngf channels at 4x4
+    h = d1(img)
+    assert h.shape == (B, 512, 4, 4)
+    assert d1.cond_logits(h, mu).shape == (B,)
+    assert d1.cond_head.joint[0].in_channels == 512 + 128
+
+
+def test_stage2_shapes_at_paper_widths(paper_nets):
+    _, _, g2, d2 = paper_nets
+    low, high, mu, logvar = g2(torch.randn(B, 100), torch.randn(B, TEXT))
+    assert low.shape == (B, 3, 64, 64) and high.shape == (B, 3, 256, 256) and mu.shape == (B, 128)
+    h = d2(high)
+    assert h.shape == (B, 512, 4, 4)
+    assert d2.cond_logits(h, mu).shape == (B,) and d2.uncond_logits(h).shape == (B,)
+
+
+def _assert_all_grads(module):
+    missing = [n for n, p in module.named_parameters()
+               if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert not missing, f"parameters without gradient: {missing}"
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_every_trainable_parameter_gets_a_gradient(paper_nets, stage):
+    g1, d1, g2, d2 = paper_nets
+    G, D = (g1, d1) if stage == 1 else (g2, d2)
+    G.zero_grad(), D.zero_grad()
+    z, emb = torch.randn(B, 100), torch.randn(B, TEXT)
+    out = G(z, emb)
+    fake, mu, logvar = (out[0], out[1], out[2]) if stage == 1 else (out[1], out[2], out[3])
+    real = torch.rand_like(fake) * 2 - 1
+    h_real, h_fake = D(real), D(fake.detach())
+    un = (lambda h: D.uncond_logits(h)) if stage == 2 else (lambda h: None)
+    d = discriminator_loss(D.cond_logits(h_real, mu.detach()), D.cond_logits(h_real, mu.detach().roll(1, 0)),
+                           D.cond_logits(h_fake, mu.detach()), un(h_real), un(h_fake))
+    d["total"].backward()
+    _assert_all_grads(D)
+    D.zero_grad()
+    h = D(fake)
+    (generator_loss(D.cond_logits(h, mu.detach()), un(h)) + 2.0 * kl_loss(mu, logvar)).backward()
+    _assert_all_grads(G)
+    if stage == 2:
+        assert all(p.grad is None for p in G.stage1.parameters())
+        assert not G.stage1.training
+
+
+def test_initialisation_follows_the_reference():
+    torch.manual_seed(0)
+    g = Stage1Generator(TEXT, ngf=64)
+    conv = g.up[1][1].weight
+    assert abs(conv.std().item() - 0.02) < 0.002 and abs(conv.mean().item()) < 0.002
+    bn = g.up[1][2]
+    assert abs(bn.weight.mean().item() - 1.0) < 0.01 and bn.bias.abs().max() == 0
+
+
+def test_conditioning_augmentation_variants():
+    torch.manual_seed(0)
+    emb = torch.randn(512, 32)
+    pt = ConditioningAugmentation(32, 8, "pt")
+    c, mu, logvar = pt(emb)
+    assert (mu >= 0).all() and (logvar >= 0).all()  # ReLU before the split (PT)
+    eps = torch.randn(512, 8)
+    c, mu, logvar = pt(emb, eps)
+    assert torch.allclose(c, mu + torch.exp(0.5 * logvar) * eps)
+    tf = ConditioningAugmentation(32, 8, "tf")
+    x = torch.nn.functional.leaky_relu(tf.fc(emb), 0.2)
+    c, mu, logvar = tf(emb, eps)
+    assert torch.allclose(logvar, 2 * x[:, 8:])  # log-sigma doubled into a log-variance
+    e = tf.sample_eps((10000,), "cpu", torch.Generator().manual_seed(0))
+    assert e.abs().max() <= 2.0 and e.std() > 0.8  # truncated at 2 std, not collapsed
+    with pytest.raises(ValueError):
+        ConditioningAugmentation(32, 8, "other")
