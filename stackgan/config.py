@@ -79,7 +79,7 @@ PRESETS: dict[str, Config] = {
     "paper": Config(data=DataConfig(augment="crop_flip")),
     # Small, fast networks for two CPU cores; standardized MiniLM embeddings (see README).
     "shapes-cpu": Config(
-        model=ModelConfig(ngf1=32, ndf1=32, ngf2=16, ndf2=16),
+        model=ModelConfig(ngf1=16, ndf1=16, ngf2=16, ndf2=16),
         stage1=StageConfig(batch_size=64, minutes=13.0, sample_every=250, checkpoint_every=500),
         stage2=StageConfig(batch_size=16, minutes=9.0, sample_every=250, checkpoint_every=500),
     ),

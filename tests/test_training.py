@@ -85,4 +85,4 @@ def test_pretrained_round_trip_and_determinism(trained_run, tmp_path):
     alone = loaded.generate(texts[1:], seed=6, batch_size=1)
     assert torch.equal(alone["stage2"][0], a["stage2"][1])
     other = loaded.generate(texts, seed=6)
-    assert not torch.equal(other["stage2"][0], a["stage2"][0])
+    assert not torch.equal(other["stage1"][0], a["stage1"][0])  # a new seed, a new image
