@@ -10,8 +10,8 @@ EXAMPLES = {
   stackgan data shapes --out data/shapes                  # 10,000 train / 1,000 test images
   stackgan data shapes --out /tmp/tiny --train 200 --test 50 --seed 1""",
     "train": """examples:
-  stackgan train --stage 1 --data data/shapes --out runs/shapes --preset shapes-cpu --minutes 13
-  stackgan train --stage 2 --data data/shapes --out runs/shapes --minutes 9
+  stackgan train --stage 1 --data data/shapes --out runs/shapes --preset shapes-cpu --minutes 15
+  stackgan train --stage 2 --data data/shapes --out runs/shapes --minutes 7
   stackgan train --stage 1 --data data/shapes --out runs/shapes --resume
   stackgan train --stage 1 --data data/birds --out runs/birds --preset paper --set stage1.batch_size=32
   stackgan train --stage 1 --data data/shapes --out runs/x --dry-run      # print the configuration""",
@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog="run `stackgan COMMAND --help` for examples of each command")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("data", help="make or inspect data sets", epilog=EXAMPLES["data"], formatter_class=fmt)
+    d = sub.add_parser("data", help="make data sets", epilog=EXAMPLES["data"], formatter_class=fmt)
     dsub = d.add_subparsers(dest="data_command", required=True)
     s = dsub.add_parser("shapes", help="render the built-in captioned Shapes data set",
                         epilog=EXAMPLES["data"], formatter_class=fmt)

@@ -54,3 +54,24 @@ def test_train_both_stages_and_generate(tiny_shapes, tmp_path):
     stackgan("generate", run, "a red circle", "--stage", "1", "--n-per-caption", 3, "--out", tmp_path / "s1")
     assert len(list((tmp_path / "s1").iterdir())) == 3
     assert Image.open(tmp_path / "s1" / "00002.png").size == (64, 64)
+
+
+def test_evaluate_reports_both_stages(tiny_shapes, tmp_path):
+    import json
+
+    from stackgan.evaluation.checker import train_checker
+
+    run = tmp_path / "run"
+    stackgan("train", "--stage", "1", "--data", tiny_shapes, "--out", run, "--max-steps", 2, "--batch-size", 8,
+             "--no-progress", *TINY_SET)
+    stackgan("train", "--stage", "2", "--data", tiny_shapes, "--out", run, "--max-steps", 1, "--batch-size", 4,
+             "--no-progress", *TINY_SET)
+    train_checker(tiny_shapes, steps=3, batch_size=8, progress=False, device="cpu")  # cached for evaluate
+    out = stackgan("evaluate", run, "--data", tiny_shapes, "--num-samples", 8).stdout
+    assert "Stage 1" in out and "Stage 2" in out
+    report = json.loads((run / "eval.json").read_text())
+    assert report["num_samples"] == 8
+    for stage in ("stage1", "stage2"):
+        assert set(report[stage]) >= {"shape", "color", "size", "texture", "position", "background", "all"}
+        assert all(0.0 <= report[stage][k] <= 1.0 for k in ("shape", "color", "all"))
+    assert "| Stage 2 |" in (run / "eval.md").read_text()

@@ -94,3 +94,15 @@ def test_conditioning_augmentation_variants():
     assert e.abs().max() <= 2.0 and e.std() > 0.8  # truncated at 2 std, not collapsed
     with pytest.raises(ValueError):
         ConditioningAugmentation(32, 8, "other")
+
+
+def test_stage2_image_skip_starts_from_the_stage1_image():
+    torch.manual_seed(0)
+    g2 = Stage2Generator(Stage1Generator(32, ngf=8), ngf=8, res_blocks=1, image_skip=True).eval()
+    torch.nn.init.zeros_(g2.to_rgb[0].weight)  # no residual: the output is the upsampled Stage-I image
+    low, high, _, _ = g2(torch.randn(2, 100), torch.randn(2, 32))
+    up = torch.nn.functional.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False)
+    assert torch.allclose(high, up.clamp(-0.995, 0.995), atol=1e-5)
+    plain = Stage2Generator(Stage1Generator(32, ngf=8), ngf=8, res_blocks=1).eval()
+    torch.nn.init.zeros_(plain.to_rgb[0].weight)
+    assert plain(torch.randn(2, 100), torch.randn(2, 32))[1].abs().max() == 0  # the paper's: tanh(0)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from stackgan.data.shapes import ATTRIBUTES
 
 SIZE = 128  # the checker's input resolution
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 WEIGHTS_NAME = "checker.safetensors"
 _BOX = getattr(Image, "Resampling", Image).BOX
 
@@ -140,6 +140,22 @@ def _targets(attributes: list[dict]) -> dict[str, torch.Tensor]:
             for n, values in ATTRIBUTES.items()}
 
 
+_PERMS = torch.tensor([[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
+
+
+def _permute_colors(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Swap the RGB channels of half the batch: colors leave the palette, so only shape, size,
+    texture and position are learned from those images. In train, shape and color are
+    correlated (four pairs are held out); this stops the shape heads from reading colors.
+    Returns the images and the mask of untouched images (whose color labels still hold)."""
+    b = x.shape[0]
+    swap = torch.rand(b, generator=gen) < 0.5
+    which = _PERMS[torch.randint(len(_PERMS), (b,), generator=gen)]  # [B, 3]
+    order = torch.where(swap[:, None], which, torch.arange(3)[None, :]).to(x.device)  # [B, 3]
+    x = torch.gather(x, 1, order[:, :, None, None].expand_as(x))
+    return x, ~swap.to(x.device)
+
+
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Half the batch through 64x64 and back (Stage-I look), then small Gaussian noise."""
     b = x.shape[0]
@@ -155,7 +171,7 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # Training
 
-def train_checker(data_dir: str | Path, out_path: str | Path | None = None, steps: int = 1200,
+def train_checker(data_dir: str | Path, out_path: str | Path | None = None, steps: int = 1600,
                   batch_size: int = 64, lr: float = 3e-3, seed: int = 0, progress: bool = True,
                   device: str | torch.device | None = None) -> AttributeChecker:
     """Train a checker on `data_dir`'s train split, score it on the test split, save it.
@@ -181,11 +197,16 @@ def train_checker(data_dir: str | Path, out_path: str | Path | None = None, step
         # fetch batch
         idx = torch.randint(len(images), (batch_size,), generator=gen)
         x = images[idx].to(device).float() / 127.5 - 1  # [B, 3, 128, 128]
-        x = _augment(x, gen)
+        x, colors_hold = _permute_colors(_augment(x, gen), gen)
         y = labels[idx].to(device)  # [B, 6]
         # update
         logits = checker(x)
-        loss = sum(F.cross_entropy(logits[n], y[:, i]) for i, n in enumerate(ATTRIBUTES))
+        loss = 0.0
+        for i, n in enumerate(ATTRIBUTES):
+            per = F.cross_entropy(logits[n], y[:, i], reduction="none")  # [B]
+            if n in ("color", "background"):
+                per = per[colors_hold]
+            loss = loss + per.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -12,7 +12,7 @@ def build_generator(m: ModelConfig, stage: int) -> nn.Module:
     g1 = Stage1Generator(m.text_dim, m.ngf1, m.z_dim, m.cond_dim, m.ca_variant)
     if stage == 1:
         return g1
-    return Stage2Generator(g1, m.ngf2, m.res_blocks, m.cond_dim, m.ca_variant)
+    return Stage2Generator(g1, m.ngf2, m.res_blocks, m.cond_dim, m.ca_variant, m.stage2_image_skip)
 
 
 def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:

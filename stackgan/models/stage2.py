@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .blocks import ConditionalHead, DownBlock, ResBlock, UpBlock, conv3x3, init_weights
@@ -14,6 +15,9 @@ class Stage2Generator(nn.Module):
     blocks -> four up-blocks -> 256x256.
 
     Stage I stays in eval mode and receives no gradient: Stage II trains only its own layers.
+    ``image_skip=True`` (not in the paper) adds the last conv's output to the 4x-upsampled Stage-I
+    image before the tanh (in its pre-activation), so an untrained Stage II already reproduces
+    Stage I and training only has to add detail: useful when Stage II gets minutes, not days.
 
     Example::
 
@@ -23,8 +27,9 @@ class Stage2Generator(nn.Module):
     """
 
     def __init__(self, stage1: Stage1Generator, ngf: int = 128, res_blocks: int = 4,
-                 cond_dim: int = 128, ca_variant: str = "pt"):
+                 cond_dim: int = 128, ca_variant: str = "pt", image_skip: bool = False):
         super().__init__()
+        self.image_skip = image_skip
         if ngf % 4:
             raise ValueError(f"Stage-II ngf must be divisible by 4 (last block has ngf/4), got {ngf}")
         self.stage1 = stage1
@@ -50,6 +55,8 @@ class Stage2Generator(nn.Module):
         init_weights(self.ca)
         for part in (self.encode, self.joint, self.residual, self.up, self.to_rgb):
             init_weights(part)
+        if image_skip:  # start exactly at the upsampled Stage-I image
+            nn.init.zeros_(self.to_rgb[0].weight)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -64,7 +71,11 @@ class Stage2Generator(nn.Module):
         h = self.encode(low)  # [B, 4ngf, 16, 16]
         c_map = c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])  # [B, cond, 16, 16]
         h = self.residual(self.joint(torch.cat([h, c_map.to(h.dtype)], dim=1)))  # [B, 4ngf, 16, 16]
-        high = self.to_rgb(self.up(h))  # [B, 3, 256, 256]
+        x = self.to_rgb[0](self.up(h))  # [B, 3, 256, 256], before tanh
+        if self.image_skip:
+            base = F.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False)  # [B, 3, 256, 256]
+            x = x + torch.atanh(base.clamp(-0.995, 0.995))
+        high = torch.tanh(x)
         return low, high, mu, logvar
 
 

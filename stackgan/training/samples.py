@@ -44,6 +44,6 @@ class SampleSheet:
         path = Path(writer.log_dir).parent / "samples" / f"step-{step:06d}.png"
         caption_sheet(columns, self.captions, path, cell=128, labels=labels)
         with Image.open(path) as im:
-            grid = np.asarray(im.convert("RGB"))
+            grid = np.array(im.convert("RGB"))
         writer.add_image("samples", torch.from_numpy(grid).permute(2, 0, 1), step)
         return path
