@@ -13,25 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from stackgan.data.manifest import load_images, read_manifest
 from stackgan.data.shapes import ATTRIBUTES
+from stackgan.utils import atomic_path
 
 SIZE = 128  # the checker's input resolution
 FORMAT_VERSION = 2
 WEIGHTS_NAME = "checker.safetensors"
-_BOX = getattr(Image, "Resampling", Image).BOX
 
 
 class AttributeChecker(nn.Module):
@@ -81,26 +78,16 @@ def resize_to_checker(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # Save / load (safetensors + json, written atomically)
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checker(checker: AttributeChecker, path: str | Path, meta: dict | None = None) -> None:
     """Write weights to `path` (.safetensors) and config + `meta` to the same name with .json."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in checker.state_dict().items()}
-    _atomic_write(path, lambda tmp: save_file(state, tmp))
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
     info = {"format_version": FORMAT_VERSION, "config": checker.config, **(meta or {})}
-    _atomic_write(path.with_suffix(".json"),
-                  lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
 
 
 def load_checker(path: str | Path, device: str | torch.device = "cpu") -> AttributeChecker:
@@ -120,17 +107,9 @@ def _fingerprint(data_dir: Path) -> str:
 # Data
 
 def _load_split(data_dir: Path, split: str, size: int) -> tuple[torch.Tensor, list[dict]]:
-    """Decode a manifest split once: uint8 [N, 3, size, size] (PIL box resize) and its records."""
-    lines = (Path(data_dir) / f"{split}.jsonl").read_text().splitlines()
-    records = [json.loads(line) for line in lines if line.strip()]
-    images = torch.empty(len(records), 3, size, size, dtype=torch.uint8)
-    for i, rec in enumerate(records):
-        with Image.open(Path(data_dir) / rec["image"]) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), _BOX)
-            images[i] = torch.from_numpy(np.array(im)).permute(2, 0, 1)  # [3, size, size]
-    return images, records
+    """A manifest split as uint8 [N, 3, size, size] (area-resized, cached) and its records."""
+    records = read_manifest(data_dir, split)
+    return load_images(data_dir, split, records, size, progress=False), records
 
 
 def _targets(attributes: list[dict]) -> dict[str, torch.Tensor]:
