@@ -28,7 +28,7 @@ def trained(shapes_dir):
 
 def test_forward_shapes_any_input_size():
     torch.manual_seed(0)
-    model = ck.AttributeChecker(widths=(4, 8, 8, 8), where_channels=2).eval()
+    model = ck.AttributeChecker(widths=(4, 8, 8, 8), strides=(2, 2, 2, 2), where_channels=2).eval()
     for size in (64, 128, 256):
         out = model(torch.rand(2, 3, size, size) * 2 - 1)
         assert list(out) == list(ATTRIBUTES)

@@ -27,19 +27,20 @@ from stackgan.data.shapes import ATTRIBUTES
 from stackgan.utils import atomic_path
 
 SIZE = 128  # the checker's input resolution
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 WEIGHTS_NAME = "checker.safetensors"
 
 
 class AttributeChecker(nn.Module):
-    """All-stride-2 CNN over a 128x128 image with one linear head per Shapes attribute.
+    """Small CNN over a 128x128 image (stride-2 stages, then a stride-1 stage at 8x8 that helps
+    tell small triangles from stars) with one linear head per Shapes attribute.
 
     The stem has stride 2 (not 4) so 4 px stripes and ~1.75 px dots survive at 128. Heads see
     the last map's mean and max (what and how much) and a coarse flattened map (where).
     """
 
-    def __init__(self, widths: tuple[int, ...] = (24, 48, 64, 96),
-                 strides: tuple[int, ...] = (2, 2, 2, 2), where_channels: int = 8,
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 96, 128),
+                 strides: tuple[int, ...] = (2, 2, 2, 2, 1), where_channels: int = 8,
                  num_classes: dict[str, int] | None = None):
         super().__init__()
         num_classes = num_classes or {n: len(v) for n, v in ATTRIBUTES.items()}
