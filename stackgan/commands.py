@@ -51,7 +51,7 @@ def read_captions_file(path: Path) -> list[str]:
 
 def cmd_generate(args) -> int:
     from .pipeline import StackGANPipeline
-    from .viz import caption_sheet, to_pil
+    from .viz import stage_sheet, to_pil
     from .utils import atomic_path
 
     texts = list(args.texts)
@@ -73,9 +73,7 @@ def cmd_generate(args) -> int:
             to_pil(img).save(tmp, format="PNG")
     print(f"wrote {len(final)} images ({final.shape[-1]}x{final.shape[-1]}) to {args.out}")
     if args.sheet:
-        cols = [[out[k][i] for k in ("stage1", "stage2") if k in out] for i in range(len(expanded))]
-        labels = ["Stage I", "Stage II"] if "stage2" in out else ["Stage I"]
-        caption_sheet(cols, expanded, args.sheet, cell=256 if "stage2" in out else 128, labels=labels)
+        stage_sheet(out, expanded, args.sheet, cell=256 if "stage2" in out else 128)
         print(f"sheet: {args.sheet}")
     return 0
 

@@ -11,7 +11,7 @@ from .evaluation.shapes_eval import evaluate_shapes
 from .pipeline import StackGANPipeline
 from .training import train
 from .training.samples import fixed_captions
-from .viz import caption_sheet
+from .viz import stage_sheet
 
 STAGE1_SHARE = 15 / 22  # of the training budget; Stage II refines Stage I at a low learning rate
 
@@ -40,8 +40,7 @@ def run_demo(data_dir: str | Path, run_dir: str | Path, minutes: float = 22.0) -
     print(f"[4/5] sample sheet   (= stackgan generate {run_dir} --captions-file ... --sheet ...)")
     captions = fixed_captions(data_dir)
     out = StackGANPipeline.load(run_dir).generate(captions, seed=0)
-    sheet = caption_sheet([[out["stage1"][i], out["stage2"][i]] for i in range(len(captions))], captions,
-                          run_dir / "samples.png", cell=192, labels=["Stage I", "Stage II"])
+    sheet = stage_sheet(out, captions, run_dir / "samples.png", cell=192)
 
     print(f"[5/5] evaluation   (= stackgan evaluate {run_dir} --data {data_dir})")
     report = evaluate_shapes(run_dir, data_dir)

@@ -52,3 +52,11 @@ def caption_sheet(columns: list[list[torch.Tensor]], captions: list[str], path: 
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
     return path
+
+
+def stage_sheet(out: dict[str, torch.Tensor], captions: list[str], path: str | Path, cell: int) -> Path:
+    """A caption sheet of pipeline output: Stage I above Stage II (when present) for each caption."""
+    stages = [k for k in ("stage1", "stage2") if k in out]
+    columns = [[out[k][i] for k in stages] for i in range(len(captions))]
+    labels = ["Stage I", "Stage II"][: len(stages)]
+    return caption_sheet(columns, captions, path, cell=cell, labels=labels)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from ..config import Config
 from ..pipeline import StackGANPipeline
-from ..viz import caption_sheet
+from ..viz import stage_sheet
 
 N_SAMPLES = 8
 
@@ -39,10 +39,8 @@ class SampleSheet:
     def write(self, G, step: int, writer) -> Path:
         pipe = StackGANPipeline(self.cfg, G, self.norm, self.stage)
         out = pipe.generate(self.captions, seed=0, embeddings=self.emb)
-        columns = [[out[k][i] for k in ("stage1", "stage2") if k in out] for i in range(len(self.captions))]
-        labels = ["Stage I", "Stage II"] if self.stage == 2 else ["Stage I"]
         path = Path(writer.log_dir).parent / "samples" / f"step-{step:06d}.png"
-        caption_sheet(columns, self.captions, path, cell=128, labels=labels)
+        stage_sheet(out, self.captions, path, cell=128)
         with Image.open(path) as im:
             grid = np.array(im.convert("RGB"))
         writer.add_image("samples", torch.from_numpy(grid).permute(2, 0, 1), step)
