@@ -40,3 +40,10 @@ def load_state(path: str | Path) -> dict:
 
 def stage_dir(run_dir: str | Path, stage: int) -> Path:
     return Path(run_dir) / f"stage{stage}"
+
+
+def sampling_weights(state: dict) -> dict:
+    """The generator weights to sample with: the moving average when the run kept one."""
+    if "ema" in state:
+        return {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    return state["generator"]

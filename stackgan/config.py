@@ -48,6 +48,9 @@ class StageConfig:
     log_every: int = 50
     sample_every: int = 500
     checkpoint_every: int = 1000
+    # not in the paper (fast recipe switches; 0 = off):
+    match_weight: float = 0.0  # G also minimizes an image-text matching loss (stackgan.matching)
+    ema_decay: float = 0.0  # sample and save an exponential moving average of G's weights
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class DataConfig:
     caption_mode: str = "one"  # one: a random caption per step (PT); mean4: mean of 4 (TF)
     wrong_pairs: str = "shift"  # shift: roll the batch by one (PT); random: other images (TF)
     augment: str = "none"  # none; crop_flip: resize to 76/64, random crop, random flip (paper)
+    matcher_steps: int = 1500  # training steps of the image-text matcher (used when match_weight > 0)
     seed: int = 0
 
 
@@ -191,13 +195,17 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.ngf2 must be divisible by 4 (Stage II ends with ngf2/4), got {m.ngf2}")
     if m.res_blocks < 0:
         raise ConfigError(f"model.res_blocks must be >= 0, got {m.res_blocks}")
+    if cfg.data.matcher_steps < 1:
+        raise ConfigError(f"data.matcher_steps must be >= 1, got {cfg.data.matcher_steps}")
     for n in (1, 2):
         s = cfg.stage(n)
         if s.batch_size < 2:
             raise ConfigError(f"stage{n}.batch_size must be >= 2 (wrong pairs need two), got {s.batch_size}")
-        for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs"):
+        for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs", "match_weight"):
             if getattr(s, name) < 0:
                 raise ConfigError(f"stage{n}.{name} must be >= 0, got {getattr(s, name)}")
+        if not 0 <= s.ema_decay < 1:
+            raise ConfigError(f"stage{n}.ema_decay must be in [0, 1), got {s.ema_decay}")
         for name in ("log_every", "sample_every", "checkpoint_every"):
             if getattr(s, name) < 1:
                 raise ConfigError(f"stage{n}.{name} must be >= 1, got {getattr(s, name)}")

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .config import Config, from_dict, to_dict
 from .models.build import build_generator
-from .checkpoint import STATE_NAME, load_state, stage_dir
+from .checkpoint import STATE_NAME, load_state, sampling_weights, stage_dir
 from .text.norm import TextNorm
 from .utils import atomic_path
 
@@ -54,7 +54,7 @@ class StackGANPipeline:
         state = load_state(path)
         cfg = from_dict(state["config"])
         g = build_generator(cfg.model, state["stage"])
-        g.load_state_dict(state["generator"])
+        g.load_state_dict(sampling_weights(state))
         norm = TextNorm(cfg.model.text_dim)
         norm.load_state_dict(state["text_norm"])
         return cls(cfg, g, norm, state["stage"])

@@ -27,7 +27,7 @@ from stackgan.data.shapes import ATTRIBUTES
 from stackgan.utils import atomic_path
 
 SIZE = 128  # the checker's input resolution
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 WEIGHTS_NAME = "checker.safetensors"
 
 
@@ -120,26 +120,28 @@ def _targets(attributes: list[dict]) -> dict[str, torch.Tensor]:
             for n, values in ATTRIBUTES.items()}
 
 
-_PERMS = torch.tensor([[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
-
-
-def _permute_colors(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Swap the RGB channels of half the batch: colors leave the palette, so only shape, size,
-    texture and position are learned from those images. In train, shape and color are
-    correlated (four pairs are held out); this stops the shape heads from reading colors.
-    Returns the images and the mask of untouched images (whose color labels still hold)."""
+def _rotate_hue(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate the colors of half the batch about the gray axis by a random angle: colors leave
+    the palette, so only shape, size, texture and position are learned from those images. In
+    train, shape and color are correlated (four pairs are held out); this stops the shape heads
+    from reading colors. Returns the images and the mask of untouched images (whose color
+    labels still hold)."""
     b = x.shape[0]
-    swap = torch.rand(b, generator=gen) < 0.5
-    which = _PERMS[torch.randint(len(_PERMS), (b,), generator=gen)]  # [B, 3]
-    order = torch.where(swap[:, None], which, torch.arange(3)[None, :]).to(x.device)  # [B, 3]
-    x = torch.gather(x, 1, order[:, :, None, None].expand_as(x))
-    return x, ~swap.to(x.device)
+    rotate = torch.rand(b, generator=gen) < 0.5
+    theta = torch.rand(b, generator=gen) * 2 * torch.pi * rotate  # 0 = untouched
+    cos, sin = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
+    axis = torch.full((3,), 3 ** -0.5)
+    cross = torch.tensor([[0.0, -1, 1], [1, 0, -1], [-1, 1, 0]]) * 3 ** -0.5  # [axis]_x
+    # Rodrigues: R = cos I + sin [k]_x + (1 - cos) k k^T, per image -> [B, 3, 3]
+    rot = cos * torch.eye(3) + sin * cross + (1 - cos) * torch.outer(axis, axis)
+    x = torch.einsum("bij,bjhw->bihw", rot.to(x.device), x).clamp(-1, 1)
+    return x, ~rotate.to(x.device)
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Half the batch through 64x64 and back (Stage-I look), then small Gaussian noise."""
+    """About a third of the batch through 64x64 and back (Stage-I look), then small Gaussian noise."""
     b = x.shape[0]
-    low = torch.rand(b, generator=gen) < 0.5
+    low = torch.rand(b, generator=gen) < 0.35
     if low.any():
         small = F.avg_pool2d(x[low], 2)  # [b', 3, 64, 64]
         x = x.clone()
@@ -151,7 +153,7 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # Training
 
-def train_checker(data_dir: str | Path, out_path: str | Path | None = None, steps: int = 1600,
+def train_checker(data_dir: str | Path, out_path: str | Path | None = None, steps: int = 3000,
                   batch_size: int = 64, lr: float = 3e-3, seed: int = 0, progress: bool = True,
                   device: str | torch.device | None = None) -> AttributeChecker:
     """Train a checker on `data_dir`'s train split, score it on the test split, save it.
@@ -177,7 +179,7 @@ def train_checker(data_dir: str | Path, out_path: str | Path | None = None, step
         # fetch batch
         idx = torch.randint(len(images), (batch_size,), generator=gen)
         x = images[idx].to(device).float() / 127.5 - 1  # [B, 3, 128, 128]
-        x, colors_hold = _permute_colors(_augment(x, gen), gen)
+        x, colors_hold = _rotate_hue(_augment(x, gen), gen)
         y = labels[idx].to(device)  # [B, 6]
         # update
         logits = checker(x)

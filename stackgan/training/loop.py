@@ -8,14 +8,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ..config import Config, from_dict, to_dict, to_yaml
+from ..matching import load_or_train_matcher
 from ..losses import discriminator_loss, generator_loss, kl_loss
 from ..models.build import build_discriminator, build_generator
 from ..pipeline import MODEL_DIR_NAME, StackGANPipeline
-from ..checkpoint import STATE_NAME, load_state, save_state, stage_dir
+from ..checkpoint import STATE_NAME, load_state, sampling_weights, save_state, stage_dir
 from ..text.norm import TextNorm
 from .data import load_train_data
 from .samples import SampleSheet
@@ -77,15 +79,24 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
     G = build_generator(cfg.model, stage)
     D = build_discriminator(cfg.model, stage)
     if s1 is not None:
-        G.stage1.load_state_dict(s1["generator"])
+        G.stage1.load_state_dict(sampling_weights(s1))
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     G.to(device, memory_format=fmt).train()
     D.to(device, memory_format=fmt).train()
     opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], sc.lr_g, (sc.beta1, sc.beta2))
     opt_d = torch.optim.Adam(D.parameters(), sc.lr_d, (sc.beta1, sc.beta2))
+    ema = None  # G's weights averaged over steps: what samples and the saved model use
+    if sc.ema_decay > 0:
+        ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(sc.ema_decay), use_buffers=True)
+    matcher = None
+    if sc.match_weight > 0:
+        matcher = load_or_train_matcher(data_dir, cfg.data, norm, steps=cfg.data.matcher_steps,
+                                        progress=progress, device=device)
     step, elapsed = 0, 0.0
     if state is not None:
         G.load_state_dict(state["generator"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         D.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
@@ -106,12 +117,14 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
                 else contextlib.nullcontext())
     writer = SummaryWriter(str(out / "tb"))
     sheet = SampleSheet(data_dir, norm, cfg, device, stage)
-    pipe = StackGANPipeline(cfg, G, norm, stage)
+    G_sample = G if ema is None else ema.module
+    pipe = StackGANPipeline(cfg, G_sample, norm, stage)
 
     def checkpoint() -> Path:
         save_state(state_path, {
             "stage": stage, "step": step, "elapsed_s": elapsed, "config": to_dict(cfg),
             "generator": G.state_dict(), "discriminator": D.state_dict(),
+            **({"ema": ema.state_dict()} if ema is not None else {}),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "text_norm": norm.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             **({"rng_cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
@@ -120,7 +133,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
         G.train()
         return state_path
 
-    sums = torch.zeros(6, device=device)  # D, real, wrong, fake, G, KL: summed on device, read at log time
+    sums = torch.zeros(7, device=device)  # D, real, wrong, fake, G, KL, match: summed on device, read at log time
     pbar = tqdm(total=last_step, initial=step, disable=not progress, desc=f"stage {stage}", unit="step",
                 dynamic_ncols=True)
     t_start, t_log, step_log = time.monotonic() - elapsed, time.monotonic(), step
@@ -163,19 +176,23 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
                 g_adv = generator_loss(D.cond_logits(h_fake, right_t), D.uncond_logits(h_fake) if uncond else None)
                 kl = kl_loss(mu, logvar)
                 g_total = g_adv + sc.kl_weight * kl
+                match = matcher.loss(fake, text) if matcher is not None else torch.zeros((), device=device)
+                g_total = g_total + sc.match_weight * match
             opt_g.zero_grad(set_to_none=True)
             g_total.backward()
             opt_g.step()
+            if ema is not None:
+                ema.update_parameters(G)
             step += 1
             elapsed = time.monotonic() - t_start
             pbar.update(1)
-            sums += torch.stack([d["total"], d["real"], d["wrong"], d["fake"], g_adv, kl]).detach()
+            sums += torch.stack([d["total"], d["real"], d["wrong"], d["fake"], g_adv, kl, match]).detach()
 
             # --- log, sample, checkpoint ---------------------------------------------------------
             if step % sc.log_every == 0:
                 n = step - step_log
                 vals = (sums / n).tolist()
-                for name, v in zip(("D/total", "D/real", "D/wrong", "D/fake", "G/adv", "G/kl"), vals):
+                for name, v in zip(("D/total", "D/real", "D/wrong", "D/fake", "G/adv", "G/kl", "G/match"), vals):
                     writer.add_scalar(name, v, step)
                 rate = n * sc.batch_size / (time.monotonic() - t_log)
                 writer.add_scalar("lr/g", opt_g.param_groups[0]["lr"], step)
@@ -187,7 +204,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
                 sums.zero_()
                 t_log, step_log = time.monotonic(), step
             if step % sc.sample_every == 0:
-                sheet.write(G, step, writer)
+                sheet.write(G_sample, step, writer)
             if step % sc.checkpoint_every == 0:
                 checkpoint()
     except KeyboardInterrupt:
@@ -196,7 +213,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
         raise
     finally:
         pbar.close()
-    sheet.write(G, step, writer)
+    sheet.write(G_sample, step, writer)
     checkpoint()
     writer.close()
     print(f"stage {stage}: {step} steps in {elapsed / 60:.1f} min; state {state_path}; "

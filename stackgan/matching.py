@@ -1,0 +1,167 @@
+"""An image-text matcher: a small image encoder and a text projection trained contrastively.
+
+It gives the generator a direct signal that its image matches the sentence (the role of
+AttnGAN's DAMSM loss, Xu et al. 2018; the loss is the symmetric InfoNCE of CLIP, Radford et
+al. 2021, as XMC-GAN uses it, Zhang et al. 2021). It is trained once on the real train images and
+their caption embeddings (no attribute labels), frozen, and cached beside the data set as
+`.stackgan-cache/matcher-<key>.safetensors` + `.json` (weights and config only).
+
+    matcher = load_or_train_matcher("data/shapes", data_cfg, text_norm)
+    loss = matcher.loss(fake_images, text)   # lower when images match their own sentences
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .config import DataConfig
+from .data.manifest import load_images, read_manifest
+from .text import get_encoder
+from .text.cache import caption_embeddings
+from .text.norm import TextNorm
+from .utils import atomic_path, cache_dir
+
+FORMAT_VERSION = 1
+
+
+class ImageTextMatcher(nn.Module):
+    """Images (any size, area-resized to `size`) and normalized sentence embeddings, mapped to one
+    unit-length space; `logit_scale` is CLIP's learned inverse temperature."""
+
+    def __init__(self, text_dim: int, embed_dim: int = 128, widths: tuple[int, ...] = (32, 64, 128, 192),
+                 size: int = 64):
+        super().__init__()
+        self.config = {"text_dim": text_dim, "embed_dim": embed_dim, "widths": list(widths), "size": size}
+        layers, cin = [], 3
+        for w in widths:  # stride 2 each: 64 -> 4 with four stages
+            layers += [nn.Conv2d(cin, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.LeakyReLU(0.2, inplace=True)]
+            cin = w
+        self.trunk = nn.Sequential(*layers)
+        side = size // 2 ** len(widths)
+        self.image_proj = nn.Linear(cin * side * side, embed_dim)  # flattened: keeps where things are
+        self.text_proj = nn.Sequential(nn.Linear(text_dim, 256), nn.LeakyReLU(0.2, inplace=True),
+                                       nn.Linear(256, embed_dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [-1, 1] -> [B, E], unit length."""
+        size = self.config["size"]
+        if images.shape[-1] != size:
+            images = F.interpolate(images, size=(size, size), mode="area" if images.shape[-1] > size else "bilinear")
+        return F.normalize(self.image_proj(self.trunk(images).flatten(1)), dim=1)
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """Normalized sentence embeddings [B, D] -> [B, E], unit length."""
+        return F.normalize(self.text_proj(text), dim=1)
+
+    def loss(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE: image i should pick text i among the batch's texts, and back."""
+        logits = self.logit_scale.exp().clamp(max=100) * self.encode_image(images) @ self.encode_text(text).T
+        target = torch.arange(len(images), device=images.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def _key(data_dir: Path, data_cfg: DataConfig, config: dict, steps: int, seed: int) -> str:
+    h = hashlib.sha256((data_dir / "train.jsonl").read_bytes())
+    h.update(json.dumps([FORMAT_VERSION, data_cfg.text_encoder, data_cfg.text_norm, config, steps, seed]).encode())
+    return h.hexdigest()[:16]
+
+
+def save_matcher(matcher: ImageTextMatcher, path: Path, meta: dict) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in matcher.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, "config": matcher.config, **meta}, indent=2) + "\n")
+
+
+def load_matcher(path: str | Path, device: str | torch.device = "cpu") -> ImageTextMatcher:
+    """A saved matcher, frozen and in eval mode."""
+    path = Path(path)
+    info = json.loads(path.with_suffix(".json").read_text())
+    matcher = ImageTextMatcher(**info["config"])
+    matcher.load_state_dict(load_file(str(path)))
+    return matcher.to(device).eval().requires_grad_(False)
+
+
+def _split(data_dir: Path, split: str, data_cfg: DataConfig, norm: TextNorm, size: int, progress: bool):
+    records = read_manifest(data_dir, split)
+    emb, counts = caption_embeddings(data_dir, split, [r["captions"] for r in records],
+                                     get_encoder(data_cfg.text_encoder), progress)
+    return load_images(data_dir, split, records, size, progress), norm(emb), counts
+
+
+@torch.no_grad()
+def retrieval_accuracy(matcher: ImageTextMatcher, images: torch.Tensor, text: torch.Tensor,
+                       group: int = 100) -> float:
+    """Top-1 image->text accuracy in groups of `group` pairs (images [N, 3, H, W] in [-1, 1])."""
+    group = min(group, len(images))
+    hits, total = 0, 0
+    for i in range(0, len(images) - group + 1, group):
+        im = matcher.encode_image(images[i:i + group])
+        tx = matcher.encode_text(text[i:i + group])
+        hits += ((im @ tx.T).argmax(1) == torch.arange(len(im), device=im.device)).sum().item()
+        total += len(im)
+    return hits / max(total, 1)
+
+
+def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, out_path: str | Path,
+                  steps: int = 1500, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
+                  progress: bool = True, device: str | torch.device = "cpu", **model_kwargs) -> ImageTextMatcher:
+    """Train on the real train split (a random caption of each image per step), score top-1
+    retrieval on the test split, save weights + json to `out_path`."""
+    data_dir, out_path = Path(data_dir), Path(out_path)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    matcher = ImageTextMatcher(norm.mean.numel(), **model_kwargs)
+    size = matcher.config["size"]
+    images, emb, counts = _split(data_dir, "train", data_cfg, norm, size, progress)
+    matcher = matcher.to(device).train()
+    opt = torch.optim.AdamW(matcher.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    start = time.time()
+    bar = tqdm(range(steps), desc="image-text matcher", disable=not progress)
+    for _ in bar:
+        idx = torch.randint(len(images), (batch_size,), generator=gen)
+        which = (torch.rand(batch_size, generator=gen) * counts[idx]).long()  # a caption per image
+        x = images[idx].to(device).float() / 127.5 - 1  # [B, 3, s, s]
+        x = x + 0.05 * torch.rand(batch_size, 1, 1, 1, generator=gen).to(device) * torch.randn(
+            x.shape, generator=gen).to(device)
+        loss = matcher.loss(x, emb[idx, which].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    matcher.eval().requires_grad_(False)
+    meta = {"steps": steps, "batch_size": batch_size, "seed": seed, "train_seconds": round(time.time() - start, 1),
+            "data": asdict(data_cfg)}
+    if (data_dir / "test.jsonl").exists():
+        test, test_emb, _ = _split(data_dir, "test", data_cfg, norm, size, progress)
+        meta["test_top1_of_100"] = retrieval_accuracy(matcher, test.to(device).float() / 127.5 - 1,
+                                                      test_emb[:, 0].to(device))
+    save_matcher(matcher, out_path, meta)
+    return matcher
+
+
+def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, steps: int = 1500,
+                          seed: int = 0, progress: bool = True, device: str | torch.device = "cpu"
+                          ) -> ImageTextMatcher:
+    """The cached matcher for this data set, text encoder and normalization, else a new one."""
+    data_dir = Path(data_dir)
+    config = ImageTextMatcher(norm.mean.numel()).config
+    path = cache_dir(data_dir) / f"matcher-{_key(data_dir, data_cfg, config, steps, seed)}.safetensors"
+    if path.exists() and path.with_suffix(".json").exists():
+        return load_matcher(path, device)
+    train_matcher(data_dir, data_cfg, norm, path, steps=steps, seed=seed, progress=progress, device=device)
+    return load_matcher(path, device)

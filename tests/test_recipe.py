@@ -1,0 +1,70 @@
+"""The fast recipe's switches do what they claim."""
+import pytest
+import torch
+from dataclasses import replace
+
+from stackgan.checkpoint import load_state
+from stackgan.config import apply_overrides, get_preset
+from stackgan.matching import ImageTextMatcher, load_or_train_matcher, train_matcher
+from stackgan.pipeline import StackGANPipeline
+from stackgan.training import train
+from stackgan.training.data import load_train_data
+from conftest import TINY
+
+
+def test_ema_weights_are_kept_and_used_for_sampling(tiny_shapes, tmp_path):
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY + ["stage1.ema_decay=0.5", "stage1.max_steps=4"])
+    train(cfg, tiny_shapes, tmp_path, 1, progress=False)
+    state = load_state(tmp_path / "stage1" / "state.pt")
+    raw, ema = state["generator"], state["ema"]
+    assert ema["n_averaged"].item() == 4
+    key = "fc.0.weight" if "fc.0.weight" in raw else next(k for k in raw if k.endswith("weight"))
+    assert not torch.equal(raw[key], ema[f"module.{key}"])  # an average, not a copy
+    pipe = StackGANPipeline.load(tmp_path / "stage1" / "state.pt")
+    for k, v in pipe.generator.state_dict().items():
+        assert torch.equal(v, ema[f"module.{k}"]), k  # generate samples with the average
+    saved = StackGANPipeline.load(tmp_path / "model")  # the inference folder holds the average too
+    for k, v in saved.generator.state_dict().items():
+        assert torch.equal(v, ema[f"module.{k}"]), k
+
+
+def test_matcher_learns_to_pair_images_with_their_captions(tiny_shapes, tmp_path):
+    cfg = get_preset("shapes-cpu").data
+    data, norm = load_train_data(tiny_shapes, cfg, 64, progress=False)
+    images, text = data.images[:32] / 127.5 - 1, data.embeddings[:32, 0]
+    torch.manual_seed(0)
+    before = ImageTextMatcher(norm.mean.numel()).eval().loss(images, text).item()
+    matcher = train_matcher(tiny_shapes, cfg, norm, tmp_path / "m.safetensors", steps=60, batch_size=32,
+                            progress=False)
+    after = matcher.loss(images, text).item()
+    assert after < 0.5 * before, (before, after)
+    shuffled = matcher.loss(images, text.roll(1, 0)).item()  # someone else's captions
+    assert after < shuffled
+
+
+def test_match_weight_trains_one_cached_matcher_and_adds_its_loss(tiny_shapes, tmp_path):
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY + ["data.matcher_steps=5", "stage1.match_weight=1",
+                                                            "stage1.max_steps=2", "stage1.log_every=1"])
+    cache = tiny_shapes / ".stackgan-cache"
+    train(cfg, tiny_shapes, tmp_path / "a", 1, progress=False)
+    made = sorted(cache.glob("matcher-*.safetensors"))
+    assert len(made) == 1
+    mtime = made[0].stat().st_mtime_ns
+    train(cfg, tiny_shapes, tmp_path / "b", 1, progress=False)  # reused, not retrained
+    assert sorted(cache.glob("matcher-*.safetensors")) == made and made[0].stat().st_mtime_ns == mtime
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tmp_path / "a" / "stage1" / "tb"))
+    acc.Reload()
+    assert all(e.value > 0 for e in acc.Scalars("G/match"))
+    off = apply_overrides(cfg, ["stage1.match_weight=0"])
+    train(off, tiny_shapes, tmp_path / "c", 1, progress=False)
+    acc = EventAccumulator(str(tmp_path / "c" / "stage1" / "tb"))
+    acc.Reload()
+    assert all(e.value == 0 for e in acc.Scalars("G/match"))
+
+
+def test_recipe_switches_are_validated():
+    with pytest.raises(ValueError, match="ema_decay"):
+        apply_overrides(get_preset("shapes-cpu"), ["stage1.ema_decay=1.0"])
+    with pytest.raises(ValueError, match="match_weight"):
+        apply_overrides(get_preset("shapes-cpu"), ["stage2.match_weight=-1"])
