@@ -5,12 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import DEFAULT_PRESET, PRESETS
+
 EXAMPLES = {
     "data": """examples:
   stackgan data shapes --out data/shapes                  # 10,000 train / 1,000 test images
   stackgan data shapes --out /tmp/tiny --train 200 --test 50 --seed 1""",
     "train": """examples:
-  stackgan train --stage 1 --data data/shapes --out runs/shapes --preset shapes-cpu --minutes 15
+  stackgan train --stage 1 --data data/shapes --out runs/shapes --preset fast --minutes 15
   stackgan train --stage 2 --data data/shapes --out runs/shapes --minutes 7
   stackgan train --stage 1 --data data/shapes --out runs/shapes --resume
   stackgan train --stage 1 --data data/birds --out runs/birds --preset paper --set stage1.batch_size=32
@@ -49,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--stage", type=int, choices=(1, 2), required=True)
     t.add_argument("--data", type=Path, required=True, help="data folder with train.jsonl (and test.jsonl)")
     t.add_argument("--out", type=Path, required=True, help="run folder (both stages go into the same one)")
-    t.add_argument("--preset", default="shapes-cpu", help="named configuration: paper, shapes-cpu (default)")
+    t.add_argument("--preset", default=DEFAULT_PRESET,
+                   help=f"named configuration: {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
     t.add_argument("--config", type=Path, help="YAML file applied on top of the preset")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set stage1.lr_g=1e-4 (repeatable)")
@@ -85,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
                        epilog=EXAMPLES["demo"], formatter_class=fmt)
     m.add_argument("--data", type=Path, default=Path("data/shapes"))
     m.add_argument("--out", type=Path, default=Path("runs/demo"))
-    m.add_argument("--minutes", type=float, default=22.0, help="training budget for both stages (default 22)")
+    m.add_argument("--minutes", type=float, default=24.0,
+                   help="training budget: image-text matcher (if not cached), Stage I, Stage II (default 24)")
     return p
 
 

@@ -2,7 +2,7 @@
 
 Example::
 
-    cfg = get_preset("shapes-cpu")
+    cfg = get_preset("fast")
     cfg = apply_overrides(cfg, ["stage1.batch_size=32", "model.ngf1=24"])
     print(to_yaml(cfg))
 """
@@ -60,7 +60,10 @@ class DataConfig:
     caption_mode: str = "one"  # one: a random caption per step (PT); mean4: mean of 4 (TF)
     wrong_pairs: str = "shift"  # shift: roll the batch by one (PT); random: other images (TF)
     augment: str = "none"  # none; crop_flip: resize to 76/64, random crop, random flip (paper)
-    matcher_steps: int = 1500  # training steps of the image-text matcher (used when match_weight > 0)
+    # the image-text matcher (stackgan.matching), trained once when a stage has match_weight > 0
+    matcher_steps: int = 1500
+    matcher_batch: int = 64
+    matcher_widths: tuple = (16, 32, 64, 128)  # one stride-2 conv stage each: 64 px -> 4 px
     seed: int = 0
 
 
@@ -93,6 +96,14 @@ PRESETS: dict[str, Config] = {
         stage2=StageConfig(batch_size=16, lr_g=5e-5, minutes=7.0, sample_every=100, checkpoint_every=500),
     ),
 }
+# The fast recipe (docs/training-recipe.md): shapes-cpu plus G's image-text matching loss and an
+# EMA of G's weights; the default for Shapes.
+PRESETS["fast"] = replace(
+    PRESETS["shapes-cpu"],
+    stage1=replace(PRESETS["shapes-cpu"].stage1, match_weight=2.0, ema_decay=0.995),
+    stage2=replace(PRESETS["shapes-cpu"].stage2, match_weight=2.0, ema_decay=0.995),
+)
+DEFAULT_PRESET = "fast"
 
 CHOICES = {
     "ca_variant": ("pt", "tf"),
@@ -117,7 +128,12 @@ def get_preset(name: str) -> Config:
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """Plain dicts, lists and scalars (tuples become lists), for YAML, JSON and state files."""
+    def plain(x):
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        return list(x) if isinstance(x, tuple) else x
+    return plain(dataclasses.asdict(cfg))
 
 
 def to_yaml(cfg: Config) -> str:
@@ -170,6 +186,10 @@ def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
 
 
 def _coerce(value: Any, kind: type, where: str) -> Any:
+    if kind is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and v > 0 for v in value):
+            raise ConfigError(f"{where}: expected a list of positive integers, got {value!r}")
+        return tuple(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is bool and not isinstance(value, bool):
@@ -195,8 +215,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.ngf2 must be divisible by 4 (Stage II ends with ngf2/4), got {m.ngf2}")
     if m.res_blocks < 0:
         raise ConfigError(f"model.res_blocks must be >= 0, got {m.res_blocks}")
-    if cfg.data.matcher_steps < 1:
-        raise ConfigError(f"data.matcher_steps must be >= 1, got {cfg.data.matcher_steps}")
+    for name in ("matcher_steps", "matcher_batch"):
+        if getattr(cfg.data, name) < 1:
+            raise ConfigError(f"data.{name} must be >= 1, got {getattr(cfg.data, name)}")
+    if not 1 <= len(cfg.data.matcher_widths) <= 6:
+        raise ConfigError(f"data.matcher_widths needs 1 to 6 stages (64 px halves each), got {cfg.data.matcher_widths}")
     for n in (1, 2):
         s = cfg.stage(n)
         if s.batch_size < 2:

@@ -38,7 +38,7 @@ class ImageTextMatcher(nn.Module):
     """Images (any size, area-resized to `size`) and normalized sentence embeddings, mapped to one
     unit-length space; `logit_scale` is CLIP's learned inverse temperature."""
 
-    def __init__(self, text_dim: int, embed_dim: int = 128, widths: tuple[int, ...] = (32, 64, 128, 192),
+    def __init__(self, text_dim: int, embed_dim: int = 128, widths: tuple[int, ...] = (16, 32, 64, 128),
                  size: int = 64):
         super().__init__()
         self.config = {"text_dim": text_dim, "embed_dim": embed_dim, "widths": list(widths), "size": size}
@@ -82,7 +82,8 @@ def save_matcher(matcher: ImageTextMatcher, path: Path, meta: dict) -> None:
     with atomic_path(path) as tmp:
         save_file(state, str(tmp))
     with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, "config": matcher.config, **meta}, indent=2) + "\n")
+        info = {"format_version": FORMAT_VERSION, "config": matcher.config, **meta}
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
 
 
 def load_matcher(path: str | Path, device: str | torch.device = "cpu") -> ImageTextMatcher:
@@ -116,7 +117,7 @@ def retrieval_accuracy(matcher: ImageTextMatcher, images: torch.Tensor, text: to
 
 
 def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, out_path: str | Path,
-                  steps: int = 1500, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
+                  steps: int = 1500, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
                   progress: bool = True, device: str | torch.device = "cpu", **model_kwargs) -> ImageTextMatcher:
     """Train on the real train split (a random caption of each image per step), score top-1
     retrieval on the test split, save weights + json to `out_path`."""
@@ -154,14 +155,16 @@ def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, ou
     return matcher
 
 
-def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, steps: int = 1500,
-                          seed: int = 0, progress: bool = True, device: str | torch.device = "cpu"
-                          ) -> ImageTextMatcher:
-    """The cached matcher for this data set, text encoder and normalization, else a new one."""
+def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, seed: int = 0,
+                          progress: bool = True, device: str | torch.device = "cpu") -> ImageTextMatcher:
+    """The cached matcher for this data set, text encoder, normalization and `data.matcher_*`
+    settings, else a new one trained with them."""
     data_dir = Path(data_dir)
-    config = ImageTextMatcher(norm.mean.numel()).config
-    path = cache_dir(data_dir) / f"matcher-{_key(data_dir, data_cfg, config, steps, seed)}.safetensors"
-    if path.exists() and path.with_suffix(".json").exists():
-        return load_matcher(path, device)
-    train_matcher(data_dir, data_cfg, norm, path, steps=steps, seed=seed, progress=progress, device=device)
+    config = ImageTextMatcher(norm.mean.numel(), widths=data_cfg.matcher_widths).config
+    key = _key(data_dir, data_cfg, {**config, "batch": data_cfg.matcher_batch}, data_cfg.matcher_steps, seed)
+    path = cache_dir(data_dir) / f"matcher-{key}.safetensors"
+    if not (path.exists() and path.with_suffix(".json").exists()):
+        train_matcher(data_dir, data_cfg, norm, path, steps=data_cfg.matcher_steps,
+                      batch_size=data_cfg.matcher_batch, seed=seed, progress=progress, device=device,
+                      widths=data_cfg.matcher_widths)
     return load_matcher(path, device)

@@ -136,3 +136,17 @@ def test_load_or_train_reuses_cache(shapes_dir, tmp_path, monkeypatch):
         f.write("\n")
     ck.load_or_train_checker(data, **TINY)
     assert calls == [1]
+
+
+def test_hue_rotation_moves_colors_off_the_palette_but_keeps_grays():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.zeros(64, 3, 4, 4)
+    x[:, :, :2] = torch.tensor([1.0, -1.0, -1.0])[:, None, None]  # red object
+    x[:, :, 2:] = torch.tensor([0.2, 0.2, 0.2])[:, None, None]  # gray background
+    y, untouched = ck._rotate_hue(x, gen)
+    assert 10 < untouched.sum() < 54  # about half the batch keeps its colors (and its color labels)
+    assert torch.equal(y[untouched], x[untouched])
+    assert torch.allclose(y[:, :, 2:], x[:, :, 2:], atol=1e-6)  # grays lie on the rotation axis
+    moved = y[~untouched, :, 0, 0]  # [b, 3] former reds
+    assert (moved - torch.tensor([1.0, -1.0, -1.0])).abs().amax(1).gt(0.05).float().mean() > 0.9
+    assert len({tuple(c) for c in moved.mul(10).round().tolist()}) > 10  # many hues, not a few swaps

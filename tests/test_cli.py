@@ -4,7 +4,8 @@ import sys
 from PIL import Image
 
 TINY_SET = ["--set", "model.ngf1=8", "--set", "model.ndf1=8", "--set", "model.ngf2=8", "--set", "model.ndf2=8",
-            "--set", "model.res_blocks=1", "--set", "stage1.log_every=1", "--set", "stage2.log_every=1"]
+            "--set", "model.res_blocks=1", "--set", "stage1.log_every=1", "--set", "stage2.log_every=1",
+            "--set", "data.matcher_steps=5"]
 
 
 def stackgan(*args, check=True):

@@ -68,3 +68,14 @@ def test_recipe_switches_are_validated():
         apply_overrides(get_preset("shapes-cpu"), ["stage1.ema_decay=1.0"])
     with pytest.raises(ValueError, match="match_weight"):
         apply_overrides(get_preset("shapes-cpu"), ["stage2.match_weight=-1"])
+
+
+def test_fast_preset_round_trips_through_yaml_and_state_dicts(tmp_path):
+    from stackgan.config import from_dict, load_yaml, to_dict, to_yaml
+    cfg = apply_overrides(get_preset("fast"), ["data.matcher_widths=[8, 16, 32]"])
+    assert cfg.data.matcher_widths == (8, 16, 32) and cfg.stage1.match_weight > 0 and cfg.stage1.ema_decay > 0
+    (tmp_path / "c.yaml").write_text(to_yaml(cfg))
+    assert load_yaml(tmp_path / "c.yaml") == cfg == from_dict(to_dict(cfg))
+    with pytest.raises(ValueError, match="matcher_widths"):
+        apply_overrides(cfg, ["data.matcher_widths=3"])
+

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -31,6 +31,21 @@ def _forward_g(G, stage: int, z, text):
     else:
         _, fake, mu, logvar = G(z, text)
     return fake, mu, logvar
+
+
+def _ema_update(decay: float):
+    """EMA step for AveragedModel with TF's warm-up: the decay is min(decay, (1 + n) / (10 + n))
+    after n updates, so a young average follows the weights instead of the initial ones."""
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        n = float(num_averaged)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
+        for a, c in zip(averaged, current):
+            if not a.is_floating_point():  # BatchNorm's step counter
+                a.copy_(c)
+    return update
 
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *, resume: bool = False,
@@ -87,11 +102,10 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
     opt_d = torch.optim.Adam(D.parameters(), sc.lr_d, (sc.beta1, sc.beta2))
     ema = None  # G's weights averaged over steps: what samples and the saved model use
     if sc.ema_decay > 0:
-        ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(sc.ema_decay), use_buffers=True)
+        ema = AveragedModel(G, multi_avg_fn=_ema_update(sc.ema_decay), use_buffers=True)
     matcher = None
     if sc.match_weight > 0:
-        matcher = load_or_train_matcher(data_dir, cfg.data, norm, steps=cfg.data.matcher_steps,
-                                        progress=progress, device=device)
+        matcher = load_or_train_matcher(data_dir, cfg.data, norm, progress=progress, device=device)
     step, elapsed = 0, 0.0
     if state is not None:
         G.load_state_dict(state["generator"])
@@ -197,7 +211,10 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
                 rate = n * sc.batch_size / (time.monotonic() - t_log)
                 writer.add_scalar("lr/g", opt_g.param_groups[0]["lr"], step)
                 writer.add_scalar("speed/images_per_s", rate, step)
-                pbar.set_postfix(D=f"{vals[0]:.3f}", G=f"{vals[4]:.3f}", KL=f"{vals[5]:.3f}", img_s=f"{rate:.0f}")
+                shown = {"D": vals[0], "G": vals[4], "KL": vals[5]}
+                if matcher is not None:
+                    shown["match"] = vals[6]
+                pbar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()} | {"img_s": f"{rate:.0f}"})
                 if budget is not None:  # show an ETA for the time budget too
                     est = step + int((budget - elapsed) / max(elapsed / max(step, 1), 1e-6))
                     pbar.total = est if last_step is None else min(last_step, est)
