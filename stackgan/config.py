@@ -31,6 +31,7 @@ class ModelConfig:
     d_head_kernel: int = 3  # PT 3, TF 1
     uncond_head2: bool = True  # PT Stage-II D has an extra image-only head
     stage2_image_skip: bool = False  # not in the paper: Stage II refines the upsampled Stage-I image
+    d_spectral_norm: bool = False  # not in the paper: spectral normalization of D's convs and linears
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class StageConfig:
     # not in the paper (fast recipe switches; 0 = off):
     match_weight: float = 0.0  # G also minimizes an image-text matching loss (stackgan.matching)
     ema_decay: float = 0.0  # sample and save an exponential moving average of G's weights
+    gan_loss: str = "bce"  # bce: the paper's (non-saturating G); hinge: SN-GAN / BigGAN hinge loss
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ CHOICES = {
     "wrong_pairs": ("shift", "random"),
     "augment": ("none", "crop_flip"),
     "precision": ("fp32", "bf16"),
+    "gan_loss": ("bce", "hinge"),
 }
 
 
@@ -201,7 +204,7 @@ def _coerce(value: Any, kind: type, where: str) -> Any:
 
 def validate(cfg: Config) -> Config:
     m = cfg.model
-    for section in (cfg, cfg.model, cfg.data):
+    for section in (cfg, cfg.model, cfg.data, cfg.stage1, cfg.stage2):
         for f in fields(section):
             allowed = CHOICES.get(f.name)
             if allowed and getattr(section, f.name) not in allowed:

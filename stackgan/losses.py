@@ -10,31 +10,44 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
+def _hinge(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """max(0, 1 - x) for target 1, max(0, 1 + x) for target 0, averaged."""
+    sign = 1.0 if target == 1.0 else -1.0
+    return F.relu(1.0 - sign * logits.float()).mean()
+
+
 def discriminator_loss(real: torch.Tensor, wrong: torch.Tensor, fake: torch.Tensor,
                        uncond_real: torch.Tensor | None = None,
-                       uncond_fake: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                       uncond_fake: torch.Tensor | None = None, kind: str = "bce") -> dict[str, torch.Tensor]:
     """Matching-aware D loss on logits.
 
     (real image, its text) -> 1; (real image, wrong text) -> 0; (fake image, its text) -> 0.
     ``L_D = L_real + 0.5 * (L_wrong + L_fake)``; with unconditional logits (PT Stage II)
-    ``L_D = (L_real + L_uncond_real) / 2 + (L_fake + L_wrong + L_uncond_fake) / 3``.
+    ``L_D = (L_real + L_uncond_real) / 2 + (L_fake + L_wrong + L_uncond_fake) / 3``. Each term
+    is binary cross-entropy (``kind="bce"``, the paper) or the hinge loss (``kind="hinge"``).
     """
-    parts = {"real": _bce(real, 1.0), "wrong": _bce(wrong, 0.0), "fake": _bce(fake, 0.0)}
+    if kind not in ("bce", "hinge"):
+        raise ValueError(f"GAN loss must be 'bce' or 'hinge', got {kind!r}")
+    term = _bce if kind == "bce" else _hinge
+    parts = {"real": term(real, 1.0), "wrong": term(wrong, 0.0), "fake": term(fake, 0.0)}
     if uncond_real is None:
         parts["total"] = parts["real"] + 0.5 * (parts["wrong"] + parts["fake"])
     else:
-        parts["uncond_real"] = _bce(uncond_real, 1.0)
-        parts["uncond_fake"] = _bce(uncond_fake, 0.0)
+        parts["uncond_real"] = term(uncond_real, 1.0)
+        parts["uncond_fake"] = term(uncond_fake, 0.0)
         parts["total"] = (parts["real"] + parts["uncond_real"]) / 2 + (
             parts["fake"] + parts["wrong"] + parts["uncond_fake"]) / 3
     return parts
 
 
-def generator_loss(fake: torch.Tensor, uncond_fake: torch.Tensor | None = None) -> torch.Tensor:
-    """Non-saturating: BCE of D(fake, its text) against 1 (+ the unconditional term)."""
-    loss = _bce(fake, 1.0)
+def generator_loss(fake: torch.Tensor, uncond_fake: torch.Tensor | None = None, kind: str = "bce") -> torch.Tensor:
+    """``kind="bce"``: non-saturating, BCE of D(fake, its text) against 1; ``"hinge"``: -D(fake, its
+    text), averaged. Plus the same for the unconditional logits when given."""
+    def term(x):
+        return _bce(x, 1.0) if kind == "bce" else -x.float().mean()
+    loss = term(fake)
     if uncond_fake is not None:
-        loss = loss + _bce(uncond_fake, 1.0)
+        loss = loss + term(uncond_fake)
     return loss
 
 

@@ -37,3 +37,15 @@ def test_kl_matches_closed_form():
         torch.distributions.Normal(mu, torch.exp(0.5 * logvar)), torch.distributions.Normal(0.0, 1.0)).mean()
     assert torch.allclose(kl_loss(mu, logvar), ref, atol=1e-6)
     assert kl_loss(torch.zeros(4, 8), torch.zeros(4, 8)).item() == 0.0
+
+
+def test_hinge_losses_by_hand():
+    # D: real max(0, 1 - x), wrong and fake max(0, 1 + x); G: -x
+    d = discriminator_loss(torch.tensor([0.5, 2.0]), torch.tensor([-3.0, 0.0]), torch.tensor([1.0, -0.5]),
+                           kind="hinge")
+    assert math.isclose(d["real"].item(), (0.5 + 0.0) / 2)
+    assert math.isclose(d["wrong"].item(), (0.0 + 1.0) / 2)
+    assert math.isclose(d["fake"].item(), (2.0 + 0.5) / 2)
+    assert math.isclose(d["total"].item(), 0.25 + 0.5 * (0.5 + 1.25))
+    g = generator_loss(torch.tensor([1.0, 3.0]), uncond_fake=torch.tensor([-2.0]), kind="hinge")
+    assert math.isclose(g.item(), -2.0 + 2.0)

@@ -107,3 +107,23 @@ def test_forty_fast_steps_teach_d_which_caption_belongs_to_an_image(tiny_shapes,
     first, after = gap(1), gap(40)
     assert abs(first) < 0.01, first
     assert after > 0.05, after
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_spectral_norm_switch_wraps_every_d_layer(stage):
+    from torch import nn
+    from torch.nn.utils import parametrize
+    from stackgan.models.build import build_discriminator
+
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY + ["model.text_dim=12"])
+    layers = lambda d: [m for m in d.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]  # noqa: E731
+    plain = build_discriminator(cfg.model, stage)
+    assert not any(parametrize.is_parametrized(m) for m in layers(plain))
+    sn = build_discriminator(replace(cfg.model, d_spectral_norm=True), stage)
+    assert layers(sn) and all(parametrize.is_parametrized(m, "weight") for m in layers(sn))
+    torch.manual_seed(0)
+    img = torch.randn(2, 3, 64 * 4 ** (stage - 1), 64 * 4 ** (stage - 1))
+    for _ in range(20):  # power iteration in train mode: the top singular value goes to 1
+        sn(img)
+    w = layers(sn)[1].weight  # [out, in, k, k], normalized
+    assert abs(torch.linalg.matrix_norm(w.flatten(1), ord=2).item() - 1.0) < 0.05

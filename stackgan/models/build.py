@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from ..config import ModelConfig
 from .stage1 import Stage1Discriminator, Stage1Generator
@@ -17,5 +18,11 @@ def build_generator(m: ModelConfig, stage: int) -> nn.Module:
 
 def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:
     if stage == 1:
-        return Stage1Discriminator(m.text_dim, m.ndf1, m.cond_dim, m.d_text_path, m.d_head_kernel)
-    return Stage2Discriminator(m.text_dim, m.ndf2, m.cond_dim, m.d_text_path, m.d_head_kernel, m.uncond_head2)
+        d = Stage1Discriminator(m.text_dim, m.ndf1, m.cond_dim, m.d_text_path, m.d_head_kernel)
+    else:
+        d = Stage2Discriminator(m.text_dim, m.ndf2, m.cond_dim, m.d_text_path, m.d_head_kernel, m.uncond_head2)
+    if m.d_spectral_norm:  # Miyato et al., ICLR 2018: every conv and linear layer of D
+        for module in list(d.modules()):
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                spectral_norm(module)
+    return d

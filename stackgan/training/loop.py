@@ -179,7 +179,8 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
                 uncond = stage == 2 and cfg.model.uncond_head2
                 d = discriminator_loss(
                     D.cond_logits(h_real, right_t), D.cond_logits(h_real, wrong_t), D.cond_logits(h_fake, right_t),
-                    D.uncond_logits(h_real) if uncond else None, D.uncond_logits(h_fake) if uncond else None)
+                    D.uncond_logits(h_real) if uncond else None, D.uncond_logits(h_fake) if uncond else None,
+                    kind=sc.gan_loss)
             opt_d.zero_grad(set_to_none=True)
             d["total"].backward()
             opt_d.step()
@@ -187,7 +188,8 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
             # --- update G: fool D with the right text, keep CA close to N(0, I) ------------------
             with autocast:
                 h_fake = D(fake)
-                g_adv = generator_loss(D.cond_logits(h_fake, right_t), D.uncond_logits(h_fake) if uncond else None)
+                g_adv = generator_loss(D.cond_logits(h_fake, right_t), D.uncond_logits(h_fake) if uncond else None,
+                                       sc.gan_loss)
                 kl = kl_loss(mu, logvar)
                 g_total = g_adv + sc.kl_weight * kl
                 match = matcher.loss(fake, text) if matcher is not None else torch.zeros((), device=device)
