@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from .config import DataConfig
@@ -29,7 +28,7 @@ from .data.manifest import load_images, read_manifest
 from .text import get_encoder
 from .text.cache import caption_embeddings
 from .text.norm import TextNorm
-from .utils import atomic_path, cache_dir
+from .utils import cache_dir, load_module_files, save_module
 
 FORMAT_VERSION = 1
 
@@ -78,20 +77,14 @@ def _key(data_dir: Path, data_cfg: DataConfig, config: dict, steps: int, seed: i
 
 
 def save_matcher(matcher: ImageTextMatcher, path: Path, meta: dict) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in matcher.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        info = {"format_version": FORMAT_VERSION, "config": matcher.config, **meta}
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
+    save_module(matcher, path, {"format_version": FORMAT_VERSION, "config": matcher.config, **meta})
 
 
 def load_matcher(path: str | Path, device: str | torch.device = "cpu") -> ImageTextMatcher:
     """A saved matcher, frozen and in eval mode."""
-    path = Path(path)
-    info = json.loads(path.with_suffix(".json").read_text())
+    info, weights = load_module_files(path)
     matcher = ImageTextMatcher(**info["config"])
-    matcher.load_state_dict(load_file(str(path)))
+    matcher.load_state_dict(weights)
     return matcher.to(device).eval().requires_grad_(False)
 
 
@@ -163,8 +156,8 @@ def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: Text
     config = ImageTextMatcher(norm.mean.numel(), widths=data_cfg.matcher_widths).config
     key = _key(data_dir, data_cfg, {**config, "batch": data_cfg.matcher_batch}, data_cfg.matcher_steps, seed)
     path = cache_dir(data_dir) / f"matcher-{key}.safetensors"
-    if not (path.exists() and path.with_suffix(".json").exists()):
-        train_matcher(data_dir, data_cfg, norm, path, steps=data_cfg.matcher_steps,
-                      batch_size=data_cfg.matcher_batch, seed=seed, progress=progress, device=device,
-                      widths=data_cfg.matcher_widths)
-    return load_matcher(path, device)
+    if path.exists() and path.with_suffix(".json").exists():
+        return load_matcher(path, device)
+    return train_matcher(data_dir, data_cfg, norm, path, steps=data_cfg.matcher_steps,
+                         batch_size=data_cfg.matcher_batch, seed=seed, progress=progress, device=device,
+                         widths=data_cfg.matcher_widths)

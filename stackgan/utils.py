@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -32,6 +33,29 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def save_module(module: "torch.nn.Module", path: str | Path, info: dict) -> None:
+    """Weights of ``module`` to ``path`` (safetensors) and ``info`` to the same name with .json,
+    each written atomically. Loading either never runs code (see ``load_module_files``)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def load_module_files(path: str | Path) -> tuple[dict, dict]:
+    """The ``info`` and weights that ``save_module`` wrote to ``path`` and its .json."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    info = json.loads(path.with_suffix(".json").read_text())
+    return info, load_file(str(path))
 
 
 def cache_dir(data_dir: str | Path) -> Path:

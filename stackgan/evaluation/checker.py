@@ -19,12 +19,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from stackgan.data.manifest import load_images, read_manifest
 from stackgan.data.shapes import ATTRIBUTES
-from stackgan.utils import atomic_path
+from stackgan.utils import load_module_files, save_module
 
 SIZE = 128  # the checker's input resolution
 FORMAT_VERSION = 4
@@ -81,22 +80,14 @@ def resize_to_checker(x: torch.Tensor) -> torch.Tensor:
 
 def save_checker(checker: AttributeChecker, path: str | Path, meta: dict | None = None) -> None:
     """Write weights to `path` (.safetensors) and config + `meta` to the same name with .json."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in checker.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
-    info = {"format_version": FORMAT_VERSION, "config": checker.config, **(meta or {})}
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
+    save_module(checker, path, {"format_version": FORMAT_VERSION, "config": checker.config, **(meta or {})})
 
 
 def load_checker(path: str | Path, device: str | torch.device = "cpu") -> AttributeChecker:
     """Rebuild a checker from `path` (.safetensors) and its .json config; returns it in eval mode."""
-    path = Path(path)
-    info = json.loads(path.with_suffix(".json").read_text())
+    info, weights = load_module_files(path)
     checker = AttributeChecker(**info["config"])
-    checker.load_state_dict(load_file(str(path)))
+    checker.load_state_dict(weights)
     return checker.to(device).eval()
 
 
