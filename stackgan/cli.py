@@ -1,4 +1,4 @@
-"""The ``stackgan`` command line: data, train, generate, evaluate, demo."""
+"""The ``stackgan`` command line: data, train, generate, evaluate, export, demo."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +24,9 @@ EXAMPLES = {
     "evaluate": """examples:
   stackgan evaluate runs/demo --data data/shapes
   stackgan evaluate runs/demo --data data/shapes --num-samples 200""",
+    "export": """examples:
+  stackgan export runs/long --out pretrained/shapes --half    # float16 weights: half the size
+  stackgan export runs/long/stage1/state.pt --out models/stage1-only""",
     "demo": """examples:
   stackgan demo                          # what `make demo` runs
   stackgan demo --minutes 10 --out runs/quick""",
@@ -69,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("checkpoint", type=Path, help="run folder, model folder or state file")
     g.add_argument("texts", nargs="*", help="sentences (or use --captions-file)")
     g.add_argument("--captions-file", type=Path, help="one caption per non-empty line")
-    g.add_argument("--out", type=Path, required=True, help="folder for 00000.png, 00001.png, ...")
+    g.add_argument("--out", type=Path, default=Path("out"),
+                   help="folder for 00000.png, 00001.png, ... (default: out)")
     g.add_argument("--seed", type=int, default=0, help="image i uses seed SEED+i (default 0)")
     g.add_argument("--stage", type=int, choices=(1, 2), help="default: the highest stage the model has")
     g.add_argument("--n-per-caption", type=int, default=1, help="images per caption (default 1)")
@@ -83,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--num-samples", type=int, help="evaluate the first N test captions (default: all)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", type=Path, help="folder for eval.json / eval.md (default: the run folder)")
+
+    x = sub.add_parser("export", help="write a trained model in inference form (config.json + model.safetensors)",
+                       epilog=EXAMPLES["export"], formatter_class=fmt)
+    x.add_argument("checkpoint", type=Path, help="run folder, model folder or state file")
+    x.add_argument("--out", type=Path, required=True, help="model folder to write")
+    x.add_argument("--half", action="store_true", help="store the generator's weights as float16")
 
     m = sub.add_parser("demo", help="make Shapes, train both stages, sample and evaluate",
                        epilog=EXAMPLES["demo"], formatter_class=fmt)

@@ -85,6 +85,16 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .pipeline import StackGANPipeline
+
+    pipe = StackGANPipeline.load(args.checkpoint)
+    out = pipe.save_pretrained(args.out, half=args.half)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"Stage-{'I' * pipe.stage} model ({'float16' if args.half else 'float32'} weights) in {out}: {size:.1f} MiB")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 

@@ -32,6 +32,7 @@ class ModelConfig:
     uncond_head2: bool = True  # PT Stage-II D has an extra image-only head
     stage2_image_skip: bool = False  # not in the paper: Stage II refines the upsampled Stage-I image
     d_spectral_norm: bool = False  # not in the paper: spectral normalization of D's convs and linears
+    nef: int = 16  # width of the latent encoder of the reconstruction branch (stage1.recon_weight)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class StageConfig:
     match_weight: float = 0.0  # G also minimizes an image-text matching loss (stackgan.matching)
     ema_decay: float = 0.0  # sample and save an exponential moving average of G's weights
     gan_loss: str = "bce"  # bce: the paper's (non-saturating G); hinge: SN-GAN / BigGAN hinge loss
+    recon_weight: float = 0.0  # cVAE-GAN branch: L1 of G's redraw of the real image from its encoded z
+    latent_kl_weight: float = 1.0  # KL of the encoded z to N(0, I) (with recon_weight > 0)
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ class DataConfig:
     text_encoder: str = "minilm"  # see stackgan.text.encoders.ENCODERS
     text_norm: str = "standardize"  # standardize: per-dimension z-score over train captions; none
     caption_mode: str = "one"  # one: a random caption per step (PT); mean4: mean of 4 (TF)
-    wrong_pairs: str = "shift"  # shift: roll the batch by one (PT); random: other images (TF)
+    wrong_pairs: str = "shift"  # shift: roll the batch by one (PT); random: other images (TF); hard: the
+    #   batch's caption nearest to the right one (not in the paper; VSE++-style hard negatives)
     augment: str = "none"  # none; crop_flip: resize to 76/64, random crop, random flip (paper)
     # the image-text matcher (stackgan.matching), trained once when a stage has match_weight > 0
     matcher_steps: int = 1500
@@ -113,7 +117,7 @@ CHOICES = {
     "d_head_kernel": (1, 3),
     "text_norm": ("standardize", "none"),
     "caption_mode": ("one", "mean4"),
-    "wrong_pairs": ("shift", "random"),
+    "wrong_pairs": ("shift", "random", "hard"),
     "augment": ("none", "crop_flip"),
     "precision": ("fp32", "bf16"),
     "gan_loss": ("bce", "hinge"),
@@ -209,7 +213,7 @@ def validate(cfg: Config) -> Config:
             allowed = CHOICES.get(f.name)
             if allowed and getattr(section, f.name) not in allowed:
                 raise ConfigError(f"{f.name} = {getattr(section, f.name)!r}; accepted: {allowed}")
-    for name in ("text_dim", "z_dim", "cond_dim", "ngf1", "ndf1", "ngf2", "ndf2"):
+    for name in ("text_dim", "z_dim", "cond_dim", "ngf1", "ndf1", "ngf2", "ndf2", "nef"):
         if getattr(m, name) <= 0:
             raise ConfigError(f"model.{name} must be positive, got {getattr(m, name)}")
     if m.ngf1 % 2:
@@ -227,7 +231,8 @@ def validate(cfg: Config) -> Config:
         s = cfg.stage(n)
         if s.batch_size < 2:
             raise ConfigError(f"stage{n}.batch_size must be >= 2 (wrong pairs need two), got {s.batch_size}")
-        for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs", "match_weight"):
+        for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs", "match_weight",
+                     "recon_weight", "latent_kl_weight"):
             if getattr(s, name) < 0:
                 raise ConfigError(f"stage{n}.{name} must be >= 0, got {getattr(s, name)}")
         if not 0 <= s.ema_decay < 1:

@@ -72,10 +72,14 @@ class StackGANPipeline:
         g.load_state_dict({k[len("generator."):]: v.float() for k, v in tensors.items() if k.startswith("generator.")})
         return cls(cfg, g, norm, meta["stage"])
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (generator + text statistics)."""
+    def save_pretrained(self, directory: str | Path, half: bool = False) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (generator + text statistics).
+
+        ``half`` stores the generator's floating-point weights as float16 (half the size); they are
+        turned back into float32 when loaded. The text statistics stay float32."""
         directory = Path(directory)
-        tensors = {f"generator.{k}": v.detach().contiguous() for k, v in self.generator.state_dict().items()}
+        tensors = {f"generator.{k}": (v.half() if half and v.is_floating_point() else v).detach().contiguous()
+                   for k, v in self.generator.state_dict().items()}
         tensors.update({f"text_norm.{k}": v.contiguous() for k, v in self.text_norm.state_dict().items()})
         with atomic_path(directory / "model.safetensors") as tmp:
             save_file(tensors, str(tmp))

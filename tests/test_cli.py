@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 from PIL import Image
 
 TINY_SET = ["--set", "model.ngf1=8", "--set", "model.ndf1=8", "--set", "model.ngf2=8", "--set", "model.ndf2=8",
@@ -8,16 +9,16 @@ TINY_SET = ["--set", "model.ngf1=8", "--set", "model.ndf1=8", "--set", "model.ng
             "--set", "data.matcher_steps=5"]
 
 
-def stackgan(*args, check=True):
+def stackgan(*args, check=True, cwd=None):
     proc = subprocess.run([sys.executable, "-m", "stackgan", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, cwd=cwd)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
 def test_help_shows_examples():
-    for cmd in ("train", "generate", "evaluate", "demo"):
+    for cmd in ("train", "generate", "evaluate", "export", "demo"):
         out = stackgan(cmd, "--help").stdout
         assert "examples:" in out and f"stackgan {cmd}" in out
 
@@ -55,6 +56,18 @@ def test_train_both_stages_and_generate(tiny_shapes, tmp_path):
     stackgan("generate", run, "a red circle", "--stage", "1", "--n-per-caption", 3, "--out", tmp_path / "s1")
     assert len(list((tmp_path / "s1").iterdir())) == 3
     assert Image.open(tmp_path / "s1" / "00002.png").size == (64, 64)
+
+    # export with float16 weights: half the file, the same pictures to within a few levels
+    full, half = tmp_path / "full", tmp_path / "half"
+    stackgan("export", run, "--out", full)
+    assert "float16" in stackgan("export", run, "--out", half, "--half").stdout
+    size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(half) < 0.6 * size(full)
+    stackgan("generate", half, "a large green striped square at the bottom on a white background", "--seed", 4,
+             cwd=tmp_path)  # --out defaults to ./out
+    a = np.asarray(Image.open(tmp_path / "out" / "00000.png"), dtype=np.int16)
+    b = np.asarray(Image.open(tmp_path / "one" / "00000.png"), dtype=np.int16)
+    assert np.abs(a - b).mean() < 2.0
 
 
 def test_evaluate_reports_both_stages(tiny_shapes, tmp_path):

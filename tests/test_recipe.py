@@ -127,3 +127,64 @@ def test_spectral_norm_switch_wraps_every_d_layer(stage):
         sn(img)
     w = layers(sn)[1].weight  # [out, in, k, k], normalized
     assert abs(torch.linalg.matrix_norm(w.flatten(1), ord=2).item() - 1.0) < 0.05
+
+
+def test_recon_branch_trains_an_encoder_that_stage2_reuses(tiny_shapes, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from stackgan.models.encoder import LatentEncoder
+
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY + [
+        "stage1.recon_weight=10", "stage1.max_steps=3", "stage1.log_every=1",
+        "stage2.recon_weight=10", "stage2.max_steps=2", "stage2.log_every=1"])
+    train(cfg, tiny_shapes, tmp_path, 1, progress=False)
+    s1 = load_state(tmp_path / "stage1" / "state.pt")
+    torch.manual_seed(cfg.seed * 10 + 1)  # the loop's seed: the encoder is built right after G and D
+    fresh = LatentEncoder(s1["config"]["model"]["text_dim"], 8, 8).state_dict()
+    assert set(s1["encoder"]) == set(fresh)
+    assert not torch.equal(s1["encoder"]["out.weight"], fresh["out.weight"])  # it was trained
+    acc = EventAccumulator(str(tmp_path / "stage1" / "tb"))
+    acc.Reload()
+    assert all(e.value > 0 for e in acc.Scalars("G/recon"))
+    train(cfg, tiny_shapes, tmp_path, 2, progress=False)  # Stage II uses it, frozen
+    s2 = load_state(tmp_path / "stage2" / "state.pt")
+    assert "encoder" in s2 and torch.equal(s2["encoder"]["out.weight"], s1["encoder"]["out.weight"])
+    acc = EventAccumulator(str(tmp_path / "stage2" / "tb"))
+    acc.Reload()
+    assert all(e.value > 0 for e in acc.Scalars("G/recon"))
+
+
+def test_stage2_recon_needs_a_stage1_encoder(tiny_shapes, tmp_path):
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY + ["stage1.max_steps=1", "stage2.recon_weight=1",
+                                                            "stage2.max_steps=1"])
+    train(cfg, tiny_shapes, tmp_path, 1, progress=False)
+    with pytest.raises(ValueError, match="stage1.recon_weight"):
+        train(cfg, tiny_shapes, tmp_path, 2, progress=False)
+
+
+def test_recon_loss_falls_in_forty_steps(tiny_shapes, tmp_path):
+    """The reconstruction branch learns: G's redraw of real images from their encoded z gets
+    closer to them (L1) over 40 steps."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY + ["stage1.recon_weight=100", "stage1.max_steps=40",
+                                                            "stage1.log_every=5", "stage1.lr_g=0.001", "stage1.batch_size=16"])
+    train(cfg, tiny_shapes, tmp_path, 1, progress=False)
+    acc = EventAccumulator(str(tmp_path / "stage1" / "tb"))
+    acc.Reload()
+    recon = [e.value for e in acc.Scalars("G/recon")]
+    assert recon[-1] < 0.8 * recon[0], recon
+
+
+def test_hard_wrong_captions_are_the_nearest_other_caption(tiny_shapes):
+    from stackgan.training.data import hardest_other
+
+    text = torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.3, 0.0], [0.0, 1.0, 0.0], [0.0, 0.9, 0.3], [2.0, 0.0, 0.0]])
+    # 0 and 4 point the same way (a copy of a caption is never its wrong caption): 0's is 1
+    assert hardest_other(text).tolist() == [1, 0, 3, 2, 1]
+    cfg = apply_overrides(get_preset("fast"), ["data.wrong_pairs=hard"]).data
+    data, _ = load_train_data(tiny_shapes, cfg, 64, progress=False)
+    _, text, wrong = data.batch(0, 16)
+    unit = torch.nn.functional.normalize(text, dim=1)
+    chosen = (unit * torch.nn.functional.normalize(wrong, dim=1)).sum(1)  # cosine to its wrong caption
+    rolled = (unit * unit.roll(1, 0)).sum(1)  # cosine to the previous caption (wrong_pairs=shift)
+    assert (chosen >= rolled - 1e-6).all() and chosen.mean() > rolled.mean()

@@ -49,6 +49,8 @@ class TrainData:
         text = self._text(idx, g)  # [B, D]
         if self.cfg.wrong_pairs == "shift":
             wrong = text.roll(1, dims=0)  # image i is paired with the caption of image i-1
+        elif self.cfg.wrong_pairs == "hard":
+            wrong = text[hardest_other(text)]
         else:
             other = (idx + torch.randint(1, n, idx.shape, generator=g)) % n  # never the same image
             wrong = self._text(other, g)
@@ -78,6 +80,18 @@ class TrainData:
                 crops.append(im.flip(-1) if flip else im)
             imgs = torch.stack(crops)
         return imgs.float().div_(127.5).sub_(1.0)  # [B, 3, r, r]
+
+
+def hardest_other(text: torch.Tensor, same: float = 0.99) -> torch.Tensor:
+    """For each caption, the index of the most similar other caption of the batch (cosine of the
+    embeddings), skipping near-copies (cosine above ``same``): a hard negative, as in VSE++
+    (Faghri et al., BMVC 2018). Random wrong captions mostly differ in color, which D learns first
+    and then has no reason to look at shape; the nearest caption tends to differ in one attribute."""
+    unit = torch.nn.functional.normalize(text.float(), dim=1)
+    sim = unit @ unit.T  # [B, B]
+    sim.fill_diagonal_(-2.0)
+    sim = sim.masked_fill(sim > same, -1.5)  # a copy is never wrong; used only if nothing else is left
+    return sim.argmax(dim=1)  # [B]
 
 
 def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm: TextNorm | None = None,

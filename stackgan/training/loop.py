@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -16,6 +17,7 @@ from ..config import Config, from_dict, to_dict, to_yaml
 from ..matching import load_or_train_matcher
 from ..losses import discriminator_loss, generator_loss, kl_loss
 from ..models.build import build_discriminator, build_generator
+from ..models.encoder import LatentEncoder
 from ..pipeline import MODEL_DIR_NAME, StackGANPipeline
 from ..checkpoint import STATE_NAME, load_state, sampling_weights, save_state, stage_dir
 from ..text.norm import TextNorm
@@ -31,6 +33,11 @@ def _forward_g(G, stage: int, z, text):
     else:
         _, fake, mu, logvar = G(z, text)
     return fake, mu, logvar
+
+
+def _low_res(real: torch.Tensor) -> torch.Tensor:
+    """The 64x64 version of a real batch (area averaging, as the data set makes its 64 px images)."""
+    return real if real.shape[-1] == 64 else F.interpolate(real, size=64, mode="area")
 
 
 def _ema_update(decay: float):
@@ -91,14 +98,28 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
     data, norm = load_train_data(data_dir, cfg.data, 64 if stage == 1 else 256, norm, progress)
     cfg = replace(cfg, model=replace(cfg.model, text_dim=data.embeddings.shape[-1]))
     torch.manual_seed(cfg.seed * 10 + stage)  # initial weights; a resumed run restores its RNG below
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     G = build_generator(cfg.model, stage)
     D = build_discriminator(cfg.model, stage)
     if s1 is not None:
         G.stage1.load_state_dict(sampling_weights(s1))
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    # the reconstruction branch's encoder: Stage I trains it; Stage II uses Stage I's, frozen
+    encoder = None
+    if sc.recon_weight > 0:
+        encoder = LatentEncoder(cfg.model.text_dim, cfg.model.z_dim, cfg.model.nef)
+        if stage == 2:
+            if "encoder" not in s1:
+                raise ValueError("stage2.recon_weight > 0 needs a Stage I trained with stage1.recon_weight > 0 "
+                                 "(its state has no latent encoder); set stage2.recon_weight=0")
+            encoder.load_state_dict(s1["encoder"])
+            encoder.requires_grad_(False).eval()
+        encoder.to(device, memory_format=fmt)
     G.to(device, memory_format=fmt).train()
     D.to(device, memory_format=fmt).train()
-    opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], sc.lr_g, (sc.beta1, sc.beta2))
+    g_params = [p for p in G.parameters() if p.requires_grad]
+    if encoder is not None and stage == 1:
+        g_params += list(encoder.parameters())
+    opt_g = torch.optim.Adam(g_params, sc.lr_g, (sc.beta1, sc.beta2))
     opt_d = torch.optim.Adam(D.parameters(), sc.lr_d, (sc.beta1, sc.beta2))
     ema = None  # G's weights averaged over steps: what samples and the saved model use
     if sc.ema_decay > 0:
@@ -109,6 +130,8 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
     step, elapsed = 0, 0.0
     if state is not None:
         G.load_state_dict(state["generator"])
+        if encoder is not None and stage == 1:
+            encoder.load_state_dict(state["encoder"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
         D.load_state_dict(state["discriminator"])
@@ -139,6 +162,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
             "stage": stage, "step": step, "elapsed_s": elapsed, "config": to_dict(cfg),
             "generator": G.state_dict(), "discriminator": D.state_dict(),
             **({"ema": ema.state_dict()} if ema is not None else {}),
+            **({"encoder": encoder.state_dict()} if encoder is not None else {}),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "text_norm": norm.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             **({"rng_cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
@@ -147,7 +171,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
         G.train()
         return state_path
 
-    sums = torch.zeros(7, device=device)  # D, real, wrong, fake, G, KL, match: summed on device, read at log time
+    sums = torch.zeros(9, device=device)  # D, real, wrong, fake, G, KL, match, recon, latent KL: summed on device, read at log time
     pbar = tqdm(total=last_step, initial=step, disable=not progress, desc=f"stage {stage}", unit="step",
                 dynamic_ncols=True)
     t_start, t_log, step_log = time.monotonic() - elapsed, time.monotonic(), step
@@ -171,7 +195,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
                 if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
                     right_t = mu.detach()
                     with torch.no_grad():
-                        wrong_t = G.ca(wrong)[1] if cfg.data.wrong_pairs == "random" else right_t.roll(1, 0)
+                        wrong_t = right_t.roll(1, 0) if cfg.data.wrong_pairs == "shift" else G.ca(wrong)[1]
                 else:
                     right_t, wrong_t = text, wrong
                 h_real = D(real)  # [B, 8ndf, 4, 4]; computed once, used for right and wrong text
@@ -194,6 +218,15 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
                 g_total = g_adv + sc.kl_weight * kl
                 match = matcher.loss(fake, text) if matcher is not None else torch.zeros((), device=device)
                 g_total = g_total + sc.match_weight * match
+                recon = latent_kl = torch.zeros((), device=device)
+                if encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z
+                    z_mu, z_logvar = encoder(_low_res(real), text)  # [B, z] x 2
+                    redrawn, _, _ = _forward_g(G, stage, encoder.sample(z_mu, z_logvar), text)
+                    recon = F.l1_loss(redrawn.float(), real.float())
+                    g_total = g_total + sc.recon_weight * recon
+                    if stage == 1:
+                        latent_kl = kl_loss(z_mu, z_logvar)
+                        g_total = g_total + sc.latent_kl_weight * latent_kl
             opt_g.zero_grad(set_to_none=True)
             g_total.backward()
             opt_g.step()
@@ -202,13 +235,15 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
             step += 1
             elapsed = time.monotonic() - t_start
             pbar.update(1)
-            sums += torch.stack([d["total"], d["real"], d["wrong"], d["fake"], g_adv, kl, match]).detach()
+            sums += torch.stack([d["total"], d["real"], d["wrong"], d["fake"], g_adv, kl, match, recon,
+                                 latent_kl]).detach()
 
             # --- log, sample, checkpoint ---------------------------------------------------------
             if step % sc.log_every == 0:
                 n = step - step_log
                 vals = (sums / n).tolist()
-                for name, v in zip(("D/total", "D/real", "D/wrong", "D/fake", "G/adv", "G/kl", "G/match"), vals):
+                for name, v in zip(("D/total", "D/real", "D/wrong", "D/fake", "G/adv", "G/kl", "G/match", "G/recon",
+                                    "G/latent_kl"), vals):
                     writer.add_scalar(name, v, step)
                 rate = n * sc.batch_size / (time.monotonic() - t_log)
                 writer.add_scalar("lr/g", opt_g.param_groups[0]["lr"], step)
@@ -216,6 +251,8 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
                 shown = {"D": vals[0], "G": vals[4], "KL": vals[5]}
                 if matcher is not None:
                     shown["match"] = vals[6]
+                if encoder is not None:
+                    shown["recon"] = vals[7]
                 pbar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()} | {"img_s": f"{rate:.0f}"})
                 if budget is not None:  # show an ETA for the time budget too
                     est = step + int((budget - elapsed) / max(elapsed / max(step, 1), 1e-6))
