@@ -70,6 +70,7 @@ class DataConfig:
     matcher_steps: int = 1500
     matcher_batch: int = 64
     matcher_widths: tuple = (16, 32, 64, 128)  # one stride-2 conv stage each: 64 px -> 4 px
+    matcher_hard: float = 0.0  # weight of VSE++'s hardest-negative hinge, in training the matcher and in G's loss
     seed: int = 0
 
 
@@ -225,6 +226,8 @@ def validate(cfg: Config) -> Config:
     for name in ("matcher_steps", "matcher_batch"):
         if getattr(cfg.data, name) < 1:
             raise ConfigError(f"data.{name} must be >= 1, got {getattr(cfg.data, name)}")
+    if cfg.data.matcher_hard < 0:
+        raise ConfigError(f"data.matcher_hard must be >= 0, got {cfg.data.matcher_hard}")
     if not 1 <= len(cfg.data.matcher_widths) <= 6:
         raise ConfigError(f"data.matcher_widths needs 1 to 6 stages (64 px halves each), got {cfg.data.matcher_widths}")
     for n in (1, 2):

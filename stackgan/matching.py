@@ -63,11 +63,25 @@ class ImageTextMatcher(nn.Module):
         """Normalized sentence embeddings [B, D] -> [B, E], unit length."""
         return F.normalize(self.text_proj(text), dim=1)
 
-    def loss(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Symmetric InfoNCE: image i should pick text i among the batch's texts, and back."""
-        logits = self.logit_scale.exp().clamp(max=100) * self.encode_image(images) @ self.encode_text(text).T
+    def loss(self, images: torch.Tensor, text: torch.Tensor, hard_weight: float = 0.0,
+             margin: float = 0.2) -> torch.Tensor:
+        """Symmetric InfoNCE: image i should pick text i among the batch's texts, and back.
+
+        ``hard_weight > 0`` adds VSE++'s max-violation hinge (Faghri et al., BMVC 2018): each image's
+        own text must beat the batch's most similar other text by ``margin`` in cosine, and back.
+        Random negatives mostly differ in color, which the matcher learns first; the hardest
+        negative is whatever it still confuses (often a different shape or texture)."""
+        im, tx = self.encode_image(images), self.encode_text(text)
+        sim = im @ tx.T  # [B, B] cosines
+        logits = self.logit_scale.exp().clamp(max=100) * sim
         target = torch.arange(len(images), device=images.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        if hard_weight > 0:
+            pos = sim.diagonal()  # [B]
+            others = sim.masked_fill(torch.eye(len(sim), dtype=torch.bool, device=sim.device), -2.0)
+            hinge = F.relu(margin - pos + others.max(dim=1).values) + F.relu(margin - pos + others.max(dim=0).values)
+            loss = loss + hard_weight * hinge.mean()
+        return loss
 
 
 def _key(data_dir: Path, data_cfg: DataConfig, config: dict, steps: int, seed: int) -> str:
@@ -110,7 +124,7 @@ def retrieval_accuracy(matcher: ImageTextMatcher, images: torch.Tensor, text: to
 
 
 def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, out_path: str | Path,
-                  steps: int = 1500, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
+                  steps: int = 1500, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, hard_weight: float = 0.0,
                   progress: bool = True, device: str | torch.device = "cpu", **model_kwargs) -> ImageTextMatcher:
     """Train on the real train split (a random caption of each image per step), score top-1
     retrieval on the test split, save weights + json to `out_path`."""
@@ -131,7 +145,7 @@ def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, ou
         x = images[idx].to(device).float() / 127.5 - 1  # [B, 3, s, s]
         x = x + 0.05 * torch.rand(batch_size, 1, 1, 1, generator=gen).to(device) * torch.randn(
             x.shape, generator=gen).to(device)
-        loss = matcher.loss(x, emb[idx, which].to(device))
+        loss = matcher.loss(x, emb[idx, which].to(device), hard_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -154,10 +168,13 @@ def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: Text
     settings, else a new one trained with them."""
     data_dir = Path(data_dir)
     config = ImageTextMatcher(norm.mean.numel(), widths=data_cfg.matcher_widths).config
-    key = _key(data_dir, data_cfg, {**config, "batch": data_cfg.matcher_batch}, data_cfg.matcher_steps, seed)
+    settings = {**config, "batch": data_cfg.matcher_batch}
+    if data_cfg.matcher_hard:  # (absent when off: caches made before the switch stay valid)
+        settings["hard"] = data_cfg.matcher_hard
+    key = _key(data_dir, data_cfg, settings, data_cfg.matcher_steps, seed)
     path = cache_dir(data_dir) / f"matcher-{key}.safetensors"
     if path.exists() and path.with_suffix(".json").exists():
         return load_matcher(path, device)
     return train_matcher(data_dir, data_cfg, norm, path, steps=data_cfg.matcher_steps,
-                         batch_size=data_cfg.matcher_batch, seed=seed, progress=progress, device=device,
-                         widths=data_cfg.matcher_widths)
+                         batch_size=data_cfg.matcher_batch, seed=seed, hard_weight=data_cfg.matcher_hard,
+                         progress=progress, device=device, widths=data_cfg.matcher_widths)

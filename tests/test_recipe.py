@@ -188,3 +188,23 @@ def test_hard_wrong_captions_are_the_nearest_other_caption(tiny_shapes):
     chosen = (unit * torch.nn.functional.normalize(wrong, dim=1)).sum(1)  # cosine to its wrong caption
     rolled = (unit * unit.roll(1, 0)).sum(1)  # cosine to the previous caption (wrong_pairs=shift)
     assert (chosen >= rolled - 1e-6).all() and chosen.mean() > rolled.mean()
+
+
+def test_matcher_hard_negative_term_and_its_own_cache(tiny_shapes, tmp_path):
+    torch.manual_seed(0)
+    m = ImageTextMatcher(12, widths=(4, 8)).eval()
+    images = torch.randn(1, 3, 64, 64).expand(6, -1, -1, -1)
+    same = torch.randn(1, 12).expand(6, -1)  # six copies of one pair: every hardest negative ties
+    with torch.no_grad():
+        gap = m.loss(images, same, hard_weight=1.0) - m.loss(images, same)
+    assert abs(gap.item() - 2 * 0.2) < 1e-5  # margin 0.2, image->text and text->image
+    with torch.no_grad():  # distinct pairs: the hinge only adds where a negative comes within the margin
+        images, text = torch.randn(6, 3, 64, 64), torch.randn(6, 12)
+        assert m.loss(images, text, hard_weight=1.0) >= m.loss(images, text)
+    cfg = apply_overrides(get_preset("fast"), ["data.matcher_steps=3", "data.matcher_batch=8"]).data
+    _, norm = load_train_data(tiny_shapes, cfg, 64, progress=False)
+    cache = tiny_shapes / ".stackgan-cache"
+    before = set(cache.glob("matcher-*.safetensors"))
+    load_or_train_matcher(tiny_shapes, cfg, norm, progress=False)
+    load_or_train_matcher(tiny_shapes, replace(cfg, matcher_hard=1.0), norm, progress=False)
+    assert len(set(cache.glob("matcher-*.safetensors")) - before) == 2  # one cache file each

@@ -216,7 +216,8 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
                                        sc.gan_loss)
                 kl = kl_loss(mu, logvar)
                 g_total = g_adv + sc.kl_weight * kl
-                match = matcher.loss(fake, text) if matcher is not None else torch.zeros((), device=device)
+                match = (matcher.loss(fake, text, cfg.data.matcher_hard) if matcher is not None
+                         else torch.zeros((), device=device))
                 g_total = g_total + sc.match_weight * match
                 recon = latent_kl = torch.zeros((), device=device)
                 if encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z

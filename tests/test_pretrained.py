@@ -1,0 +1,47 @@
+"""The Shapes model shipped in pretrained/shapes."""
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from stackgan.config import apply_overrides, get_preset
+from stackgan.demo import PRETRAINED_SHAPES, compare_with_pretrained
+from stackgan.pipeline import StackGANPipeline
+from stackgan.training import train
+from conftest import TINY
+
+CAPTIONS = ["a large green striped square at the bottom on a white background",
+            "a small red circle in the top left on a black background"]
+
+
+def test_pretrained_model_is_small_half_precision_and_two_stage():
+    assert PRETRAINED_SHAPES == Path(__file__).resolve().parent.parent / "pretrained" / "shapes"
+    files = {p.name for p in PRETRAINED_SHAPES.iterdir()}
+    assert {"config.json", "model.safetensors"} <= files
+    assert sum(p.stat().st_size for p in PRETRAINED_SHAPES.iterdir()) < 25 * 2**20
+    with safe_open(str(PRETRAINED_SHAPES / "model.safetensors"), "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys() if k.startswith("generator.") and "weight" in k}
+    assert dtypes == {"F16"}
+    assert StackGANPipeline.load(PRETRAINED_SHAPES).stage == 2
+
+
+def test_pretrained_model_generates_deterministic_images_that_follow_the_background():
+    pipe = StackGANPipeline.load(PRETRAINED_SHAPES)
+    a, b = pipe.generate(CAPTIONS, seed=0), pipe.generate(CAPTIONS, seed=0)
+    assert a["stage2"].shape == (2, 3, 256, 256) and a["stage1"].shape == (2, 3, 64, 64)
+    assert torch.equal(a["stage2"], b["stage2"]) and torch.equal(a["stage1"], b["stage1"])
+    assert not torch.equal(pipe.generate(CAPTIONS, seed=5)["stage2"], a["stage2"])
+    corners = a["stage2"][:, :, :24, :24].float().mean(dim=(1, 2, 3))  # top-left corner: background only
+    # the white-background caption's corner is bright, the black one's dark (checked on trained weights)
+    assert corners[0] > 180 and corners[1] < 70, corners
+
+
+def test_demo_comparison_sheet(tiny_shapes, tmp_path):
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY + ["stage1.max_steps=1"])
+    train(cfg, tiny_shapes, tmp_path, 1, progress=False)
+    sheet = compare_with_pretrained(tmp_path, CAPTIONS)
+    assert sheet == tmp_path / "compare.png"
+    width, height = Image.open(sheet).size
+    assert width > 2 * 192 and height > 2 * 192  # two captions side by side, two models one above the other
+    assert compare_with_pretrained(tmp_path, CAPTIONS, tmp_path / "nowhere") is None
