@@ -171,7 +171,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
         G.train()
         return state_path
 
-    sums = torch.zeros(9, device=device)  # D, real, wrong, fake, G, KL, match, recon, latent KL: summed on device, read at log time
+    sums = 0  # the logged losses as one tensor, summed on the device since the last log, read at log time
     pbar = tqdm(total=last_step, initial=step, disable=not progress, desc=f"stage {stage}", unit="step",
                 dynamic_ncols=True)
     t_start, t_log, step_log = time.monotonic() - elapsed, time.monotonic(), step
@@ -236,29 +236,29 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
             step += 1
             elapsed = time.monotonic() - t_start
             pbar.update(1)
-            sums += torch.stack([d["total"], d["real"], d["wrong"], d["fake"], g_adv, kl, match, recon,
-                                 latent_kl]).detach()
+            logged = {"D/total": d["total"], "D/real": d["real"], "D/wrong": d["wrong"], "D/fake": d["fake"],
+                      "G/adv": g_adv, "G/kl": kl, "G/match": match, "G/recon": recon, "G/latent_kl": latent_kl}
+            sums = sums + torch.stack(list(logged.values())).detach()
 
             # --- log, sample, checkpoint ---------------------------------------------------------
             if step % sc.log_every == 0:
                 n = step - step_log
-                vals = (sums / n).tolist()
-                for name, v in zip(("D/total", "D/real", "D/wrong", "D/fake", "G/adv", "G/kl", "G/match", "G/recon",
-                                    "G/latent_kl"), vals):
+                means = dict(zip(logged, (sums / n).tolist()))
+                for name, v in means.items():
                     writer.add_scalar(name, v, step)
                 rate = n * sc.batch_size / (time.monotonic() - t_log)
                 writer.add_scalar("lr/g", opt_g.param_groups[0]["lr"], step)
                 writer.add_scalar("speed/images_per_s", rate, step)
-                shown = {"D": vals[0], "G": vals[4], "KL": vals[5]}
+                shown = {"D": means["D/total"], "G": means["G/adv"], "KL": means["G/kl"]}
                 if matcher is not None:
-                    shown["match"] = vals[6]
+                    shown["match"] = means["G/match"]
                 if encoder is not None:
-                    shown["recon"] = vals[7]
+                    shown["recon"] = means["G/recon"]
                 pbar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()} | {"img_s": f"{rate:.0f}"})
                 if budget is not None:  # show an ETA for the time budget too
                     est = step + int((budget - elapsed) / max(elapsed / max(step, 1), 1e-6))
                     pbar.total = est if last_step is None else min(last_step, est)
-                sums.zero_()
+                sums = 0
                 t_log, step_log = time.monotonic(), step
             if step % sc.sample_every == 0:
                 sheet.write(G_sample, step, writer)
