@@ -79,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--n-per-caption", type=int, default=1, help="images per caption (default 1)")
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--sheet", type=Path, help="also write a PNG sheet with the captions under the images")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
 
     e = sub.add_parser("evaluate", help="attribute accuracy on Shapes", epilog=EXAMPLES["evaluate"],
                        formatter_class=fmt)
@@ -87,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--num-samples", type=int, help="evaluate the first N test captions (default: all)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", type=Path, help="folder for eval.json / eval.md (default: the run folder)")
+    e.add_argument("--device", help="where the generator runs: cpu, cuda, ... (default: cpu)")
 
     x = sub.add_parser("export", help="write a trained model in inference form (config.json + model.safetensors)",
                        epilog=EXAMPLES["export"], formatter_class=fmt)

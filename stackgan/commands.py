@@ -81,7 +81,8 @@ def cmd_generate(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluation.shapes_eval import evaluate_shapes
 
-    evaluate_shapes(args.checkpoint, args.data, num_samples=args.num_samples, seed=args.seed, out_dir=args.out)
+    evaluate_shapes(args.checkpoint, args.data, num_samples=args.num_samples, seed=args.seed, out_dir=args.out,
+                    device=args.device)
     return 0
 
 

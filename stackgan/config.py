@@ -56,6 +56,8 @@ class StageConfig:
     gan_loss: str = "bce"  # bce: the paper's (non-saturating G); hinge: SN-GAN / BigGAN hinge loss
     recon_weight: float = 0.0  # cVAE-GAN branch: L1 of G's redraw of the real image from its encoded z
     latent_kl_weight: float = 1.0  # KL of the encoded z to N(0, I) (with recon_weight > 0)
+    d_translate: int = 0  # D sees real and fake images shifted by up to this many pixels (at 64 px; stackgan.augment)
+    d_noise: float = 0.0  # D sees real and fake images with Gaussian noise of this standard deviation added
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,7 @@ def validate(cfg: Config) -> Config:
         if s.batch_size < 2:
             raise ConfigError(f"stage{n}.batch_size must be >= 2 (wrong pairs need two), got {s.batch_size}")
         for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs", "match_weight",
-                     "recon_weight", "latent_kl_weight"):
+                     "recon_weight", "latent_kl_weight", "d_translate", "d_noise"):
             if getattr(s, name) < 0:
                 raise ConfigError(f"stage{n}.{name} must be >= 0, got {getattr(s, name)}")
         if not 0 <= s.ema_decay < 1:

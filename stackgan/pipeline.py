@@ -88,6 +88,12 @@ class StackGANPipeline:
             tmp.write_text(json.dumps(meta, indent=2))
         return directory
 
+    def to(self, device: str | torch.device | None) -> "StackGANPipeline":
+        """Move the generator to ``device`` (None: leave it); images stay the same up to float rounding."""
+        if device is not None:
+            self.generator.to(device)
+        return self
+
     # --- generation ---------------------------------------------------------------------------
     @property
     def encoder(self):

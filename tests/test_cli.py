@@ -81,7 +81,7 @@ def test_evaluate_reports_both_stages(tiny_shapes, tmp_path):
     stackgan("train", "--stage", "2", "--data", tiny_shapes, "--out", run, "--max-steps", 1, "--batch-size", 4,
              "--no-progress", *TINY_SET)
     train_checker(tiny_shapes, steps=3, batch_size=8, progress=False, device="cpu")  # cached for evaluate
-    out = stackgan("evaluate", run, "--data", tiny_shapes, "--num-samples", 8).stdout
+    out = stackgan("evaluate", run, "--data", tiny_shapes, "--num-samples", 8, "--device", "cpu").stdout
     assert "Stage 1" in out and "Stage 2" in out
     report = json.loads((run / "eval.json").read_text())
     assert report["num_samples"] == 8

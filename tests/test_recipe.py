@@ -208,3 +208,48 @@ def test_matcher_hard_negative_term_and_its_own_cache(tiny_shapes, tmp_path):
     load_or_train_matcher(tiny_shapes, cfg, norm, progress=False)
     load_or_train_matcher(tiny_shapes, replace(cfg, matcher_hard=1.0), norm, progress=False)
     assert len(set(cache.glob("matcher-*.safetensors")) - before) == 2  # one cache file each
+
+
+def test_d_augmentation_shifts_by_whole_pixels_within_bounds_and_keeps_gradients():
+    from stackgan.augment import augment_for_d
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 64, 64, requires_grad=True)
+    y = augment_for_d(x, translate=3)
+    shifts = set()
+    for b in range(len(x)):  # the middle of each output is the input moved by one (dy, dx) in [-3, 3]^2
+        found = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+                 if torch.equal(y[b, :, 8:56, 8:56], x[b, :, 8 + dy:56 + dy, 8 + dx:56 + dx])]
+        assert len(found) == 1, (b, found)
+        shifts.add(found[0])
+    assert len(shifts) > 4  # drawn per image, not one shift for the batch
+    y.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    big = torch.arange(256.0).repeat(1, 3, 256, 1)  # [1, 3, 256, 256], value = column index
+    moved = augment_for_d(big, translate=2)[0, 0, 128, 128] - 128  # 2 px at 64 -> up to 8 px at 256
+    assert abs(moved) <= 8
+    noisy = augment_for_d(torch.zeros(4, 3, 64, 64), noise=0.1)
+    assert 0.08 < noisy.std().item() < 0.12
+    assert torch.equal(augment_for_d(x.detach()), x.detach())  # both off: unchanged
+
+
+def test_d_augmentation_switch_reaches_every_d_call(tiny_shapes, tmp_path, monkeypatch):
+    import stackgan.training.loop as loop
+    calls = []
+    real_fn = loop.augment_for_d
+
+    def spy(x, translate, noise):
+        calls.append((tuple(x.shape), translate, noise))
+        return real_fn(x, translate, noise)
+
+    monkeypatch.setattr(loop, "augment_for_d", spy)
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY + ["stage1.d_translate=2", "stage1.d_noise=0.05",
+                                                            "stage1.max_steps=2"])
+    train(cfg, tiny_shapes, tmp_path / "on", 1, progress=False)
+    assert len(calls) == 6  # per step: D(real), D(fake) for D's update, D(fake) for G's
+    assert {c[1:] for c in calls} == {(2, 0.05)}
+    calls.clear()
+    train(apply_overrides(cfg, ["stage1.d_translate=0", "stage1.d_noise=0"]), tiny_shapes, tmp_path / "off", 1,
+          progress=False)
+    assert calls == []
+    with pytest.raises(ValueError, match="d_translate"):
+        apply_overrides(cfg, ["stage2.d_translate=-1"])

@@ -17,7 +17,8 @@ COLUMNS = list(ATTRIBUTES) + ["all", "held_out_pair"]
 
 
 def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: int | None = None,
-                    seed: int = 0, out_dir: str | Path | None = None, progress: bool = True) -> dict:
+                    seed: int = 0, out_dir: str | Path | None = None, progress: bool = True,
+                    device: str | None = None) -> dict:
     """Generate one image per test full caption (seed ``seed + i``), read the attributes back with
     the checker trained on real Shapes images, and report accuracy per attribute, all six
     together and shape+color on the held-out pairs, for Stage I and Stage II.
@@ -37,7 +38,7 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
     checker = load_or_train_checker(data_dir, progress=progress)
     with open(data_dir / Path(WEIGHTS_NAME).with_suffix(".json"), encoding="utf-8") as f:
         real = json.load(f)["test_accuracy"]
-    pipe = StackGANPipeline.load(checkpoint)
+    pipe = StackGANPipeline.load(checkpoint).to(device)
     images = pipe.generate(captions, seed=seed, batch_size=32, progress=progress)
     report = {"checkpoint": str(checkpoint), "data": str(data_dir), "num_samples": len(records),
               "held_out_samples": int(held_out.sum()), "seed": seed, "checker_on_real_images": real}

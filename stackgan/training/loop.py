@@ -13,6 +13,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from ..augment import augment_for_d
 from ..config import Config, from_dict, to_dict, to_yaml
 from ..matching import load_or_train_matcher
 from ..losses import discriminator_loss, generator_loss, kl_loss
@@ -171,6 +172,9 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
         G.train()
         return state_path
 
+    def d_view(x: torch.Tensor) -> torch.Tensor:  # what D sees: optionally augmented (stackgan.augment)
+        return augment_for_d(x, sc.d_translate, sc.d_noise) if sc.d_translate or sc.d_noise else x
+
     sums = 0  # the logged losses as one tensor, summed on the device since the last log, read at log time
     pbar = tqdm(total=last_step, initial=step, disable=not progress, desc=f"stage {stage}", unit="step",
                 dynamic_ncols=True)
@@ -198,8 +202,8 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
                         wrong_t = right_t.roll(1, 0) if cfg.data.wrong_pairs == "shift" else G.ca(wrong)[1]
                 else:
                     right_t, wrong_t = text, wrong
-                h_real = D(real)  # [B, 8ndf, 4, 4]; computed once, used for right and wrong text
-                h_fake = D(fake.detach())
+                h_real = D(d_view(real))  # [B, 8ndf, 4, 4]; computed once, used for right and wrong text
+                h_fake = D(d_view(fake.detach()))
                 uncond = stage == 2 and cfg.model.uncond_head2
                 d = discriminator_loss(
                     D.cond_logits(h_real, right_t), D.cond_logits(h_real, wrong_t), D.cond_logits(h_fake, right_t),
@@ -211,7 +215,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
 
             # --- update G: fool D with the right text, keep CA close to N(0, I) ------------------
             with autocast:
-                h_fake = D(fake)
+                h_fake = D(d_view(fake))
                 g_adv = generator_loss(D.cond_logits(h_fake, right_t), D.uncond_logits(h_fake) if uncond else None,
                                        sc.gan_loss)
                 kl = kl_loss(mu, logvar)
