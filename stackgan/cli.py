@@ -10,7 +10,10 @@ from .config import DEFAULT_PRESET, PRESETS
 EXAMPLES = {
     "data": """examples:
   stackgan data shapes --out data/shapes                  # 10,000 train / 1,000 test images
-  stackgan data shapes --out /tmp/tiny --train 200 --test 50 --seed 1""",
+  stackgan data shapes --out /tmp/tiny --train 200 --test 50 --seed 1
+  stackgan data info ../shared/data/flowers               # what a data set holds, problems found
+  stackgan data prepare ../shared/data/flowers --out data/flowers     # decode once for training
+  stackgan data prepare path/to/birds --out data/birds --skip-bad      # leave bad items out, count them""",
     "train": """examples:
   stackgan train --stage 1 --data data/shapes --out runs/shapes --preset fast --minutes 15
   stackgan train --stage 2 --data data/shapes --out runs/shapes --minutes 7
@@ -27,6 +30,10 @@ EXAMPLES = {
     "export": """examples:
   stackgan export runs/long --out pretrained/shapes --half    # float16 weights: half the size
   stackgan export runs/long/stage1/state.pt --out models/stage1-only""",
+    "text-encoder": """examples:
+  stackgan text-encoder train --data data/shapes --out runs/char-cnn-rnn --minutes 10
+  stackgan text-encoder embed --encoder runs/char-cnn-rnn --data data/shapes   # DATA/embeddings-<split>.npy
+  stackgan train --stage 1 --data data/shapes --out runs/x --set data.text_encoder=char-cnn-rnn:runs/char-cnn-rnn""",
     "demo": """examples:
   stackgan demo                          # what `make demo` runs
   stackgan demo --minutes 10 --out runs/quick""",
@@ -49,6 +56,22 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--test", type=int, default=1000, help="test images (default 1000)")
     s.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    layouts = ("layouts: the StackGAN release (birds: CUB_200_2011/ + text_c10/ + train|test/*.pickle; flowers: "
+               "jpg/ + text_c10/), MS-COCO 2014 (annotations/captions_*2014.json), a manifest folder "
+               "(train.jsonl) or a folder of images with same-name .txt captions")
+    i = dsub.add_parser("info", help="what a data set holds: images, captions, classes, splits, embeddings, problems",
+                        description=layouts, epilog=EXAMPLES["data"], formatter_class=fmt)
+    i.add_argument("path", type=Path, help="data set folder")
+    i.add_argument("--check-images", action="store_true", help="also decode every image (slow) to find bad ones")
+    i.add_argument("--skip-bad", action="store_true", help="list bad caption files as problems instead of stopping")
+    r = dsub.add_parser("prepare", help="decode a data set once into a training-ready folder (76 and 304 px caches)",
+                        description=layouts, epilog=EXAMPLES["data"], formatter_class=fmt)
+    r.add_argument("path", type=Path, help="data set folder")
+    r.add_argument("--out", type=Path, required=True, help="folder to write (train with --data OUT)")
+    r.add_argument("--sizes", type=int, nargs="+", default=[76, 304],
+                   help="square sizes to decode to (default: 76 304, the paper's 64/256 crops with room to crop)")
+    r.add_argument("--skip-bad", action="store_true", help="leave bad images / caption files out and count them")
+    r.add_argument("--limit", type=int, help="only the first N images of each split (quick trials)")
 
     t = sub.add_parser("train", help="train Stage I or Stage II", epilog=EXAMPLES["train"], formatter_class=fmt)
     t.add_argument("--stage", type=int, choices=(1, 2), required=True)
@@ -96,6 +119,25 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--out", type=Path, required=True, help="model folder to write")
     x.add_argument("--half", action="store_true", help="store the generator's weights as float16")
 
+    te = sub.add_parser("text-encoder", help="train the paper's char-CNN-RNN text encoder, or embed a data set with it",
+                        epilog=EXAMPLES["text-encoder"], formatter_class=fmt)
+    tsub = te.add_subparsers(dest="te_command", required=True)
+    tt = tsub.add_parser("train", help="train a char-CNN-RNN on a data folder's images and captions",
+                         epilog=EXAMPLES["text-encoder"], formatter_class=fmt)
+    tt.add_argument("--data", type=Path, required=True, help="data folder with train.jsonl (Shapes or `data prepare` output)")
+    tt.add_argument("--out", type=Path, required=True, help="folder for config.json + model.safetensors")
+    tt.add_argument("--steps", type=int, default=3000, help="training steps (default 3000; 0: until --minutes)")
+    tt.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget (default: none)")
+    tt.add_argument("--batch-size", type=int, default=40, help="default 40 (the authors')")
+    tt.add_argument("--embed-dim", type=int, default=1024, help="default 1024 (the authors')")
+    tt.add_argument("--lr", type=float, default=4e-4, help="RMSprop learning rate (default 4e-4; the authors' CUB: 7e-4)")
+    tt.add_argument("--seed", type=int, default=0)
+    tm = tsub.add_parser("embed", help="write DATA/embeddings-<split>.npy for data.text_encoder=precomputed",
+                         epilog=EXAMPLES["text-encoder"], formatter_class=fmt)
+    tm.add_argument("--encoder", type=Path, required=True, help="a trained char-CNN-RNN folder")
+    tm.add_argument("--data", type=Path, required=True, help="data folder with train.jsonl / test.jsonl")
+    tm.add_argument("--overwrite", action="store_true", help="replace existing embeddings-<split>.npy files")
+
     m = sub.add_parser("demo", help="make Shapes, train both stages, sample and evaluate",
                        epilog=EXAMPLES["demo"], formatter_class=fmt)
     m.add_argument("--data", type=Path, default=Path("data/shapes"))
@@ -110,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import commands  # heavy imports (torch) only once the arguments are valid
 
     try:
-        return getattr(commands, f"cmd_{args.command}")(args) or 0
+        return getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args) or 0
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         print(f"stackgan {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """What each ``stackgan`` subcommand does (argument parsing lives in cli.py)."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -8,6 +9,22 @@ from .config import apply_overrides, get_preset, load_yaml, to_yaml
 
 
 def cmd_data(args) -> int:
+    if args.data_command == "info":
+        from .data.readers import open_dataset
+        print(open_dataset(args.path, skip_bad=args.skip_bad).summary(check_images=args.check_images))
+        return 0
+    if args.data_command == "prepare":
+        from .data.prepare import prepare_dataset
+        summary = prepare_dataset(args.path, args.out, sizes=tuple(args.sizes), skip_bad=args.skip_bad,
+                                  limit=args.limit)
+        splits = ", ".join(f"{n:,} {s}" for s, n in summary["splits"].items())
+        print(f"{args.out}: {splits} images ({summary['layout']} layout) at {', '.join(map(str, args.sizes))} px "
+              f"in {summary['seconds']:.0f} s; {len(summary['skipped'])} skipped")
+        for reason in summary["skipped"][:20]:
+            print(f"  skipped: {reason}")
+        if len(summary["skipped"]) > 20:
+            print(f"  ... and {len(summary['skipped']) - 20} more (all in {args.out / 'prepared.json'})")
+        return 0
     from .data.shapes import generate_shapes
 
     t = time.monotonic()
@@ -100,4 +117,24 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     run_demo(args.data, args.out, args.minutes)
+    return 0
+
+
+def cmd_text_encoder(args) -> int:
+    from .text.char_cnn_rnn import train_char_cnn_rnn
+
+    if args.te_command == "train":
+        if not args.steps and not args.minutes:
+            raise ValueError("give --steps or --minutes, or training never stops")
+        out = train_char_cnn_rnn(args.data, args.out, steps=args.steps, minutes=args.minutes,
+                                 batch_size=args.batch_size, embed_dim=args.embed_dim, lr=args.lr, seed=args.seed)
+        meta = json.loads((out / "config.json").read_text())
+        print(f"char-CNN-RNN in {out}: {meta['steps']} steps in {meta['seconds']:.0f} s, loss "
+              f"{meta['loss_start']:.3f} (first {meta['loss_window']} steps) -> {meta['loss_end']:.3f} "
+              f"(last {meta['loss_window']})")
+        print(f"use it: --set data.text_encoder=char-cnn-rnn:{out}")
+        return 0
+    from .text.char_cnn_rnn import embed_data
+    for path in embed_data(args.encoder, args.data, overwrite=args.overwrite):
+        print(f"wrote {path}")
     return 0

@@ -25,8 +25,7 @@ from tqdm import tqdm
 
 from .config import DataConfig
 from .data.manifest import load_images, read_manifest
-from .text import get_encoder
-from .text.cache import caption_embeddings
+from .text.cache import split_embeddings
 from .text.norm import TextNorm
 from .utils import cache_dir, load_module_files, save_module
 
@@ -104,8 +103,7 @@ def load_matcher(path: str | Path, device: str | torch.device = "cpu") -> ImageT
 
 def _split(data_dir: Path, split: str, data_cfg: DataConfig, norm: TextNorm, size: int, progress: bool):
     records = read_manifest(data_dir, split)
-    emb, counts = caption_embeddings(data_dir, split, [r["captions"] for r in records],
-                                     get_encoder(data_cfg.text_encoder), progress)
+    emb, counts = split_embeddings(data_dir, split, records, data_cfg.text_encoder, progress)
     return load_images(data_dir, split, records, size, progress), norm(emb), counts
 
 

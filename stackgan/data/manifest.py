@@ -64,6 +64,10 @@ def read_manifest(data_dir: str | Path, split: str) -> list[dict]:
             raise DataError(f"{where}: field 'captions' must be a non-empty list of strings")
         if any(not c.strip() for c in caps):
             raise DataError(f"{where}: field 'captions' holds an empty caption")
+        box = rec.get("bbox")
+        if box is not None and not (isinstance(box, list) and len(box) == 4
+                                    and all(isinstance(v, (int, float)) for v in box) and box[2] > 0 and box[3] > 0):
+            raise DataError(f"{where}: field 'bbox' must be [x, y, width, height] with a positive width and height")
         if "attributes" in rec and not isinstance(rec["attributes"], dict):
             raise DataError(f"{where}: field 'attributes' must be an object")
         records.append(rec)
@@ -72,46 +76,80 @@ def read_manifest(data_dir: str | Path, split: str) -> list[dict]:
     return records
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
-    """RGB, centre square crop, area resize to ``size``; returns uint8 ``[3, size, size]``."""
+def bird_crop_box(bbox, width: int, height: int) -> tuple[int, int, int, int]:
+    """The StackGAN authors' CUB crop: a square of half-side ``R = 0.75 * max(w, h)`` around the
+    box centre (side 1.5 * max(w, h)), clamped to the image; returns (left, top, right, bottom)."""
+    x, y, w, h = bbox
+    r = int(max(w, h) * 0.75)
+    cx, cy = int((2 * x + w) / 2), int((2 * y + h) / 2)
+    return max(0, cx - r), max(0, cy - r), min(width, cx + r), min(height, cy + r)
+
+
+def load_image(path: Path, size: int, bbox=None) -> np.ndarray:
+    """RGB (alpha over white), then with ``bbox`` (x, y, w, h) the authors' CUB crop resized to
+    ``size`` x ``size`` as they do, else a centre square crop; area resize. uint8 ``[3, size, size]``."""
+    return load_image_sizes(path, (size,), bbox)[0]
+
+
+def load_image_sizes(path: Path, sizes, bbox=None) -> list[np.ndarray]:
+    """``load_image`` at several sizes from one decode."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im.load()
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                im = Image.new("RGB", rgba.size, (255, 255, 255))
+                im.paste(rgba, mask=rgba.getchannel("A"))
+            else:
+                im = im.convert("RGB")  # grayscale, CMYK, palette, 16-bit ...
             w, h = im.size
-            s = min(w, h)
-            if w != h:
-                im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-            if s != size:
-                im = im.resize((size, size), Image.BOX)
-            arr = np.asarray(im, dtype=np.uint8)
+            if bbox is not None:
+                im = im.crop(bird_crop_box(bbox, w, h))
+            else:
+                s = min(w, h)
+                if w != h:
+                    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+            out = []
+            for size in sizes:
+                sized = im if im.size == (size, size) else im.resize((size, size), Image.BOX)
+                out.append(np.asarray(sized, dtype=np.uint8).transpose(2, 0, 1))  # [3, size, size]
     except FileNotFoundError as e:
         raise DataError(f"{path}: image file not found") from e
-    except OSError as e:
+    except (OSError, SyntaxError, ValueError) as e:  # PIL: unknown format, truncated or corrupt data
         raise DataError(f"{path}: not a readable image ({e})") from e
-    return arr.transpose(2, 0, 1)  # [3, H, W]
+    return out
+
+
+def image_cache_files(data_dir: str | Path, split: str, records: list[dict], size: int) -> tuple[Path, Path, str]:
+    """Where ``load_images`` keeps a split's decoded images at ``size`` (``.npy`` and its ``.json``)
+    and the fingerprint (manifest bytes, image list, size) that says whether it is current."""
+    data_dir = Path(data_dir)
+    fingerprint = hashlib.sha256(
+        json.dumps([IMAGE_CACHE_VERSION, size, [[r["image"], r["bbox"]] if r.get("bbox") else r["image"]
+                                                for r in records]]).encode()
+        + manifest_path(data_dir, split).read_bytes()
+    ).hexdigest()
+    cache = cache_dir(data_dir) / f"images-{split}-{size}.npy"
+    return cache, cache.with_suffix(".json"), fingerprint
 
 
 def load_images(data_dir: str | Path, split: str, records: list[dict], size: int,
                 progress: bool = True) -> torch.Tensor:
-    """All images of a split as uint8 ``[N, 3, size, size]``, cached as ``.npy`` beside the data."""
+    """All images of a split as uint8 ``[N, 3, size, size]``, cached as ``.npy`` beside the data
+    (memory-mapped when read back, so a large set is not read into memory at once)."""
     data_dir = Path(data_dir)
-    fingerprint = hashlib.sha256(
-        json.dumps([IMAGE_CACHE_VERSION, size, [r["image"] for r in records]]).encode()
-        + manifest_path(data_dir, split).read_bytes()
-    ).hexdigest()
-    cache = cache_dir(data_dir) / f"images-{split}-{size}.npy"
-    meta = cache.with_suffix(".json")
+    cache, meta, fingerprint = image_cache_files(data_dir, split, records, size)
     if cache.exists() and meta.exists():
         try:
             if json.loads(meta.read_text()).get("sha256") == fingerprint:
-                return torch.from_numpy(np.load(cache))
+                return torch.from_numpy(np.load(cache, mmap_mode="c"))  # pages load as they are used
         except (OSError, ValueError):
             pass
     out = np.empty((len(records), 3, size, size), dtype=np.uint8)
-    paths = [data_dir / r["image"] for r in records]
+    jobs = [(data_dir / r["image"], r.get("bbox")) for r in records]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        it = pool.map(lambda p: load_image(p, size), paths)
-        for i, arr in enumerate(tqdm(it, total=len(paths), desc=f"decoding {split} images at {size}px",
+        it = pool.map(lambda job: load_image(job[0], size, job[1]), jobs)
+        for i, arr in enumerate(tqdm(it, total=len(jobs), desc=f"decoding {split} images at {size}px",
                                      disable=not progress, unit="img")):
             out[i] = arr
     with atomic_path(cache) as tmp:

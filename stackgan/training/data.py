@@ -13,8 +13,7 @@ import torch
 
 from ..config import DataConfig
 from ..data.manifest import load_images, read_manifest
-from ..text import get_encoder
-from ..text.cache import caption_embeddings
+from ..text.cache import split_embeddings
 from ..text.norm import TextNorm
 
 
@@ -101,8 +100,7 @@ def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm:
     ``text_norm`` is fitted on the train captions unless one is given (Stage II reuses Stage I's).
     """
     records = read_manifest(data_dir, "train")
-    encoder = get_encoder(cfg.text_encoder)
-    emb, counts = caption_embeddings(data_dir, "train", [r["captions"] for r in records], encoder, progress)
+    emb, counts = split_embeddings(data_dir, "train", records, cfg.text_encoder, progress)
     if text_norm is None:
         text_norm = TextNorm(emb.shape[-1])
         if cfg.text_norm == "standardize":

@@ -34,7 +34,15 @@ class SampleSheet:
         self.captions = fixed_captions(data_dir)
         self.cfg, self.norm, self.stage = cfg, text_norm, stage
         from ..text import get_encoder
-        self.emb = text_norm(get_encoder(cfg.data.text_encoder).encode(self.captions))  # [n, D]
+        from ..text.encoders import PRECOMPUTED
+        if cfg.data.text_encoder == PRECOMPUTED:  # the rows of the same (first) manifest lines
+            from ..data.manifest import read_manifest
+            from ..text.cache import precomputed_embeddings
+            split = "test" if (Path(data_dir) / "test.jsonl").exists() else "train"
+            emb = precomputed_embeddings(data_dir, split, len(read_manifest(data_dir, split)))[0]
+            self.emb = text_norm(emb[:len(self.captions), 0])  # [n, D]
+        else:
+            self.emb = text_norm(get_encoder(cfg.data.text_encoder).encode(self.captions))  # [n, D]
 
     def write(self, G, step: int, writer) -> Path:
         pipe = StackGANPipeline(self.cfg, G, self.norm, self.stage)
