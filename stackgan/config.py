@@ -27,6 +27,7 @@ class ModelConfig:
     ndf2: int = 64
     res_blocks: int = 4
     ca_variant: str = "pt"  # pt: ReLU + log-variance; tf: LeakyReLU + log-sigma, truncated eps
+    g1_variant: str = "pt"  # pt: up-blocks down to ngf/2 at 64x64; tf: bottlenecks at 4x4 and 8x8, no ngf/2 layer
     d_text_path: str = "mu"  # mu: D reuses G's CA mean, detached (PT); fc: D's own FC (TF)
     d_head_kernel: int = 3  # PT 3, TF 1
     uncond_head2: bool = True  # PT Stage-II D has an extra image-only head
@@ -65,7 +66,8 @@ class DataConfig:
     text_encoder: str = "minilm"  # see stackgan.text.encoders.ENCODERS
     text_norm: str = "standardize"  # standardize: per-dimension z-score over train captions; none
     caption_mode: str = "one"  # one: a random caption per step (PT); mean4: mean of 4 (TF)
-    wrong_pairs: str = "shift"  # shift: roll the batch by one (PT); random: other images (TF); hard: the
+    wrong_pairs: str = "shift"  # shift: roll the batch by one (PT); random: other images; class: other images
+    #   of another class, redrawn on a collision (TF; needs "label" in the manifest); hard: the
     #   batch's caption nearest to the right one (not in the paper; VSE++-style hard negatives)
     augment: str = "none"  # none; crop_flip: resize to 76/64, random crop, random flip (paper)
     # the image-text matcher (stackgan.matching), trained once when a stage has match_weight > 0
@@ -116,11 +118,12 @@ DEFAULT_PRESET = "fast"
 
 CHOICES = {
     "ca_variant": ("pt", "tf"),
+    "g1_variant": ("pt", "tf"),
     "d_text_path": ("mu", "fc"),
     "d_head_kernel": (1, 3),
     "text_norm": ("standardize", "none"),
     "caption_mode": ("one", "mean4"),
-    "wrong_pairs": ("shift", "random", "hard"),
+    "wrong_pairs": ("shift", "random", "class", "hard"),
     "augment": ("none", "crop_flip"),
     "precision": ("fp32", "bf16"),
     "gan_loss": ("bce", "hinge"),
@@ -131,10 +134,21 @@ class ConfigError(ValueError):
     pass
 
 
+# The paper's data sets as YAML files on top of `paper` (stackgan/presets/<name>.yaml)
+PRESET_DIR = Path(__file__).parent / "presets"
+YAML_PRESETS = ("birds", "flowers", "coco")
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS) + list(YAML_PRESETS)
+
+
 def get_preset(name: str) -> Config:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]
+    if name in PRESETS:
+        return PRESETS[name]
+    if name in YAML_PRESETS:
+        return load_yaml(PRESET_DIR / f"{name}.yaml", base=PRESETS["paper"])
+    raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from .stage2 import Stage2Discriminator, Stage2Generator
 
 
 def build_generator(m: ModelConfig, stage: int) -> nn.Module:
-    g1 = Stage1Generator(m.text_dim, m.ngf1, m.z_dim, m.cond_dim, m.ca_variant)
+    g1 = Stage1Generator(m.text_dim, m.ngf1, m.z_dim, m.cond_dim, m.ca_variant, m.g1_variant)
     if stage == 1:
         return g1
     return Stage2Generator(g1, m.ngf2, m.res_blocks, m.cond_dim, m.ca_variant, m.stage2_image_skip)

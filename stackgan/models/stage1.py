@@ -8,8 +8,30 @@ from .blocks import ConditionalHead, DownBlock, UpBlock, conv3x3, init_weights
 from .conditioning import ConditioningAugmentation
 
 
+class Bottleneck(nn.Module):
+    """TF Stage-I residual bottleneck: 1x1 conv to ``ch/4``, 3x3 conv, 3x3 conv back to ``ch`` (BN
+    after each, ReLU between), added to the input, ReLU."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        mid = max(1, ch // 4)
+        self.body = nn.Sequential(
+            nn.Conv2d(ch, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            conv3x3(mid, mid), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            conv3x3(mid, ch), nn.BatchNorm2d(ch),
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))
+
+
 class Stage1Generator(nn.Module):
     """``cat(z, c)`` -> FC to ``8ngf x 4 x 4`` -> four up-blocks -> 3x3 conv -> tanh (64x64).
+
+    ``variant="pt"`` is the PyTorch code's (and this page's) layout. ``variant="tf"`` is the TF
+    code's: residual bottlenecks at 4x4 and 8x8, and no ``ngf/2`` layer at 64x64 (the last
+    up-sampling goes straight to the RGB conv).
 
     Example::
 
@@ -18,8 +40,10 @@ class Stage1Generator(nn.Module):
     """
 
     def __init__(self, text_dim: int, ngf: int = 128, z_dim: int = 100, cond_dim: int = 128,
-                 ca_variant: str = "pt"):
+                 ca_variant: str = "pt", variant: str = "pt"):
         super().__init__()
+        if variant not in ("pt", "tf"):
+            raise ValueError(f"Stage-I generator variant must be 'pt' or 'tf', got {variant!r}")
         if ngf % 2:
             raise ValueError(f"Stage-I ngf must be even (the last block has ngf/2 channels), got {ngf}")
         self.z_dim, self.ngf = z_dim, ngf
@@ -29,13 +53,23 @@ class Stage1Generator(nn.Module):
             nn.BatchNorm1d(8 * ngf * 4 * 4),
             nn.ReLU(inplace=True),
         )
-        self.up = nn.Sequential(
-            UpBlock(8 * ngf, 4 * ngf),  # 8
-            UpBlock(4 * ngf, 2 * ngf),  # 16
-            UpBlock(2 * ngf, ngf),  # 32
-            UpBlock(ngf, ngf // 2),  # 64
-        )
-        self.to_rgb = nn.Sequential(conv3x3(ngf // 2, 3), nn.Tanh())
+        if variant == "pt":
+            self.up = nn.Sequential(
+                UpBlock(8 * ngf, 4 * ngf),  # 8
+                UpBlock(4 * ngf, 2 * ngf),  # 16
+                UpBlock(2 * ngf, ngf),  # 32
+                UpBlock(ngf, ngf // 2),  # 64
+            )
+            self.to_rgb = nn.Sequential(conv3x3(ngf // 2, 3), nn.Tanh())
+        else:
+            self.up = nn.Sequential(
+                Bottleneck(8 * ngf),  # 4
+                UpBlock(8 * ngf, 4 * ngf), Bottleneck(4 * ngf),  # 8
+                UpBlock(4 * ngf, 2 * ngf),  # 16
+                UpBlock(2 * ngf, ngf),  # 32
+                nn.Upsample(scale_factor=2, mode="nearest"),  # 64
+            )
+            self.to_rgb = nn.Sequential(conv3x3(ngf, 3), nn.Tanh())
         init_weights(self)
 
     def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None):

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..config import DataConfig
-from ..data.manifest import load_images, read_manifest
+from ..data.manifest import DataError, load_images, read_manifest
 from ..text.cache import split_embeddings
 from ..text.norm import TextNorm
 
@@ -31,6 +31,7 @@ class TrainData:
     counts: torch.Tensor  # long [N], captions per image
     out_size: int
     cfg: DataConfig
+    labels: torch.Tensor | None = None  # long [N] class numbers (wrong_pairs=class)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -52,6 +53,13 @@ class TrainData:
             wrong = text[hardest_other(text)]
         else:
             other = (idx + torch.randint(1, n, idx.shape, generator=g)) % n  # never the same image
+            if self.cfg.wrong_pairs == "class":  # TF: redraw while the other image has the same class
+                for _ in range(100):
+                    same = self.labels[other] == self.labels[idx]
+                    if not same.any():
+                        break
+                    redraw = (idx + torch.randint(1, n, idx.shape, generator=g)) % n
+                    other = torch.where(same, redraw, other)
             wrong = self._text(other, g)
         return self._images(idx, g), text, wrong
 
@@ -108,4 +116,13 @@ def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm:
             text_norm.fit(emb[valid])
     load_size = size if cfg.augment == "none" else round(size * 76 / 64)
     images = load_images(data_dir, "train", records, load_size, progress)
-    return TrainData(images, text_norm(emb), counts, size, cfg), text_norm
+    labels = None
+    if cfg.wrong_pairs == "class":
+        missing = [i for i, r in enumerate(records) if not isinstance(r.get("label"), int)]
+        if missing:
+            raise DataError(f"{Path(data_dir) / 'train.jsonl'}, line {missing[0] + 1}: data.wrong_pairs=class needs "
+                            "an integer 'label' (class) on every record; use wrong_pairs=random or shift")
+        labels = torch.tensor([r["label"] for r in records])
+        if len(labels.unique()) < 2:
+            raise DataError(f"{Path(data_dir) / 'train.jsonl'}: data.wrong_pairs=class needs two or more classes")
+    return TrainData(images, text_norm(emb), counts, size, cfg, labels), text_norm
