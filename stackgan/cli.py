@@ -37,6 +37,13 @@ EXAMPLES = {
   stackgan text-encoder train --data data/shapes --out runs/char-cnn-rnn --minutes 10
   stackgan text-encoder embed --encoder runs/char-cnn-rnn --data data/shapes   # DATA/embeddings-<split>.npy
   stackgan train --stage 1 --data data/shapes --out runs/x --set data.text_encoder=char-cnn-rnn:runs/char-cnn-rnn""",
+    "viz": """examples:
+  stackgan viz ca runs/demo "a large red striped circle on a black background" --out out/ca.png
+  stackgan viz z runs/demo "a small blue star" "a big green square" --n 8 --out out/z.png
+  stackgan viz interp runs/demo "a red circle on a white background" "a blue square on a black background" --out out/interp.png
+  stackgan viz stages runs/demo "a yellow dotted triangle" --out out/stages.png
+  stackgan viz nearest runs/demo "a pink star in the top left" --data data/shapes --out out/nearest.png
+  stackgan viz curves runs/demo --out out/curves.png""",
     "demo": """examples:
   stackgan demo                          # what `make demo` runs
   stackgan demo --minutes 10 --out runs/quick""",
@@ -154,6 +161,19 @@ def _parser() -> argparse.ArgumentParser:
     tm.add_argument("--encoder", type=Path, required=True, help="a trained char-CNN-RNN folder")
     tm.add_argument("--data", type=Path, required=True, help="data folder with train.jsonl / test.jsonl")
     tm.add_argument("--overwrite", action="store_true", help="replace existing embeddings-<split>.npy files")
+
+    v = sub.add_parser("viz", help="the paper's figures: CA / z variations, interpolation, stages, nearest "
+                       "training images, training curves", epilog=EXAMPLES["viz"], formatter_class=fmt)
+    v.add_argument("kind", choices=("ca", "z", "interp", "stages", "nearest", "curves"))
+    v.add_argument("checkpoint", type=Path, help="run folder, model folder or state file (curves: a run folder)")
+    v.add_argument("texts", nargs="*", help="sentences (interp: exactly two)")
+    v.add_argument("--captions-file", type=Path, help="one caption per non-empty line")
+    v.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    v.add_argument("--n", type=int, help="ca / z: draws per sentence (default 6); nearest: neighbours (default 3)")
+    v.add_argument("--steps", type=int, default=7, help="interp: steps from the first sentence to the second")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--stage", type=int, choices=(1, 2), help="ca / z / interp: which stage's images (default: highest)")
+    v.add_argument("--data", type=Path, help="nearest: the data folder whose train images are searched")
 
     m = sub.add_parser("demo", help="make Shapes, train both stages, sample and evaluate",
                        epilog=EXAMPLES["demo"], formatter_class=fmt)

@@ -191,3 +191,38 @@ def cmd_text_encoder(args) -> int:
     for path in embed_data(args.encoder, args.data, overwrite=args.overwrite):
         print(f"wrote {path}")
     return 0
+
+
+def cmd_viz(args) -> int:
+    from . import figures
+    from .pipeline import StackGANPipeline
+
+    if args.kind == "curves":
+        print(f"wrote {figures.curves(args.checkpoint, args.out)}")
+        return 0
+    texts = list(args.texts)
+    if args.captions_file:
+        texts += [line.strip() for line in args.captions_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise ValueError("give sentences (or --captions-file)")
+    n = args.n if args.n is not None else (3 if args.kind == "nearest" else 6)
+    if n < 1 or args.steps < 2:
+        raise ValueError("--n must be >= 1 and --steps >= 2")
+    pipe = StackGANPipeline.load(args.checkpoint)
+    if args.kind == "ca":
+        path = figures.ca_variations(pipe, texts, args.out, n=n, seed=args.seed, stage=args.stage)
+    elif args.kind == "z":
+        path = figures.z_variations(pipe, texts, args.out, n=n, seed=args.seed, stage=args.stage)
+    elif args.kind == "interp":
+        if len(texts) != 2:
+            raise ValueError(f"interp needs exactly two sentences, got {len(texts)}")
+        path = figures.interpolation(pipe, texts[0], texts[1], args.out, steps=args.steps, seed=args.seed,
+                                     stage=args.stage)
+    elif args.kind == "stages":
+        path = figures.stages(pipe, texts, args.out, seed=args.seed)
+    else:
+        if not args.data:
+            raise ValueError("nearest needs --data DIR (whose train images are searched)")
+        path = figures.nearest(pipe, texts, args.data, args.out, k=n, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
