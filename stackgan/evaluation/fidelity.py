@@ -172,6 +172,8 @@ def compute_metrics(fake: Dataset, real: Dataset | None, metrics, inception_weig
         feature_extractor_weights_path=extractor["feature_extractor_weights_path"],
         cache=real_cache_name is not None, input2_cache_name=real_cache_name if binary else None,
         cache_root=str(cache_root) if cache_root else None,
+        # in-memory images need no loader processes (torch-fidelity's save_cpu_ram: 0 workers)
+        save_cpu_ram=not any(isinstance(d, FolderImages) for d in (fake, real)),
     )
     raw = torch_fidelity.calculate_metrics(**kwargs)
     out = {"extractor": extractor["extractor_description"], "num_fake": len(fake)}
