@@ -26,6 +26,18 @@ class TinyPool3(torch.nn.Module):
         return torch.tanh(self.conv(x)).mean((2, 3))
 
 
+class TinyPool3Logits(TinyPool3):
+    """The same with a classifier: returns (pool3, logits over 10 classes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        pool = torch.tanh(self.conv(x)).mean((2, 3))
+        return pool, self.fc(pool) * 20
+
+
 @pytest.fixture(scope="module")
 def extractor(tmp_path_factory):
     path = tmp_path_factory.mktemp("w") / "tiny_pool3.pt"
@@ -53,6 +65,16 @@ def test_fid_self_halves_and_different_sets(extractor):
     assert same["extractor"].startswith("TF-Inception pool3 (TorchScript tiny_pool3.pt")
     with pytest.raises(MetricError, match="Inception Score"):
         compute_metrics(TensorImages(ramps), None, ["is"], extractor, progress=False)
+
+
+def test_inception_score_with_a_classifier(tmp_path):
+    path = tmp_path / "tiny_logits.pt"
+    torch.jit.script(TinyPool3Logits()).save(str(path))
+    varied = torch.cat([images(40, "ramps", 0), images(40, "noise", 1)])
+    res = compute_metrics(TensorImages(varied), None, ["is"], path, progress=False)
+    uniform = compute_metrics(TensorImages(images(80, "noise", 2)[:1].expand(80, -1, -1, -1).clone()), None, ["is"],
+                              path, progress=False)
+    assert 1.0 <= res["is"] <= 10.0 and abs(uniform["is"] - 1.0) < 1e-3  # one image repeated: IS = 1
 
 
 def test_missing_weights_say_which_file(tmp_path, monkeypatch):

@@ -73,7 +73,8 @@ def _torchscript_extractor_class():
     from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
     class TorchScriptInceptionPool3(FeatureExtractorBase):
-        """A TorchScript TF-Inception network that maps ``[B, 3, 299, 299]`` in [-1, 1) to pool3 ``[B, 2048]``."""
+        """A TorchScript TF-Inception network that maps ``[B, 3, 299, 299]`` in [-1, 1) to pool3
+        ``[B, 2048]``, or to a tuple (pool3, classifier logits), which also gives the Inception Score."""
 
         def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
             super().__init__(name, features_list)
@@ -81,14 +82,11 @@ def _torchscript_extractor_class():
 
         @staticmethod
         def get_provided_features_list():
-            return ("2048",)
+            return ("2048", "logits_unbiased")
 
         @staticmethod
         def get_default_feature_layer_for_metric(metric):
-            if metric == "isc":
-                raise MetricError("this TorchScript Inception has pool3 features only; the Inception Score needs "
-                                  f"the classifier: pass --inception-weights PATH/{STANDARD_WEIGHTS_NAME}")
-            return "2048"
+            return "logits_unbiased" if metric == "isc" else "2048"
 
         @staticmethod
         def can_be_compiled():
@@ -100,7 +98,9 @@ def _torchscript_extractor_class():
 
         def forward(self, x):
             x = interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=(299, 299), align_corners=False)
-            return (self.net((x - 128) / 128).float(),)
+            out = self.net((x - 128) / 128)
+            named = {"2048": out[0], "logits_unbiased": out[1]} if isinstance(out, (tuple, list)) else {"2048": out}
+            return tuple(named[f].float() for f in self.features_list)
 
     return TorchScriptInceptionPool3
 
@@ -111,6 +111,13 @@ def _is_torchscript(path: Path) -> bool:
         return False
     with zipfile.ZipFile(path) as z:
         return any(n.endswith("constants.pkl") or n.endswith("code/__torch__.py") or "/code/" in n for n in z.namelist())
+
+
+def _has_logits(path: Path) -> bool:
+    """Whether a TorchScript Inception returns (pool3, logits) rather than pool3 alone."""
+    net = torch.jit.load(str(path), map_location="cpu").eval()
+    with torch.no_grad():
+        return isinstance(net(torch.zeros(1, 3, 299, 299)), (tuple, list))
 
 
 def resolve_extractor(inception_weights: str | Path | None, metrics) -> dict:
@@ -138,7 +145,7 @@ def resolve_extractor(inception_weights: str | Path | None, metrics) -> dict:
                 f"{STANDARD_WEIGHTS_NAME} ({STANDARD_WEIGHTS_URL}) on a machine with internet, copy it here and pass "
                 "--inception-weights PATH (that file also gives the Inception Score)")
     if _is_torchscript(path):
-        if "is" in metrics:
+        if "is" in metrics and not _has_logits(path):
             raise MetricError(f"{path} is a pool3-only TorchScript Inception: it gives FID and KID but not the "
                               f"Inception Score, which needs the classifier: pass --inception-weights "
                               f"PATH/{STANDARD_WEIGHTS_NAME}")
