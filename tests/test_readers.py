@@ -110,6 +110,9 @@ def test_restricted_unpickler_reads_what_releases_hold(tmp_path):
 def test_birds_fixture_prepares_with_crop_labels_and_embeddings_in_order(tmp_path):
     truth = write_birds(tmp_path / "birds")
     assert detect_layout(tmp_path / "birds") == "birds"
+    info = open_dataset(tmp_path / "birds").summary()
+    assert "embeddings: char-CNN-RNN-embeddings.pickle (4, 10, 16) float32" in info
+    assert "train: 4 images, 40 captions, 10 per image, 2 classes" in info
     summary = prepare_dataset(tmp_path / "birds", tmp_path / "out", sizes=(16, 32), progress=False)
     assert summary["splits"] == {"train": 4, "test": 2} and summary["skipped"] == []
     recs = read_manifest(tmp_path / "out", "train")

@@ -96,6 +96,8 @@ class Dataset:
             if split in self.embeddings:
                 arr = load_embeddings(self.embeddings[split])
                 lines.append(f"    embeddings: {self.embeddings[split].name} {tuple(arr.shape)} {arr.dtype}")
+            else:
+                lines.append("    embeddings: none precomputed")
         total = sum(len(r) for r in self.splits.values())
         total_caps = sum(len(r.captions) for recs in self.splits.values() for r in recs)
         all_labels = {r.label for recs in self.splits.values() for r in recs if r.label is not None}
@@ -227,7 +229,8 @@ def _read_manifest_layout(root: Path, layout: str, take: _Collector) -> Dataset:
             splits[split] = [Record(image=root / r["image"], captions=r["captions"], label=r.get("label"),
                                     bbox=tuple(r["bbox"]) if r.get("bbox") else None,
                                     key=r.get("key", r["image"])) for r in read_manifest(root, split)]
-    return Dataset(root, layout, splits)
+    embeddings = {s: root / f"embeddings-{s}.npy" for s in splits if (root / f"embeddings-{s}.npy").exists()}
+    return Dataset(root, layout, splits, embeddings)
 
 
 def _release_splits(root: Path) -> list[str]:
