@@ -28,19 +28,13 @@ def precomputed_embeddings(data_dir: str | Path, split: str, n: int) -> tuple[to
     against the manifest's ``n`` records; every row counts as ``K`` captions."""
     import numpy as np
     from ..data.manifest import DataError
+    from ..data.readers import load_embeddings
     path = Path(data_dir) / f"embeddings-{split}.npy"
     if not path.exists():
         raise DataError(f"{path}: not found. data.text_encoder=precomputed reads embeddings saved there, one row "
                         "per manifest line ([N, K, D] float, .npy): `stackgan data prepare` writes them from a "
                         "release's char-CNN-RNN-embeddings.pickle, `stackgan text-encoder embed` from a trained encoder")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable .npy array ({e})") from e
-    if arr.ndim == 2:
-        arr = arr[:, None, :]
-    if arr.ndim != 3 or arr.dtype.kind != "f":
-        raise DataError(f"{path}: expected float embeddings [N, K, D], found {arr.dtype} {arr.shape}")
+    arr = load_embeddings(path)  # [N, K, D], checked
     if arr.shape[0] != n:
         raise DataError(f"{path}: {arr.shape[0]:,} rows but {Path(data_dir) / (split + '.jsonl')} has {n:,} images; "
                         "the rows must follow the manifest's lines")
