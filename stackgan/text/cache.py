@@ -38,7 +38,7 @@ def precomputed_embeddings(data_dir: str | Path, split: str, n: int) -> tuple[to
     if arr.shape[0] != n:
         raise DataError(f"{path}: {arr.shape[0]:,} rows but {Path(data_dir) / (split + '.jsonl')} has {n:,} images; "
                         "the rows must follow the manifest's lines")
-    emb = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    emb = torch.from_numpy(np.array(arr, dtype=np.float32))  # a copy: the file is memory-mapped read-only
     return emb, torch.full((arr.shape[0],), arr.shape[1], dtype=torch.long)
 
 
