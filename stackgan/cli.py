@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog="run `stackgan COMMAND --help` for examples of each command")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("data", help="make data sets", epilog=EXAMPLES["data"], formatter_class=fmt)
+    d = sub.add_parser("data", help="make, inspect and prepare data sets", epilog=EXAMPLES["data"], formatter_class=fmt)
     dsub = d.add_subparsers(dest="data_command", required=True)
     s = dsub.add_parser("shapes", help="render the built-in captioned Shapes data set",
                         epilog=EXAMPLES["data"], formatter_class=fmt)
