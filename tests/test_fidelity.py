@@ -126,7 +126,11 @@ def test_r_precision_of_a_perfect_encoder_is_one_and_of_a_blind_one_is_zero():
 
 
 def test_checkpoint_evaluation_writes_fid_kid_rprec_and_attributes(tiny_shapes, tmp_path, extractor):
+    import shutil
     from conftest import TINY
+    data = tmp_path / "data"  # a copy: R-precision caches a matcher beside the data
+    shutil.copytree(tiny_shapes, data)
+    tiny_shapes = data
     from stackgan.config import apply_overrides, get_preset
     from stackgan.evaluation.checker import train_checker
     from stackgan.training import train
