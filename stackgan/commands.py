@@ -131,15 +131,12 @@ def cmd_evaluate(args) -> int:
                     res.setdefault(stage, {}).update({f"attr_{k}": round(v, 4) for k, v in rep[stage].items()})
         gen = [m for m in metrics if m != "attributes"]
         if gen:
-            from .evaluation.generation import evaluate_generation, fidelity_markdown, save_report
+            from .evaluation.generation import evaluate_generation, save_report
             rep = evaluate_generation(ckpt, args.data, gen, num_samples=args.num_samples, seed=args.seed,
                                       inception_weights=args.inception_weights, device=args.device)
             out = Path(args.out) if args.out else (Path(ckpt) if Path(ckpt).is_dir() else Path(ckpt).parent)
             out.mkdir(parents=True, exist_ok=True)
-            save_report(out, "eval-generation", rep)
-            table = fidelity_markdown(rep)
-            (out / "eval-generation.md").write_text(f"# {ckpt}: {rep['num_samples']} samples\n\n{table}\n")
-            print(table)
+            print(save_report(out, ckpt, rep))
             for stage in ("stage1", "stage2"):
                 if stage in rep:
                     res.setdefault(stage, {}).update(
@@ -202,7 +199,7 @@ def cmd_viz(args) -> int:
         return 0
     texts = list(args.texts)
     if args.captions_file:
-        texts += [line.strip() for line in args.captions_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts += read_captions_file(args.captions_file)
     if not texts:
         raise ValueError("give sentences (or --captions-file)")
     n = args.n if args.n is not None else (3 if args.kind == "nearest" else 6)

@@ -25,15 +25,9 @@ from .viz import caption_sheet, stage_sheet
 
 
 def _draw(pipe: StackGANPipeline, emb, z, eps1, eps2, stage: int | None) -> torch.Tensor:
+    """The highest stage's images asked for (``stage``, default: the model's)."""
     stage = pipe.stage if stage is None else stage
-    device = next(pipe.generator.parameters()).device
-    was_training = pipe.generator.training
-    pipe.generator.eval()
-    try:
-        with torch.no_grad():
-            out = pipe._generate(emb, z, eps1, eps2, stage, 32, device, False)
-    finally:
-        pipe.generator.train(was_training)
+    out = pipe.draw(emb, z, eps1, eps2, stage, batch_size=32)
     return out["stage2"] if stage == 2 and "stage2" in out else out["stage1"]
 
 

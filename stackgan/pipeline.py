@@ -130,15 +130,22 @@ class StackGANPipeline:
         emb = self.embed(texts) if embeddings is None else embeddings
         seeds = list(range(seed, seed + len(emb))) if seeds is None else seeds
         z, eps1, eps2 = self.noise(seeds)
-        device = next(self.generator.parameters()).device
+        return self.draw(emb, z, eps1, eps2, stage, batch_size, progress)
+
+    @torch.no_grad()
+    def draw(self, emb: torch.Tensor, z: torch.Tensor, eps1: torch.Tensor, eps2: torch.Tensor, stage: int,
+             batch_size: int = 16, progress: bool = False) -> dict[str, torch.Tensor]:
+        """Images from given normalized embeddings ``[N, D]``, noise ``[N, z]`` and CA samples
+        ``[N, cond]`` (Stage I's and Stage II's), in eval mode; returns what ``generate`` returns."""
         was_training = self.generator.training
         self.generator.eval()  # BN running statistics: an image does not depend on its batch
         try:
-            return self._generate(emb, z, eps1, eps2, stage, batch_size, device, progress)
+            return self._draw(emb, z, eps1, eps2, stage, batch_size, progress)
         finally:
             self.generator.train(was_training)
 
-    def _generate(self, emb, z, eps1, eps2, stage, batch_size, device, progress):
+    def _draw(self, emb, z, eps1, eps2, stage, batch_size, progress):
+        device = next(self.generator.parameters()).device
         low_all, high_all = [], []
         for i in tqdm(range(0, len(emb), batch_size), disable=not progress, desc="generating", unit="batch"):
             sl = slice(i, i + batch_size)

@@ -199,6 +199,7 @@ def test_bad_images_stop_prepare_or_are_skipped_and_old_output_survives(tmp_path
     Image.new("CMYK", (20, 20), (0, 255, 255, 0)).save(tmp_path / "d" / "yellow.jpg")
     (tmp_path / "d" / "yellow.png").unlink()
     (tmp_path / "d" / "green.png").write_bytes((tmp_path / "d" / "green.png").read_bytes()[:60])  # truncated
+    assert "green.png: not a readable image" in open_dataset(tmp_path / "d").summary(check_images=True)
     with pytest.raises(DataError, match=r"green\.png: not a readable image"):
         prepare_dataset(tmp_path / "d", out, sizes=(8,), progress=False)
     after = {p.name: p.read_bytes() for p in [out / "train.jsonl", *sorted((out / ".stackgan-cache").iterdir())]}

@@ -28,16 +28,11 @@ from .fidelity import TensorImages, compute_metrics
 DEFAULT_SAMPLES = 30_000
 
 
-def test_captions(data_dir: Path) -> list[str]:
-    return [c for r in read_manifest(data_dir, "test") for c in r["captions"]]
-
-
 @torch.no_grad()
-def generate_for_captions(pipe: StackGANPipeline, captions: list[str], n: int, seed: int, batch_size: int = 64,
-                          progress: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """``n`` images (caption ``i mod len(captions)``, seed ``seed + i``): uint8 per stage, and the
-    normalized caption embeddings used ``[n, D]``."""
-    unique_emb = pipe.embed(captions)  # [C, D], normalized
+def generate_for_captions(pipe: StackGANPipeline, captions: list[str], unique_emb: torch.Tensor, n: int, seed: int,
+                          batch_size: int = 64, progress: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """``n`` images (caption ``i mod len(captions)``, seed ``seed + i``; ``unique_emb`` their normalized
+    embeddings ``[C, D]``): uint8 per stage, and the embeddings used ``[n, D]``."""
     which = torch.arange(n) % len(captions)
     out: dict[str, list[torch.Tensor]] = {}
     for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
@@ -73,11 +68,19 @@ def evaluate_generation(checkpoint: str | Path, data_dir: str | Path, metrics, n
     """``{"stage1": {metric: value}, "stage2": {...}, "num_samples": n}`` for fid, kid, is, rprec."""
     data_dir = Path(data_dir)
     pipe = StackGANPipeline.load(checkpoint).to(device)
-    captions = test_captions(data_dir)
-    n = num_samples or DEFAULT_SAMPLES
-    images, text = generate_for_captions(pipe, captions, n, seed, progress=progress)
     records = read_manifest(data_dir, "test")
+    captions = [c for r in records for c in r["captions"]]
+    caption_emb = pipe.embed(captions)  # [C, D], normalized; samples and R-precision's pool
+    n = num_samples or DEFAULT_SAMPLES
+    images, text = generate_for_captions(pipe, captions, caption_emb, n, seed, progress=progress)
     report: dict = {"num_samples": n, "num_test_captions": len(captions)}
+    matcher = None
+    if "rprec" in metrics:
+        from ..matching import load_or_train_matcher
+        matcher = load_or_train_matcher(data_dir, pipe.config.data, pipe.text_norm, progress=progress).cpu()
+        counts = torch.tensor([len(r["captions"]) for r in records])
+        pool_ids = torch.repeat_interleave(torch.arange(len(records)), counts)  # caption -> its image
+        true_ids = pool_ids[torch.arange(n) % len(captions)]
     for stage, fake in images.items():
         size = fake.shape[-1]
         res: dict = {}
@@ -88,15 +91,8 @@ def evaluate_generation(checkpoint: str | Path, data_dir: str | Path, metrics, n
             res.update(compute_metrics(TensorImages(fake), TensorImages(real), fid_metrics, inception_weights,
                                        real_cache_name=f"test-{size}-{key}", cache_root=cache_dir(data_dir) / "fidelity",
                                        progress=progress))
-        if "rprec" in metrics:
-            from ..matching import load_or_train_matcher
-            matcher = load_or_train_matcher(data_dir, pipe.config.data, pipe.text_norm, progress=progress)
-            matcher = matcher.cpu()
-            counts = [len(r["captions"]) for r in records]
-            pool_ids = torch.repeat_interleave(torch.arange(len(records)), torch.tensor(counts))  # caption -> image
-            pool = pipe.embed(captions)
-            true_ids = pool_ids[torch.arange(n) % len(captions)]
-            res["rprec"] = r_precision(matcher, fake, text, pool, pool_ids, true_ids, seed=seed)
+        if matcher is not None:
+            res["rprec"] = r_precision(matcher, fake, text, caption_emb, pool_ids, true_ids, seed=seed)
             res["rprec_encoder"] = "stackgan.matching image-text matcher (64 px CNN + text projection, trained on train)"
         report[stage] = res
     return report
@@ -113,7 +109,12 @@ def fidelity_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def save_report(out_dir: Path, name: str, report: dict) -> None:
+def save_report(out_dir: Path, checkpoint, report: dict) -> str:
+    """Write ``eval-generation.json`` and ``.md`` to ``out_dir``; returns the Markdown table."""
     from ..utils import atomic_path
-    with atomic_path(out_dir / f"{name}.json") as tmp:
+    table = fidelity_markdown(report)
+    with atomic_path(out_dir / "eval-generation.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
+    with atomic_path(out_dir / "eval-generation.md") as tmp:
+        tmp.write_text(f"# {checkpoint}: {report['num_samples']} samples\n\n{table}\n")
+    return table

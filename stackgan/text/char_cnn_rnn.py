@@ -109,7 +109,6 @@ def train_char_cnn_rnn(data_dir: str | Path, out_dir: str | Path, steps: int = 3
                        batch_size: int = 40, embed_dim: int = 1024, lr: float = 4e-4, seed: int = 0,
                        progress: bool = True) -> Path:
     """Train on a manifest folder's train split (images at 64 px, all captions); writes ``out_dir``."""
-    from ..config import DataConfig
     from ..data.manifest import load_images, read_manifest
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -215,15 +214,12 @@ def embed_data(encoder_dir: str | Path, data_dir: str | Path, overwrite: bool = 
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
+    from .cache import caption_embeddings
     encoder = CharCnnRnnEncoder(encoder_dir)
     for split, target in zip(splits, targets):
         captions = [r["captions"] for r in read_manifest(data_dir, split)]
-        unique = sorted({c for caps in captions for c in caps})
-        vectors = encoder.encode(unique, progress=True)  # [U, D]
-        where = {c: i for i, c in enumerate(unique)}
-        k = max(len(caps) for caps in captions)
-        ids = torch.tensor([[where[c] for c in caps] + [where[caps[0]]] * (k - len(caps)) for caps in captions])
+        emb, _ = caption_embeddings(data_dir, split, captions, encoder)  # [N, K, D], also cached
         with atomic_path(target) as tmp:
             with open(tmp, "wb") as f:
-                np.save(f, vectors[ids].numpy().astype(np.float32))
+                np.save(f, emb.numpy().astype(np.float32))
     return targets

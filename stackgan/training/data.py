@@ -52,14 +52,16 @@ class TrainData:
         elif self.cfg.wrong_pairs == "hard":
             wrong = text[hardest_other(text)]
         else:
-            other = (idx + torch.randint(1, n, idx.shape, generator=g)) % n  # never the same image
+            def other_images() -> torch.Tensor:  # [B], never the same image
+                return (idx + torch.randint(1, n, idx.shape, generator=g)) % n
+
+            other = other_images()
             if self.cfg.wrong_pairs == "class":  # TF: redraw while the other image has the same class
                 for _ in range(100):
                     same = self.labels[other] == self.labels[idx]
                     if not same.any():
                         break
-                    redraw = (idx + torch.randint(1, n, idx.shape, generator=g)) % n
-                    other = torch.where(same, redraw, other)
+                    other = torch.where(same, other_images(), other)
             wrong = self._text(other, g)
         return self._images(idx, g), text, wrong
 

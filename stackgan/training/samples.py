@@ -16,10 +16,14 @@ from ..viz import stage_sheet
 N_SAMPLES = 8
 
 
+def sample_split(data_dir: str | Path) -> str:
+    """The split the sample captions come from: test where the data has one, else train."""
+    return "test" if (Path(data_dir) / "test.jsonl").exists() else "train"
+
+
 def fixed_captions(data_dir: str | Path, n: int = N_SAMPLES) -> list[str]:
     """The first ``n`` test captions (full captions where the data has them), else train ones."""
-    data_dir = Path(data_dir)
-    path = data_dir / "test.jsonl" if (data_dir / "test.jsonl").exists() else data_dir / "train.jsonl"
+    path = Path(data_dir) / f"{sample_split(data_dir)}.jsonl"
     caps = []
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -38,7 +42,7 @@ class SampleSheet:
         if cfg.data.text_encoder == PRECOMPUTED:  # the rows of the same (first) manifest lines
             from ..data.manifest import read_manifest
             from ..text.cache import precomputed_embeddings
-            split = "test" if (Path(data_dir) / "test.jsonl").exists() else "train"
+            split = sample_split(data_dir)
             emb = precomputed_embeddings(data_dir, split, len(read_manifest(data_dir, split)))[0]
             self.emb = text_norm(emb[:len(self.captions), 0])  # [n, D]
         else:
