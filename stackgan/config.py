@@ -84,8 +84,10 @@ class Config:
     stage1: StageConfig = field(default_factory=StageConfig)
     stage2: StageConfig = field(default_factory=lambda: StageConfig(batch_size=16))
     data: DataConfig = field(default_factory=DataConfig)
-    precision: str = "fp32"  # fp32 | bf16 (autocast; losses and KL stay fp32)
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + a gradient scaler per network); losses fp32
     channels_last: bool = True
+    compile: bool = False  # torch.compile G and D (the first steps take longer while it compiles)
+    sync_batchnorm: bool = False  # multi-GPU: BatchNorm statistics over all processes' batches (CUDA only)
     seed: int = 0
 
     def stage(self, n: int) -> StageConfig:
@@ -125,7 +127,7 @@ CHOICES = {
     "caption_mode": ("one", "mean4"),
     "wrong_pairs": ("shift", "random", "class", "hard"),
     "augment": ("none", "crop_flip"),
-    "precision": ("fp32", "bf16"),
+    "precision": ("fp32", "bf16", "fp16"),
     "gan_loss": ("bce", "hinge"),
 }
 

@@ -29,6 +29,8 @@ PRETRAINED_VERSION = 1
 class StackGANPipeline:
     def __init__(self, config: Config, generator: torch.nn.Module, text_norm: TextNorm, stage: int):
         self.config, self.generator, self.text_norm, self.stage = config, generator, text_norm, stage
+        if config.channels_last:  # oneDNN / cuDNN convolutions are faster on NHWC tensors
+            generator.to(memory_format=torch.channels_last)
         self._encoder = None
 
     # --- loading and saving -------------------------------------------------------------------
@@ -132,7 +134,7 @@ class StackGANPipeline:
         z, eps1, eps2 = self.noise(seeds)
         return self.draw(emb, z, eps1, eps2, stage, batch_size, progress)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def draw(self, emb: torch.Tensor, z: torch.Tensor, eps1: torch.Tensor, eps2: torch.Tensor, stage: int,
              batch_size: int = 16, progress: bool = False) -> dict[str, torch.Tensor]:
         """Images from given normalized embeddings ``[N, D]``, noise ``[N, z]`` and CA samples

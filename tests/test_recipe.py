@@ -233,15 +233,15 @@ def test_d_augmentation_shifts_by_whole_pixels_within_bounds_and_keeps_gradients
 
 
 def test_d_augmentation_switch_reaches_every_d_call(tiny_shapes, tmp_path, monkeypatch):
-    import stackgan.training.loop as loop
+    import stackgan.training.step as step
     calls = []
-    real_fn = loop.augment_for_d
+    real_fn = step.augment_for_d
 
     def spy(x, translate, noise):
         calls.append((tuple(x.shape), translate, noise))
         return real_fn(x, translate, noise)
 
-    monkeypatch.setattr(loop, "augment_for_d", spy)
+    monkeypatch.setattr(step, "augment_for_d", spy)
     cfg = apply_overrides(get_preset("shapes-cpu"), TINY + ["stage1.d_translate=2", "stage1.d_noise=0.05",
                                                             "stage1.max_steps=2"])
     train(cfg, tiny_shapes, tmp_path / "on", 1, progress=False)

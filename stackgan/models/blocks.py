@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -10,7 +11,14 @@ def conv3x3(in_ch: int, out_ch: int, bias: bool = False) -> nn.Conv2d:
 
 
 class UpBlock(nn.Sequential):
-    """Nearest-neighbour x2, 3x3 conv (no bias), BN, ReLU."""
+    """Nearest-neighbour x2, 3x3 conv (no bias), BN, ReLU.
+
+    The upsampling and the conv run as one transposed conv (:func:`upsample_conv3x3`): the same
+    function of the same weights, at less than half the arithmetic. ``fuse_upsampling = False``
+    on an instance runs the layers one by one instead (as the reference code does).
+    """
+
+    fuse_upsampling = True
 
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__(
@@ -19,6 +27,31 @@ class UpBlock(nn.Sequential):
             nn.BatchNorm2d(out_ch),
             nn.ReLU(inplace=True),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fuse_upsampling:
+            return super().forward(x)
+        _, conv, bn, act = self
+        return act(bn(upsample_conv3x3(x, conv.weight)))  # [B, out, 2H, 2W]
+
+
+# Nearest x2 upsampling then a 3x3 conv: along each axis, an even output row sees input rows
+# (i-1, i, i) through taps (w0, w1, w2) and an odd one rows (i, i, i+1). As a stride-2
+# transposed conv the 1-D kernel is (w2, w1 + w2, w0 + w1, w0) = _UP_TAPS @ (w0, w1, w2).
+_UP_TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+
+def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``conv2d(upsample_nearest(x, 2), weight, padding=1)`` for a 3x3 ``weight [O, I, 3, 3]``,
+    computed as one stride-2 transposed conv with 4x4 kernels on ``x [B, I, H, W]``: 16
+    multiply-adds per input pixel and channel pair instead of 36. Inputs under 8x8, where
+    oneDNN's transposed conv was measured no faster, are upsampled and convolved. The choice
+    never depends on the batch size, so an image does not depend on the batch it is drawn in."""
+    if min(x.shape[-2:]) < 8:
+        return F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, padding=1)
+    taps = _UP_TAPS.to(weight)
+    kernel = torch.einsum("ai,oIij,bj->Ioab", taps, weight, taps)  # [I, O, 4, 4]
+    return F.conv_transpose2d(x, kernel, stride=2, padding=1)  # [B, O, 2H, 2W]
 
 
 class ResBlock(nn.Module):

@@ -1,6 +1,8 @@
 """Conditioning Augmentation: the sentence embedding becomes a Gaussian, and c is drawn from it."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -29,9 +31,8 @@ class ConditioningAugmentation(nn.Module):
         self.act = nn.ReLU() if variant == "pt" else nn.LeakyReLU(0.2)
 
     def sample_eps(self, shape: tuple[int, ...], device, generator: torch.Generator | None = None):
-        if self.variant == "tf":  # TF's truncated_normal: values beyond 2 std are redrawn
-            eps = torch.empty(shape, device=device)
-            return nn.init.trunc_normal_(eps, 0.0, 1.0, -2.0, 2.0, generator=generator)
+        if self.variant == "tf":  # TF's truncated_normal: N(0, 1) restricted to 2 std
+            return truncated_normal(shape, device, generator)
         return torch.randn(shape, device=device, generator=generator)
 
     def forward(self, emb: torch.Tensor, eps: torch.Tensor | None = None):
@@ -42,3 +43,12 @@ class ConditioningAugmentation(nn.Module):
             eps = self.sample_eps(mu.shape, mu.device)
         c = mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)  # [B, cond]
         return c, mu, logvar
+
+
+def truncated_normal(shape: tuple[int, ...], device, generator: torch.Generator | None = None,
+                     bound: float = 2.0) -> torch.Tensor:
+    """N(0, 1) restricted to [-bound, bound], drawn through the inverse CDF: the same law as
+    redrawing values beyond the bound, without a data-dependent loop (no wait for the device)."""
+    edge = math.erf(bound / math.sqrt(2.0))  # 2 * Phi(bound) - 1
+    u = torch.rand(shape, device=device, generator=generator).mul_(2.0 * edge).sub_(edge)  # U(-edge, edge)
+    return torch.erfinv(u).mul_(math.sqrt(2.0)).clamp_(-bound, bound)

@@ -36,16 +36,23 @@ class TrainData:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns real images in [-1, 1] ``[B, 3, r, r]``, their text ``[B, D]`` and wrong text ``[B, D]``."""
+    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns real images in [-1, 1] ``[B, 3, r, r]``, their text ``[B, D]`` and wrong text ``[B, D]``.
+
+        With ``world`` processes, step ``s`` covers ``batch_size * world`` images of the epoch's
+        permutation and process ``rank`` gets its own disjoint ``batch_size`` of them, with crops,
+        flips and captions from its own generator.
+        """
         n = len(self)
-        if batch_size > n:
-            raise ValueError(f"batch size {batch_size} is larger than the data set ({n} images)")
-        per_epoch = n // batch_size
+        if batch_size * world > n:
+            raise ValueError(f"batch size {batch_size} x {world} processes is larger than the data set ({n} images)")
+        per_epoch = n // (batch_size * world)
         epoch, pos = divmod(step, per_epoch)
         perm = torch.randperm(n, generator=_gen(self.cfg.seed, 1, epoch))
-        idx = perm[pos * batch_size:(pos + 1) * batch_size]  # [B]
-        g = _gen(self.cfg.seed, 2, step)
+        first = (pos * world + rank) * batch_size
+        idx = perm[first:first + batch_size]  # [B]
+        g = _gen(self.cfg.seed, 2, step) if rank == 0 else _gen(self.cfg.seed, 2, step, rank)
         text = self._text(idx, g)  # [B, D]
         if self.cfg.wrong_pairs == "shift":
             wrong = text.roll(1, dims=0)  # image i is paired with the caption of image i-1

@@ -1,22 +1,20 @@
 """The training loop: one stage of StackGAN, resumable, in one readable function."""
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ..augment import augment_for_d
+from .. import distributed
 from ..config import Config, from_dict, to_dict, to_yaml
 from ..matching import load_or_train_matcher
-from ..losses import discriminator_loss, generator_loss, kl_loss
 from ..models.build import build_discriminator, build_generator
 from ..models.encoder import LatentEncoder
 from ..pipeline import MODEL_DIR_NAME, StackGANPipeline
@@ -24,21 +22,9 @@ from ..checkpoint import STATE_NAME, load_state, sampling_weights, save_state, s
 from ..text.norm import TextNorm
 from .data import load_train_data
 from .samples import SampleSheet
+from .step import LOGGED, Updater
 
 STAGE1_FIELDS = ("text_dim", "z_dim", "cond_dim", "ngf1", "ca_variant")
-
-
-def _forward_g(G, stage: int, z, text):
-    if stage == 1:
-        fake, mu, logvar = G(z, text)
-    else:
-        _, fake, mu, logvar = G(z, text)
-    return fake, mu, logvar
-
-
-def _low_res(real: torch.Tensor) -> torch.Tensor:
-    """The 64x64 version of a real batch (area averaging, as the data set makes its 64 px images)."""
-    return real if real.shape[-1] == 64 else F.interpolate(real, size=64, mode="area")
 
 
 def _ema_update(decay: float):
@@ -64,11 +50,24 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
     Writes ``RUN/stage<N>/{state.pt, config.yaml, tb/, samples/}`` and the inference folder
     ``RUN/model/``. Stage II loads its frozen Stage I from ``RUN/stage1/state.pt`` (or
     ``stage1_state``). With ``resume`` it continues from ``RUN/stage<N>/state.pt``: step,
-    learning-rate schedule, optimizers, random state and the spent time budget; its own saved
-    configuration is used then, except ``max_steps`` and ``minutes``, which override the stage's
-    limits (the time budget counts the time of all sessions of the run).
+    learning-rate schedule, optimizers, gradient scalers, random state and the spent time budget;
+    its own saved configuration is used then, except ``max_steps`` and ``minutes``, which override
+    the stage's limits (the time budget counts the time of all sessions of the run).
+
+    Under torchrun (``WORLD_SIZE`` > 1) each process trains a DistributedDataParallel replica on
+    its own share of every batch (``batch_size`` images per process) with its own noise; only
+    rank 0 writes. See :mod:`stackgan.distributed`.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dist, device = distributed.setup(device)
+    try:
+        return _train(cfg, data_dir, run_dir, stage, dist, device, resume=resume, stage1_state=stage1_state,
+                      max_steps=max_steps, minutes=minutes, progress=progress and dist.main)
+    finally:
+        distributed.cleanup(dist)
+
+
+def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, device: torch.device, *,
+           resume: bool, stage1_state, max_steps, minutes, progress: bool) -> Path:
     out = stage_dir(run_dir, stage)
     state_path = out / STATE_NAME
     state = None
@@ -90,13 +89,20 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
     limits = {k: v for k, v in (("max_steps", max_steps), ("minutes", minutes)) if v is not None}
     cfg = replace(cfg, **{f"stage{stage}": replace(cfg.stage(stage), **limits)})
     sc = cfg.stage(stage)
+    if cfg.sync_batchnorm and device.type != "cuda":
+        raise ValueError("sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm runs on GPUs only); "
+                         f"this run is on {device}")
 
     # --- data, networks, optimizers -------------------------------------------------------------
     norm = None
     if s1 is not None:
         norm = TextNorm(cfg.model.text_dim)
         norm.load_state_dict(s1["text_norm"])
-    data, norm = load_train_data(data_dir, cfg.data, 64 if stage == 1 else 256, norm, progress)
+    with distributed.main_first(dist):  # rank 0 fills the embedding and matcher caches first
+        data, norm = load_train_data(data_dir, cfg.data, 64 if stage == 1 else 256, norm, progress)
+        matcher = None
+        if sc.match_weight > 0:
+            matcher = load_or_train_matcher(data_dir, cfg.data, norm, progress=progress, device=device)
     cfg = replace(cfg, model=replace(cfg.model, text_dim=data.embeddings.shape[-1]))
     torch.manual_seed(cfg.seed * 10 + stage)  # initial weights; a resumed run restores its RNG below
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -115,19 +121,21 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
             encoder.load_state_dict(s1["encoder"])
             encoder.requires_grad_(False).eval()
         encoder.to(device, memory_format=fmt)
+    if cfg.sync_batchnorm:
+        G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
     G.to(device, memory_format=fmt).train()
     D.to(device, memory_format=fmt).train()
     g_params = [p for p in G.parameters() if p.requires_grad]
     if encoder is not None and stage == 1:
         g_params += list(encoder.parameters())
-    opt_g = torch.optim.Adam(g_params, sc.lr_g, (sc.beta1, sc.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), sc.lr_d, (sc.beta1, sc.beta2))
+    # fused Adam: one kernel per step, no full-size temporaries (foreach Adam's peak memory)
+    opt_g = torch.optim.Adam(g_params, sc.lr_g, (sc.beta1, sc.beta2), fused=True)
+    opt_d = torch.optim.Adam(D.parameters(), sc.lr_d, (sc.beta1, sc.beta2), fused=True)
     ema = None  # G's weights averaged over steps: what samples and the saved model use
     if sc.ema_decay > 0:
         ema = AveragedModel(G, multi_avg_fn=_ema_update(sc.ema_decay), use_buffers=True)
-    matcher = None
-    if sc.match_weight > 0:
-        matcher = load_or_train_matcher(data_dir, cfg.data, norm, progress=progress, device=device)
+    if dist.world > 1 and not dist.main:
+        torch.manual_seed(cfg.seed * 10 + stage + 1_000_003 * dist.rank)  # each rank its own noise
     step, elapsed = 0, 0.0
     if state is not None:
         G.load_state_dict(state["generator"])
@@ -139,144 +147,149 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         step, elapsed = state["step"], state["elapsed_s"]
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(to_yaml(cfg))
+        _restore_rng(state, dist, device)
 
-    per_epoch = len(data) // sc.batch_size
+    # the networks as the step runs them: one replica per process, optionally compiled
+    G_run, D_run, D_for_g = G, D, D
+    if dist.world > 1:
+        G_run, D_run = (DistributedDataParallel(m, device_ids=[device.index] if device.type == "cuda" else None)
+                        for m in (G, D))
+    if cfg.compile:
+        G_run, D_run, D_for_g = torch.compile(G_run), torch.compile(D_run), torch.compile(D)
+    updater = Updater(cfg, stage, G_run, D_run, opt_g, opt_d, device=device, encoder=encoder, matcher=matcher,
+                      ema=ema, D_for_g=D_for_g)
+    if state is not None:
+        updater.load_state_dict(state)
+
+    per_epoch = len(data) // (sc.batch_size * dist.world)
+    if per_epoch < 1:
+        raise ValueError(f"stage{stage}.batch_size {sc.batch_size} x {dist.world} processes is larger than the "
+                         f"data set ({len(data)} images)")
     stops = [n for n in (sc.max_steps, math.ceil(sc.epochs * per_epoch)) if n > 0]
     last_step = min(stops) if stops else None
     budget = sc.minutes * 60 if sc.minutes > 0 else None
     if last_step is None and budget is None:
         raise ValueError(f"stage{stage}: set max_steps, epochs or minutes, or training never stops")
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
-                else contextlib.nullcontext())
-    writer = SummaryWriter(str(out / "tb"))
-    sheet = SampleSheet(data_dir, norm, cfg, device, stage)
+    writer = sheet = None
     G_sample = G if ema is None else ema.module
     pipe = StackGANPipeline(cfg, G_sample, norm, stage)
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(to_yaml(cfg))
+        writer = SummaryWriter(str(out / "tb"))
+        sheet = SampleSheet(data_dir, norm, cfg, device, stage)
 
     def checkpoint() -> Path:
-        save_state(state_path, {
-            "stage": stage, "step": step, "elapsed_s": elapsed, "config": to_dict(cfg),
-            "generator": G.state_dict(), "discriminator": D.state_dict(),
-            **({"ema": ema.state_dict()} if ema is not None else {}),
-            **({"encoder": encoder.state_dict()} if encoder is not None else {}),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "text_norm": norm.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            **({"rng_cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
-        })
-        pipe.save_pretrained(Path(run_dir) / MODEL_DIR_NAME)
-        G.train()
+        rng = distributed.gather(dist, _rng_state(device))  # every rank's, for an exact resume
+        digests = distributed.gather(dist, distributed.digest(G) + distributed.digest(D)) if dist.world > 1 else []
+        if dist.main:
+            if len(set(digests)) > 1:
+                raise RuntimeError(f"step {step}: the {dist.world} replicas' weights differ (digests {digests}); "
+                                   "the run is not data-parallel any more")
+            save_state(state_path, {
+                "stage": stage, "step": step, "elapsed_s": elapsed, "config": to_dict(cfg),
+                "generator": G.state_dict(), "discriminator": D.state_dict(),
+                **({"ema": ema.state_dict()} if ema is not None else {}),
+                **({"encoder": encoder.state_dict()} if encoder is not None else {}),
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), **updater.state_dict(),
+                "text_norm": norm.state_dict(), **rng[0], "rng_ranks": rng, "world_size": dist.world,
+                "replica_digests": digests,
+            })
+            pipe.save_pretrained(Path(run_dir) / MODEL_DIR_NAME)
+            G.train()
         return state_path
 
-    def d_view(x: torch.Tensor) -> torch.Tensor:  # what D sees: optionally augmented (stackgan.augment)
-        return augment_for_d(x, sc.d_translate, sc.d_noise) if sc.d_translate or sc.d_noise else x
-
-    sums = 0  # the logged losses as one tensor, summed on the device since the last log, read at log time
+    sums = torch.zeros(len(LOGGED), device=device)  # the logged losses, summed since the last log, read at log time
     pbar = tqdm(total=last_step, initial=step, disable=not progress, desc=f"stage {stage}", unit="step",
                 dynamic_ncols=True)
     t_start, t_log, step_log = time.monotonic() - elapsed, time.monotonic(), step
+    spent = budget is not None and elapsed >= budget  # (a resumed run's elapsed is the same on every rank)
     try:
-        while (last_step is None or step < last_step) and (budget is None or elapsed < budget):
+        while (last_step is None or step < last_step) and not spent:
             # --- learning-rate schedule: halve every lr_decay_epochs -----------------------------
             decay = 0.5 ** math.floor(step / per_epoch / sc.lr_decay_epochs) if sc.lr_decay_epochs else 1.0
             for opt, lr in ((opt_g, sc.lr_g), (opt_d, sc.lr_d)):
                 for group in opt.param_groups:
                     group["lr"] = lr * decay
 
-            # --- fetch batch ---------------------------------------------------------------------
-            real, text, wrong = data.batch(step, sc.batch_size)  # [B, 3, r, r], [B, D], [B, D]
+            # --- fetch batch: this rank's share of the step's batch ------------------------------
+            real, text, wrong = data.batch(step, sc.batch_size, dist.rank, dist.world)  # [B, 3, r, r], [B, D] x 2
             real = real.to(device, memory_format=fmt, non_blocking=True)
             text, wrong = text.to(device), wrong.to(device)
             z = torch.randn(len(text), cfg.model.z_dim, device=device)  # [B, z]
 
-            # --- update D: (real, right) -> 1, (real, wrong) and (fake, right) -> 0 ---------------
-            with autocast:
-                fake, mu, logvar = _forward_g(G, stage, z, text)  # [B, 3, r, r], [B, cond] x 2
-                if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
-                    right_t = mu.detach()
-                    with torch.no_grad():
-                        wrong_t = right_t.roll(1, 0) if cfg.data.wrong_pairs == "shift" else G.ca(wrong)[1]
-                else:
-                    right_t, wrong_t = text, wrong
-                h_real = D(d_view(real))  # [B, 8ndf, 4, 4]; computed once, used for right and wrong text
-                h_fake = D(d_view(fake.detach()))
-                uncond = stage == 2 and cfg.model.uncond_head2
-                d = discriminator_loss(
-                    D.cond_logits(h_real, right_t), D.cond_logits(h_real, wrong_t), D.cond_logits(h_fake, right_t),
-                    D.uncond_logits(h_real) if uncond else None, D.uncond_logits(h_fake) if uncond else None,
-                    kind=sc.gan_loss)
-            opt_d.zero_grad(set_to_none=True)
-            d["total"].backward()
-            opt_d.step()
-
-            # --- update G: fool D with the right text, keep CA close to N(0, I) ------------------
-            with autocast:
-                h_fake = D(d_view(fake))
-                g_adv = generator_loss(D.cond_logits(h_fake, right_t), D.uncond_logits(h_fake) if uncond else None,
-                                       sc.gan_loss)
-                kl = kl_loss(mu, logvar)
-                g_total = g_adv + sc.kl_weight * kl
-                match = (matcher.loss(fake, text, cfg.data.matcher_hard) if matcher is not None
-                         else torch.zeros((), device=device))
-                g_total = g_total + sc.match_weight * match
-                recon = latent_kl = torch.zeros((), device=device)
-                if encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z
-                    z_mu, z_logvar = encoder(_low_res(real), text)  # [B, z] x 2
-                    redrawn, _, _ = _forward_g(G, stage, encoder.sample(z_mu, z_logvar), text)
-                    recon = F.l1_loss(redrawn.float(), real.float())
-                    g_total = g_total + sc.recon_weight * recon
-                    if stage == 1:
-                        latent_kl = kl_loss(z_mu, z_logvar)
-                        g_total = g_total + sc.latent_kl_weight * latent_kl
-            opt_g.zero_grad(set_to_none=True)
-            g_total.backward()
-            opt_g.step()
-            if ema is not None:
-                ema.update_parameters(G)
+            # --- update D, then G, then G's moving average (training/step.py) -------------------
+            sums += updater(real, text, wrong, z)
             step += 1
             elapsed = time.monotonic() - t_start
             pbar.update(1)
-            logged = {"D/total": d["total"], "D/real": d["real"], "D/wrong": d["wrong"], "D/fake": d["fake"],
-                      "G/adv": g_adv, "G/kl": kl, "G/match": match, "G/recon": recon, "G/latent_kl": latent_kl}
-            sums = sums + torch.stack(list(logged.values())).detach()
 
             # --- log, sample, checkpoint ---------------------------------------------------------
             if step % sc.log_every == 0:
                 n = step - step_log
-                means = dict(zip(logged, (sums / n).tolist()))
-                for name, v in means.items():
-                    writer.add_scalar(name, v, step)
-                rate = n * sc.batch_size / (time.monotonic() - t_log)
-                writer.add_scalar("lr/g", opt_g.param_groups[0]["lr"], step)
-                writer.add_scalar("speed/images_per_s", rate, step)
-                shown = {"D": means["D/total"], "G": means["G/adv"], "KL": means["G/kl"]}
-                if matcher is not None:
-                    shown["match"] = means["G/match"]
-                if encoder is not None:
-                    shown["recon"] = means["G/recon"]
-                pbar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()} | {"img_s": f"{rate:.0f}"})
-                if budget is not None:  # show an ETA for the time budget too
-                    est = step + int((budget - elapsed) / max(elapsed / max(step, 1), 1e-6))
-                    pbar.total = est if last_step is None else min(last_step, est)
-                sums = 0
+                means = dict(zip(LOGGED, (distributed.mean(dist, sums) / n).tolist()))
+                rate = n * sc.batch_size * dist.world / (time.monotonic() - t_log)
+                if dist.main:
+                    _log(writer, pbar, means, step, rate, opt_g.param_groups[0]["lr"], matcher is not None,
+                         encoder is not None)
+                    if budget is not None:  # show an ETA for the time budget too
+                        est = step + int((budget - elapsed) / max(elapsed / max(step, 1), 1e-6))
+                        pbar.total = est if last_step is None else min(last_step, est)
+                sums.zero_()
                 t_log, step_log = time.monotonic(), step
-            if step % sc.sample_every == 0:
+            if dist.main and step % sc.sample_every == 0:
                 sheet.write(G_sample, step, writer)
             if step % sc.checkpoint_every == 0:
                 checkpoint()
+            # the time budget: every step alone; every log_every steps when ranks must agree
+            if budget is not None and (dist.world == 1 or step % sc.log_every == 0):
+                spent = distributed.any_rank(dist, elapsed >= budget, device)
     except KeyboardInterrupt:
         pbar.write(f"interrupted at step {step}: writing a checkpoint you can --resume")
-        checkpoint()
+        if dist.world == 1:
+            checkpoint()
         raise
     finally:
         pbar.close()
-    sheet.write(G_sample, step, writer)
+    if dist.main:
+        sheet.write(G_sample, step, writer)
     checkpoint()
-    writer.close()
-    print(f"stage {stage}: {step} steps in {elapsed / 60:.1f} min; state {state_path}; "
-          f"model {Path(run_dir) / MODEL_DIR_NAME}")
+    if dist.main:
+        writer.close()
+        replicas = f" on {dist.world} processes (replica weights identical)" if dist.world > 1 else ""
+        print(f"stage {stage}: {step} steps in {elapsed / 60:.1f} min{replicas}; state {state_path}; "
+              f"model {Path(run_dir) / MODEL_DIR_NAME}")
     return state_path
+
+
+def _rng_state(device: torch.device) -> dict:
+    return {"rng_cpu": torch.get_rng_state(),
+            **({"rng_cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})}
+
+
+def _restore_rng(state: dict, dist: distributed.Dist, device: torch.device) -> None:
+    """This rank's random state from a checkpoint; with another number of processes than saved it,
+    ranks beyond rank 0 start from fresh seeds (the run continues, not bit-exactly)."""
+    ranks = state.get("rng_ranks") or [{k: state[k] for k in ("rng_cpu", "rng_cuda") if k in state}]
+    if dist.rank < len(ranks) and state.get("world_size", 1) == dist.world:
+        mine = ranks[dist.rank]
+    elif dist.main:
+        mine = ranks[0]
+    else:
+        return
+    torch.set_rng_state(mine["rng_cpu"])
+    if device.type == "cuda" and "rng_cuda" in mine:
+        torch.cuda.set_rng_state(mine["rng_cuda"], device)
+
+
+def _log(writer, pbar, means: dict, step: int, rate: float, lr: float, matcher: bool, encoder: bool) -> None:
+    for name, v in means.items():
+        writer.add_scalar(name, v, step)
+    writer.add_scalar("lr/g", lr, step)
+    writer.add_scalar("speed/images_per_s", rate, step)
+    shown = {"D": means["D/total"], "G": means["G/adv"], "KL": means["G/kl"]}
+    if matcher:
+        shown["match"] = means["G/match"]
+    if encoder:
+        shown["recon"] = means["G/recon"]
+    pbar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()} | {"img_s": f"{rate:.0f}"})

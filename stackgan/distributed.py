@@ -1,0 +1,107 @@
+"""Data-parallel training through torch.distributed, launched by torchrun.
+
+``torchrun --nproc_per_node N -m stackgan train ...`` sets ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK``; :func:`setup` joins the process group from them (NCCL on GPUs, Gloo on CPUs).
+Without a launcher there is no process group and everything below acts as world size 1.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """The process that writes logs, samples and checkpoints."""
+        return self.rank == 0
+
+
+def setup(device: str | None) -> tuple[Dist, torch.device]:
+    """Join the launcher's process group (if any) and pick this process's device.
+
+    ``device`` None means CUDA when available; under a launcher a CUDA device becomes
+    ``cuda:LOCAL_RANK``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if world > 1 and dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world == 1:
+        return Dist(), dev
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank), dev
+
+
+def cleanup(info: Dist) -> None:
+    if info.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def main_first(info: Dist) -> Iterator[None]:
+    """Rank 0 runs the block first (it may write caches); the others run it after, reading them."""
+    if info.world > 1 and not info.main:
+        dist.barrier()
+    yield
+    if info.world > 1 and info.main:
+        dist.barrier()
+
+
+def mean(info: Dist, t: torch.Tensor) -> torch.Tensor:
+    """The mean of ``t`` over all ranks."""
+    if info.world == 1:
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t / info.world
+
+
+def any_rank(info: Dist, flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on one (so all ranks stop at the same step)."""
+    if info.world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def gather(info: Dist, obj: Any) -> list:
+    """``obj`` of every rank, in rank order (picklable values made by this program only)."""
+    if info.world == 1:
+        return [obj]
+    out: list = [None] * info.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a DistributedDataParallel (or torch.compile) wrapper."""
+    while hasattr(module, "module") or hasattr(module, "_orig_mod"):
+        module = getattr(module, "module", None) or module._orig_mod
+    return module
+
+
+def digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a network's parameters (names, shapes and bytes): equal on every rank while the
+    replicas are in step."""
+    h = hashlib.sha256()
+    for name, p in unwrap(module).named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

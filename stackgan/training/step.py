@@ -1,0 +1,129 @@
+"""One training step of one stage: update D on matching-aware pairs, then G (and its EMA).
+
+Used by the training loop and by ``benchmarks/train_step.py``, so the benchmark times exactly
+what training runs.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from ..augment import augment_for_d
+from ..config import Config
+from ..distributed import unwrap
+from ..losses import discriminator_loss, generator_loss, kl_loss
+
+LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl")
+
+
+def _forward_g(G, stage: int, z, text):
+    if stage == 1:
+        fake, mu, logvar = G(z, text)
+    else:
+        _, fake, mu, logvar = G(z, text)
+    return fake, mu, logvar
+
+
+def _low_res(real: torch.Tensor) -> torch.Tensor:
+    """The 64x64 version of a real batch (area averaging, as the data set makes its 64 px images)."""
+    return real if real.shape[-1] == 64 else F.interpolate(real, size=64, mode="area")
+
+
+class Updater:
+    """``updater(real, text, wrong, z)`` runs one D update and one G update and returns the
+    logged losses as one tensor ``[len(LOGGED)]``, left on the device (reading it would wait for
+    the device; the loop reads the sum every ``log_every`` steps).
+
+    ``G`` and ``D`` may be wrapped (DistributedDataParallel, torch.compile): they run the forward
+    passes that update their own weights. ``D_for_g`` is the network D that scores fakes in the
+    G update, with D's weights frozen there (no weight gradients, no gradient all-reduce); by
+    default ``D`` unwrapped. Precision ``bf16`` runs the networks under bf16 autocast;
+    ``fp16`` under fp16 autocast with one gradient scaler per network. Losses are fp32.
+    """
+
+    def __init__(self, cfg: Config, stage: int, G, D, opt_g, opt_d, *, device: torch.device,
+                 encoder=None, matcher=None, ema=None, D_for_g=None):
+        self.cfg, self.stage, self.sc = cfg, stage, cfg.stage(stage)
+        self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
+        self.D_for_g = D_for_g if D_for_g is not None else unwrap(D)
+        self.encoder, self.matcher, self.ema, self.device = encoder, matcher, ema, device
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+        fp16 = cfg.precision == "fp16"
+        self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
+
+    def state_dict(self) -> dict:
+        return {"scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("scaler_g"):
+            self.scaler_g.load_state_dict(state["scaler_g"])
+        if state.get("scaler_d"):
+            self.scaler_d.load_state_dict(state["scaler_d"])
+
+    def _d_view(self, x: torch.Tensor) -> torch.Tensor:  # what D sees: optionally augmented (stackgan.augment)
+        sc = self.sc
+        return augment_for_d(x, sc.d_translate, sc.d_noise) if sc.d_translate or sc.d_noise else x
+
+    def __call__(self, real: torch.Tensor, text: torch.Tensor, wrong: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        cfg, sc, stage = self.cfg, self.sc, self.stage
+        G, D, D_heads = self.G, self.D, unwrap(self.D)
+
+        # --- update D: (real, right) -> 1, (real, wrong) and (fake, right) -> 0 ---------------
+        with self.autocast():
+            fake, mu, logvar = _forward_g(G, stage, z, text)  # [B, 3, r, r], [B, cond] x 2
+            if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
+                right_t = mu.detach()
+                with torch.no_grad():
+                    wrong_t = right_t.roll(1, 0) if cfg.data.wrong_pairs == "shift" else unwrap(G).ca(wrong)[1]
+            else:
+                right_t, wrong_t = text, wrong
+            h_real = D(self._d_view(real))  # [B, 8ndf, 4, 4]; computed once, used for right and wrong text
+            h_fake = D(self._d_view(fake.detach()))
+            uncond = stage == 2 and cfg.model.uncond_head2
+            d = discriminator_loss(
+                D_heads.cond_logits(h_real, right_t), D_heads.cond_logits(h_real, wrong_t),
+                D_heads.cond_logits(h_fake, right_t),
+                D_heads.uncond_logits(h_real) if uncond else None, D_heads.uncond_logits(h_fake) if uncond else None,
+                kind=sc.gan_loss)
+        self.scaler_d.scale(d["total"]).backward()
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+        self.opt_d.zero_grad(set_to_none=True)  # free D's gradients while G's update runs
+
+        # --- update G: fool D with the right text, keep CA close to N(0, I) ------------------
+        zero = torch.zeros((), device=self.device)
+        D_heads.requires_grad_(False)  # gradients flow through D to G; D's own are not needed
+        try:
+            with self.autocast():
+                h_fake = self.D_for_g(self._d_view(fake))
+                g_adv = generator_loss(D_heads.cond_logits(h_fake, right_t),
+                                       D_heads.uncond_logits(h_fake) if uncond else None, sc.gan_loss)
+                kl = kl_loss(mu, logvar)
+                g_total = g_adv + sc.kl_weight * kl
+                match = self.matcher.loss(fake, text, cfg.data.matcher_hard) if self.matcher is not None else zero
+                g_total = g_total + sc.match_weight * match
+                recon = latent_kl = zero
+                if self.encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z
+                    z_mu, z_logvar = self.encoder(_low_res(real), text)  # [B, z] x 2
+                    redrawn, _, _ = _forward_g(G, stage, self.encoder.sample(z_mu, z_logvar), text)
+                    recon = F.l1_loss(redrawn.float(), real.float())
+                    g_total = g_total + sc.recon_weight * recon
+                    if stage == 1:
+                        latent_kl = kl_loss(z_mu, z_logvar)
+                        g_total = g_total + sc.latent_kl_weight * latent_kl
+        finally:
+            D_heads.requires_grad_(True)
+        self.scaler_g.scale(g_total).backward()
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        self.opt_g.zero_grad(set_to_none=True)
+
+        # --- EMA of G's weights -----------------------------------------------------------------
+        if self.ema is not None:
+            self.ema.update_parameters(unwrap(G))
+        return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], g_adv, kl, match, recon,
+                            latent_kl]).detach().float()  # [len(LOGGED)]

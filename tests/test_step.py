@@ -1,0 +1,100 @@
+"""The training step: precision switches, torch.compile, and no waiting for the device in it."""
+import os
+import traceback
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.optim.swa_utils import AveragedModel
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from stackgan.checkpoint import load_state
+from stackgan.config import apply_overrides, get_preset
+from stackgan.models.build import build_discriminator, build_generator
+from stackgan.training import train
+from stackgan.training.step import LOGGED, Updater
+
+from conftest import TINY
+
+# aten ops that copy a value from the device to the host (item(), bool(t), data-dependent shapes)
+SYNCING = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+           torch.ops.aten.masked_select.default}
+
+
+class HostReads(TorchDispatchMode):
+    """Counts syncing ops, except reads of host tensors by design: the optimizers' step counters
+    and AveragedModel's ``n_averaged`` (created on the CPU and never moved; swa_utils reads it)."""
+
+    def __init__(self, allowed: list[torch.Tensor]):
+        super().__init__()
+        self.allowed, self.calls = allowed, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in SYNCING and not any(args[0] is t for t in self.allowed):
+            if not any(f.filename.endswith(os.path.join("torch", "optim", "swa_utils.py"))
+                       for f in traceback.extract_stack()):
+                self.calls.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("stage,precision", [(1, "fp32"), (1, "bf16"), (2, "fp32")])
+def test_step_reads_nothing_back_from_the_device(stage, precision):
+    cfg = apply_overrides(get_preset("fast"), TINY + [f"precision={precision}", "model.text_dim=12"])
+    torch.manual_seed(0)
+    G, D = build_generator(cfg.model, stage), build_discriminator(cfg.model, stage)
+    opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], 2e-4, (0.5, 0.999), fused=True)
+    opt_d = torch.optim.Adam(D.parameters(), 2e-4, (0.5, 0.999), fused=True)  # as the training loop
+    ema = AveragedModel(G, use_buffers=True)
+    updater = Updater(cfg, stage, G, D, opt_g, opt_d, device=torch.device("cpu"), ema=ema)
+    r = 64 if stage == 1 else 256
+    batch = (torch.rand(2, 3, r, r) * 2 - 1, torch.randn(2, 12), torch.randn(2, 12), torch.randn(2, cfg.model.z_dim))
+    first = updater(*batch)  # creates the optimizer state
+    assert ema.n_averaged.device.type == "cpu"  # a host counter also when G lives on a GPU
+    steps = [s["step"] for opt in (opt_g, opt_d) for s in opt.state.values()]
+    with HostReads(steps) as reads:
+        losses = updater(*batch)
+    assert reads.calls == []
+    assert losses.shape == (len(LOGGED),) and torch.isfinite(losses).all() and not torch.equal(first, losses)
+
+
+def test_the_watcher_sees_a_host_read():
+    with HostReads([]) as reads:
+        x = torch.randn(4)
+        if (x > 10).any():  # bool() of a tensor: a read from the device
+            pass
+    assert reads.calls
+
+
+def test_d_weights_get_no_gradient_from_the_g_update():
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY + ["model.text_dim=12"])
+    G, D = build_generator(cfg.model, 1), build_discriminator(cfg.model, 1)
+    opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
+    computed = {}
+    for net, params in (("G", G.named_parameters()), ("D", D.named_parameters())):
+        for name, p in params:
+            key = f"{net}.{name}"
+            computed[key] = 0
+            p.register_hook(lambda grad, key=key: computed.__setitem__(key, computed[key] + 1))
+    Updater(cfg, 1, G, D, opt_g, opt_d, device=torch.device("cpu"))(
+        torch.rand(2, 3, 64, 64), torch.randn(2, 12), torch.randn(2, 12), torch.randn(2, cfg.model.z_dim))
+    assert {v for k, v in computed.items() if k.startswith("D.")} == {1}  # D's own update only; none in G's
+    assert {v for k, v in computed.items() if k.startswith("G.")} == {1}  # G's update, through D
+    assert all(p.requires_grad for p in D.parameters())  # unfrozen again for the next D update
+    assert all(p.grad is None for p in [*G.parameters(), *D.parameters()])  # freed after each update
+
+
+def test_fp16_trains_with_gradient_scalers_and_resumes(tiny_shapes, tmp_path):
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY + ["precision=fp16"])
+    train(replace(cfg, stage1=replace(cfg.stage1, max_steps=2)), tiny_shapes, tmp_path, 1, progress=False)
+    state = load_state(tmp_path / "stage1" / "state.pt")
+    assert state["scaler_g"]["scale"] > 0 and state["scaler_d"]["scale"] > 0
+    assert all(torch.isfinite(v).all() for v in state["generator"].values() if v.is_floating_point())
+    train(cfg, tiny_shapes, tmp_path, 1, resume=True, max_steps=3, progress=False)
+    assert load_state(tmp_path / "stage1" / "state.pt")["step"] == 3
+
+
+def test_compiled_networks_train(tiny_shapes, tmp_path):
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY + ["compile=true", "stage1.max_steps=2"])
+    train(cfg, tiny_shapes, tmp_path, 1, progress=False)
+    state = load_state(tmp_path / "stage1" / "state.pt")
+    assert state["step"] == 2 and not any(k.startswith("_orig_mod") for k in state["generator"])
