@@ -96,7 +96,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, help="batch size of this stage")
     t.add_argument("--max-steps", type=int, help="stop after this many steps of this stage")
     t.add_argument("--minutes", type=float, help="wall-clock budget of this stage (0: none)")
-    t.add_argument("--resume", action="store_true", help="continue RUN/stage<N>/state.pt")
+    t.add_argument("--seed", type=int, help="random seed of the run: weights, data order, noise (config `seed`)")
+    t.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="write RUN/stage<N>/state.pt every N steps (and keep the last stage<N>.keep_checkpoints "
+                        "in RUN/stage<N>/checkpoints/)")
+    t.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels only: the same seed gives bit-identical weights on the same "
+                        "machine, also across a kill and --resume (may be slower)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue RUN/stage<N>/state.pt: step, optimizers, random state, time spent "
+                        "(SIGINT / SIGTERM write it before stopping)")
     t.add_argument("--stage1", type=Path, help="Stage-I state file for Stage II (default RUN/stage1/state.pt)")
     t.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
@@ -188,8 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import commands  # heavy imports (torch) only once the arguments are valid
 
+    from .signals import TrainingStopped
+
     try:
         return getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args) or 0
+    except TrainingStopped as e:  # SIGINT / SIGTERM: the checkpoint is written; stop without a traceback
+        print(f"stackgan {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         print(f"stackgan {args.command}: error: {e}", file=sys.stderr)
         return 2

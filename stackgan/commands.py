@@ -39,10 +39,15 @@ def resolve_config(args):
         cfg = load_yaml(args.config, base=cfg)
     cfg = apply_overrides(cfg, args.set)
     stage = f"stage{args.stage}"
-    for flag, key in (("batch_size", "batch_size"), ("max_steps", "max_steps"), ("minutes", "minutes")):
-        value = getattr(args, flag)
+    for flag, key in (("batch_size", "batch_size"), ("max_steps", "max_steps"), ("minutes", "minutes"),
+                      ("checkpoint_every", "checkpoint_every")):
+        value = getattr(args, flag, None)
         if value is not None:
             cfg = apply_overrides(cfg, [f"{stage}.{key}={value}"])
+    if getattr(args, "seed", None) is not None:
+        cfg = apply_overrides(cfg, [f"seed={args.seed}", f"data.seed={args.seed}"])
+    if getattr(args, "deterministic", False):
+        cfg = apply_overrides(cfg, ["deterministic=true"])
     return cfg
 
 

@@ -51,6 +51,7 @@ class StageConfig:
     log_every: int = 50
     sample_every: int = 500
     checkpoint_every: int = 1000
+    keep_checkpoints: int = 3  # RUN/stage<N>/checkpoints/ keeps this many of the newest (state.pt is the newest)
     # not in the paper (fast recipe switches; 0 = off):
     match_weight: float = 0.0  # G also minimizes an image-text matching loss (stackgan.matching)
     ema_decay: float = 0.0  # sample and save an exponential moving average of G's weights
@@ -88,6 +89,7 @@ class Config:
     channels_last: bool = True
     compile: bool = False  # torch.compile G and D (the first steps take longer while it compiles)
     sync_batchnorm: bool = False  # multi-GPU: BatchNorm statistics over all processes' batches (CUDA only)
+    deterministic: bool = False  # deterministic kernels only (torch.use_deterministic_algorithms); may be slower
     seed: int = 0
 
     def stage(self, n: int) -> StageConfig:
@@ -258,7 +260,7 @@ def validate(cfg: Config) -> Config:
                 raise ConfigError(f"stage{n}.{name} must be >= 0, got {getattr(s, name)}")
         if not 0 <= s.ema_decay < 1:
             raise ConfigError(f"stage{n}.ema_decay must be in [0, 1), got {s.ema_decay}")
-        for name in ("log_every", "sample_every", "checkpoint_every"):
+        for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(s, name) < 1:
                 raise ConfigError(f"stage{n}.{name} must be >= 1, got {getattr(s, name)}")
     return cfg

@@ -1,3 +1,4 @@
+from ..signals import TrainingStopped
 from .loop import train
 
-__all__ = ["train"]
+__all__ = ["TrainingStopped", "train"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,9 @@ from ..matching import load_or_train_matcher
 from ..models.build import build_discriminator, build_generator
 from ..models.encoder import LatentEncoder
 from ..pipeline import MODEL_DIR_NAME, StackGANPipeline
-from ..checkpoint import STATE_NAME, load_state, sampling_weights, save_state, stage_dir
+from ..signals import StopRequests, TrainingStopped
+from ..checkpoint import (KEPT_DIR, STATE_NAME, CheckpointError, load_latest, load_state, remove_partial_writes,
+                          sampling_weights, stage_dir, write_checkpoint)
 from ..text.norm import TextNorm
 from .data import load_train_data
 from .samples import SampleSheet
@@ -71,10 +74,14 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
     out = stage_dir(run_dir, stage)
     state_path = out / STATE_NAME
     state = None
-    if state_path.exists():
+    if state_path.exists() or (out / KEPT_DIR).exists():
         if not resume:
             raise FileExistsError(f"{state_path} exists: pass --resume to continue it, or choose another --out")
-        state = load_state(state_path)
+        if dist.main:
+            remove_partial_writes(out)  # temp files of a write that a kill interrupted
+        state, found = load_latest(out)
+        if found != state_path and dist.main:
+            print(f"warning: {state_path} is unreadable; resuming from {found} (step {state['step']})")
         cfg = from_dict(state["config"])  # the run's own configuration wins over presets on resume
     s1 = None
     if stage == 2:
@@ -86,6 +93,10 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
         s1_model = from_dict(s1["config"]).model
         cfg = replace(cfg, model=replace(cfg.model, **{k: getattr(s1_model, k) for k in STAGE1_FIELDS}),
                       data=replace(cfg.data, text_encoder=from_dict(s1["config"]).data.text_encoder))
+    if cfg.deterministic:  # (a resumed run: as its saved configuration says)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts, before any GPU work
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     limits = {k: v for k, v in (("max_steps", max_steps), ("minutes", minutes)) if v is not None}
     cfg = replace(cfg, **{f"stage{stage}": replace(cfg.stage(stage), **limits)})
     sc = cfg.stage(stage)
@@ -186,7 +197,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
             if len(set(digests)) > 1:
                 raise RuntimeError(f"step {step}: the {dist.world} replicas' weights differ (digests {digests}); "
                                    "the run is not data-parallel any more")
-            save_state(state_path, {
+            write_checkpoint(out, {
                 "stage": stage, "step": step, "elapsed_s": elapsed, "config": to_dict(cfg),
                 "generator": G.state_dict(), "discriminator": D.state_dict(),
                 **({"ema": ema.state_dict()} if ema is not None else {}),
@@ -194,17 +205,24 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), **updater.state_dict(),
                 "text_norm": norm.state_dict(), **rng[0], "rng_ranks": rng, "world_size": dist.world,
                 "replica_digests": digests,
-            })
-            pipe.save_pretrained(Path(run_dir) / MODEL_DIR_NAME)
+            }, sc.keep_checkpoints)
+            try:
+                pipe.save_pretrained(Path(run_dir) / MODEL_DIR_NAME)
+            except OSError as e:
+                raise CheckpointError(f"step {step}: wrote {state_path} but not the model folder "
+                                      f"{Path(run_dir) / MODEL_DIR_NAME} ({e.strerror or e}); its previous files "
+                                      "are unchanged; free space and --resume (or `stackgan export`)") from e
             G.train()
         return state_path
 
+    stop = StopRequests()
     sums = torch.zeros(len(LOGGED), device=device)  # the logged losses, summed since the last log, read at log time
     pbar = tqdm(total=last_step, initial=step, disable=not progress, desc=f"stage {stage}", unit="step",
                 dynamic_ncols=True)
     t_start, t_log, step_log = time.monotonic() - elapsed, time.monotonic(), step
     spent = budget is not None and elapsed >= budget  # (a resumed run's elapsed is the same on every rank)
     try:
+        stop.install()
         while (last_step is None or step < last_step) and not spent:
             # --- learning-rate schedule: halve every lr_decay_epochs -----------------------------
             decay = 0.5 ** math.floor(step / per_epoch / sc.lr_decay_epochs) if sc.lr_decay_epochs else 1.0
@@ -241,19 +259,24 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
                 sheet.write(G_sample, step, writer)
             if step % sc.checkpoint_every == 0:
                 checkpoint()
-            # the time budget: every step alone; every log_every steps when ranks must agree
-            if budget is not None and (dist.world == 1 or step % sc.log_every == 0):
-                spent = distributed.any_rank(dist, elapsed >= budget, device)
+            # the time budget and SIGINT / SIGTERM: every step alone; every log_every steps when ranks must agree
+            if dist.world == 1 or step % sc.log_every == 0:
+                over = (budget is not None and elapsed >= budget) or stop.signum is not None
+                spent = distributed.any_rank(dist, over, device)
     except KeyboardInterrupt:
-        pbar.write(f"interrupted at step {step}: writing a checkpoint you can --resume")
-        if dist.world == 1:
-            checkpoint()
+        pbar.write(f"interrupted twice at step {step}: stopped without a checkpoint; --resume continues from "
+                   f"the last one ({state_path})")
         raise
     finally:
+        stop.restore()
         pbar.close()
     if dist.main:
         sheet.write(G_sample, step, writer)
     checkpoint()
+    if stop.signum is not None:
+        if dist.main:
+            writer.close()
+        raise TrainingStopped(stop.signum, step, state_path)
     if dist.main:
         writer.close()
         replicas = f" on {dist.world} processes (replica weights identical)" if dist.world > 1 else ""
