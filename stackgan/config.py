@@ -51,6 +51,7 @@ class StageConfig:
     log_every: int = 50
     sample_every: int = 500
     checkpoint_every: int = 1000
+    on_divergence: str = "stop"  # non-finite losses / weights: stop, or rollback to the last checkpoint at half the lr
     keep_checkpoints: int = 3  # RUN/stage<N>/checkpoints/ keeps this many of the newest (state.pt is the newest)
     # not in the paper (fast recipe switches; 0 = off):
     match_weight: float = 0.0  # G also minimizes an image-text matching loss (stackgan.matching)
@@ -131,6 +132,7 @@ CHOICES = {
     "augment": ("none", "crop_flip"),
     "precision": ("fp32", "bf16", "fp16"),
     "gan_loss": ("bce", "hinge"),
+    "on_divergence": ("stop", "rollback"),
 }
 
 
@@ -192,7 +194,12 @@ def apply_overrides(cfg: Config, items: list[str]) -> Config:
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: {key!r} is not a setting name (section.key)")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not a YAML scalar ({str(e).splitlines()[0]})") from e
         cfg = _merge(cfg, nested, "override")
     return validate(cfg)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def read_manifest(data_dir: str | Path, split: str) -> list[dict]:
     return records
 
 
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # PIL's own warning limit (about 9,500 x 9,500)
+
+
 def bird_crop_box(bbox, width: int, height: int) -> tuple[int, int, int, int]:
     """The StackGAN authors' CUB crop: a square of half-side ``R = 0.75 * max(w, h)`` around the
     box centre (side 1.5 * max(w, h)), clamped to the image; returns (left, top, right, bottom)."""
@@ -94,8 +98,16 @@ def load_image(path: Path, size: int, bbox=None) -> np.ndarray:
 def load_image_sizes(path: Path, sizes, bbox=None) -> list[np.ndarray]:
     """``load_image`` at several sizes from one decode."""
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # PIL warns of big images on opening; they are refused below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            if im.width * im.height > MAX_PIXELS:  # read from the header, before decoding anything
+                raise DataError(f"{path}: {im.width} x {im.height} pixels is over the limit of {MAX_PIXELS:,} "
+                                "(a decompression bomb, or an image to shrink first)")
             im.load()
+            if im.mode in ("I;16", "I;16L", "I;16B", "I"):  # 16-bit gray: keep the high byte, do not clip
+                im = Image.fromarray((np.clip(np.asarray(im, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8))
             if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
                 im = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -115,7 +127,10 @@ def load_image_sizes(path: Path, sizes, bbox=None) -> list[np.ndarray]:
                 out.append(np.asarray(sized, dtype=np.uint8).transpose(2, 0, 1))  # [3, size, size]
     except FileNotFoundError as e:
         raise DataError(f"{path}: image file not found") from e
-    except (OSError, SyntaxError, ValueError) as e:  # PIL: unknown format, truncated or corrupt data
+    except DataError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # PIL: unknown format, truncated
+        #   or corrupt data
         raise DataError(f"{path}: not a readable image ({e})") from e
     return out
 

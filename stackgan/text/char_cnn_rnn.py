@@ -195,6 +195,8 @@ class CharCnnRnnEncoder(TextEncoder):
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+        from .encoders import warn_truncated
+        warn_truncated(sum(len(t) > MAX_CHARS for t in texts), MAX_CHARS, "characters")
         out = [self.net(one_hot(list(texts[i:i + batch_size])))
                for i in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="char-CNN-RNN", unit="batch")]
         return torch.cat(out) if out else torch.zeros(0, self.dim)

@@ -14,6 +14,8 @@ An encoder has a ``name`` (stored in checkpoints and embedding caches), a ``dim`
 """
 from __future__ import annotations
 
+import warnings
+
 import os
 from abc import ABC, abstractmethod
 from typing import Sequence
@@ -53,10 +55,22 @@ class SentenceTransformerEncoder(TextEncoder):
 
     def encode(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
         texts = [clean_text(t) for t in texts]
+        limit = self.model.max_seq_length  # tokens, with [CLS] and [SEP]; a token covers at least one character
+        long = [t for t in texts if len(t) > limit - 2]
+        if long:
+            lengths = [len(ids) for ids in self.model.tokenizer(long, add_special_tokens=True)["input_ids"]]
+            warn_truncated(sum(n > limit for n in lengths), limit, "tokens")
         with torch.inference_mode():
             out = self.model.encode(texts, batch_size=batch_size, convert_to_tensor=True,
                                     show_progress_bar=progress)
         return out.float().cpu().clone()
+
+
+def warn_truncated(count: int, limit: int, unit: str) -> None:
+    """Long captions are cut to what the encoder reads; say so (a warning, on stderr)."""
+    if count:
+        warnings.warn(f"{count} caption(s) longer than the text encoder's {limit} {unit} were cut to their first "
+                      f"{limit} {unit}", stacklevel=3)
 
 
 def clean_text(text: str) -> str:

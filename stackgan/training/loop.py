@@ -25,6 +25,7 @@ from ..checkpoint import (KEPT_DIR, STATE_NAME, CheckpointError, load_latest, lo
 from ..text.norm import TextNorm
 from .data import load_train_data
 from .samples import SampleSheet
+from .monitor import CollapseWatch
 from .step import LOGGED, Updater
 
 STAGE1_FIELDS = ("text_dim", "z_dim", "cond_dim", "ngf1", "ca_variant")
@@ -147,8 +148,9 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
         ema = AveragedModel(G, multi_avg_fn=_ema_update(sc.ema_decay), use_buffers=True)
     if dist.world > 1 and not dist.main:
         torch.manual_seed(cfg.seed * 10 + stage + 1_000_003 * dist.rank)  # each rank its own noise
-    step, elapsed = 0, 0.0
-    if state is not None:
+    step, elapsed, lr_scale, rollbacks = 0, 0.0, 1.0, 0
+
+    def restore(state: dict) -> None:  # the networks, optimizers and random state of a checkpoint
         G.load_state_dict(state["generator"])
         if encoder is not None and stage == 1:
             encoder.load_state_dict(state["encoder"])
@@ -157,8 +159,11 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
         D.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        step, elapsed = state["step"], state["elapsed_s"]
         _restore_rng(state, dist, device)
+
+    if state is not None:
+        restore(state)
+        step, elapsed, lr_scale = state["step"], state["elapsed_s"], state.get("lr_scale", 1.0)
 
     # the networks as the step runs them: one replica per process, optionally compiled
     G_run, D_run, D_for_g = G, D, D
@@ -171,6 +176,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
                       ema=ema, D_for_g=D_for_g)
     if state is not None:
         updater.load_state_dict(state)
+    watch = CollapseWatch(sc.log_every)
 
     per_epoch = len(data) // (sc.batch_size * dist.world)
     if per_epoch < 1:
@@ -189,6 +195,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
         (out / "config.yaml").write_text(to_yaml(cfg))
         writer = SummaryWriter(str(out / "tb"))
         sheet = SampleSheet(data_dir, norm, cfg, device, stage)
+        real_spread = sheet.real_spread(data_dir)
 
     def checkpoint() -> Path:
         rng = distributed.gather(dist, _rng_state(device))  # every rank's, for an exact resume
@@ -202,7 +209,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
                 "generator": G.state_dict(), "discriminator": D.state_dict(),
                 **({"ema": ema.state_dict()} if ema is not None else {}),
                 **({"encoder": encoder.state_dict()} if encoder is not None else {}),
-                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), **updater.state_dict(),
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), **updater.state_dict(), "lr_scale": lr_scale,
                 "text_norm": norm.state_dict(), **rng[0], "rng_ranks": rng, "world_size": dist.world,
                 "replica_digests": digests,
             }, sc.keep_checkpoints)
@@ -228,7 +235,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
             decay = 0.5 ** math.floor(step / per_epoch / sc.lr_decay_epochs) if sc.lr_decay_epochs else 1.0
             for opt, lr in ((opt_g, sc.lr_g), (opt_d, sc.lr_d)):
                 for group in opt.param_groups:
-                    group["lr"] = lr * decay
+                    group["lr"] = lr * decay * lr_scale  # lr_scale: halved by each divergence rollback
 
             # --- fetch batch: this rank's share of the step's batch ------------------------------
             real, text, wrong = data.batch(step, sc.batch_size, dist.rank, dist.world)  # [B, 3, r, r], [B, D] x 2
@@ -247,6 +254,29 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
                 n = step - step_log
                 means = dict(zip(LOGGED, (distributed.mean(dist, sums) / n).tolist()))
                 rate = n * sc.batch_size * dist.world / (time.monotonic() - t_log)
+                # --- divergence: non-finite losses or weights stop the run or roll it back ---------
+                bad = [k for k, v in means.items() if not math.isfinite(v)] or _nonfinite_weights(G, D)
+                if bad:
+                    what = ", ".join(f"{k} = {means.get(k, 'non-finite')}" for k in bad)
+                    if sc.on_divergence == "stop" or rollbacks >= MAX_ROLLBACKS or not state_path.exists():
+                        raise TrainingDiverged(
+                            f"stage {stage} diverged by step {step} (non-finite {what}); stopped. The last good "
+                            f"checkpoint is {state_path if state_path.exists() else 'not written yet'}"
+                            + ("" if sc.on_divergence == "stop" else f" ({rollbacks} rollbacks done)")
+                            + f"; stage{stage}.on_divergence=rollback goes back to it with half the learning rate")
+                    good, _ = load_latest(out)
+                    restore(good)
+                    updater.load_state_dict(good)
+                    step, lr_scale, rollbacks = good["step"], lr_scale * 0.5, rollbacks + 1
+                    pbar.write(f"warning: non-finite {what} by step {step + n}: rolled back to step {step} with "
+                               f"learning rates x{lr_scale:g} (rollback {rollbacks} of at most {MAX_ROLLBACKS})")
+                    pbar.n = step
+                    sums.zero_()
+                    t_log, step_log = time.monotonic(), step
+                    continue
+                for warning in watch.update(means, step):
+                    if dist.main:
+                        pbar.write(f"warning: {warning}")
                 if dist.main:
                     _log(writer, pbar, means, step, rate, opt_g.param_groups[0]["lr"], matcher is not None,
                          encoder is not None)
@@ -257,6 +287,8 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
                 t_log, step_log = time.monotonic(), step
             if dist.main and step % sc.sample_every == 0:
                 sheet.write(G_sample, step, writer)
+                for warning in watch.spread(sheet.spread, real_spread, step):
+                    pbar.write(f"warning: {warning}")
             if step % sc.checkpoint_every == 0:
                 checkpoint()
             # the time budget and SIGINT / SIGTERM: every step alone; every log_every steps when ranks must agree
@@ -283,6 +315,20 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
         print(f"stage {stage}: {step} steps in {elapsed / 60:.1f} min{replicas}; state {state_path}; "
               f"model {Path(run_dir) / MODEL_DIR_NAME}")
     return state_path
+
+
+MAX_ROLLBACKS = 3
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def _nonfinite_weights(*nets: torch.nn.Module) -> list[str]:
+    """Names of the networks with a non-finite weight (one read from the device for all)."""
+    norms = [torch.stack(torch._foreach_norm([p.detach() for p in net.parameters()])).sum() for net in nets]
+    finite = torch.isfinite(torch.stack(norms)).tolist()
+    return [name for name, ok in zip(("G weights", "D weights"), finite) if not ok]
 
 
 def _rng_state(device: torch.device) -> dict:

@@ -12,6 +12,7 @@ from PIL import Image
 from ..config import Config
 from ..pipeline import StackGANPipeline
 from ..viz import stage_sheet
+from .monitor import pixel_spread
 
 N_SAMPLES = 8
 
@@ -48,9 +49,19 @@ class SampleSheet:
         else:
             self.emb = text_norm(get_encoder(cfg.data.text_encoder).encode(self.captions))  # [n, D]
 
+    def real_spread(self, data_dir) -> float:
+        """The pixel spread (monitor.pixel_spread) of the sample split's first real images at 64 px."""
+        from ..data.manifest import load_image, read_manifest
+        records = read_manifest(data_dir, sample_split(data_dir))[:len(self.captions)]
+        return pixel_spread(torch.stack([torch.tensor(load_image(Path(data_dir) / r["image"], 64, r.get("bbox")))
+                                         for r in records]))
+
     def write(self, G, step: int, writer) -> Path:
+        """Write the sheet of ``step``; ``self.spread`` is then its Stage-I images' pixel spread."""
         pipe = StackGANPipeline(self.cfg, G, self.norm, self.stage)
         out = pipe.generate(self.captions, seed=0, embeddings=self.emb)
+        self.spread = pixel_spread(out["stage1"])
+        writer.add_scalar("monitor/sample_spread", self.spread, step)
         path = Path(writer.log_dir).parent / "samples" / f"step-{step:06d}.png"
         stage_sheet(out, self.captions, path, cell=128)
         with Image.open(path) as im:

@@ -15,7 +15,8 @@ from ..config import Config
 from ..distributed import unwrap
 from ..losses import discriminator_loss, generator_loss, kl_loss
 
-LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl")
+LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
+          "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
 
 
 def _forward_g(G, stage: int, z, text):
@@ -84,9 +85,9 @@ class Updater:
             h_real = D(self._d_view(real))  # [B, 8ndf, 4, 4]; computed once, used for right and wrong text
             h_fake = D(self._d_view(fake.detach()))
             uncond = stage == 2 and cfg.model.uncond_head2
+            real_logits, fake_logits = D_heads.cond_logits(h_real, right_t), D_heads.cond_logits(h_fake, right_t)
             d = discriminator_loss(
-                D_heads.cond_logits(h_real, right_t), D_heads.cond_logits(h_real, wrong_t),
-                D_heads.cond_logits(h_fake, right_t),
+                real_logits, D_heads.cond_logits(h_real, wrong_t), fake_logits,
                 D_heads.uncond_logits(h_real) if uncond else None, D_heads.uncond_logits(h_fake) if uncond else None,
                 kind=sc.gan_loss)
         self.scaler_d.scale(d["total"]).backward()
@@ -125,5 +126,6 @@ class Updater:
         # --- EMA of G's weights -----------------------------------------------------------------
         if self.ema is not None:
             self.ema.update_parameters(unwrap(G))
+        acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], g_adv, kl, match, recon,
-                            latent_kl]).detach().float()  # [len(LOGGED)]
+                            latent_kl, acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
