@@ -84,5 +84,9 @@ def test_pretrained_round_trip_and_determinism(trained_run, tmp_path):
     # image i depends on its own seed only: not on the other captions, nor on the batch size
     alone = loaded.generate(texts[1:], seed=6, batch_size=1)
     assert torch.equal(alone["stage2"][0], a["stage2"][1])
-    other = loaded.generate(texts, seed=6)
-    assert not torch.equal(other["stage1"][0], a["stage1"][0])  # a new seed, a new image
+    # a new seed, a new image (compared before rounding to uint8: a 4-step model's images are nearly flat)
+    emb = loaded.embed(texts[:1]).expand(2, -1)
+    z, eps1, _ = loaded.noise([5, 6])
+    with torch.no_grad():
+        low = loaded.generator.eval().stage1(z, emb, eps1)[0]  # [2, 3, 64, 64]
+    assert not torch.equal(low[0], low[1])

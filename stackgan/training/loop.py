@@ -267,8 +267,8 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
                     good, _ = load_latest(out)
                     restore(good)
                     updater.load_state_dict(good)
-                    step, lr_scale, rollbacks = good["step"], lr_scale * 0.5, rollbacks + 1
-                    pbar.write(f"warning: non-finite {what} by step {step + n}: rolled back to step {step} with "
+                    diverged_at, step, lr_scale, rollbacks = step, good["step"], lr_scale * 0.5, rollbacks + 1
+                    pbar.write(f"warning: non-finite {what} by step {diverged_at}: rolled back to step {step} with "
                                f"learning rates x{lr_scale:g} (rollback {rollbacks} of at most {MAX_ROLLBACKS})")
                     pbar.n = step
                     sums.zero_()
