@@ -44,6 +44,13 @@ EXAMPLES = {
   stackgan viz stages runs/demo "a yellow dotted triangle" --out out/stages.png
   stackgan viz nearest runs/demo "a pink star in the top left" --data data/shapes --out out/nearest.png
   stackgan viz curves runs/demo --out out/curves.png""",
+    "serve": """examples:
+  stackgan serve pretrained/shapes                    # http://127.0.0.1:8000/
+  stackgan serve runs/birds --examples captions.txt --port 8080
+  curl -s localhost:8000/api/generate -H 'Content-Type: application/json' -d '{"text": "a red circle", "n": 2, "seed": 0}'
+
+Binds to loopback only. To reach it from elsewhere, put it behind a reverse proxy, or use an
+SSH tunnel (ssh -L 8000:127.0.0.1:8000 host); --host 0.0.0.0 exposes it to the whole network.""",
     "demo": """examples:
   stackgan demo                          # what `make demo` runs
   stackgan demo --minutes 10 --out runs/quick""",
@@ -183,6 +190,15 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--stage", type=int, choices=(1, 2), help="ca / z / interp: which stage's images (default: highest)")
     v.add_argument("--data", type=Path, help="nearest: the data folder whose train images are searched")
+
+    w = sub.add_parser("serve", help="a web page and JSON API to try a model: type a sentence, see both stages",
+                       epilog=EXAMPLES["serve"], formatter_class=fmt)
+    w.add_argument("checkpoint", type=Path, help="run folder, model folder or state file")
+    w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    w.add_argument("--port", type=int, default=8000)
+    w.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more get 503 (default 64)")
+    w.add_argument("--examples", type=Path, help="example sentences for the page, one a line (default: Shapes ones)")
+    w.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
 
     m = sub.add_parser("demo", help="make Shapes, train both stages, sample and evaluate",
                        epilog=EXAMPLES["demo"], formatter_class=fmt)

@@ -228,3 +228,13 @@ def cmd_viz(args) -> int:
         path = figures.nearest(pipe, texts, args.data, args.out, k=n, seed=args.seed)
     print(f"wrote {path}")
     return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    if args.max_queue < 1:
+        raise ValueError(f"--max-queue must be at least 1, got {args.max_queue}")
+    serve(args.checkpoint, host=args.host, port=args.port, max_queue=args.max_queue, device=args.device,
+          examples_file=args.examples)
+    return 0

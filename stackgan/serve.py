@@ -1,0 +1,183 @@
+"""``stackgan serve``: a web page and a JSON API to try a trained model (FastAPI + uvicorn).
+
+The model is loaded once. Generation runs on one worker thread, one request after another, so
+concurrent users queue instead of oversubscribing the CPU; at most ``max_queue`` requests wait,
+more are refused with 503. Nothing from a request touches the file system: images go back as
+base64 PNGs inside the JSON answer.
+
+    POST /api/generate  {"text": "...", "n": 4, "seed": 0, "vary": "both"}
+    GET  /healthz       200 when the model is loaded
+    GET  /docs          the OpenAPI page FastAPI makes
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse
+from PIL import Image
+from pydantic import BaseModel, Field, field_validator
+
+MAX_CHARS = 300
+MAX_N = 16
+MAX_SEED = 2**31 - 1
+
+
+class GenerateRequest(BaseModel):
+    text: str = Field(..., description=f"one sentence, 1 to {MAX_CHARS} characters")
+    n: int = Field(4, ge=1, le=MAX_N, description="images to draw")
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="image i uses seed + i; none: a random seed")
+    vary: Literal["both", "ca", "z"] = Field(
+        "both", description="both: each image its own noise z and CA sample; ca: z fixed, only the Conditioning "
+                            "Augmentation sample varies; z: the CA sample fixed, only z varies")
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        v = " ".join(v.split())
+        if not v:
+            raise ValueError("the sentence is empty")
+        if len(v) > MAX_CHARS:
+            raise ValueError(f"the sentence has {len(v)} characters; at most {MAX_CHARS}")
+        return v
+
+
+def png_base64(image: torch.Tensor) -> str:
+    """uint8 ``[3, H, W]`` -> ``data:image/png;base64,...``."""
+    buf = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def create_app(pipe, *, examples: list[str], max_queue: int = 64, name: str = "model") -> FastAPI:
+    """The app around a loaded ``StackGANPipeline``."""
+    app = FastAPI(title="StackGAN", description="Type a sentence, get Stage-I (64x64) and Stage-II (256x256) images.")
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stackgan-generate")
+    waiting = threading.BoundedSemaphore(max_queue)
+
+    def draw(req: GenerateRequest, seed: int) -> dict:
+        t = time.perf_counter()
+        emb = pipe.embed([req.text]).expand(req.n, -1)  # [n, D]
+        z, eps1, eps2 = pipe.noise(list(range(seed, seed + req.n)))  # [n, z], [n, cond] x 2
+        if req.vary == "ca":
+            z = z[:1].expand_as(z)
+        elif req.vary == "z":
+            eps1, eps2 = eps1[:1].expand_as(eps1), eps2[:1].expand_as(eps2)
+        out = pipe.draw(emb, z, eps1, eps2, pipe.stage)
+        images = [{"stage1": png_base64(out["stage1"][i]),
+                   **({"stage2": png_base64(out["stage2"][i])} if "stage2" in out else {})} for i in range(req.n)]
+        return {"images": images, "generate_ms": (time.perf_counter() - t) * 1000}
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok", "model": name, "stages": pipe.stage}
+
+    @app.post("/api/generate")
+    async def generate(req: GenerateRequest) -> dict:
+        """Images for one sentence: ``images[i].stage1`` / ``.stage2`` are base64 PNG data URLs."""
+        if not waiting.acquire(blocking=False):
+            raise HTTPException(503, f"the server is busy ({max_queue} requests waiting); try again shortly")
+        t = time.perf_counter()
+        seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED - MAX_N)
+        try:
+            res = await asyncio.wrap_future(worker.submit(draw, req, seed))
+        finally:
+            waiting.release()
+        total = (time.perf_counter() - t) * 1000
+        return {"text": req.text, "seed": seed, "n": req.n, "vary": req.vary, "images": res["images"],
+                "timings_ms": {"generate": round(res["generate_ms"], 1), "total": round(total, 1),
+                               "queue": round(total - res["generate_ms"], 1)}}
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE.replace("__EXAMPLES__", "".join(f"<li><a href='#' class='ex'>{_html(e)}</a></li>" for e in examples))
+
+    return app
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#39;")
+
+
+def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, max_queue: int = 64,
+          device: str | None = None, examples_file: str | Path | None = None) -> None:
+    import uvicorn
+
+    from .commands import read_captions_file
+    from .pipeline import StackGANPipeline
+
+    examples = read_captions_file(Path(examples_file))[:12] if examples_file else EXAMPLES_SHAPES
+    pipe = StackGANPipeline.load(checkpoint).to(device)
+    pipe.embed(["warm up"])  # load the text encoder now, not on the first request
+    app = create_app(pipe, examples=examples, max_queue=max_queue, name=str(checkpoint))
+    print(f"serving {checkpoint} on http://{host}:{port}/ (API: POST /api/generate, docs: /docs)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+EXAMPLES_SHAPES = [  # the default examples: sentences as the Shapes data set words them
+    "a drawing of a large pink striped triangle on a beige background in the upper right",
+    "a tiny striped orange circle, in the top left, against a gray backdrop",
+    "a big plain purple triangle over a black backdrop in the bottom right corner",
+    "a large green square with dots in the middle on a white background",
+]
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>StackGAN</title>
+<style>
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}
+input[type=text]{width:60%} .row{display:flex;gap:12px;align-items:flex-start;margin:8px 0}
+.row img{image-rendering:pixelated;border:1px solid #ccc} #status{color:#555} .error{color:#b00}
+</style></head><body>
+<h1>StackGAN</h1>
+<p>Type a sentence: Stage I draws a 64x64 image, Stage II a 256x256 one from it and the same text.</p>
+<form id="f"><input type="text" id="text" maxlength="300" placeholder="a sentence" required>
+ images <input type="number" id="n" min="1" max="16" value="4" style="width:4em">
+ seed <input type="number" id="seed" min="0" placeholder="random" style="width:8em">
+ <button type="submit" id="go">Generate</button></form>
+<p><button id="vary-ca" type="button">Vary the Conditioning Augmentation sample</button>
+ <button id="vary-z" type="button">Vary the noise</button> (the other one stays fixed)</p>
+<p>Examples:</p><ul id="examples">__EXAMPLES__</ul>
+<p id="status"></p><div id="out"></div>
+<script>
+const $ = id => document.getElementById(id);
+async function run(vary) {
+  const body = {text: $("text").value, n: parseInt($("n").value || "4"), vary: vary};
+  if ($("seed").value !== "") body.seed = parseInt($("seed").value);
+  $("status").className = ""; $("status").textContent = "drawing...";
+  const r = await fetch("/api/generate", {method: "POST", headers: {"Content-Type": "application/json"},
+                                          body: JSON.stringify(body)});
+  const j = await r.json();
+  if (!r.ok) {
+    $("status").className = "error";
+    $("status").textContent = typeof j.detail === "string" ? j.detail : j.detail.map(d => d.msg).join("; ");
+    return;
+  }
+  $("seed").value = j.seed;
+  $("status").textContent = `seed ${j.seed}, ${j.timings_ms.total.toFixed(0)} ms (${j.vary})`;
+  $("out").innerHTML = "";
+  for (const im of j.images) {
+    const row = document.createElement("div"); row.className = "row";
+    for (const [stage, size] of [["stage1", 128], ["stage2", 256]]) {
+      if (!im[stage]) continue;
+      const img = document.createElement("img"); img.src = im[stage]; img.width = size; img.height = size;
+      img.alt = stage; img.className = stage; row.appendChild(img);
+    }
+    $("out").appendChild(row);
+  }
+}
+$("f").addEventListener("submit", e => { e.preventDefault(); run("both"); });
+$("vary-ca").addEventListener("click", () => run("ca"));
+$("vary-z").addEventListener("click", () => run("z"));
+for (const a of document.querySelectorAll("a.ex"))
+  a.addEventListener("click", e => { e.preventDefault(); $("text").value = a.textContent; });
+</script></body></html>
+"""
