@@ -3,6 +3,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -127,3 +128,46 @@ def test_a_full_queue_is_refused_with_503():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_page_in_headless_chromium(server, tmp_path):
+    """Chromium loads the page, an example sentence is clicked and generated, the images render."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("chromium / chromedriver not installed (`make test` installs them with apt-get where it can)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1400"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get(server + "/")
+        box = driver.find_element(By.ID, "text")
+        box.send_keys("a tiny striped orange circle, in the top left, against a gray backdrop")
+        driver.find_element(By.ID, "n").clear()
+        driver.find_element(By.ID, "n").send_keys("2")
+        driver.find_element(By.ID, "seed").send_keys("5")
+        driver.find_element(By.ID, "go").click()
+        wait = WebDriverWait(driver, 120)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#out img.stage2")) == 2)
+        wait.until(lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", im)
+                                 for im in d.find_elements(By.CSS_SELECTOR, "#out img")))
+        sizes = [driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", im)
+                 for im in driver.find_elements(By.CSS_SELECTOR, "#out img")]
+        assert sizes == [[64, 64], [256, 256]] * 2
+        assert driver.find_element(By.ID, "status").text.startswith("seed 5, ")
+        first = driver.find_element(By.CSS_SELECTOR, "#out img.stage2").get_attribute("src")
+        driver.find_element(By.ID, "vary-ca").click()
+        wait.until(lambda d: "(ca)" in d.find_element(By.ID, "status").text)
+        assert driver.find_element(By.CSS_SELECTOR, "#out img.stage2").get_attribute("src") == first  # image 0 kept
+        driver.find_element(By.CSS_SELECTOR, "a.ex").click()
+        assert driver.find_element(By.ID, "text").get_attribute("value").startswith("a drawing of a large pink")
+        shot = tmp_path / "page.png"
+        driver.save_screenshot(str(shot))
+        assert Image.open(shot).size[0] > 0
+    finally:
+        driver.quit()
