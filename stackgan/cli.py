@@ -196,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("checkpoint", type=Path, help="run folder, model folder or state file")
     w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     w.add_argument("--port", type=int, default=8000)
-    w.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more get 503 (default 64)")
+    w.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more get 429 (default 64)")
     w.add_argument("--examples", type=Path, help="example sentences for the page, one a line (default: Shapes ones)")
     w.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
 

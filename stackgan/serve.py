@@ -2,8 +2,8 @@
 
 The model is loaded once. Generation runs on one worker thread, one request after another, so
 concurrent users queue instead of oversubscribing the CPU; at most ``max_queue`` requests wait,
-more are refused with 503. Nothing from a request touches the file system: images go back as
-base64 PNGs inside the JSON answer.
+more are refused with 429 (Too Many Requests). Nothing from a request touches the file system:
+images go back as base64 PNGs inside the JSON answer.
 
     POST /api/generate  {"text": "...", "n": 4, "seed": 0, "vary": "both"}
     GET  /healthz       200 when the model is loaded
@@ -85,7 +85,7 @@ def create_app(pipe, *, examples: list[str], max_queue: int = 64, name: str = "m
     async def generate(req: GenerateRequest) -> dict:
         """Images for one sentence: ``images[i].stage1`` / ``.stage2`` are base64 PNG data URLs."""
         if not waiting.acquire(blocking=False):
-            raise HTTPException(503, f"the server is busy ({max_queue} requests waiting); try again shortly")
+            raise HTTPException(429, f"the server is busy ({max_queue} requests waiting); try again shortly")
         t = time.perf_counter()
         seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED - MAX_N)
         try:

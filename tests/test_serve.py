@@ -117,14 +117,14 @@ def test_fifty_concurrent_requests_then_still_healthy(server):
         assert r.status == 200
 
 
-def test_a_full_queue_is_refused_with_503():
+def test_a_full_queue_is_refused_with_429():
     proc, base = start("--max-queue", "1")
     try:
         with ThreadPoolExecutor(12) as pool:
             answers = list(pool.map(lambda i: post(base, {"text": "a red circle", "n": 16, "seed": i}), range(12)))
         codes = [status for status, _ in answers]
-        assert 200 in codes and 503 in codes and set(codes) <= {200, 503}
-        assert all("busy" in res["detail"] for status, res in answers if status == 503)
+        assert 200 in codes and 429 in codes and set(codes) <= {200, 429}
+        assert all("busy" in res["detail"] for status, res in answers if status == 429)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
