@@ -72,34 +72,9 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
 
 def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, device: torch.device, *,
            resume: bool, stage1_state, max_steps, minutes, progress: bool) -> Path:
+    cfg, state, s1 = _resolve_run(cfg, run_dir, stage, dist, resume, stage1_state, max_steps, minutes)
     out = stage_dir(run_dir, stage)
     state_path = out / STATE_NAME
-    state = None
-    if state_path.exists() or (out / KEPT_DIR).exists():
-        if not resume:
-            raise FileExistsError(f"{state_path} exists: pass --resume to continue it, or choose another --out")
-        if dist.main:
-            remove_partial_writes(out)  # temp files of a write that a kill interrupted
-        state, found = load_latest(out)
-        if found != state_path and dist.main:
-            print(f"warning: {state_path} is unreadable; resuming from {found} (step {state['step']})")
-        cfg = from_dict(state["config"])  # the run's own configuration wins over presets on resume
-    s1 = None
-    if stage == 2:
-        s1_path = Path(stage1_state) if stage1_state else stage_dir(run_dir, 1) / STATE_NAME
-        if not s1_path.exists():
-            raise FileNotFoundError(f"Stage II needs a trained Stage I: {s1_path} not found (run "
-                                    "`stackgan train --stage 1` into the same --out first, or pass --stage1 PATH)")
-        s1 = load_state(s1_path)
-        s1_model = from_dict(s1["config"]).model
-        cfg = replace(cfg, model=replace(cfg.model, **{k: getattr(s1_model, k) for k in STAGE1_FIELDS}),
-                      data=replace(cfg.data, text_encoder=from_dict(s1["config"]).data.text_encoder))
-    if cfg.deterministic:  # (a resumed run: as its saved configuration says)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts, before any GPU work
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    limits = {k: v for k, v in (("max_steps", max_steps), ("minutes", minutes)) if v is not None}
-    cfg = replace(cfg, **{f"stage{stage}": replace(cfg.stage(stage), **limits)})
     sc = cfg.stage(stage)
     if cfg.sync_batchnorm and device.type != "cuda":
         raise ValueError("sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm runs on GPUs only); "
@@ -118,34 +93,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
     cfg = replace(cfg, model=replace(cfg.model, text_dim=data.embeddings.shape[-1]))
     torch.manual_seed(cfg.seed * 10 + stage)  # initial weights; a resumed run restores its RNG below
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    G = build_generator(cfg.model, stage)
-    D = build_discriminator(cfg.model, stage)
-    if s1 is not None:
-        G.stage1.load_state_dict(sampling_weights(s1))
-    # the reconstruction branch's encoder: Stage I trains it; Stage II uses Stage I's, frozen
-    encoder = None
-    if sc.recon_weight > 0:
-        encoder = LatentEncoder(cfg.model.text_dim, cfg.model.z_dim, cfg.model.nef)
-        if stage == 2:
-            if "encoder" not in s1:
-                raise ValueError("stage2.recon_weight > 0 needs a Stage I trained with stage1.recon_weight > 0 "
-                                 "(its state has no latent encoder); set stage2.recon_weight=0")
-            encoder.load_state_dict(s1["encoder"])
-            encoder.requires_grad_(False).eval()
-        encoder.to(device, memory_format=fmt)
-    if cfg.sync_batchnorm:
-        G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
-    G.to(device, memory_format=fmt).train()
-    D.to(device, memory_format=fmt).train()
-    g_params = [p for p in G.parameters() if p.requires_grad]
-    if encoder is not None and stage == 1:
-        g_params += list(encoder.parameters())
-    # fused Adam: one kernel per step, no full-size temporaries (foreach Adam's peak memory)
-    opt_g = torch.optim.Adam(g_params, sc.lr_g, (sc.beta1, sc.beta2), fused=True)
-    opt_d = torch.optim.Adam(D.parameters(), sc.lr_d, (sc.beta1, sc.beta2), fused=True)
-    ema = None  # G's weights averaged over steps: what samples and the saved model use
-    if sc.ema_decay > 0:
-        ema = AveragedModel(G, multi_avg_fn=_ema_update(sc.ema_decay), use_buffers=True)
+    G, D, encoder, opt_g, opt_d, ema = _networks(cfg, stage, s1, device, fmt)
     if dist.world > 1 and not dist.main:
         torch.manual_seed(cfg.seed * 10 + stage + 1_000_003 * dist.rank)  # each rank its own noise
     step, elapsed, lr_scale, rollbacks = 0, 0.0, 1.0, 0
@@ -329,6 +277,75 @@ def _nonfinite_weights(*nets: torch.nn.Module) -> list[str]:
     norms = [torch.stack(torch._foreach_norm([p.detach() for p in net.parameters()])).sum() for net in nets]
     finite = torch.isfinite(torch.stack(norms)).tolist()
     return [name for name, ok in zip(("G weights", "D weights"), finite) if not ok]
+
+
+def _networks(cfg: Config, stage: int, s1: dict | None, device: torch.device, fmt: torch.memory_format):
+    """G (with Stage II's frozen Stage I), D, the reconstruction branch's encoder, their optimizers
+    and G's moving average, on ``device``."""
+    sc = cfg.stage(stage)
+    G = build_generator(cfg.model, stage)
+    D = build_discriminator(cfg.model, stage)
+    if s1 is not None:
+        G.stage1.load_state_dict(sampling_weights(s1))
+    # the reconstruction branch's encoder: Stage I trains it; Stage II uses Stage I's, frozen
+    encoder = None
+    if sc.recon_weight > 0:
+        encoder = LatentEncoder(cfg.model.text_dim, cfg.model.z_dim, cfg.model.nef)
+        if stage == 2:
+            if "encoder" not in s1:
+                raise ValueError("stage2.recon_weight > 0 needs a Stage I trained with stage1.recon_weight > 0 "
+                                 "(its state has no latent encoder); set stage2.recon_weight=0")
+            encoder.load_state_dict(s1["encoder"])
+            encoder.requires_grad_(False).eval()
+        encoder.to(device, memory_format=fmt)
+    if cfg.sync_batchnorm:
+        G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
+    G.to(device, memory_format=fmt).train()
+    D.to(device, memory_format=fmt).train()
+    g_params = [p for p in G.parameters() if p.requires_grad]
+    if encoder is not None and stage == 1:
+        g_params += list(encoder.parameters())
+    # fused Adam: one kernel per step, no full-size temporaries (foreach Adam's peak memory)
+    opt_g = torch.optim.Adam(g_params, sc.lr_g, (sc.beta1, sc.beta2), fused=True)
+    opt_d = torch.optim.Adam(D.parameters(), sc.lr_d, (sc.beta1, sc.beta2), fused=True)
+    ema = None  # G's weights averaged over steps: what samples and the saved model use
+    if sc.ema_decay > 0:
+        ema = AveragedModel(G, multi_avg_fn=_ema_update(sc.ema_decay), use_buffers=True)
+    return G, D, encoder, opt_g, opt_d, ema
+
+
+def _resolve_run(cfg: Config, run_dir, stage: int, dist: distributed.Dist, resume: bool, stage1_state,
+                 max_steps, minutes) -> tuple[Config, dict | None, dict | None]:
+    """The run's configuration, its training state to resume (or None) and Stage II's Stage-I state."""
+    out = stage_dir(run_dir, stage)
+    state_path = out / STATE_NAME
+    state = None
+    if state_path.exists() or (out / KEPT_DIR).exists():
+        if not resume:
+            raise FileExistsError(f"{state_path} exists: pass --resume to continue it, or choose another --out")
+        if dist.main:
+            remove_partial_writes(out)  # temp files of a write that a kill interrupted
+        state, found = load_latest(out)
+        if found != state_path and dist.main:
+            print(f"warning: {state_path} is unreadable; resuming from {found} (step {state['step']})")
+        cfg = from_dict(state["config"])  # the run's own configuration wins over presets on resume
+    s1 = None
+    if stage == 2:
+        s1_path = Path(stage1_state) if stage1_state else stage_dir(run_dir, 1) / STATE_NAME
+        if not s1_path.exists():
+            raise FileNotFoundError(f"Stage II needs a trained Stage I: {s1_path} not found (run "
+                                    "`stackgan train --stage 1` into the same --out first, or pass --stage1 PATH)")
+        s1 = load_state(s1_path)
+        s1_model = from_dict(s1["config"]).model
+        cfg = replace(cfg, model=replace(cfg.model, **{k: getattr(s1_model, k) for k in STAGE1_FIELDS}),
+                      data=replace(cfg.data, text_encoder=from_dict(s1["config"]).data.text_encoder))
+    if cfg.deterministic:  # (a resumed run: as its saved configuration says)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts, before any GPU work
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    limits = {k: v for k, v in (("max_steps", max_steps), ("minutes", minutes)) if v is not None}
+    cfg = replace(cfg, **{f"stage{stage}": replace(cfg.stage(stage), **limits)})
+    return cfg, state, s1
 
 
 def _rng_state(device: torch.device) -> dict:
