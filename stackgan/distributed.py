@@ -39,7 +39,7 @@ def setup(device: str | None) -> tuple[Dist, torch.device]:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if world > 1 and dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank)
-    if dev.type == "cuda":
+    if dev.type == "cuda" and dev.index is not None:  # ("cuda" alone: the current device, nothing to set)
         torch.cuda.set_device(dev)
     if world == 1:
         return Dist(), dev

@@ -94,3 +94,23 @@ def test_sync_batchnorm_on_cpu_is_refused_by_name(tiny_shapes, tmp_path):
     cfg = apply_overrides(get_preset("shapes-cpu"), TINY + ["sync_batchnorm=true", "stage1.max_steps=1"])
     with pytest.raises(ValueError, match="sync_batchnorm=true needs CUDA"):
         train(cfg, tiny_shapes, tmp_path / "run", 1, device="cpu", progress=False)
+
+
+def test_cuda_device_choice_without_a_gpu(monkeypatch):
+    """The GPU path of setup(), run on the CPU: one process takes plain "cuda"; under torchrun each
+    process takes cuda:LOCAL_RANK and makes it current."""
+    from torch.cuda._utils import _get_device_index
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(_get_device_index(d)))  # raises on "cuda"
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    info, device = distributed.setup(None)
+    assert (info.world, str(device), chosen) == (1, "cuda", [])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    info, device = distributed.setup(None)
+    assert (info.rank, info.world, info.local_rank, str(device), chosen) == (1, 2, 1, "cuda:1", [1])

@@ -6,6 +6,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -31,11 +32,22 @@ from .step import LOGGED, Updater
 STAGE1_FIELDS = ("text_dim", "z_dim", "cond_dim", "ngf1", "ca_variant")
 
 
-def _ema_update(decay: float):
+def make_ema(G: torch.nn.Module, decay: float) -> AveragedModel:
+    """G's exponential moving average (weights and BatchNorm statistics), with TF's warm-up."""
+    def host_count() -> int:
+        return int(ema.n_averaged)  # AveragedModel keeps this counter on the CPU, wherever G lives
+
+    ema = AveragedModel(G, multi_avg_fn=_ema_update(decay, host_count), use_buffers=True)
+    return ema
+
+
+def _ema_update(decay: float, count: Callable[[], int]):
     """EMA step for AveragedModel with TF's warm-up: the decay is min(decay, (1 + n) / (10 + n))
-    after n updates, so a young average follows the weights instead of the initial ones."""
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
-        n = float(num_averaged)
+    after n updates, so a young average follows the weights instead of the initial ones. ``n``
+    comes from ``count()`` (AveragedModel's host-side counter), not from the device copy of it that
+    AveragedModel passes in: reading that would wait for the GPU every step."""
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], _num_averaged_on_device) -> None:
+        n = float(count())
         weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
         floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
         if floats:
@@ -310,7 +322,7 @@ def _networks(cfg: Config, stage: int, s1: dict | None, device: torch.device, fm
     opt_d = torch.optim.Adam(D.parameters(), sc.lr_d, (sc.beta1, sc.beta2), fused=True)
     ema = None  # G's weights averaged over steps: what samples and the saved model use
     if sc.ema_decay > 0:
-        ema = AveragedModel(G, multi_avg_fn=_ema_update(sc.ema_decay), use_buffers=True)
+        ema = make_ema(G, sc.ema_decay)
     return G, D, encoder, opt_g, opt_d, ema
 
 
