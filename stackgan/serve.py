@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import io
 import secrets
 import threading
@@ -24,8 +25,9 @@ from typing import Literal, Optional
 import torch
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
-from PIL import Image
 from pydantic import BaseModel, Field, field_validator
+
+from .viz import to_pil
 
 MAX_CHARS = 300
 MAX_N = 16
@@ -54,7 +56,7 @@ class GenerateRequest(BaseModel):
 def png_base64(image: torch.Tensor) -> str:
     """uint8 ``[3, H, W]`` -> ``data:image/png;base64,...``."""
     buf = io.BytesIO()
-    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+    to_pil(image).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -99,13 +101,9 @@ def create_app(pipe, *, examples: list[str], max_queue: int = 64, name: str = "m
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        return PAGE.replace("__EXAMPLES__", "".join(f"<li><a href='#' class='ex'>{_html(e)}</a></li>" for e in examples))
+        return PAGE.replace("__EXAMPLES__", "".join(f"<li><a href='#' class='ex'>{html.escape(e)}</a></li>" for e in examples))
 
     return app
-
-
-def _html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#39;")
 
 
 def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, max_queue: int = 64,

@@ -22,6 +22,8 @@ TINY = [
     "stage2.batch_size=4", "stage2.log_every=2", "stage2.sample_every=100", "stage2.checkpoint_every=100",
 ]
 
+TINY_ARGS = [a for item in TINY for a in ("--set", item)]  # the same, as `stackgan train` arguments
+
 
 @pytest.fixture
 def tiny_config():

@@ -12,7 +12,7 @@ from stackgan.config import apply_overrides, from_dict, get_preset
 from stackgan.models.build import build_discriminator, build_generator
 from stackgan.training.data import load_train_data
 
-from conftest import TINY
+from conftest import TINY, TINY_ARGS
 
 
 def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
@@ -34,9 +34,8 @@ def saved_digest(state: dict, stage: int) -> str:
 
 
 def test_two_processes_train_both_stages_in_step_and_resume(tiny_shapes, tmp_path):
-    sets = [a for item in TINY for a in ("--set", item)]
     common = ["--data", str(tiny_shapes), "--out", str(tmp_path / "run"), "--preset", "shapes-cpu",
-              "--device", "cpu", "--no-progress", *sets]
+              "--device", "cpu", "--no-progress", *TINY_ARGS]
     out = torchrun("train", "--stage", "1", "--max-steps", "3", *common).stdout
     assert "on 2 processes (replica weights identical)" in out
     assert out.count("stage 1: 3 steps") == 1  # rank 0 alone reports (and writes)

@@ -14,17 +14,16 @@ import torch
 
 from stackgan.checkpoint import CheckpointError, load_state, write_checkpoint
 
-from conftest import TINY
+from conftest import TINY_ARGS
 
 STEPS = {1: 60, 2: 24}  # long enough that a kill after the second checkpoint lands mid-run
 EVERY = {1: 4, 2: 3}
 
 
 def command(data, run, stage: int, *extra: str) -> list[str]:
-    sets = [a for item in TINY for a in ("--set", item)]
     return [sys.executable, "-m", "stackgan", "train", "--stage", str(stage), "--data", str(data), "--out", str(run),
             "--preset", "shapes-cpu", "--device", "cpu", "--no-progress", "--seed", "3", "--deterministic",
-            "--checkpoint-every", str(EVERY[stage]), "--max-steps", str(STEPS[stage]), *sets, *extra]
+            "--checkpoint-every", str(EVERY[stage]), "--max-steps", str(STEPS[stage]), *TINY_ARGS, *extra]
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "2"}

@@ -36,6 +36,13 @@ class TrainData:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def steps_per_epoch(self, batch_size: int, world: int = 1) -> int:
+        """Steps that cover the data once, ``batch_size`` images per process on ``world`` processes."""
+        if batch_size * world > len(self):
+            raise ValueError(f"batch size {batch_size} x {world} processes is larger than the data set "
+                             f"({len(self)} images)")
+        return len(self) // (batch_size * world)
+
     def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns real images in [-1, 1] ``[B, 3, r, r]``, their text ``[B, D]`` and wrong text ``[B, D]``.
@@ -45,10 +52,7 @@ class TrainData:
         flips and captions from its own generator.
         """
         n = len(self)
-        if batch_size * world > n:
-            raise ValueError(f"batch size {batch_size} x {world} processes is larger than the data set ({n} images)")
-        per_epoch = n // (batch_size * world)
-        epoch, pos = divmod(step, per_epoch)
+        epoch, pos = divmod(step, self.steps_per_epoch(batch_size, world))
         perm = torch.randperm(n, generator=_gen(self.cfg.seed, 1, epoch))
         first = (pos * world + rank) * batch_size
         idx = perm[first:first + batch_size]  # [B]

@@ -138,10 +138,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
         updater.load_state_dict(state)
     watch = CollapseWatch(sc.log_every)
 
-    per_epoch = len(data) // (sc.batch_size * dist.world)
-    if per_epoch < 1:
-        raise ValueError(f"stage{stage}.batch_size {sc.batch_size} x {dist.world} processes is larger than the "
-                         f"data set ({len(data)} images)")
+    per_epoch = data.steps_per_epoch(sc.batch_size, dist.world)
     stops = [n for n in (sc.max_steps, math.ceil(sc.epochs * per_epoch)) if n > 0]
     last_step = min(stops) if stops else None
     budget = sc.minutes * 60 if sc.minutes > 0 else None
@@ -155,7 +152,6 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
         (out / "config.yaml").write_text(to_yaml(cfg))
         writer = SummaryWriter(str(out / "tb"))
         sheet = SampleSheet(data_dir, norm, cfg, device, stage)
-        real_spread = sheet.real_spread(data_dir)
 
     def checkpoint() -> Path:
         rng = distributed.gather(dist, _rng_state(device))  # every rank's, for an exact resume
@@ -247,7 +243,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
                 t_log, step_log = time.monotonic(), step
             if dist.main and step % sc.sample_every == 0:
                 sheet.write(G_sample, step, writer)
-                for warning in watch.spread(sheet.spread, real_spread, step):
+                for warning in watch.spread(sheet.spread, sheet.real_spread, step):
                     pbar.write(f"warning: {warning}")
             if step % sc.checkpoint_every == 0:
                 checkpoint()

@@ -48,13 +48,12 @@ class SampleSheet:
             self.emb = text_norm(emb[:len(self.captions), 0])  # [n, D]
         else:
             self.emb = text_norm(get_encoder(cfg.data.text_encoder).encode(self.captions))  # [n, D]
-
-    def real_spread(self, data_dir) -> float:
-        """The pixel spread (monitor.pixel_spread) of the sample split's first real images at 64 px."""
+        # the pixel spread of the sample split's first real images at 64 px: what collapse is measured against
         from ..data.manifest import load_image, read_manifest
         records = read_manifest(data_dir, sample_split(data_dir))[:len(self.captions)]
-        return pixel_spread(torch.stack([torch.tensor(load_image(Path(data_dir) / r["image"], 64, r.get("bbox")))
-                                         for r in records]))
+        self.real_spread = pixel_spread(torch.stack([
+            torch.tensor(load_image(Path(data_dir) / r["image"], 64, r.get("bbox"))) for r in records]))
+        self.spread = float("nan")  # the last sheet's (write)
 
     def write(self, G, step: int, writer) -> Path:
         """Write the sheet of ``step``; ``self.spread`` is then its Stage-I images' pixel spread."""
