@@ -74,6 +74,7 @@ def networks(preset: str, stage: int, device: torch.device, overrides: list[str]
     cfg = apply_overrides(get_preset(preset), [f"model.text_dim={TEXT_DIM}", *overrides])
     torch.manual_seed(0)
     G = build_generator(cfg.model, stage).to(device).train()
+    G.recompute_blocks = cfg.recompute_blocks
     D = build_discriminator(cfg.model, stage).to(device).train()
     for m in G.modules():
         if isinstance(m, UpBlock):
@@ -127,13 +128,14 @@ def measure(fn, args, device, warmup: int, steps: int) -> dict:
             "gflops_per_s": counter.get_total_flops() / 1e9 / step_s}
 
 
-def train_rows(preset: str, stage: int, device, precision: str, compile_: bool, warmup: int, steps: int) -> list[dict]:
+def train_rows(preset: str, stage: int, device, precision: str, compile_: bool, warmup: int, steps: int,
+               sets: list[str]) -> list[dict]:
     B = STAGE_BATCH[stage]
     r = 64 if stage == 1 else 256
     rows = []
     for variant in ("plain", "project"):
         over = (["channels_last=false"] if variant == "plain"
-                else [f"precision={precision}", f"compile={str(compile_).lower()}"])
+                else [f"precision={precision}", f"compile={str(compile_).lower()}", *sets])
         cfg, G, D, opt_g, opt_d = networks(preset, stage, device, over, plain=variant == "plain")
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         G.to(memory_format=fmt)
@@ -186,6 +188,9 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also measure the project's step under torch.compile")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per measurement (median reported)")
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for the project's training step (repeatable), e.g. recompute_blocks=4")
+    ap.add_argument("--no-inference", action="store_true", help="training steps only")
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -194,11 +199,14 @@ def main() -> None:
         for precision in args.precision.split(","):
             for compile_ in ([False, True] if args.compile else [False]):
                 for stage in (1, 2):
-                    rows += train_rows(preset, stage, device, precision, compile_, args.warmup, args.steps)
+                    rows += train_rows(preset, stage, device, precision, compile_, args.warmup, args.steps, args.sets)
                     if compile_:
                         rows[-1]["precision"] += "+compile"
+                    if args.sets:
+                        rows[-1]["precision"] += " " + " ".join(args.sets)
                     print(rows[-2], "\n", rows[-1], flush=True)
-            rows += inference_rows(preset, device, precision, args.warmup, args.steps * 4)
+            if not args.no_inference:
+                rows += inference_rows(preset, device, precision, args.warmup, args.steps * 4)
     report(rows, device, args.json)
 
 

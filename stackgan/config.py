@@ -89,6 +89,9 @@ class Config:
     precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + a gradient scaler per network); losses fp32
     channels_last: bool = True
     compile: bool = False  # torch.compile G and D (the first steps take longer while it compiles)
+    # G's last N up-blocks (and its RGB conv) keep only their input through D's update and compute
+    # their activations again in G's backward pass: less memory for one more forward of N blocks
+    recompute_blocks: int = 0
     sync_batchnorm: bool = False  # multi-GPU: BatchNorm statistics over all processes' batches (CUDA only)
     deterministic: bool = False  # deterministic kernels only (torch.use_deterministic_algorithms); may be slower
     seed: int = 0
@@ -250,6 +253,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.ngf2 must be divisible by 4 (Stage II ends with ngf2/4), got {m.ngf2}")
     if m.res_blocks < 0:
         raise ConfigError(f"model.res_blocks must be >= 0, got {m.res_blocks}")
+    if cfg.recompute_blocks < 0:
+        raise ConfigError(f"recompute_blocks must be >= 0, got {cfg.recompute_blocks}")
     for name in ("matcher_steps", "matcher_batch"):
         if getattr(cfg.data, name) < 1:
             raise ConfigError(f"data.{name} must be >= 1, got {getattr(cfg.data, name)}")

@@ -97,6 +97,18 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+def no_sync(module: torch.nn.Module):
+    """A context in which backward passes through ``module`` accumulate gradients without
+    all-reducing them, where ``module`` is (or wraps) a DistributedDataParallel; the next
+    backward outside it reduces the sum. A no-op for a plain network."""
+    while not isinstance(module, torch.nn.parallel.DistributedDataParallel):
+        inner = getattr(module, "_orig_mod", None)
+        if inner is None:
+            return contextlib.nullcontext()
+        module = inner
+    return module.no_sync()
+
+
 def digest(module: torch.nn.Module) -> str:
     """SHA-256 of a network's parameters (names, shapes and bytes): equal on every rank while the
     replicas are in step."""

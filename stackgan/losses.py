@@ -25,18 +25,44 @@ def discriminator_loss(real: torch.Tensor, wrong: torch.Tensor, fake: torch.Tens
     ``L_D = L_real + 0.5 * (L_wrong + L_fake)``; with unconditional logits (PT Stage II)
     ``L_D = (L_real + L_uncond_real) / 2 + (L_fake + L_wrong + L_uncond_fake) / 3``. Each term
     is binary cross-entropy (``kind="bce"``, the paper) or the hinge loss (``kind="hinge"``).
+    The sum of :func:`discriminator_loss_real` and :func:`discriminator_loss_fake`.
     """
+    on_real = discriminator_loss_real(real, wrong, uncond_real, kind)
+    on_fake = discriminator_loss_fake(fake, uncond_fake, kind)
+    return {**on_real, **on_fake, "total": on_real["total"] + on_fake["total"]}
+
+
+def _term(kind: str):
     if kind not in ("bce", "hinge"):
         raise ValueError(f"GAN loss must be 'bce' or 'hinge', got {kind!r}")
-    term = _bce if kind == "bce" else _hinge
-    parts = {"real": term(real, 1.0), "wrong": term(wrong, 0.0), "fake": term(fake, 0.0)}
+    return _bce if kind == "bce" else _hinge
+
+
+def discriminator_loss_real(real: torch.Tensor, wrong: torch.Tensor, uncond_real: torch.Tensor | None = None,
+                            kind: str = "bce") -> dict[str, torch.Tensor]:
+    """The terms of :func:`discriminator_loss` on real images (right and wrong text); ``total`` is
+    their weighted share of ``L_D``. With the fake side's share, lets D's backward pass run on one
+    graph at a time."""
+    term = _term(kind)
+    parts = {"real": term(real, 1.0), "wrong": term(wrong, 0.0)}
     if uncond_real is None:
-        parts["total"] = parts["real"] + 0.5 * (parts["wrong"] + parts["fake"])
+        parts["total"] = parts["real"] + 0.5 * parts["wrong"]
     else:
         parts["uncond_real"] = term(uncond_real, 1.0)
+        parts["total"] = (parts["real"] + parts["uncond_real"]) / 2 + parts["wrong"] / 3
+    return parts
+
+
+def discriminator_loss_fake(fake: torch.Tensor, uncond_fake: torch.Tensor | None = None,
+                            kind: str = "bce") -> dict[str, torch.Tensor]:
+    """The terms of :func:`discriminator_loss` on generated images; ``total`` is their share of ``L_D``."""
+    term = _term(kind)
+    parts = {"fake": term(fake, 0.0)}
+    if uncond_fake is None:
+        parts["total"] = 0.5 * parts["fake"]
+    else:
         parts["uncond_fake"] = term(uncond_fake, 0.0)
-        parts["total"] = (parts["real"] + parts["uncond_real"]) / 2 + (
-            parts["fake"] + parts["wrong"] + parts["uncond_fake"]) / 3
+        parts["total"] = (parts["fake"] + parts["uncond_fake"]) / 3
     return parts
 
 

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -129,3 +131,39 @@ def test_fused_upsampling_conv_is_upsample_then_conv():
     assert torch.allclose(block(x), as_layers, atol=1e-12)
     block.fuse_upsampling = False
     assert torch.equal(block(x), as_layers)
+    block.fuse_upsampling = True
+    with torch.no_grad():  # sampling: the kernel is made once, and again when the weights change
+        assert torch.allclose(block(x), as_layers, atol=1e-12)
+        block[1].weight.mul_(-2)  # in place, as an optimizer or load_state_dict writes
+        assert torch.allclose(block(x), block[3](block[2](block[1](block[0](x)))), atol=1e-12)
+        block[1].weight = torch.nn.Parameter(torch.randn_like(block[1].weight))  # replaced
+        assert torch.allclose(block(x), block[3](block[2](block[1](block[0](x)))), atol=1e-12)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_recomputed_up_blocks_give_the_same_images_gradients_and_statistics(stage):
+    torch.manual_seed(0)
+    g1 = Stage1Generator(text_dim=12, ngf=8)
+    g = (g1 if stage == 1 else Stage2Generator(g1, ngf=8, res_blocks=1)).train()
+    z, emb = torch.randn(4, 100), torch.randn(4, 12)
+    runs = []
+    for n in (0, 2, 4):
+        net = copy.deepcopy(g)
+        net.recompute_blocks = n
+        torch.manual_seed(1)  # the same CA noise
+        held = {}  # the tensors the forward pass keeps for the backward pass, by storage
+
+        def keep(t, held=held):
+            held[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            out = net(z, emb)
+        img = out[-3]
+        (img.square().mean() + out[-2].sum()).backward()
+        runs.append((img.detach(), [p.grad for p in net.parameters() if p.requires_grad], list(net.buffers()),
+                     sum(held.values())))
+    assert runs[0][3] > runs[1][3] > runs[2][3]  # fewer activations held, the more blocks recompute
+    for img, grads, buffers, _ in runs[1:]:
+        assert torch.equal(img, runs[0][0])
+        assert all(torch.equal(a, b) for a, b in zip(grads, runs[0][1]))
+        assert all(torch.equal(a, b) for a, b in zip(buffers, runs[0][2]))  # BN counted the batch once

@@ -1,4 +1,5 @@
 """The training step: precision switches, torch.compile, and no waiting for the device in it."""
+import copy
 import os
 import traceback
 from dataclasses import replace
@@ -9,6 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from stackgan.checkpoint import load_state
 from stackgan.config import apply_overrides, get_preset
+from stackgan.losses import discriminator_loss
 from stackgan.models.build import build_discriminator, build_generator
 from stackgan.training import train
 from stackgan.training.loop import make_ema
@@ -81,10 +83,42 @@ def test_d_weights_get_no_gradient_from_the_g_update():
             p.register_hook(lambda grad, key=key: computed.__setitem__(key, computed[key] + 1))
     Updater(cfg, 1, G, D, opt_g, opt_d, device=torch.device("cpu"))(
         torch.rand(2, 3, 64, 64), torch.randn(2, 12), torch.randn(2, 12), torch.randn(2, cfg.model.z_dim))
-    assert {v for k, v in computed.items() if k.startswith("D.")} == {1}  # D's own update only; none in G's
+    assert {v for k, v in computed.items() if k.startswith("D.")} == {2}  # D's update (real, fake side); none in G's
     assert {v for k, v in computed.items() if k.startswith("G.")} == {1}  # G's update, through D
     assert all(p.requires_grad for p in D.parameters())  # unfrozen again for the next D update
     assert all(p.grad is None for p in [*G.parameters(), *D.parameters()])  # freed after each update
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_d_update_in_two_passes_is_the_whole_loss(stage):
+    """The D update runs the real and the fake side's backward passes one after the other; with
+    SGD at lr 1 the change of D's weights is its gradient, which must be that of the whole loss."""
+    cfg = apply_overrides(get_preset("paper"), TINY + ["model.text_dim=12"])
+    torch.manual_seed(0)
+    G, D = build_generator(cfg.model, stage), build_discriminator(cfg.model, stage)
+    D_ref = copy.deepcopy(D)
+    r = 64 if stage == 1 else 256
+    real, text, wrong, z = torch.rand(3, 3, r, r) * 2 - 1, torch.randn(3, 12), torch.randn(3, 12), torch.randn(3, 8)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        fake, mu = (G(z, text)[-3:-1])
+    h_real, h_fake = D_ref(real), D_ref(fake)
+    uncond = stage == 2  # the paper preset's Stage II D has the unconditional head
+    loss = discriminator_loss(D_ref.cond_logits(h_real, mu), D_ref.cond_logits(h_real, mu.roll(1, 0)),
+                              D_ref.cond_logits(h_fake, mu), D_ref.uncond_logits(h_real) if uncond else None,
+                              D_ref.uncond_logits(h_fake) if uncond else None)["total"]
+    grads = torch.autograd.grad(loss, list(D_ref.parameters()))
+    before = [p.detach().clone() for p in D.parameters()]
+    torch.manual_seed(1)
+    Updater(cfg, stage, G, D, torch.optim.SGD(G.parameters(), 0.0), torch.optim.SGD(D.parameters(), 1.0),
+            device=torch.device("cpu"))(real, text, wrong, z)
+    for p, b, g in zip(D.parameters(), before, grads):
+        assert (b - p.detach() - g).abs().max() <= 1e-4 * g.abs().max() + 1e-7  # summation order only
+    with torch.no_grad():  # BN statistics: real, then fake, then G's update scores the fake with the new D
+        for p, g in zip(D_ref.parameters(), grads):
+            p -= g
+        D_ref.cond_logits(D_ref(fake), mu)
+    assert all(torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4) for a, b in zip(D.buffers(), D_ref.buffers()))
 
 
 def test_fp16_trains_with_gradient_scalers_and_resumes(tiny_shapes, tmp_path):

@@ -1,9 +1,56 @@
 """Building blocks shared by both stages (reference page, "Stage-I/II generator/discriminator")."""
 from __future__ import annotations
 
+import contextlib
+import weakref
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+@contextlib.contextmanager
+def _keep_batchnorm_buffers(modules: list[nn.Module]):
+    """Put BatchNorm running statistics back as they were on entry: a recomputed forward pass
+    must not count its batch twice."""
+    norms = [m for part in modules for m in part.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [[b.clone() for b in m.buffers()] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, bufs in zip(norms, saved):
+                for b, old in zip(m.buffers(), bufs):
+                    b.copy_(old)
+
+
+def _recompute_contexts(modules: list[nn.Module]):  # (first forward, recomputation)
+    return contextlib.nullcontext(), _keep_batchnorm_buffers(modules)
+
+
+def _run(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    for m in modules:
+        x = m(x)
+    return x
+
+
+def run_up_path(up: nn.Sequential, rgb: nn.Module, x: torch.Tensor, recompute: int = 0) -> torch.Tensor:
+    """``rgb(up(x))``. In training with gradients on, the last ``recompute`` modules of ``up`` keep
+    only their input (the last together with ``rgb``): their activations are computed again in
+    the backward pass instead of being held from the forward pass through D's update (torch's
+    activation checkpointing). The same values and gradients; less memory, one more forward pass
+    of those blocks. BatchNorm running statistics are updated once."""
+    n = min(recompute, len(up)) if torch.is_grad_enabled() and up.training else 0
+    if n == 0:
+        return rgb(up(x))
+    x = up[:len(up) - n](x)
+    segments = [[m] for m in up[len(up) - n:]]
+    segments[-1].append(rgb)
+    for seg in segments:
+        x = checkpoint(_run, seg, x, use_reentrant=False, context_fn=partial(_recompute_contexts, seg))
+    return x
 
 
 def conv3x3(in_ch: int, out_ch: int, bias: bool = False) -> nn.Conv2d:
@@ -32,7 +79,24 @@ class UpBlock(nn.Sequential):
         if not self.fuse_upsampling:
             return super().forward(x)
         _, conv, bn, act = self
-        return act(bn(upsample_conv3x3(x, conv.weight)))  # [B, out, 2H, 2W]
+        frozen = not (torch.is_grad_enabled() and conv.weight.requires_grad) and not torch.compiler.is_compiling()
+        kernel = self._frozen_kernel(conv.weight) if frozen else None
+        return act(bn(upsample_conv3x3(x, conv.weight, kernel)))  # [B, out, 2H, 2W]
+
+    def __getstate__(self):  # pickling (torch.save of a whole network) leaves the kernel cache out
+        state = super().__getstate__()
+        return {k: v for k, v in state.items() if k != "_kernel"}
+
+    def _frozen_kernel(self, weight: torch.Tensor) -> torch.Tensor:
+        """The transposed conv's kernel for weights that get no gradient (sampling, Stage II's
+        frozen Stage I), made once and again only when the weights change in place (their
+        version counter) or are replaced."""
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        cached = self.__dict__.get("_kernel")  # (weak reference to the weight, key, kernel)
+        if cached is None or cached[0]() is not weight or cached[1] != key:
+            cached = (weakref.ref(weight), key, transposed_kernel(weight).contiguous(memory_format=torch.channels_last))
+            self.__dict__["_kernel"] = cached
+        return cached[2]
 
 
 # Nearest x2 upsampling then a 3x3 conv: along each axis, an even output row sees input rows
@@ -41,17 +105,23 @@ class UpBlock(nn.Sequential):
 _UP_TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 
 
-def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def transposed_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """The 4x4 stride-2 transposed-conv kernel ``[I, O, 4, 4]`` of a 3x3 conv ``weight [O, I, 3, 3]``
+    applied after nearest x2 upsampling."""
+    taps = _UP_TAPS.to(weight)
+    return torch.einsum("ai,oIij,bj->Ioab", taps, weight, taps)
+
+
+def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
     """``conv2d(upsample_nearest(x, 2), weight, padding=1)`` for a 3x3 ``weight [O, I, 3, 3]``,
     computed as one stride-2 transposed conv with 4x4 kernels on ``x [B, I, H, W]``: 16
-    multiply-adds per input pixel and channel pair instead of 36. Inputs under 8x8, where
+    multiply-adds per input pixel and channel pair instead of 36. ``kernel`` is
+    ``transposed_kernel(weight)`` where the caller has it already. Inputs under 8x8, where
     oneDNN's transposed conv was measured no faster, are upsampled and convolved. The choice
     never depends on the batch size, so an image does not depend on the batch it is drawn in."""
     if min(x.shape[-2:]) < 8:
         return F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, padding=1)
-    taps = _UP_TAPS.to(weight)
-    kernel = torch.einsum("ai,oIij,bj->Ioab", taps, weight, taps)  # [I, O, 4, 4]
-    return F.conv_transpose2d(x, kernel, stride=2, padding=1)  # [B, O, 2H, 2W]
+    return F.conv_transpose2d(x, transposed_kernel(weight) if kernel is None else kernel, stride=2, padding=1)
 
 
 class ResBlock(nn.Module):

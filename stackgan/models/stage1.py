@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ConditionalHead, DownBlock, UpBlock, conv3x3, init_weights
+from .blocks import ConditionalHead, DownBlock, UpBlock, conv3x3, init_weights, run_up_path
 from .conditioning import ConditioningAugmentation
 
 
@@ -38,6 +38,8 @@ class Stage1Generator(nn.Module):
         g = Stage1Generator(text_dim=384, ngf=32)
         img, mu, logvar = g(torch.randn(2, 100), torch.randn(2, 384))  # img [2, 3, 64, 64]
     """
+
+    recompute_blocks = 0  # training: the last N up-blocks recompute their activations (run_up_path)
 
     def __init__(self, text_dim: int, ngf: int = 128, z_dim: int = 100, cond_dim: int = 128,
                  ca_variant: str = "pt", variant: str = "pt"):
@@ -75,7 +77,7 @@ class Stage1Generator(nn.Module):
     def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None):
         c, mu, logvar = self.ca(emb, eps)  # [B, cond]
         h = self.fc(torch.cat([z, c], dim=1)).view(-1, 8 * self.ngf, 4, 4)  # [B, 8ngf, 4, 4]
-        img = self.to_rgb(self.up(h))  # [B, 3, 64, 64]
+        img = run_up_path(self.up, self.to_rgb, h, self.recompute_blocks)  # [B, 3, 64, 64]
         return img, mu, logvar
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConditionalHead, DownBlock, ResBlock, UpBlock, conv3x3, init_weights
+from .blocks import ConditionalHead, DownBlock, ResBlock, UpBlock, conv3x3, init_weights, run_up_path
 from .conditioning import ConditioningAugmentation
 from .stage1 import Stage1Generator, make_text_path
 
@@ -25,6 +25,8 @@ class Stage2Generator(nn.Module):
         g2 = Stage2Generator(g1, ngf=32)
         low, high, mu, logvar = g2(torch.randn(2, 100), torch.randn(2, 384))  # high [2, 3, 256, 256]
     """
+
+    recompute_blocks = 0  # training: the last N up-blocks recompute their activations (run_up_path)
 
     def __init__(self, stage1: Stage1Generator, ngf: int = 128, res_blocks: int = 4,
                  cond_dim: int = 128, ca_variant: str = "pt", image_skip: bool = False):
@@ -71,7 +73,7 @@ class Stage2Generator(nn.Module):
         h = self.encode(low)  # [B, 4ngf, 16, 16]
         c_map = c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])  # [B, cond, 16, 16]
         h = self.residual(self.joint(torch.cat([h, c_map.to(h.dtype)], dim=1)))  # [B, 4ngf, 16, 16]
-        x = self.to_rgb[0](self.up(h))  # [B, 3, 256, 256], before tanh
+        x = run_up_path(self.up, self.to_rgb[0], h, self.recompute_blocks)  # [B, 3, 256, 256], before tanh
         if self.image_skip:
             base = F.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False)  # [B, 3, 256, 256]
             x = x + torch.atanh(base.clamp(-0.995, 0.995))

@@ -292,6 +292,7 @@ def _networks(cfg: Config, stage: int, s1: dict | None, device: torch.device, fm
     and G's moving average, on ``device``."""
     sc = cfg.stage(stage)
     G = build_generator(cfg.model, stage)
+    G.recompute_blocks = cfg.recompute_blocks
     D = build_discriminator(cfg.model, stage)
     if s1 is not None:
         G.stage1.load_state_dict(sampling_weights(s1))

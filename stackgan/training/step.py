@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from ..augment import augment_for_d
 from ..config import Config
-from ..distributed import unwrap
-from ..losses import discriminator_loss, generator_loss, kl_loss
+from ..distributed import no_sync, unwrap
+from ..losses import discriminator_loss_fake, discriminator_loss_real, generator_loss, kl_loss
 
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
           "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
@@ -74,6 +74,9 @@ class Updater:
         G, D, D_heads = self.G, self.D, unwrap(self.D)
 
         # --- update D: (real, right) -> 1, (real, wrong) and (fake, right) -> 0 ---------------
+        # The real and the fake side each run forward and backward in turn, so that only one of
+        # D's graphs is held at a time; their gradients add up to those of the whole loss.
+        uncond = stage == 2 and cfg.model.uncond_head2
         with self.autocast():
             fake, mu, logvar = _forward_g(G, stage, z, text)  # [B, 3, r, r], [B, cond] x 2
             if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
@@ -82,15 +85,22 @@ class Updater:
                     wrong_t = right_t.roll(1, 0) if cfg.data.wrong_pairs == "shift" else unwrap(G).ca(wrong)[1]
             else:
                 right_t, wrong_t = text, wrong
-            h_real = D(self._d_view(real))  # [B, 8ndf, 4, 4]; computed once, used for right and wrong text
+        with no_sync(D):  # DDP: reduce once, after the fake side
+            with self.autocast():
+                h_real = D(self._d_view(real))  # [B, 8ndf, 4, 4]; computed once, used for right and wrong text
+                real_logits = D_heads.cond_logits(h_real, right_t)
+                d_real = discriminator_loss_real(real_logits, D_heads.cond_logits(h_real, wrong_t),
+                                                 D_heads.uncond_logits(h_real) if uncond else None, sc.gan_loss)
+            self.scaler_d.scale(d_real["total"]).backward()
+        del h_real
+        with self.autocast():
             h_fake = D(self._d_view(fake.detach()))
-            uncond = stage == 2 and cfg.model.uncond_head2
-            real_logits, fake_logits = D_heads.cond_logits(h_real, right_t), D_heads.cond_logits(h_fake, right_t)
-            d = discriminator_loss(
-                real_logits, D_heads.cond_logits(h_real, wrong_t), fake_logits,
-                D_heads.uncond_logits(h_real) if uncond else None, D_heads.uncond_logits(h_fake) if uncond else None,
-                kind=sc.gan_loss)
-        self.scaler_d.scale(d["total"]).backward()
+            fake_logits = D_heads.cond_logits(h_fake, right_t)
+            d_fake = discriminator_loss_fake(fake_logits, D_heads.uncond_logits(h_fake) if uncond else None,
+                                             sc.gan_loss)
+        self.scaler_d.scale(d_fake["total"]).backward()
+        del h_fake
+        d = {**d_real, **d_fake, "total": d_real["total"].detach() + d_fake["total"].detach()}
         self.scaler_d.step(self.opt_d)
         self.scaler_d.update()
         self.opt_d.zero_grad(set_to_none=True)  # free D's gradients while G's update runs
