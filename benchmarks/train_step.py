@@ -70,6 +70,19 @@ def peak_gib(device: torch.device) -> float:
     return float("nan")
 
 
+def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
+    """This machine's fp32 matrix-multiply speed right now: a yardstick for the step figures,
+    since a shared machine's speed drifts between runs."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
 def networks(preset: str, stage: int, device: torch.device, overrides: list[str], plain: bool = False):
     cfg = apply_overrides(get_preset(preset), [f"model.text_dim={TEXT_DIM}", *overrides])
     torch.manual_seed(0)
@@ -194,6 +207,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args()
     device = torch.device(args.device)
+    yardstick = [matmul_gflops(device)]
     rows = []
     for preset in args.presets.split(","):
         for precision in args.precision.split(","):
@@ -207,12 +221,14 @@ def main() -> None:
                     print(rows[-2], "\n", rows[-1], flush=True)
             if not args.no_inference:
                 rows += inference_rows(preset, device, precision, args.warmup, args.steps * 4)
-    report(rows, device, args.json)
+    yardstick.append(matmul_gflops(device))
+    report(rows, device, args.json, yardstick)
 
 
-def report(rows: list[dict], device, path: Path | None) -> None:
+def report(rows: list[dict], device, path: Path | None, yardstick: list[float]) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"\n{name}, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print(f"\n{name}, torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 2048x2048 matmul "
+          f"{yardstick[0]:.0f} GFLOP/s before the run, {yardstick[1]:.0f} after\n")
     print("| what | preset | batch | precision | plain s | project s | speed-up | samples/s | peak GiB "
           "(plain / project) | GFLOP/s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -228,6 +244,7 @@ def report(rows: list[dict], device, path: Path | None) -> None:
               f"{p['peak_gib']:.2f} / {r['peak_gib']:.2f} | {r['gflops_per_s']:.1f} |")
     if path:
         path.write_text(json.dumps({"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                                    "matmul_gflops_before_after": yardstick,
                                     "reference_cpu": {str(k): v for k, v in REFERENCE_CPU.items()},
                                     "rows": rows}, indent=2))
 
