@@ -255,6 +255,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.res_blocks must be >= 0, got {m.res_blocks}")
     if cfg.recompute_blocks < 0:
         raise ConfigError(f"recompute_blocks must be >= 0, got {cfg.recompute_blocks}")
+    if cfg.recompute_blocks and cfg.compile:
+        raise ConfigError("recompute_blocks > 0 does not work with compile=true (torch.compile fails to build "
+                          "the backward pass of the recomputed blocks, torch 2.14); set one of them to 0/false")
     for name in ("matcher_steps", "matcher_batch"):
         if getattr(cfg.data, name) < 1:
             raise ConfigError(f"data.{name} must be >= 1, got {getattr(cfg.data, name)}")

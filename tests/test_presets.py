@@ -4,7 +4,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from stackgan.config import ConfigError, get_preset, preset_names
+from stackgan.config import ConfigError, apply_overrides, get_preset, preset_names
 from stackgan.config import DataConfig
 from stackgan.models.build import build_generator
 from stackgan.models.stage1 import Bottleneck
@@ -27,6 +27,14 @@ def test_dataset_presets_hold_the_authors_values():
     assert (coco.model.d_text_path, coco.data.caption_mode, coco.data.wrong_pairs) == ("mu", "one", "shift")
     with pytest.raises(ConfigError, match="unknown preset 'bird'.*birds"):
         get_preset("bird")
+
+
+def test_recompute_blocks_is_checked():
+    assert apply_overrides(get_preset("paper"), ["recompute_blocks=4"]).recompute_blocks == 4
+    with pytest.raises(ConfigError, match="recompute_blocks must be >= 0"):
+        apply_overrides(get_preset("paper"), ["recompute_blocks=-1"])
+    with pytest.raises(ConfigError, match="does not work with compile=true"):
+        apply_overrides(get_preset("paper"), ["recompute_blocks=2", "compile=true"])
 
 
 def test_tf_stage1_generator_layout():
