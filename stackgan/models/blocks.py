@@ -80,7 +80,7 @@ class UpBlock(nn.Sequential):
             return super().forward(x)
         _, conv, bn, act = self
         frozen = not (torch.is_grad_enabled() and conv.weight.requires_grad) and not torch.compiler.is_compiling()
-        kernel = self._frozen_kernel(conv.weight) if frozen else None
+        kernel = self._frozen_kernel(conv.weight) if frozen and min(x.shape[-2:]) >= FUSED_MIN_SIZE else None
         return act(bn(upsample_conv3x3(x, conv.weight, kernel)))  # [B, out, 2H, 2W]
 
     def __getstate__(self):  # pickling (torch.save of a whole network) leaves the kernel cache out
@@ -102,6 +102,7 @@ class UpBlock(nn.Sequential):
 # Nearest x2 upsampling then a 3x3 conv: along each axis, an even output row sees input rows
 # (i-1, i, i) through taps (w0, w1, w2) and an odd one rows (i, i, i+1). As a stride-2
 # transposed conv the 1-D kernel is (w2, w1 + w2, w0 + w1, w0) = _UP_TAPS @ (w0, w1, w2).
+FUSED_MIN_SIZE = 8  # smaller inputs are upsampled and convolved (upsample_conv3x3)
 _UP_TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 
 
@@ -119,7 +120,7 @@ def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, kernel: torch.Tensor
     ``transposed_kernel(weight)`` where the caller has it already. Inputs under 8x8, where
     oneDNN's transposed conv was measured no faster, are upsampled and convolved. The choice
     never depends on the batch size, so an image does not depend on the batch it is drawn in."""
-    if min(x.shape[-2:]) < 8:
+    if min(x.shape[-2:]) < FUSED_MIN_SIZE:
         return F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, padding=1)
     return F.conv_transpose2d(x, transposed_kernel(weight) if kernel is None else kernel, stride=2, padding=1)
 
