@@ -12,10 +12,10 @@ from torch.utils.checkpoint import checkpoint
 
 
 @contextlib.contextmanager
-def _keep_batchnorm_buffers(modules: list[nn.Module]):
+def _keep_batchnorm_buffers(module: nn.Module):
     """Put BatchNorm running statistics back as they were on entry: a recomputed forward pass
     must not count its batch twice."""
-    norms = [m for part in modules for m in part.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [[b.clone() for b in m.buffers()] for m in norms]
     try:
         yield
@@ -26,14 +26,8 @@ def _keep_batchnorm_buffers(modules: list[nn.Module]):
                     b.copy_(old)
 
 
-def _recompute_contexts(modules: list[nn.Module]):  # (first forward, recomputation)
-    return contextlib.nullcontext(), _keep_batchnorm_buffers(modules)
-
-
-def _run(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    for m in modules:
-        x = m(x)
-    return x
+def _recompute_contexts(module: nn.Module):  # (first forward, recomputation)
+    return contextlib.nullcontext(), _keep_batchnorm_buffers(module)
 
 
 def run_up_path(up: nn.Sequential, rgb: nn.Module, x: torch.Tensor, recompute: int = 0) -> torch.Tensor:
@@ -46,10 +40,9 @@ def run_up_path(up: nn.Sequential, rgb: nn.Module, x: torch.Tensor, recompute: i
     if n == 0:
         return rgb(up(x))
     x = up[:len(up) - n](x)
-    segments = [[m] for m in up[len(up) - n:]]
-    segments[-1].append(rgb)
-    for seg in segments:
-        x = checkpoint(_run, seg, x, use_reentrant=False, context_fn=partial(_recompute_contexts, seg))
+    for i in range(len(up) - n, len(up)):
+        seg = nn.Sequential(up[i], rgb) if i == len(up) - 1 else up[i]
+        x = checkpoint(seg, x, use_reentrant=False, context_fn=partial(_recompute_contexts, seg))
     return x
 
 

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..utils import atomic_path
-from .encoders import TextEncoder
+from .encoders import TextEncoder, warn_truncated
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+=<>()[]{} "
 MAX_CHARS = 201
@@ -195,7 +195,6 @@ class CharCnnRnnEncoder(TextEncoder):
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
-        from .encoders import warn_truncated
         warn_truncated(sum(len(t) > MAX_CHARS for t in texts), MAX_CHARS, "characters")
         out = [self.net(one_hot(list(texts[i:i + batch_size])))
                for i in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="char-CNN-RNN", unit="batch")]

@@ -14,9 +14,8 @@ An encoder has a ``name`` (stored in checkpoints and embedding caches), a ``dim`
 """
 from __future__ import annotations
 
-import warnings
-
 import os
+import warnings
 from abc import ABC, abstractmethod
 from typing import Sequence
 

@@ -261,12 +261,11 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
     if dist.main:
         sheet.write(G_sample, step, writer)
     checkpoint()
-    if stop.signum is not None:
-        if dist.main:
-            writer.close()
-        raise TrainingStopped(stop.signum, step, state_path)
     if dist.main:
         writer.close()
+    if stop.signum is not None:
+        raise TrainingStopped(stop.signum, step, state_path)
+    if dist.main:
         replicas = f" on {dist.world} processes (replica weights identical)" if dist.world > 1 else ""
         print(f"stage {stage}: {step} steps in {elapsed / 60:.1f} min{replicas}; state {state_path}; "
               f"model {Path(run_dir) / MODEL_DIR_NAME}")
