@@ -212,17 +212,19 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import commands  # heavy imports (torch) only once the arguments are valid
-
+    from .distributed import exit_process
     from .signals import TrainingStopped
 
     try:
-        return getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args) or 0
+        code = getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args) or 0
     except TrainingStopped as e:  # SIGINT / SIGTERM: the checkpoint is written; stop without a traceback
         print(f"stackgan {args.command}: {e}", file=sys.stderr)
-        return e.exit_code
+        code = e.exit_code
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         print(f"stackgan {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        code = 2
+    exit_process(code)  # under torchrun: ends here (see its docstring)
+    return code
 
 
 if __name__ == "__main__":

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
+
+_joined = False  # set once this process has joined a process group (see exit_process)
 
 
 @dataclass(frozen=True)
@@ -45,12 +49,33 @@ def setup(device: str | None) -> tuple[Dist, torch.device]:
         return Dist(), dev
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    global _joined
+    _joined = True
     return Dist(dist.get_rank(), dist.get_world_size(), local_rank), dev
 
 
 def cleanup(info: Dist) -> None:
     if info.world > 1 and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_process(code: int) -> None:
+    """End a process that joined a process group without the interpreter's teardown (a no-op in
+    one that did not: there it returns).
+
+    Once DistributedDataParallel has been built, the group outlives ``destroy_process_group``
+    (torch 2.14.1: its Gloo threads are still running afterwards, with every Python reference
+    gone), so it is torn down with the interpreter; one 2-process CPU run in CI aborted there
+    ("terminate called without an active exception", SIGABRT) after all its work was done and
+    written, failing the whole torchrun. Everything is flushed first; then ``os._exit``.
+    """
+    if not _joined:
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 @contextlib.contextmanager
