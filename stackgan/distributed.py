@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
-_joined = False  # set once this process has joined a process group (see exit_process)
+_created_group = False  # set once setup() has created this process's group (see exit_process)
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ def setup(device: str | None) -> tuple[Dist, torch.device]:
     ``device`` None means CUDA when available; under a launcher a CUDA device becomes
     ``cuda:LOCAL_RANK``.
     """
+    global _created_group
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -49,8 +50,7 @@ def setup(device: str | None) -> tuple[Dist, torch.device]:
         return Dist(), dev
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    global _joined
-    _joined = True
+        _created_group = True
     return Dist(dist.get_rank(), dist.get_world_size(), local_rank), dev
 
 
@@ -60,8 +60,8 @@ def cleanup(info: Dist) -> None:
 
 
 def exit_process(code: int) -> None:
-    """End a process that joined a process group without the interpreter's teardown (a no-op in
-    one that did not: there it returns).
+    """End a process whose process group :func:`setup` created, without the interpreter's
+    teardown; in any other process (one process, a group made by someone else, tests) it returns.
 
     Once DistributedDataParallel has been built, the group outlives ``destroy_process_group``
     (torch 2.14.1: its Gloo threads are still running afterwards, with every Python reference
@@ -69,7 +69,7 @@ def exit_process(code: int) -> None:
     ("terminate called without an active exception", SIGABRT) after all its work was done and
     written, failing the whole torchrun. Everything is flushed first; then ``os._exit``.
     """
-    if not _joined:
+    if not _created_group:
         return
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
