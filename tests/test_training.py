@@ -42,6 +42,16 @@ def test_stage1_is_frozen_during_stage2(trained_run):
         assert torch.equal(v, s2[f"stage1.{k}"]), k  # weights and BN statistics untouched
 
 
+def test_cached_captions_start_training_without_the_text_encoder(trained_run, tiny_shapes, tiny_config, tmp_path,
+                                                                  monkeypatch):
+    def no_encoder(name):
+        raise AssertionError(f"the {name} text encoder was loaded although every caption is cached")
+
+    monkeypatch.setattr("stackgan.text.cache.get_encoder", no_encoder)  # trained_run has filled the caches
+    train(_steps(tiny_config, 1, 1), tiny_shapes, tmp_path, 1, progress=False)
+    assert load_state(tmp_path / "stage1" / "state.pt")["step"] == 1
+
+
 def test_resume_continues_exactly(tiny_shapes, tiny_config, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(_steps(tiny_config, 1, 6), tiny_shapes, straight, 1, progress=False)

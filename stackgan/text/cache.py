@@ -20,7 +20,7 @@ def split_embeddings(data_dir: str | Path, split: str, records: list[dict], enco
     (and cached) by the named encoder, or, for ``precomputed``, read from ``DATA/embeddings-<split>.npy``."""
     if encoder_name == PRECOMPUTED:
         return precomputed_embeddings(data_dir, split, len(records))
-    return caption_embeddings(data_dir, split, [r["captions"] for r in records], get_encoder(encoder_name), progress)
+    return caption_embeddings(data_dir, split, [r["captions"] for r in records], encoder_name, progress)
 
 
 def precomputed_embeddings(data_dir: str | Path, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,14 +43,17 @@ def precomputed_embeddings(data_dir: str | Path, split: str, n: int) -> tuple[to
 
 
 def caption_embeddings(data_dir: str | Path, split: str, captions: list[list[str]],
-                       encoder: TextEncoder, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                       encoder: TextEncoder | str, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings ``[N, K, D]`` (padded to the most captions per image) and counts ``[N]``.
 
     Cached in ``DATA/.stackgan-cache/text-<split>-<encoder>.safetensors``; recomputed when the
-    encoder or any caption changes (a SHA-256 of both is stored in the file).
+    encoder or any caption changes (a SHA-256 of both is stored in the file). ``encoder`` may be
+    a name: the encoder is then loaded only when the cache has to be (re)computed, so a run whose
+    captions are cached starts without loading it.
     """
-    digest = hashlib.sha256(json.dumps([CACHE_VERSION, encoder.name, captions]).encode()).hexdigest()
-    safe_name = "".join(ch if ch.isalnum() else "_" for ch in encoder.name)
+    name = encoder if isinstance(encoder, str) else encoder.name
+    digest = hashlib.sha256(json.dumps([CACHE_VERSION, name, captions]).encode()).hexdigest()
+    safe_name = "".join(ch if ch.isalnum() else "_" for ch in name)
     path = cache_dir(data_dir) / f"text-{split}-{safe_name}.safetensors"
     if path.exists():
         try:
@@ -61,6 +64,8 @@ def caption_embeddings(data_dir: str | Path, split: str, captions: list[list[str
         except (OSError, ValueError):
             pass  # unreadable or stale cache: recompute below
 
+    if isinstance(encoder, str):
+        encoder = get_encoder(encoder)
     unique = sorted({c for caps in captions for c in caps})
     if progress:
         print(f"encoding {len(unique)} distinct {split} captions with {encoder.name} (cached afterwards)")

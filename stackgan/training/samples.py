@@ -38,7 +38,7 @@ class SampleSheet:
     def __init__(self, data_dir, text_norm, cfg: Config, device, stage: int):
         self.captions = fixed_captions(data_dir)
         self.cfg, self.norm, self.stage = cfg, text_norm, stage
-        from ..text import get_encoder
+        from ..text.cache import caption_embeddings
         from ..text.encoders import PRECOMPUTED
         if cfg.data.text_encoder == PRECOMPUTED:  # the rows of the same (first) manifest lines
             from ..data.manifest import read_manifest
@@ -47,7 +47,9 @@ class SampleSheet:
             emb = precomputed_embeddings(data_dir, split, len(read_manifest(data_dir, split)))[0]
             self.emb = text_norm(emb[:len(self.captions), 0])  # [n, D]
         else:
-            self.emb = text_norm(get_encoder(cfg.data.text_encoder).encode(self.captions))  # [n, D]
+            emb = caption_embeddings(data_dir, "sheet", [[c] for c in self.captions], cfg.data.text_encoder,
+                                     progress=False)[0]  # [n, 1, D], cached like the data's
+            self.emb = text_norm(emb[:, 0])  # [n, D]
         # the pixel spread of the sample split's first real images at 64 px: what collapse is measured against
         from ..data.manifest import load_image, read_manifest
         records = read_manifest(data_dir, sample_split(data_dir))[:len(self.captions)]
