@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 TINY_SET = ["--set", "model.ngf1=8", "--set", "model.ndf1=8", "--set", "model.ngf2=8", "--set", "model.ndf2=8",
@@ -32,15 +33,31 @@ def test_bad_override_is_named():
     assert proc.returncode == 2 and "wdith" in proc.stderr and "ngf1" in proc.stderr
 
 
-def test_train_both_stages_and_generate(tiny_shapes, tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def cli_run(tiny_shapes, tmp_path_factory):
+    """Both stages trained through the command line (3 and 2 steps), shared by the tests below."""
+    run = tmp_path_factory.mktemp("cli") / "run"
     stackgan("train", "--stage", "1", "--data", tiny_shapes, "--out", run, "--max-steps", 3, "--batch-size", 8,
              "--no-progress", *TINY_SET)
+    stackgan("train", "--stage", "2", "--data", tiny_shapes, "--out", run, "--max-steps", 2, "--batch-size", 4,
+             "--no-progress", *TINY_SET)
+    return run
+
+
+def in_process(*args, capsys) -> str:
+    """``stackgan ARGS`` run by this process's ``cli.main`` (no new interpreter to start); its stdout."""
+    from stackgan.cli import main
+
+    capsys.readouterr()
+    assert main([str(a) for a in args]) == 0, capsys.readouterr().err[-3000:]
+    return capsys.readouterr().out
+
+
+def test_train_both_stages_and_generate(cli_run, tiny_shapes, tmp_path, capsys, monkeypatch):
+    run = cli_run
     proc = stackgan("train", "--stage", "2", "--data", tiny_shapes, "--out", tmp_path / "other",
                     "--max-steps", 1, check=False)
     assert proc.returncode == 2 and "Stage I" in proc.stderr
-    stackgan("train", "--stage", "2", "--data", tiny_shapes, "--out", run, "--max-steps", 2, "--batch-size", 4,
-             "--no-progress", *TINY_SET)
     captions = tmp_path / "captions.txt"
     captions.write_text("a red circle\n\n  a large green striped square at the bottom on a white background \n")
     out = tmp_path / "out"
@@ -50,36 +67,34 @@ def test_train_both_stages_and_generate(tiny_shapes, tmp_path):
     assert Image.open(out / "00001.png").size == (256, 256)
     assert Image.open(tmp_path / "s.png").size[0] > 512
     # same seed, one caption alone: the same image as in the two-caption run
-    stackgan("generate", run, "a large green striped square at the bottom on a white background",
-             "--out", tmp_path / "one", "--seed", 4)
+    in_process("generate", run, "a large green striped square at the bottom on a white background",
+               "--out", tmp_path / "one", "--seed", 4, capsys=capsys)
     assert (tmp_path / "one" / "00000.png").read_bytes() == (out / "00001.png").read_bytes()
-    stackgan("generate", run, "a red circle", "--stage", "1", "--n-per-caption", 3, "--out", tmp_path / "s1")
+    in_process("generate", run, "a red circle", "--stage", "1", "--n-per-caption", 3, "--out", tmp_path / "s1",
+               capsys=capsys)
     assert len(list((tmp_path / "s1").iterdir())) == 3
     assert Image.open(tmp_path / "s1" / "00002.png").size == (64, 64)
 
     # export with float16 weights: half the file, the same pictures to within a few levels
     full, half = tmp_path / "full", tmp_path / "half"
-    stackgan("export", run, "--out", full)
-    assert "float16" in stackgan("export", run, "--out", half, "--half").stdout
+    in_process("export", run, "--out", full, capsys=capsys)
+    assert "float16" in in_process("export", run, "--out", half, "--half", capsys=capsys)
     size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
     assert size(half) < 0.6 * size(full)
-    stackgan("generate", half, "a large green striped square at the bottom on a white background", "--seed", 4,
-             cwd=tmp_path)  # --out defaults to ./out
+    monkeypatch.chdir(tmp_path)
+    in_process("generate", half, "a large green striped square at the bottom on a white background", "--seed", 4,
+               capsys=capsys)  # --out defaults to ./out
     a = np.asarray(Image.open(tmp_path / "out" / "00000.png"), dtype=np.int16)
     b = np.asarray(Image.open(tmp_path / "one" / "00000.png"), dtype=np.int16)
     assert np.abs(a - b).mean() < 2.0
 
 
-def test_evaluate_reports_both_stages(tiny_shapes, tmp_path):
+def test_evaluate_reports_both_stages(cli_run, tiny_shapes):
     import json
 
     from stackgan.evaluation.checker import train_checker
 
-    run = tmp_path / "run"
-    stackgan("train", "--stage", "1", "--data", tiny_shapes, "--out", run, "--max-steps", 2, "--batch-size", 8,
-             "--no-progress", *TINY_SET)
-    stackgan("train", "--stage", "2", "--data", tiny_shapes, "--out", run, "--max-steps", 1, "--batch-size", 4,
-             "--no-progress", *TINY_SET)
+    run = cli_run
     train_checker(tiny_shapes, steps=3, batch_size=8, progress=False, device="cpu")  # cached for evaluate
     out = stackgan("evaluate", run, "--data", tiny_shapes, "--num-samples", 8, "--device", "cpu").stdout
     assert "Stage 1" in out and "Stage 2" in out

@@ -46,20 +46,21 @@ def same_state(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def stage1_base(tiny_shapes, tmp_path_factory):
-    """A short Stage I run that both Stage-II runs start from."""
-    base = tmp_path_factory.mktemp("base")
-    run(command(tiny_shapes, base, 1) + ["--max-steps", "4"])
-    return base
+def straight1(tiny_shapes, tmp_path_factory):
+    """Stage I trained straight through: what the killed and resumed Stage-I runs must end equal to,
+    and the Stage I that the Stage-II runs start from."""
+    straight = tmp_path_factory.mktemp("straight1")
+    run(command(tiny_shapes, straight, 1))
+    return straight
 
 
 @pytest.mark.parametrize("stage", [1, 2])
-def test_sigkill_mid_step_then_resume_is_bit_identical(stage, tiny_shapes, stage1_base, tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
+def test_sigkill_mid_step_then_resume_is_bit_identical(stage, tiny_shapes, straight1, tmp_path):
+    straight, killed = (straight1 if stage == 1 else tmp_path / "straight"), tmp_path / "killed"
     if stage == 2:
         for d in (straight, killed):
-            shutil.copytree(stage1_base / "stage1", d / "stage1")
-    run(command(tiny_shapes, straight, stage))
+            shutil.copytree(straight1 / "stage1", d / "stage1")
+        run(command(tiny_shapes, straight, stage))
 
     proc = subprocess.Popen(command(tiny_shapes, killed, stage), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=ENV)
@@ -77,10 +78,9 @@ def test_sigkill_mid_step_then_resume_is_bit_identical(stage, tiny_shapes, stage
     same_state(load_state(killed / f"stage{stage}" / "state.pt"), load_state(straight / f"stage{stage}" / "state.pt"))
 
 
-def test_sigkill_mid_checkpoint_write_leaves_the_previous_one(tiny_shapes, tmp_path):
+def test_sigkill_mid_checkpoint_write_leaves_the_previous_one(tiny_shapes, straight1, tmp_path):
     """The process dies (SIGKILL) half-way through writing its second checkpoint."""
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    run(command(tiny_shapes, straight, 1))
+    killed = tmp_path / "killed"
     dying = ("import os, signal, sys, torch\n"
              "import stackgan.checkpoint as c\n"
              "calls = []\n"
@@ -103,7 +103,7 @@ def test_sigkill_mid_checkpoint_write_leaves_the_previous_one(tiny_shapes, tmp_p
 
     resumed = run(command(tiny_shapes, killed, 1, "--resume"))
     assert not list(stage.glob(".state.pt.*.tmp"))
-    same_state(load_state(stage / "state.pt"), load_state(straight / "stage1" / "state.pt"))
+    same_state(load_state(stage / "state.pt"), load_state(straight1 / "stage1" / "state.pt"))
     assert "error" not in resumed.stderr.lower()
 
 
