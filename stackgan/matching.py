@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .config import DataConfig
 from .data.manifest import load_images, read_manifest
 from .text.cache import split_embeddings
+from .text.encoders import cache_key
 from .text.norm import TextNorm
 from .utils import cache_dir, load_module_files, save_module
 
@@ -85,7 +86,8 @@ class ImageTextMatcher(nn.Module):
 
 def _key(data_dir: Path, data_cfg: DataConfig, config: dict, steps: int, seed: int) -> str:
     h = hashlib.sha256((data_dir / "train.jsonl").read_bytes())
-    h.update(json.dumps([FORMAT_VERSION, data_cfg.text_encoder, data_cfg.text_norm, config, steps, seed]).encode())
+    h.update(json.dumps([FORMAT_VERSION, cache_key(data_cfg.text_encoder), data_cfg.text_norm, config, steps,
+                         seed]).encode())  # a retrained encoder folder: a new key
     return h.hexdigest()[:16]
 
 

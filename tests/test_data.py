@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from stackgan.data.manifest import DataError, load_images, read_manifest
@@ -78,3 +79,28 @@ def test_caption_embeddings_are_cached_and_refreshed(tmp_path):
     caps[1][0] = "a yellow star"
     emb2, _ = caption_embeddings(tmp_path, "train", caps, enc, progress=False)
     assert not np.allclose(emb2[1, 0].numpy(), emb[1, 0].numpy())  # captions changed: recomputed
+
+
+def test_an_encoder_trained_again_into_its_folder_has_the_captions_encoded_again(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from stackgan.text import encoders
+    from stackgan.text.char_cnn_rnn import ALPHABET, FORMAT_VERSION, CharCnnRnn, CharCnnRnnEncoder
+
+    folder = tmp_path / "enc"
+    folder.mkdir()
+    name, caps = f"char-cnn-rnn:{folder}", [["a red circle", "a blue star"]]
+
+    def train_into_folder(seed):  # what `stackgan text-encoder train` leaves there, with random weights
+        torch.manual_seed(seed)
+        save_file({k: v.contiguous() for k, v in CharCnnRnn(8).state_dict().items()}, str(folder / "model.safetensors"))
+        (folder / "config.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "alphabet": ALPHABET,
+                                                        "embed_dim": 8}))
+        monkeypatch.setattr(encoders, "_CACHE", {})  # a new process
+
+    train_into_folder(0)
+    first, _ = caption_embeddings(tmp_path / "data", "train", caps, name, progress=False)
+    train_into_folder(1)
+    again, _ = caption_embeddings(tmp_path / "data", "train", caps, name, progress=False)
+    assert not torch.allclose(first, again)
+    assert torch.allclose(again[0], CharCnnRnnEncoder(folder).encode(caps[0]))  # the new weights' vectors

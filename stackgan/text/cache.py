@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..utils import atomic_path, cache_dir
-from .encoders import PRECOMPUTED, TextEncoder, get_encoder
+from .encoders import PRECOMPUTED, TextEncoder, cache_key, get_encoder
 
 CACHE_VERSION = 1
 
@@ -47,12 +47,13 @@ def caption_embeddings(data_dir: str | Path, split: str, captions: list[list[str
     """Embeddings ``[N, K, D]`` (padded to the most captions per image) and counts ``[N]``.
 
     Cached in ``DATA/.stackgan-cache/text-<split>-<encoder>.safetensors``; recomputed when the
-    encoder or any caption changes (a SHA-256 of both is stored in the file). ``encoder`` may be
+    encoder (its name, or the weights in its folder: :func:`cache_key`) or any caption changes
+    (a SHA-256 of both is stored beside it). ``encoder`` may be
     a name: the encoder is then loaded only when the cache has to be (re)computed, so a run whose
     captions are cached starts without loading it.
     """
     name = encoder if isinstance(encoder, str) else encoder.name
-    digest = hashlib.sha256(json.dumps([CACHE_VERSION, name, captions]).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps([CACHE_VERSION, cache_key(name), captions]).encode()).hexdigest()
     safe_name = "".join(ch if ch.isalnum() else "_" for ch in name)
     path = cache_dir(data_dir) / f"text-{split}-{safe_name}.safetensors"
     if path.exists():

@@ -14,9 +14,11 @@ An encoder has a ``name`` (stored in checkpoints and embedding caches), a ``dim`
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -97,6 +99,22 @@ class PrecomputedEncoder(TextEncoder):
             "embed new sentences. Train with a text encoder that can: data.text_encoder=minilm (the default), "
             "st:PATH for another sentence-transformers model, or char-cnn-rnn:DIR after `stackgan text-encoder "
             "train`")
+
+
+def cache_key(name: str) -> str:
+    """What cached caption embeddings are keyed by: the encoder's name and, for one read from a
+    local folder (``char-cnn-rnn:DIR``, ``st:DIR``), a SHA-256 of the weight files in it, so that
+    an encoder trained again into the same folder has its captions encoded again."""
+    folder = Path(name.split(":", 1)[1]) if name.startswith(("char-cnn-rnn:", "st:")) else None
+    if folder is None or not folder.is_dir():
+        return name
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file()):
+        h.update(f.relative_to(folder).as_posix().encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return f"{name}@{h.hexdigest()}"
 
 
 _CACHE: dict[str, TextEncoder] = {}
