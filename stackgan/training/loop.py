@@ -180,8 +180,9 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
 
     stop = StopRequests()
     sums = torch.zeros(len(LOGGED), device=device)  # the logged losses, summed since the last log, read at log time
-    pbar = tqdm(total=last_step, initial=step, disable=not progress, desc=f"stage {stage}", unit="step",
-                dynamic_ncols=True)
+    # under a time budget the total is estimated after every step (below)
+    pbar = tqdm(total=last_step if budget is None else None, initial=step, disable=not progress,
+                desc=f"stage {stage}", unit="step", dynamic_ncols=True)
     t_start, t_log, step_log = time.monotonic() - elapsed, time.monotonic(), step
     spent = budget is not None and elapsed >= budget  # (a resumed run's elapsed is the same on every rank)
     try:
@@ -203,6 +204,9 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
             sums += updater(real, text, wrong, z)
             step += 1
             elapsed = time.monotonic() - t_start
+            if budget is not None and progress:  # the step the time budget ends at, as estimated so far
+                est = step + int((budget - elapsed) / max(elapsed / step, 1e-6))
+                pbar.total = est if last_step is None else min(last_step, est)
             pbar.update(1)
 
             # --- log, sample, checkpoint ---------------------------------------------------------
@@ -236,9 +240,6 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
                 if dist.main:
                     _log(writer, pbar, means, step, rate, opt_g.param_groups[0]["lr"], matcher is not None,
                          encoder is not None)
-                    if budget is not None:  # show an ETA for the time budget too
-                        est = step + int((budget - elapsed) / max(elapsed / max(step, 1), 1e-6))
-                        pbar.total = est if last_step is None else min(last_step, est)
                 sums.zero_()
                 t_log, step_log = time.monotonic(), step
             if dist.main and step % sc.sample_every == 0:
