@@ -48,9 +48,9 @@ def caption_embeddings(data_dir: str | Path, split: str, captions: list[list[str
 
     Cached in ``DATA/.stackgan-cache/text-<split>-<encoder>.safetensors``; recomputed when the
     encoder (its name, or the weights in its folder: :func:`cache_key`) or any caption changes
-    (a SHA-256 of both is stored beside it). ``encoder`` may be
-    a name: the encoder is then loaded only when the cache has to be (re)computed, so a run whose
-    captions are cached starts without loading it.
+    (a SHA-256 of both is stored beside it). ``encoder`` may be a name: the encoder is then loaded
+    only when the cache has to be (re)computed, so a run whose captions are cached starts without
+    loading it.
     """
     name = encoder if isinstance(encoder, str) else encoder.name
     digest = hashlib.sha256(json.dumps([CACHE_VERSION, cache_key(name), captions]).encode()).hexdigest()
