@@ -13,7 +13,8 @@ EXAMPLES = {
   stackgan data shapes --out /tmp/tiny --train 200 --test 50 --seed 1
   stackgan data info ../shared/data/flowers               # what a data set holds, problems found
   stackgan data prepare ../shared/data/flowers --out data/flowers     # decode once for training
-  stackgan data prepare path/to/birds --out data/birds --skip-bad      # leave bad items out, count them""",
+  stackgan data prepare path/to/birds --out data/birds --skip-bad      # leave bad items out, count them
+  stackgan data attributes data/shapes --out data/shapes-onehot        # the oracle condition (experiments)""",
     "train": """examples:
   stackgan train --stage 1 --data data/shapes --out runs/shapes --preset fast --minutes 15
   stackgan train --stage 2 --data data/shapes --out runs/shapes --minutes 7
@@ -28,6 +29,7 @@ EXAMPLES = {
   stackgan evaluate runs/demo --data data/shapes                       # Shapes attribute accuracy
   stackgan evaluate runs/demo --data data/shapes --metrics attributes,fid,kid,rprec --num-samples 5000
   stackgan evaluate runs/a runs/b --data data/shapes                   # side by side
+  stackgan evaluate runs/a --data data/shapes --metrics dcheck         # does D read each attribute?
   stackgan evaluate --fake out/ --real data/real_pngs/ --metrics fid,kid   # two folders; last line: JSON
   stackgan evaluate runs/flowers --data data/flowers --metrics fid,kid,is --inception-weights weights-inception-2015-12-05-6726825d.pth""",
     "export": """examples:
@@ -89,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="square sizes to decode to (default: 76 304, the paper's 64/256 crops with room to crop)")
     r.add_argument("--skip-bad", action="store_true", help="leave bad images / caption files out and count them")
     r.add_argument("--limit", type=int, help="only the first N images of each split (quick trials)")
+    o = dsub.add_parser("attributes", help="Shapes with its six attributes as one-hot 'embeddings' (the oracle "
+                        "condition of docs/training-recipe.md; train with --set data.text_encoder=precomputed)",
+                        epilog=EXAMPLES["data"], formatter_class=fmt)
+    o.add_argument("path", type=Path, help="Shapes data folder")
+    o.add_argument("--out", type=Path, required=True, help="folder to write (manifests and images are linked)")
+    o.add_argument("--foils", type=int, default=4, help="one-attribute foils per train image (default 4)")
 
     t = sub.add_parser("train", help="train Stage I or Stage II", epilog=EXAMPLES["train"], formatter_class=fmt)
     t.add_argument("--stage", type=int, choices=(1, 2), required=True,
@@ -141,8 +149,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", type=Path, nargs="*", help="run folders, model folders or state files (several: "
                    "compared side by side)")
     e.add_argument("--data", type=Path, help="data folder with test.jsonl")
-    e.add_argument("--metrics", help="comma-separated: attributes,fid,kid,is,rprec (default: attributes on Shapes "
-                   "data, else fid,kid; with --fake/--real: fid,kid)")
+    e.add_argument("--metrics", help="comma-separated: attributes,fid,kid,is,rprec,dcheck (default: attributes on "
+                   "Shapes data, else fid,kid; with --fake/--real: fid,kid). dcheck: how often a training run's D "
+                   "prefers a real test image's caption to the same caption with one attribute changed (first "
+                   "--num-samples images, default 500; 0.5 = D ignores that attribute)")
     e.add_argument("--num-samples", type=int, help="attributes: the first N test captions (default all); fid/kid/is/"
                    "rprec: N generated images over all test captions (default 30000, as the papers)")
     e.add_argument("--fake", type=Path, help="folder of generated images (with --real: compare two folders)")

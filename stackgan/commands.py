@@ -25,6 +25,10 @@ def cmd_data(args) -> int:
         if len(summary["skipped"]) > 20:
             print(f"  ... and {len(summary['skipped']) - 20} more (all in {args.out / 'prepared.json'})")
         return 0
+    if args.data_command == "attributes":
+        from .data.foils import write_attribute_embeddings
+        print(f"one-hot attribute embeddings in {write_attribute_embeddings(args.path, args.out, args.foils)}")
+        return 0
     from .data.shapes import generate_shapes
 
     t = time.monotonic()
@@ -102,7 +106,7 @@ def cmd_generate(args) -> int:
 
 def cmd_evaluate(args) -> int:
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    known = ("attributes", "fid", "kid", "is", "rprec")
+    known = ("attributes", "fid", "kid", "is", "rprec", "dcheck")
     if metrics and any(m not in known for m in metrics):
         raise ValueError(f"--metrics: unknown {[m for m in metrics if m not in known]}; choose from {', '.join(known)}")
     if args.fake or args.real:
@@ -123,8 +127,19 @@ def cmd_evaluate(args) -> int:
     from .evaluation.shapes_eval import evaluate_shapes
     is_shapes = all("attributes" in r for r in read_manifest(args.data, "test")[:10])
     metrics = metrics or (["attributes"] if is_shapes else ["fid", "kid"])
-    if is_shapes and "attributes" not in metrics:
+    if is_shapes and "attributes" not in metrics and "dcheck" not in metrics:
         metrics = ["attributes"] + metrics  # Shapes: attribute accuracy in the same report
+    if "dcheck" in metrics:
+        from .evaluation.d_check import d_check_markdown, discriminator_check, save_d_check
+        checks = {str(c): discriminator_check(c, args.data, num_samples=args.num_samples or 500, seed=args.seed,
+                                              device=args.device) for c in args.checkpoint}
+        print(d_check_markdown(checks))
+        for c, r in checks.items():
+            out = Path(args.out) if args.out else (Path(c) if Path(c).is_dir() else Path(c).parent)
+            print(f"report: {save_d_check(out, r)}")
+        metrics = [m for m in metrics if m != "dcheck"]
+        if not metrics:
+            return 0
     results = {}
     for ckpt in args.checkpoint:
         res: dict = {}

@@ -34,6 +34,10 @@ class ModelConfig:
     stage2_image_skip: bool = False  # not in the paper: Stage II refines the upsampled Stage-I image
     d_spectral_norm: bool = False  # not in the paper: spectral normalization of D's convs and linears
     nef: int = 16  # width of the latent encoder of the reconstruction branch (stage1.recon_weight)
+    # not in the paper (the geometry design, docs/training-recipe.md):
+    g_fusion: bool = False  # cat(z, c) modulates every up-block of G (scale and shift after each BN)
+    d_arch: str = "dcgan"  # dcgan: the paper's BatchNorm D; resnet: BN-free gated residual D, one-way head
+    d_mbstd: bool = False  # resnet D: a minibatch standard-deviation feature before the head
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class StageConfig:
     latent_kl_weight: float = 1.0  # KL of the encoded z to N(0, I) (with recon_weight > 0)
     d_translate: int = 0  # D sees real and fake images shifted by up to this many pixels (at 64 px; stackgan.augment)
     d_noise: float = 0.0  # D sees real and fake images with Gaussian noise of this standard deviation added
+    gp_weight: float = 0.0  # matching-aware gradient penalty on (real image, its text): weight * mean(|grad|^power)
+    gp_power: float = 6.0  # (DF-GAN: weight 2, power 6; power 2 with the image alone is R1)
+    gp_every: int = 1  # compute the penalty every N steps, weighted N times (lazy regularisation)
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,8 @@ class DataConfig:
     matcher_batch: int = 64
     matcher_widths: tuple = (16, 32, 64, 128)  # one stride-2 conv stage each: 64 px -> 4 px
     matcher_hard: float = 0.0  # weight of VSE++'s hardest-negative hinge, in training the matcher and in G's loss
+    foil_share: float = 0.0  # share of D's wrong captions that are one-word foils (stackgan.data.foils)
+    foils_per_image: int = 4  # foils made (and encoded, cached) per train image
     seed: int = 0
 
 
@@ -135,6 +144,7 @@ CHOICES = {
     "augment": ("none", "crop_flip"),
     "precision": ("fp32", "bf16", "fp16"),
     "gan_loss": ("bce", "hinge"),
+    "d_arch": ("dcgan", "resnet"),
     "on_divergence": ("stop", "rollback"),
 }
 
@@ -261,6 +271,10 @@ def validate(cfg: Config) -> Config:
     for name in ("matcher_steps", "matcher_batch"):
         if getattr(cfg.data, name) < 1:
             raise ConfigError(f"data.{name} must be >= 1, got {getattr(cfg.data, name)}")
+    if not 0 <= cfg.data.foil_share <= 1:
+        raise ConfigError(f"data.foil_share must be in [0, 1], got {cfg.data.foil_share}")
+    if cfg.data.foils_per_image < 1:
+        raise ConfigError(f"data.foils_per_image must be >= 1, got {cfg.data.foils_per_image}")
     if cfg.data.matcher_hard < 0:
         raise ConfigError(f"data.matcher_hard must be >= 0, got {cfg.data.matcher_hard}")
     if not 1 <= len(cfg.data.matcher_widths) <= 6:
@@ -270,12 +284,14 @@ def validate(cfg: Config) -> Config:
         if s.batch_size < 2:
             raise ConfigError(f"stage{n}.batch_size must be >= 2 (wrong pairs need two), got {s.batch_size}")
         for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs", "match_weight",
-                     "recon_weight", "latent_kl_weight", "d_translate", "d_noise"):
+                     "recon_weight", "latent_kl_weight", "d_translate", "d_noise", "gp_weight"):
             if getattr(s, name) < 0:
                 raise ConfigError(f"stage{n}.{name} must be >= 0, got {getattr(s, name)}")
         if not 0 <= s.ema_decay < 1:
             raise ConfigError(f"stage{n}.ema_decay must be in [0, 1), got {s.ema_decay}")
-        for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
+        if s.gp_power <= 0:
+            raise ConfigError(f"stage{n}.gp_power must be > 0, got {s.gp_power}")
+        for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "gp_every"):
             if getattr(s, name) < 1:
                 raise ConfigError(f"stage{n}.{name} must be >= 1, got {getattr(s, name)}")
     return cfg

@@ -81,3 +81,15 @@ def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)), averaged over batch and dimensions."""
     mu, logvar = mu.float(), logvar.float()
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+
+
+def matching_aware_gradient_penalty(logits: torch.Tensor, inputs: tuple[torch.Tensor, ...],
+                                    power: float = 6.0) -> torch.Tensor:
+    """``mean_i(||grad_i||^power)``, where ``grad_i`` joins the gradients of sample i's logit with
+    respect to every tensor of ``inputs`` (DF-GAN's MA-GP: the real image and its sentence
+    embedding, Tao et al., CVPR 2022; with the image alone and ``power=2`` it is R1's
+    ``E||grad_x D||^2``, Mescheder et al., ICML 2018). The graph is kept, so the penalty trains D.
+    ``inputs`` must require gradients and have produced ``logits``."""
+    grads = torch.autograd.grad(logits.float().sum(), inputs, create_graph=True)
+    flat = torch.cat([g.reshape(g.shape[0], -1).float() for g in grads], dim=1)  # [B, sum of sizes]
+    return flat.pow(2).sum(1).pow(power / 2).mean()  # ||g||^p, no sqrt: a finite gradient at g = 0

@@ -10,6 +10,8 @@ import torch
 from ..data.manifest import DataError, read_manifest
 from ..data.shapes import ATTRIBUTES
 from ..pipeline import StackGANPipeline
+from ..text.cache import precomputed_embeddings
+from ..text.encoders import PRECOMPUTED
 from ..utils import atomic_path
 from .checker import WEIGHTS_NAME, attribute_accuracy, load_or_train_checker
 
@@ -39,8 +41,13 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
     with open(data_dir / Path(WEIGHTS_NAME).with_suffix(".json"), encoding="utf-8") as f:
         real = json.load(f)["test_accuracy"]
     pipe = StackGANPipeline.load(checkpoint).to(device)
-    images = pipe.generate(captions, seed=seed, batch_size=32, progress=progress)
+    embeddings = None
+    if pipe.config.data.text_encoder == PRECOMPUTED:  # no sentences: the test split's own vectors (first per image)
+        emb, _ = precomputed_embeddings(data_dir, "test", len(read_manifest(data_dir, "test")))
+        embeddings = pipe.text_norm(emb[:len(records), 0])
+    images = pipe.generate(captions, seed=seed, batch_size=32, progress=progress, embeddings=embeddings)
     report = {"checkpoint": str(checkpoint), "data": str(data_dir), "num_samples": len(records),
+              "condition": "precomputed test embeddings" if embeddings is not None else "full test captions",
               "held_out_samples": int(held_out.sum()), "seed": seed, "checker_on_real_images": real}
     for stage in ("stage1", "stage2"):
         if stage in images:

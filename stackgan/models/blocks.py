@@ -30,20 +30,57 @@ def _recompute_contexts(module: nn.Module):  # (first forward, recomputation)
     return contextlib.nullcontext(), _keep_batchnorm_buffers(module)
 
 
-def run_up_path(up: nn.Sequential, rgb: nn.Module, x: torch.Tensor, recompute: int = 0) -> torch.Tensor:
-    """``rgb(up(x))``. In training with gradients on, the last ``recompute`` modules of ``up`` keep
-    only their input (the last together with ``rgb``): their activations are computed again in
-    the backward pass instead of being held from the forward pass through D's update (torch's
-    activation checkpointing). The same values and gradients; less memory, one more forward pass
-    of those blocks. BatchNorm running statistics are updated once."""
+def _block(module: nn.Module, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    return module(x, cond) if getattr(module, "conditional", False) else module(x)
+
+
+def run_up_path(up: nn.Sequential, rgb: nn.Module, x: torch.Tensor, recompute: int = 0,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
+    """``rgb(up(x))``, each conditional up-block also given ``cond [B, K]``. In training with
+    gradients on, the last ``recompute`` modules of ``up`` keep only their input (the last
+    together with ``rgb``): their activations are computed again in the backward pass instead of
+    being held from the forward pass through D's update (torch's activation checkpointing). The
+    same values and gradients; less memory, one more forward pass of those blocks. BatchNorm
+    running statistics are updated once."""
     n = min(recompute, len(up)) if torch.is_grad_enabled() and up.training else 0
+    for i in range(len(up) - n):
+        x = _block(up[i], x, cond)
     if n == 0:
-        return rgb(up(x))
-    x = up[:len(up) - n](x)
+        return rgb(x)
     for i in range(len(up) - n, len(up)):
-        seg = nn.Sequential(up[i], rgb) if i == len(up) - 1 else up[i]
-        x = checkpoint(seg, x, use_reentrant=False, context_fn=partial(_recompute_contexts, seg))
+        last = i == len(up) - 1
+
+        def segment(h, c, block=up[i], last=last):
+            h = _block(block, h, c)
+            return rgb(h) if last else h
+
+        seg_modules = nn.Sequential(up[i], rgb) if last else up[i]
+        x = checkpoint(segment, x, cond, use_reentrant=False, context_fn=partial(_recompute_contexts, seg_modules))
     return x
+
+
+class CondAffine(nn.Module):
+    """Per-channel scale and shift predicted from a condition: ``x * (1 + g(c)) + b(c)``, each of g
+    and b a Linear-ReLU-Linear. The last layers start at zero, so the block starts as the identity.
+    DF-GAN's affine (Tao et al., CVPR 2022); BigGAN's conditional BatchNorm when it follows a
+    BatchNorm."""
+
+    def __init__(self, cond_dim: int, channels: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or max(channels, 32)
+        self.gain = nn.Sequential(nn.Linear(cond_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+        self.bias = nn.Sequential(nn.Linear(cond_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+        self.start_as_identity()
+
+    def start_as_identity(self) -> None:
+        for head in (self.gain, self.bias):
+            nn.init.zeros_(head[-1].weight)
+            nn.init.zeros_(head[-1].bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gain = self.gain(cond.to(x.dtype))[:, :, None, None]  # [B, C, 1, 1]
+        bias = self.bias(cond.to(x.dtype))[:, :, None, None]
+        return x * (1.0 + gain) + bias  # [B, C, H, W]
 
 
 def conv3x3(in_ch: int, out_ch: int, bias: bool = False) -> nn.Conv2d:
@@ -51,7 +88,9 @@ def conv3x3(in_ch: int, out_ch: int, bias: bool = False) -> nn.Conv2d:
 
 
 class UpBlock(nn.Sequential):
-    """Nearest-neighbour x2, 3x3 conv (no bias), BN, ReLU.
+    """Nearest-neighbour x2, 3x3 conv (no bias), BN, ReLU. With ``cond_dim > 0`` (not in the
+    paper) a :class:`CondAffine` after the BN modulates the block by the condition given to
+    ``forward(x, cond)``: the sentence (and z) reach every resolution, not only the 4x4 input.
 
     The upsampling and the conv run as one transposed conv (:func:`upsample_conv3x3`): the same
     function of the same weights, at less than half the arithmetic. ``fuse_upsampling = False``
@@ -60,21 +99,25 @@ class UpBlock(nn.Sequential):
 
     fuse_upsampling = True
 
-    def __init__(self, in_ch: int, out_ch: int):
-        super().__init__(
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            conv3x3(in_ch, out_ch),
-            nn.BatchNorm2d(out_ch),
-            nn.ReLU(inplace=True),
-        )
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int = 0):
+        layers = [nn.Upsample(scale_factor=2, mode="nearest"), conv3x3(in_ch, out_ch), nn.BatchNorm2d(out_ch),
+                  nn.ReLU(inplace=True)]
+        super().__init__(*layers, *([CondAffine(cond_dim, out_ch)] if cond_dim else []))
+        self.conditional = cond_dim > 0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        up, conv, bn, act = self[0], self[1], self[2], self[3]
+        if self.conditional and cond is None:
+            raise ValueError("this up-block is conditional: call it with (x, cond)")
         if not self.fuse_upsampling:
-            return super().forward(x)
-        _, conv, bn, act = self
-        frozen = not (torch.is_grad_enabled() and conv.weight.requires_grad) and not torch.compiler.is_compiling()
-        kernel = self._frozen_kernel(conv.weight) if frozen and min(x.shape[-2:]) >= FUSED_MIN_SIZE else None
-        return act(bn(upsample_conv3x3(x, conv.weight, kernel)))  # [B, out, 2H, 2W]
+            h = bn(conv(up(x)))
+        else:
+            frozen = not (torch.is_grad_enabled() and conv.weight.requires_grad) and not torch.compiler.is_compiling()
+            kernel = self._frozen_kernel(conv.weight) if frozen and min(x.shape[-2:]) >= FUSED_MIN_SIZE else None
+            h = bn(upsample_conv3x3(x, conv.weight, kernel))  # [B, out, 2H, 2W]
+        if self.conditional:
+            h = self[4](h, cond)
+        return act(h)
 
     def __getstate__(self):  # pickling (torch.save of a whole network) leaves the kernel cache out
         state = super().__getstate__()
@@ -181,3 +224,6 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+    for m in module.modules():  # modulations start as the identity
+        if isinstance(m, CondAffine):
+            m.start_as_identity()

@@ -29,6 +29,10 @@ class Bottleneck(nn.Module):
 class Stage1Generator(nn.Module):
     """``cat(z, c)`` -> FC to ``8ngf x 4 x 4`` -> four up-blocks -> 3x3 conv -> tanh (64x64).
 
+    ``fusion=True`` (not in the paper): every up-block is modulated by ``cat(z, c)``
+    (:class:`~stackgan.models.blocks.CondAffine` after its BatchNorm, starting as the identity),
+    so the sentence shapes every resolution, not only the 4x4 input (DF-GAN's deep fusion).
+
     ``variant="pt"`` is the PyTorch code's (and this page's) layout. ``variant="tf"`` is the TF
     code's: residual bottlenecks at 4x4 and 8x8, and no ``ngf/2`` layer at 64x64 (the last
     up-sampling goes straight to the RGB conv).
@@ -42,13 +46,14 @@ class Stage1Generator(nn.Module):
     recompute_blocks = 0  # training: the last N up-blocks recompute their activations (run_up_path)
 
     def __init__(self, text_dim: int, ngf: int = 128, z_dim: int = 100, cond_dim: int = 128,
-                 ca_variant: str = "pt", variant: str = "pt"):
+                 ca_variant: str = "pt", variant: str = "pt", fusion: bool = False):
         super().__init__()
         if variant not in ("pt", "tf"):
             raise ValueError(f"Stage-I generator variant must be 'pt' or 'tf', got {variant!r}")
         if ngf % 2:
             raise ValueError(f"Stage-I ngf must be even (the last block has ngf/2 channels), got {ngf}")
-        self.z_dim, self.ngf = z_dim, ngf
+        self.z_dim, self.ngf, self.fusion = z_dim, ngf, fusion
+        k = z_dim + cond_dim if fusion else 0  # the modulating condition: cat(z, c)
         self.ca = ConditioningAugmentation(text_dim, cond_dim, ca_variant)
         self.fc = nn.Sequential(
             nn.Linear(z_dim + cond_dim, 8 * ngf * 4 * 4, bias=False),
@@ -57,18 +62,18 @@ class Stage1Generator(nn.Module):
         )
         if variant == "pt":
             self.up = nn.Sequential(
-                UpBlock(8 * ngf, 4 * ngf),  # 8
-                UpBlock(4 * ngf, 2 * ngf),  # 16
-                UpBlock(2 * ngf, ngf),  # 32
-                UpBlock(ngf, ngf // 2),  # 64
+                UpBlock(8 * ngf, 4 * ngf, k),  # 8
+                UpBlock(4 * ngf, 2 * ngf, k),  # 16
+                UpBlock(2 * ngf, ngf, k),  # 32
+                UpBlock(ngf, ngf // 2, k),  # 64
             )
             self.to_rgb = nn.Sequential(conv3x3(ngf // 2, 3), nn.Tanh())
         else:
             self.up = nn.Sequential(
                 Bottleneck(8 * ngf),  # 4
-                UpBlock(8 * ngf, 4 * ngf), Bottleneck(4 * ngf),  # 8
-                UpBlock(4 * ngf, 2 * ngf),  # 16
-                UpBlock(2 * ngf, ngf),  # 32
+                UpBlock(8 * ngf, 4 * ngf, k), Bottleneck(4 * ngf),  # 8
+                UpBlock(4 * ngf, 2 * ngf, k),  # 16
+                UpBlock(2 * ngf, ngf, k),  # 32
                 nn.Upsample(scale_factor=2, mode="nearest"),  # 64
             )
             self.to_rgb = nn.Sequential(conv3x3(ngf, 3), nn.Tanh())
@@ -76,8 +81,9 @@ class Stage1Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None):
         c, mu, logvar = self.ca(emb, eps)  # [B, cond]
-        h = self.fc(torch.cat([z, c], dim=1)).view(-1, 8 * self.ngf, 4, 4)  # [B, 8ngf, 4, 4]
-        img = run_up_path(self.up, self.to_rgb, h, self.recompute_blocks)  # [B, 3, 64, 64]
+        zc = torch.cat([z, c], dim=1)  # [B, z + cond]
+        h = self.fc(zc).view(-1, 8 * self.ngf, 4, 4)  # [B, 8ngf, 4, 4]
+        img = run_up_path(self.up, self.to_rgb, h, self.recompute_blocks, zc if self.fusion else None)  # [B, 3, 64, 64]
         return img, mu, logvar
 
 

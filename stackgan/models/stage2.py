@@ -15,7 +15,8 @@ class Stage2Generator(nn.Module):
     blocks -> four up-blocks -> 256x256.
 
     Stage I stays in eval mode and receives no gradient: Stage II trains only its own layers.
-    ``image_skip=True`` (not in the paper) adds the last conv's output to the 4x-upsampled Stage-I
+    ``fusion=True`` (not in the paper): its up-blocks are modulated by ``cat(z, c)`` as in
+    :class:`Stage1Generator`. ``image_skip=True`` (not in the paper) adds the last conv's output to the 4x-upsampled Stage-I
     image before the tanh (in its pre-activation), so an untrained Stage II already reproduces
     Stage I and training only has to add detail: useful when Stage II gets minutes, not days.
 
@@ -29,9 +30,10 @@ class Stage2Generator(nn.Module):
     recompute_blocks = 0  # training: the last N up-blocks recompute their activations (run_up_path)
 
     def __init__(self, stage1: Stage1Generator, ngf: int = 128, res_blocks: int = 4,
-                 cond_dim: int = 128, ca_variant: str = "pt", image_skip: bool = False):
+                 cond_dim: int = 128, ca_variant: str = "pt", image_skip: bool = False, fusion: bool = False):
         super().__init__()
-        self.image_skip = image_skip
+        self.image_skip, self.fusion = image_skip, fusion
+        k = stage1.z_dim + cond_dim if fusion else 0  # the up-blocks' modulating condition: cat(z, c)
         if ngf % 4:
             raise ValueError(f"Stage-II ngf must be divisible by 4 (last block has ngf/4), got {ngf}")
         self.stage1 = stage1
@@ -48,10 +50,10 @@ class Stage2Generator(nn.Module):
         )
         self.residual = nn.Sequential(*[ResBlock(4 * ngf) for _ in range(res_blocks)])
         self.up = nn.Sequential(
-            UpBlock(4 * ngf, 2 * ngf),  # 32
-            UpBlock(2 * ngf, ngf),  # 64
-            UpBlock(ngf, ngf // 2),  # 128
-            UpBlock(ngf // 2, ngf // 4),  # 256
+            UpBlock(4 * ngf, 2 * ngf, k),  # 32
+            UpBlock(2 * ngf, ngf, k),  # 64
+            UpBlock(ngf, ngf // 2, k),  # 128
+            UpBlock(ngf // 2, ngf // 4, k),  # 256
         )
         self.to_rgb = nn.Sequential(conv3x3(ngf // 4, 3), nn.Tanh())
         init_weights(self.ca)
@@ -73,7 +75,8 @@ class Stage2Generator(nn.Module):
         h = self.encode(low)  # [B, 4ngf, 16, 16]
         c_map = c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])  # [B, cond, 16, 16]
         h = self.residual(self.joint(torch.cat([h, c_map.to(h.dtype)], dim=1)))  # [B, 4ngf, 16, 16]
-        x = run_up_path(self.up, self.to_rgb[0], h, self.recompute_blocks)  # [B, 3, 256, 256], before tanh
+        zc = torch.cat([z, c], dim=1) if self.fusion else None  # [B, z + cond]
+        x = run_up_path(self.up, self.to_rgb[0], h, self.recompute_blocks, zc)  # [B, 3, 256, 256], before tanh
         if self.image_skip:
             base = F.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False)  # [B, 3, 256, 256]
             x = x + torch.atanh(base.clamp(-0.995, 0.995))

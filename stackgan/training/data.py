@@ -13,7 +13,10 @@ import torch
 
 from ..config import DataConfig
 from ..data.manifest import DataError, load_images, read_manifest
-from ..text.cache import split_embeddings
+from ..data.foils import make_foils
+from ..data.readers import load_embeddings
+from ..text.cache import caption_embeddings, split_embeddings
+from ..text.encoders import PRECOMPUTED
 from ..text.norm import TextNorm
 
 
@@ -32,6 +35,8 @@ class TrainData:
     out_size: int
     cfg: DataConfig
     labels: torch.Tensor | None = None  # long [N] class numbers (wrong_pairs=class)
+    foils: torch.Tensor | None = None  # float [N, F, D], normalized: one-word foils (data.foil_share)
+    foil_counts: torch.Tensor | None = None  # long [N], foils per image (0: none, e.g. no color word)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -74,6 +79,11 @@ class TrainData:
                         break
                     other = torch.where(same, other_images(), other)
             wrong = self._text(other, g)
+        if self.cfg.foil_share > 0 and self.foils is not None:  # a share of the wrong captions: one-word foils
+            counts = self.foil_counts[idx]  # [B]
+            use = (torch.rand(len(idx), generator=g) < self.cfg.foil_share) & (counts > 0)
+            pick = (torch.rand(len(idx), generator=g) * counts.clamp(min=1)).long()  # [B]
+            wrong = torch.where(use[:, None], self.foils[idx, pick], wrong)  # [B, D]
         return self._images(idx, g), text, wrong
 
     def _text(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -138,4 +148,27 @@ def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm:
         labels = torch.tensor([r["label"] for r in records])
         if len(labels.unique()) < 2:
             raise DataError(f"{Path(data_dir) / 'train.jsonl'}: data.wrong_pairs=class needs two or more classes")
-    return TrainData(images, text_norm(emb), counts, size, cfg, labels), text_norm
+    foils = foil_counts = None
+    if cfg.foil_share > 0:
+        foils, foil_counts = foil_embeddings(data_dir, records, cfg, progress)
+        foils = text_norm(foils)
+    return TrainData(images, text_norm(emb), counts, size, cfg, labels, foils, foil_counts), text_norm
+
+
+def foil_embeddings(data_dir: str | Path, records: list[dict], cfg: DataConfig, progress: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-word foils of the train captions (:mod:`stackgan.data.foils`), ``[N, F, D]`` and counts
+    ``[N]``: made and encoded by the run's text encoder (cached like the captions), or, for
+    ``precomputed`` embeddings, read from ``DATA/foils-train.npy``."""
+    if cfg.text_encoder == PRECOMPUTED:
+        path = Path(data_dir) / "foils-train.npy"
+        if not path.exists():
+            raise DataError(f"{path}: not found. data.foil_share > 0 with precomputed embeddings reads the foils' "
+                            "embeddings there ([N, F, D], rows in manifest order; `stackgan data attributes` "
+                            "writes them for Shapes); or set data.foil_share=0")
+        arr = load_embeddings(path)
+        if arr.shape[0] != len(records):
+            raise DataError(f"{path}: {arr.shape[0]:,} rows but the train manifest has {len(records):,} images")
+        return torch.tensor(arr, dtype=torch.float32), torch.full((arr.shape[0],), arr.shape[1], dtype=torch.long)
+    foils = make_foils(records, cfg.foils_per_image, cfg.seed)
+    return caption_embeddings(data_dir, f"train-foils{cfg.foils_per_image}", foils, cfg.text_encoder, progress)

@@ -201,7 +201,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
             z = torch.randn(len(text), cfg.model.z_dim, device=device)  # [B, z]
 
             # --- update D, then G, then G's moving average (training/step.py) -------------------
-            sums += updater(real, text, wrong, z)
+            sums += updater(real, text, wrong, z, step)
             step += 1
             elapsed = time.monotonic() - t_start
             if budget is not None and progress:  # the step the time budget ends at, as estimated so far

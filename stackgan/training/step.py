@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from ..augment import augment_for_d
 from ..config import Config
 from ..distributed import no_sync, unwrap
-from ..losses import discriminator_loss_fake, discriminator_loss_real, generator_loss, kl_loss
+from ..losses import (discriminator_loss_fake, discriminator_loss_real, generator_loss, kl_loss,
+                      matching_aware_gradient_penalty)
 
-LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
+LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
           "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
 
 
@@ -33,7 +34,7 @@ def _low_res(real: torch.Tensor) -> torch.Tensor:
 
 
 class Updater:
-    """``updater(real, text, wrong, z)`` runs one D update and one G update and returns the
+    """``updater(real, text, wrong, z, step)`` runs one D update and one G update and returns the
     logged losses as one tensor ``[len(LOGGED)]``, left on the device (reading it would wait for
     the device; the loop reads the sum every ``log_every`` steps).
 
@@ -69,9 +70,11 @@ class Updater:
         sc = self.sc
         return augment_for_d(x, sc.d_translate, sc.d_noise) if sc.d_translate or sc.d_noise else x
 
-    def __call__(self, real: torch.Tensor, text: torch.Tensor, wrong: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def __call__(self, real: torch.Tensor, text: torch.Tensor, wrong: torch.Tensor, z: torch.Tensor,
+                 step: int = 0) -> torch.Tensor:
         cfg, sc, stage = self.cfg, self.sc, self.stage
         G, D, D_heads = self.G, self.D, unwrap(self.D)
+        zero = torch.zeros((), device=self.device)
 
         # --- update D: (real, right) -> 1, (real, wrong) and (fake, right) -> 0 ---------------
         # The real and the fake side each run forward and backward in turn, so that only one of
@@ -82,16 +85,25 @@ class Updater:
             if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
                 right_t = mu.detach()
                 with torch.no_grad():
-                    wrong_t = right_t.roll(1, 0) if cfg.data.wrong_pairs == "shift" else unwrap(G).ca(wrong)[1]
+                    shifted = cfg.data.wrong_pairs == "shift" and not cfg.data.foil_share  # foils come in `wrong`
+                    wrong_t = right_t.roll(1, 0) if shifted else unwrap(G).ca(wrong)[1]
             else:
                 right_t, wrong_t = text, wrong
+        # matching-aware gradient penalty on (real image, its text), every gp_every steps, weighted
+        # gp_every times (lazy regularisation); the image and text inputs need gradients for it
+        penalise = sc.gp_weight > 0 and step % sc.gp_every == 0
         with no_sync(D):  # DDP: reduce once, after the fake side
             with self.autocast():
-                h_real = D(self._d_view(real))  # [B, 8ndf, 4, 4]; computed once, used for right and wrong text
-                real_logits = D_heads.cond_logits(h_real, right_t)
+                real_in, right_in = self._d_view(real), right_t
+                if penalise:
+                    real_in, right_in = real_in.detach().requires_grad_(True), right_t.detach().requires_grad_(True)
+                h_real = D(real_in)  # [B, 8ndf, 4, 4]; computed once, used for right and wrong text
+                real_logits = D_heads.cond_logits(h_real, right_in)
                 d_real = discriminator_loss_real(real_logits, D_heads.cond_logits(h_real, wrong_t),
                                                  D_heads.uncond_logits(h_real) if uncond else None, sc.gan_loss)
-            self.scaler_d.scale(d_real["total"]).backward()
+                gp = (matching_aware_gradient_penalty(real_logits, (real_in, right_in), sc.gp_power) if penalise
+                      else zero)
+            self.scaler_d.scale(d_real["total"] + sc.gp_weight * sc.gp_every * gp).backward()
         del h_real
         with self.autocast():
             h_fake = D(self._d_view(fake.detach()))
@@ -106,7 +118,6 @@ class Updater:
         self.opt_d.zero_grad(set_to_none=True)  # free D's gradients while G's update runs
 
         # --- update G: fool D with the right text, keep CA close to N(0, I) ------------------
-        zero = torch.zeros((), device=self.device)
         D_heads.requires_grad_(False)  # gradients flow through D to G; D's own are not needed
         try:
             with self.autocast():
@@ -137,5 +148,5 @@ class Updater:
         if self.ema is not None:
             self.ema.update_parameters(unwrap(G))
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
-        return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], g_adv, kl, match, recon,
+        return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], gp.detach(), g_adv, kl, match, recon,
                             latent_kl, acc_real, acc_fake]).detach().float()  # [len(LOGGED)]

@@ -1,0 +1,163 @@
+"""The geometry design's switches: fusion blocks, the BN-free residual D, the matching-aware
+gradient penalty, one-word foils and the D check (docs/training-recipe.md)."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from stackgan.config import apply_overrides, get_preset
+from stackgan.data.foils import ONE_HOT_DIM, make_foils, one_hot, one_hot_foil, shapes_foil
+from stackgan.data.shapes import ATTRIBUTES
+from stackgan.data.shapes_text import make_caption, parse_caption
+from stackgan.evaluation.d_check import preference_rate
+from stackgan.losses import matching_aware_gradient_penalty
+from stackgan.models.blocks import CondAffine
+from stackgan.models.build import build_discriminator, build_generator
+from stackgan.models.resnet_d import GatedDownBlock, MinibatchStd
+
+from conftest import TINY
+
+
+def _random_attributes(rng):
+    return {name: values[int(rng.integers(len(values)))] for name, values in ATTRIBUTES.items()}
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_fusion_generator_starts_as_the_same_generator_without_fusion(stage):
+    cfg = apply_overrides(get_preset("fast"), TINY + ["model.text_dim=12", "model.stage2_image_skip=false"])
+    torch.manual_seed(0)
+    fused = build_generator(apply_overrides(cfg, ["model.g_fusion=true"]).model, stage).eval()
+    plain = build_generator(cfg.model, stage).eval()
+    missing, unexpected = plain.load_state_dict(fused.state_dict(), strict=False)
+    assert not missing and unexpected and all(".4.gain." in k or ".4.bias." in k for k in unexpected)
+    z, emb = torch.randn(3, cfg.model.z_dim), torch.randn(3, 12)
+    eps = torch.randn(3, cfg.model.cond_dim)
+    args = (z, emb, eps) if stage == 1 else (z, emb, eps, eps)
+    with torch.no_grad():
+        a, b = fused(*args)[stage - 1], plain(*args)[stage - 1]
+    assert torch.equal(a, b)
+    # ... and the condition does reach every up-block once the modulation has learned something
+    affines = [m for m in fused.modules() if isinstance(m, CondAffine)]
+    assert len(affines) == 4 * stage  # Stage II: its own four and its Stage I's
+    with torch.no_grad():
+        affines[-1].bias[-1].bias.fill_(0.5)
+        assert not torch.equal(fused(*args)[stage - 1], b)
+
+
+def test_cond_affine_is_the_identity_at_start_and_scales_per_channel():
+    aff = CondAffine(cond_dim=5, channels=3)
+    x, c = torch.randn(2, 3, 4, 4), torch.randn(2, 5)
+    assert torch.equal(aff(x, c), x)
+    with torch.no_grad():
+        aff.gain[-1].bias.copy_(torch.tensor([1.0, 0.0, -1.0]))  # scales 2, 1, 0
+    out = aff(x, c)
+    assert torch.allclose(out[:, 0], 2 * x[:, 0]) and torch.equal(out[:, 1], x[:, 1]) and (out[:, 2] == 0).all()
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_resnet_discriminator_has_no_batchnorm_and_gates_start_closed(stage):
+    cfg = apply_overrides(get_preset("fast"), TINY + ["model.text_dim=12", "model.d_arch=resnet", "model.d_mbstd=true"])
+    D = build_discriminator(cfg.model, stage)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules())
+    gates = [m.gate for m in D.modules() if isinstance(m, GatedDownBlock)]
+    assert len(gates) == (4 if stage == 1 else 6) and all(g.item() == 0 for g in gates)
+    r = 64 if stage == 1 else 256
+    h = D(torch.randn(4, 3, r, r))
+    assert h.shape[-2:] == (4, 4)
+    assert D.cond_logits(h, torch.randn(4, 12)).shape == (4,) and D.uncond_logits(h) is None
+    # the paper's D keeps its BatchNorm
+    paper = build_discriminator(apply_overrides(cfg, ["model.d_arch=dcgan"]).model, stage)
+    assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in paper.modules())
+
+
+def test_minibatch_std_is_zero_for_identical_samples_and_positive_otherwise():
+    mb = MinibatchStd(group=4)
+    same = torch.randn(1, 2, 4, 4).expand(8, -1, -1, -1).contiguous()
+    assert mb(same)[:, -1].abs().max() < 1e-3
+    out = mb(torch.randn(8, 2, 4, 4))
+    assert out.shape == (8, 3, 4, 4) and (out[:, -1] > 0.1).all()
+
+
+def test_gradient_penalty_matches_a_hand_computation():
+    # D(x, t) = <w, x> + <v, t>^2: d/dx = w, d/dt = 2 <v, t> v
+    w, v = torch.randn(3, 2, 2), torch.randn(5)
+    x, t = torch.randn(4, 3, 2, 2, requires_grad=True), torch.randn(4, 5, requires_grad=True)
+    logits = (x * w).sum((1, 2, 3)) + (t @ v) ** 2
+    got = matching_aware_gradient_penalty(logits, (x, t), power=6)
+    grad_t = 2 * (t @ v)[:, None] * v  # [4, 5]
+    sq = (w ** 2).sum() + (grad_t ** 2).sum(1)  # [4] squared norms
+    assert torch.allclose(got, (sq ** 3).mean(), rtol=1e-5)
+    got.backward()  # the penalty trains D: it has a gradient
+    assert t.grad is not None and torch.isfinite(t.grad).all()
+    # power 2 with the image alone: R1's E||grad_x||^2
+    x2 = torch.randn(4, 3, 2, 2, requires_grad=True)
+    r1 = matching_aware_gradient_penalty((x2 ** 2).sum((1, 2, 3)), (x2,), power=2)
+    assert torch.allclose(r1, (4 * x2 ** 2).sum((1, 2, 3)).mean())
+
+
+def test_shapes_foils_change_exactly_one_attribute_word():
+    rng = np.random.default_rng(0)
+    changed = {name: 0 for name in ATTRIBUTES}
+    for i in range(300):
+        attrs = _random_attributes(rng)
+        caption = make_caption(attrs, rng, full=bool(i % 2))
+        foil, name = shapes_foil(caption, rng)
+        truth, said = parse_caption(caption), parse_caption(foil)
+        assert set(said) == set(truth), (caption, foil)
+        assert [a for a in truth if said[a] != truth[a]] == [name], (caption, foil)
+        a, b = caption.split(), foil.split()
+        prefix = next((k for k, (p, q) in enumerate(zip(a, b)) if p != q), 0)
+        suffix = next((k for k, (p, q) in enumerate(zip(a[::-1], b[::-1])) if p != q), 0)
+        assert len(a) - prefix - suffix <= 2 and len(b) - prefix - suffix <= 2, (caption, foil)  # one word or phrase
+        changed[name] += 1
+    assert changed["shape"] > changed["color"] and all(n > 0 for n in changed.values())  # weighted toward shape
+
+
+def test_one_hot_foils_differ_in_one_attribute_and_color_foils_for_other_data():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        attrs = _random_attributes(rng)
+        a, b = one_hot(attrs), one_hot_foil(attrs, rng)
+        assert a.shape == (ONE_HOT_DIM,) == (31,) and a.sum() == 6 and b.sum() == 6 and np.abs(a - b).sum() == 2
+    records = [{"captions": ["this flower has white petals", "no colour named here"]}, {"captions": ["a plain one"]}]
+    foils = make_foils(records, per_image=2)
+    assert len(foils[0]) == 2 and all("white" not in f and "petals" in f for f in foils[0]) and foils[1] == []
+
+
+def test_d_check_is_one_for_a_d_that_reads_the_attribute_and_half_for_one_that_ignores_text():
+    rng = np.random.default_rng(2)
+    attrs = [_random_attributes(rng) for _ in range(40)]
+    images = torch.tensor(np.stack([one_hot(a) for a in attrs]))[:, :, None, None]  # the "image" shows its attributes
+    right = images[:, :, 0, 0].clone()
+    for name in ATTRIBUTES:
+        foil = torch.tensor(np.stack([one_hot_foil(a, rng, {name: 1.0}) for a in attrs]))
+        reads = preference_rate(lambda x, t: (x[:, :, 0, 0] * t).sum(1), images, right, foil, batch_size=16)
+        ignores = preference_rate(lambda x, t: x.sum((1, 2, 3)), images, right, foil, batch_size=16)
+        assert reads == 1.0 and ignores == 0.5
+
+
+def test_foil_share_replaces_wrong_captions_with_the_images_own_foils():
+    from stackgan.config import DataConfig
+    from stackgan.training.data import TrainData
+    n, d = 16, 6
+    emb = torch.randn(n, 2, d)
+    foils = torch.randn(n, 3, d)
+    common = dict(images=torch.zeros(n, 3, 4, 4, dtype=torch.uint8), embeddings=emb, counts=torch.full((n,), 2),
+                  out_size=4, foils=foils, foil_counts=torch.tensor([3] * (n - 1) + [0]))
+    off = TrainData(cfg=DataConfig(), **common)
+    on = TrainData(cfg=DataConfig(foil_share=1.0), **common)
+    _, text, wrong = off.batch(0, n)
+    assert torch.equal(wrong, text.roll(1, 0))  # unchanged when foil_share is 0
+    _, text, wrong = on.batch(0, n)
+    perm = torch.randperm(n, generator=__import__("stackgan.training.data", fromlist=["_gen"])._gen(0, 1, 0))
+    for row, i in enumerate(perm.tolist()):
+        if i == n - 1:  # an image without foils keeps its ordinary wrong caption
+            assert torch.equal(wrong[row], text.roll(1, 0)[row])
+        else:
+            assert any(torch.equal(wrong[row], f) for f in foils[i])
+
+
+def test_paper_preset_has_every_new_switch_off():
+    paper = get_preset("paper")
+    assert (paper.model.g_fusion, paper.model.d_arch, paper.model.d_mbstd) == (False, "dcgan", False)
+    assert paper.stage1.gp_weight == paper.stage2.gp_weight == 0 and paper.data.foil_share == 0
