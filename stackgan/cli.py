@@ -137,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--stage", type=int, choices=(1, 2), help="default: the highest stage the model has")
     g.add_argument("--n-per-caption", type=int, default=1, help="images per caption (default 1)")
     g.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    g.add_argument("--truncation", type=float, metavar="T",
+                   help="draw z from N(0, I) restricted to [-T, T] (the truncation trick, e.g. 0.88: more typical "
+                        "images, less variety; default: no truncation)")
     g.add_argument("--sheet", type=Path, help="also write a PNG sheet with the captions under the images")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
 

@@ -91,7 +91,7 @@ def cmd_generate(args) -> int:
     pipe = StackGANPipeline.load(args.checkpoint)
     expanded = [t for t in texts for _ in range(args.n_per_caption)]
     out = pipe.generate(expanded, seed=args.seed, stage=args.stage, batch_size=args.batch_size,
-                        progress=len(expanded) > args.batch_size)
+                        progress=len(expanded) > args.batch_size, truncation=args.truncation)
     final = out.get("stage2") if (args.stage or pipe.stage) == 2 else out["stage1"]
     args.out.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(final):

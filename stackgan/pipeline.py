@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from .config import Config, from_dict, to_dict
 from .models.build import build_generator
+from .models.conditioning import truncated_normal
 from .checkpoint import STATE_NAME, load_state, sampling_weights, stage_dir
 from .text.norm import TextNorm
 from .utils import atomic_path
@@ -107,14 +108,18 @@ class StackGANPipeline:
     def embed(self, texts: list[str]) -> torch.Tensor:
         return self.text_norm(self.encoder.encode(texts))  # [N, D]
 
-    def noise(self, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """z, Stage-I eps and Stage-II eps, each image from its own generator seeded by its seed."""
+    def noise(self, seeds: list[int], truncation: float | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z, Stage-I eps and Stage-II eps, each image from its own generator seeded by its seed.
+        ``truncation``: z from N(0, I) restricted to [-t, t] per dimension (the truncation trick:
+        typical-looking images, less variety; DF-GAN samples at 0.88)."""
         m = self.config.model
         zs, e1s, e2s = [], [], []
         ca1 = self.generator.stage1.ca if self.stage == 2 else self.generator.ca
         for s in seeds:
             g = torch.Generator().manual_seed(int(s))
-            zs.append(torch.randn(m.z_dim, generator=g))
+            zs.append(torch.randn(m.z_dim, generator=g) if truncation is None
+                      else truncated_normal((m.z_dim,), "cpu", g, truncation))
             e1s.append(ca1.sample_eps((m.cond_dim,), "cpu", g))
             e2s.append(ca1.sample_eps((m.cond_dim,), "cpu", g))
         return torch.stack(zs), torch.stack(e1s), torch.stack(e2s)  # [N, z], [N, cond], [N, cond]
@@ -122,7 +127,7 @@ class StackGANPipeline:
     @torch.no_grad()
     def generate(self, texts: list[str], seed: int = 0, stage: int | None = None, batch_size: int = 16,
                  seeds: list[int] | None = None, embeddings: torch.Tensor | None = None,
-                 progress: bool = False) -> dict[str, torch.Tensor]:
+                 progress: bool = False, truncation: float | None = None) -> dict[str, torch.Tensor]:
         """Images for ``texts``; image i uses seed ``seed + i`` (or ``seeds[i]``), so it does not
         depend on the other texts or the batch size. Returns uint8 ``stage1`` [N, 3, 64, 64] and,
         for a Stage-II model with ``stage`` 2 (default), ``stage2`` [N, 3, 256, 256]."""
@@ -131,7 +136,9 @@ class StackGANPipeline:
             raise ValueError(f"this model has stages up to {self.stage}; asked for stage {stage}")
         emb = self.embed(texts) if embeddings is None else embeddings
         seeds = list(range(seed, seed + len(emb))) if seeds is None else seeds
-        z, eps1, eps2 = self.noise(seeds)
+        if truncation is not None and not truncation > 0:
+            raise ValueError(f"truncation must be > 0 (a bound on |z| per dimension), got {truncation}")
+        z, eps1, eps2 = self.noise(seeds, truncation)
         return self.draw(emb, z, eps1, eps2, stage, batch_size, progress)
 
     @torch.inference_mode()

@@ -161,3 +161,67 @@ def test_paper_preset_has_every_new_switch_off():
     paper = get_preset("paper")
     assert (paper.model.g_fusion, paper.model.d_arch, paper.model.d_mbstd) == (False, "dcgan", False)
     assert paper.stage1.gp_weight == paper.stage2.gp_weight == 0 and paper.data.foil_share == 0
+
+
+def test_truncation_bounds_z_and_keeps_images_per_seed():
+    from stackgan.models.build import build_generator
+    from stackgan.pipeline import StackGANPipeline
+    from stackgan.text.norm import TextNorm
+    cfg = apply_overrides(get_preset("fast"), TINY + ["model.text_dim=12"])
+    pipe = StackGANPipeline(cfg, build_generator(cfg.model, 1), TextNorm(12), 1)
+    z, _, _ = pipe.noise(list(range(50)), truncation=0.5)
+    assert z.abs().max() <= 0.5 and z.abs().max() > 0.4
+    assert not torch.equal(z, pipe.noise(list(range(50)))[0])
+    emb = torch.randn(4, 12)
+    a = pipe.generate([""] * 4, embeddings=emb, truncation=0.88)["stage1"]
+    b = pipe.generate([""] * 2, embeddings=emb[2:], seed=2, truncation=0.88)["stage1"]
+    assert torch.equal(a[2:], b)
+    with pytest.raises(ValueError, match="truncation"):
+        pipe.generate([""], embeddings=emb[:1], truncation=0.0)
+
+
+def test_the_geometry_design_trains_both_stages_and_its_d_is_checked(tiny_shapes, tmp_path):
+    """Both stages with fusion, the residual D, hinge + MA-GP and foils; then the D check reads the run."""
+    from dataclasses import replace
+    from stackgan.checkpoint import load_state
+    from stackgan.evaluation.d_check import discriminator_check
+    from stackgan.training import train
+
+    design = ["model.g_fusion=true", "model.d_arch=resnet", "model.d_mbstd=true", "data.foil_share=0.5",
+              "data.foils_per_image=2"] + [f"stage{n}.{k}" for n in (1, 2) for k in
+                                          ("gan_loss=hinge", "gp_weight=2", "gp_every=2", "match_weight=0")]
+    cfg = apply_overrides(get_preset("fast"), TINY + design)
+    run = tmp_path / "run"
+    for stage, steps in ((1, 4), (2, 2)):
+        cfg = replace(cfg, **{f"stage{stage}": replace(cfg.stage(stage), max_steps=steps)})
+        if stage == 2:  # Stage II follows its Stage I's architecture, whatever its own configuration says
+            cfg = apply_overrides(cfg, ["model.g_fusion=false"])
+        train(cfg, tiny_shapes, run, stage, progress=False)
+        state = load_state(run / f"stage{stage}" / "state.pt")
+        assert state["step"] == steps and any(".4.gain." in k for k in state["generator"])
+        assert any(k.endswith(".gate") for k in state["discriminator"])
+    assert list((tiny_shapes / ".stackgan-cache").glob("text-train-foils2-*.safetensors"))  # foils encoded, cached
+    rates = discriminator_check(run, tiny_shapes, num_samples=8)
+    assert set(rates) == set(ATTRIBUTES) and all(0.0 <= r <= 1.0 for r in rates.values())
+
+
+def test_crop_flip_on_shapes_keeps_left_and_right_and_moves_at_most_4_px(tiny_shapes):
+    from stackgan.config import DataConfig
+    from stackgan.training.data import caption_safe_augmentation, load_train_data
+    assert caption_safe_augmentation(tiny_shapes, 64) == (False, 4)
+    assert caption_safe_augmentation(tiny_shapes.parent, 64) == (True, None)  # not Shapes: the paper's crops
+    data, _ = load_train_data(tiny_shapes, DataConfig(augment="crop_flip", text_encoder="minilm"), 64, progress=False)
+    full = data.images.float() / 127.5 - 1  # [N, 3, 76, 76]
+    for step in range(3):
+        imgs, _, _ = data.batch(step, 8)
+        perm = torch.randperm(len(data), generator=__import__("stackgan.training.data", fromlist=["_gen"])._gen(0, 1, 0))
+        for img, i in zip(imgs, perm[step * 8:(step + 1) * 8].tolist()):
+            crops = {(y, x) for y in range(13) for x in range(13)
+                     if torch.equal(full[i][:, y:y + 64, x:x + 64], img)}
+            assert crops and all(abs(y - 6) <= 4 and abs(x - 6) <= 4 for y, x in crops)  # never flipped
+
+
+def test_only_the_authors_pytorch_presets_use_the_pt_conditioning_augmentation():
+    from stackgan.config import preset_names
+    users = [name for name in preset_names() if get_preset(name).model.ca_variant == "pt"]
+    assert users == ["paper", "coco"]  # the authors' PyTorch configurations, kept faithful

@@ -11,8 +11,12 @@ class ConditioningAugmentation(nn.Module):
     """FC ``text_dim -> 2 * cond_dim``, split into mu and a log-scale, ``c = mu + sigma * eps``.
 
     ``variant="pt"`` (authors' PyTorch port): ReLU before the split, the second half is a
-    log-variance. ``variant="tf"`` (authors' TensorFlow code, used for the paper's numbers):
-    LeakyReLU(0.2), the second half is log-sigma, eps from a normal truncated at 2 std.
+    log-variance. Kept as the faithful option of the ``paper`` preset, but note what it does: the
+    ReLU forces mu >= 0 and log-variance >= 0 (sigma >= 1), so c never comes close to the text's
+    mean and the KL term can never reach 0. Only the presets that copy the authors' PyTorch
+    configurations (``paper``, ``coco``) use it. ``variant="tf"`` (authors' TensorFlow code,
+    used for the paper's numbers): LeakyReLU(0.2), the second half is log-sigma, eps from a
+    normal truncated at 2 std.
     Both return ``(c, mu, logvar)`` so one KL formula serves both.
 
     Example::

@@ -37,6 +37,9 @@ class TrainData:
     labels: torch.Tensor | None = None  # long [N] class numbers (wrong_pairs=class)
     foils: torch.Tensor | None = None  # float [N, F, D], normalized: one-word foils (data.foil_share)
     foil_counts: torch.Tensor | None = None  # long [N], foils per image (0: none, e.g. no color word)
+    # augment=crop_flip within what keeps the captions true (caption_safe_augmentation)
+    flip: bool = True
+    max_shift: int | None = None  # pixels at out_size a crop may move the image from the centre crop
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -102,8 +105,12 @@ class TrainData:
         imgs = self.images[idx]  # uint8 [B, 3, S, S]
         if self.cfg.augment == "crop_flip":
             r, s = self.out_size, imgs.shape[-1]
-            offs = torch.randint(0, s - r + 1, (len(idx), 2), generator=g)
-            flips = torch.rand(len(idx), generator=g) < 0.5
+            if self.max_shift is None:
+                offs = torch.randint(0, s - r + 1, (len(idx), 2), generator=g)
+            else:  # within max_shift of the centre crop
+                c, m = (s - r) // 2, min(self.max_shift, (s - r) // 2)
+                offs = torch.randint(c - m, c + m + 1, (len(idx), 2), generator=g)
+            flips = (torch.rand(len(idx), generator=g) < 0.5) & self.flip
             crops = []
             for im, (y, x), flip in zip(imgs, offs.tolist(), flips.tolist()):
                 im = im[:, y:y + r, x:x + r]
@@ -148,11 +155,22 @@ def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm:
         labels = torch.tensor([r["label"] for r in records])
         if len(labels.unique()) < 2:
             raise DataError(f"{Path(data_dir) / 'train.jsonl'}: data.wrong_pairs=class needs two or more classes")
+    flip, max_shift = caption_safe_augmentation(data_dir, size)
     foils = foil_counts = None
     if cfg.foil_share > 0:
         foils, foil_counts = foil_embeddings(data_dir, records, cfg, progress)
         foils = text_norm(foils)
-    return TrainData(images, text_norm(emb), counts, size, cfg, labels, foils, foil_counts), text_norm
+    return TrainData(images, text_norm(emb), counts, size, cfg, labels, foils, foil_counts, flip, max_shift), text_norm
+
+
+def caption_safe_augmentation(data_dir: str | Path, size: int) -> tuple[bool, int | None]:
+    """``(flip, max_shift)``: what ``augment=crop_flip`` may do to this data set's images and keep
+    every caption true. Shapes (``DATA/shapes.json``) names left and right and places objects on a
+    grid with 6 px of jitter in 256: no flips, and crops within 4 px at 64 (16 at 256) of the centre,
+    so no object leaves its named cell. Other data sets: any crop and flip (the paper's)."""
+    if (Path(data_dir) / "shapes.json").exists():
+        return False, 4 * size // 64
+    return True, None
 
 
 def foil_embeddings(data_dir: str | Path, records: list[dict], cfg: DataConfig, progress: bool = True

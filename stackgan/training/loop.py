@@ -29,7 +29,9 @@ from .samples import SampleSheet
 from .monitor import CollapseWatch
 from .step import LOGGED, Updater
 
-STAGE1_FIELDS = ("text_dim", "z_dim", "cond_dim", "ngf1", "ca_variant")
+# Stage II rebuilds its frozen Stage I from these fields of the Stage-I checkpoint (and its own up-blocks
+# follow Stage I's g_fusion), whatever the Stage-II command line says
+STAGE1_FIELDS = ("text_dim", "z_dim", "cond_dim", "ngf1", "ca_variant", "g1_variant", "nef", "g_fusion")
 
 
 def make_ema(G: torch.nn.Module, decay: float) -> AveragedModel:
