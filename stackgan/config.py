@@ -36,8 +36,10 @@ class ModelConfig:
     nef: int = 16  # width of the latent encoder of the reconstruction branch (stage1.recon_weight)
     # not in the paper (the geometry design, docs/training-recipe.md):
     g_fusion: bool = False  # cat(z, c) modulates every up-block of G (scale and shift after each BN)
-    d_arch: str = "dcgan"  # dcgan: the paper's BatchNorm D; resnet: BN-free gated residual D, one-way head
+    d_arch: str = "dcgan"  # dcgan: the paper's D; resnet: BN-free gated residual D, one-way head
+    d_batchnorm: bool = True  # dcgan D: false removes its BatchNorm layers (pair with d_spectral_norm)
     d_mbstd: bool = False  # resnet D: a minibatch standard-deviation feature before the head
+    d_gate: float = 0.0  # resnet D: initial gate of each residual branch (DF-GAN: 0, the block starts as its shortcut)
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,11 @@ def _coerce(value: Any, kind: type, where: str) -> Any:
         return tuple(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

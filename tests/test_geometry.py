@@ -225,3 +225,11 @@ def test_only_the_authors_pytorch_presets_use_the_pt_conditioning_augmentation()
     from stackgan.config import preset_names
     users = [name for name in preset_names() if get_preset(name).model.ca_variant == "pt"]
     assert users == ["paper", "coco"]  # the authors' PyTorch configurations, kept faithful
+
+
+def test_exponent_notation_without_a_dot_is_a_float_override():
+    cfg = apply_overrides(get_preset("fast"), ["stage1.lr_g=1e-4", "stage1.lr_d=4e-4"])
+    assert (cfg.stage1.lr_g, cfg.stage1.lr_d) == (1e-4, 4e-4)
+    from stackgan.config import ConfigError
+    with pytest.raises(ConfigError, match="expected float"):
+        apply_overrides(get_preset("fast"), ["stage1.lr_g=fast"])

@@ -20,13 +20,23 @@ def build_generator(m: ModelConfig, stage: int) -> nn.Module:
 def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:
     if m.d_arch == "resnet":
         d = ResNetDiscriminator(m.text_dim, m.ndf1 if stage == 1 else m.ndf2, m.cond_dim, m.d_text_path,
-                                64 if stage == 1 else 256, m.d_mbstd)
+                                64 if stage == 1 else 256, m.d_mbstd, m.d_gate)
     elif stage == 1:
         d = Stage1Discriminator(m.text_dim, m.ndf1, m.cond_dim, m.d_text_path, m.d_head_kernel)
     else:
         d = Stage2Discriminator(m.text_dim, m.ndf2, m.cond_dim, m.d_text_path, m.d_head_kernel, m.uncond_head2)
+    if not m.d_batchnorm:  # the paper's D without its BatchNorm: each image is judged on its own
+        _remove_batchnorm(d)
     if m.d_spectral_norm:  # Miyato et al., ICLR 2018: every conv and linear layer of D
         for module in list(d.modules()):
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 spectral_norm(module)
     return d
+
+
+def _remove_batchnorm(module: nn.Module) -> None:
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, nn.Identity())
+        else:
+            _remove_batchnorm(child)

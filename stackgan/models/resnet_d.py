@@ -23,16 +23,16 @@ from .stage1 import make_text_path
 class GatedDownBlock(nn.Module):
     """``shortcut(x) + gate * residual(x)`` at half the resolution. Shortcut: 1x1 conv (when the
     width changes) and 2x2 average pooling; residual: 4x4 stride-2 conv, LeakyReLU, 3x3 conv,
-    LeakyReLU. ``gate`` starts at 0, so a new block is its shortcut."""
+    LeakyReLU. ``gate`` starts at ``gate`` (DF-GAN: 0, so a new block is its shortcut)."""
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, gate: float = 0.0):
         super().__init__()
         self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
         self.residual = nn.Sequential(
             nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
         )
-        self.gate = nn.Parameter(torch.zeros(()))
+        self.gate = nn.Parameter(torch.tensor(float(gate)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(self.shortcut(x), 2) + self.gate * self.residual(x)  # [B, out, H/2, W/2]
@@ -85,7 +85,7 @@ class ResNetDiscriminator(nn.Module):
     """
 
     def __init__(self, text_dim: int, ndf: int = 64, cond_dim: int = 128, text_path: str = "fc",
-                 size: int = 64, mbstd: bool = True):
+                 size: int = 64, mbstd: bool = True, gate: float = 0.0):
         super().__init__()
         blocks = int(math.log2(size // 4))
         if 4 * 2 ** blocks != size:
@@ -93,7 +93,7 @@ class ResNetDiscriminator(nn.Module):
         # the paper D's widths (ndf at half the input size, doubling to 8ndf); no stem conv at full size
         widths = [3] + [ndf * min(2 ** i, 8) for i in range(blocks)]
         self.encode = nn.Sequential(
-            *[GatedDownBlock(a, b) for a, b in zip(widths[:-1], widths[1:])],  # -> 4x4
+            *[GatedDownBlock(a, b, gate) for a, b in zip(widths[:-1], widths[1:])],  # -> 4x4
             *([MinibatchStd()] if mbstd else []),
         )
         self.text = make_text_path(text_path, text_dim, cond_dim)
