@@ -87,6 +87,7 @@ class DataConfig:
     matcher_widths: tuple = (16, 32, 64, 128)  # one stride-2 conv stage each: 64 px -> 4 px
     matcher_hard: float = 0.0  # weight of VSE++'s hardest-negative hinge, in training the matcher and in G's loss
     foil_share: float = 0.0  # share of D's wrong captions that are one-word foils (stackgan.data.foils)
+    matcher_foils: bool = False  # the matcher also tells each image from one-word foils of its captions
     foils_per_image: int = 4  # foils made (and encoded, cached) per train image
     seed: int = 0
 
@@ -132,6 +133,13 @@ PRESETS["fast"] = replace(
     PRESETS["shapes-cpu"],
     stage1=replace(PRESETS["shapes-cpu"].stage1, match_weight=2.0, ema_decay=0.995),
     stage2=replace(PRESETS["shapes-cpu"].stage2, match_weight=2.0, ema_decay=0.995),
+)
+# fast plus what the geometry experiments support (docs/training-recipe.md, "Fourth round"): the
+# sentence and z modulate every up-block of G, and half of D's wrong captions are one-word foils
+PRESETS["fusion-foils"] = replace(
+    PRESETS["fast"],
+    model=replace(PRESETS["fast"].model, g_fusion=True),
+    data=replace(PRESETS["fast"].data, foil_share=0.5),
 )
 DEFAULT_PRESET = "fast"
 

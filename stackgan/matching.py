@@ -64,18 +64,24 @@ class ImageTextMatcher(nn.Module):
         return F.normalize(self.text_proj(text), dim=1)
 
     def loss(self, images: torch.Tensor, text: torch.Tensor, hard_weight: float = 0.0,
-             margin: float = 0.2) -> torch.Tensor:
+             margin: float = 0.2, foils: torch.Tensor | None = None) -> torch.Tensor:
         """Symmetric InfoNCE: image i should pick text i among the batch's texts, and back.
 
         ``hard_weight > 0`` adds VSE++'s max-violation hinge (Faghri et al., BMVC 2018): each image's
         own text must beat the batch's most similar other text by ``margin`` in cosine, and back.
         Random negatives mostly differ in color, which the matcher learns first; the hardest
-        negative is whatever it still confuses (often a different shape or texture)."""
+        negative is whatever it still confuses (often a different shape or texture). ``foils``
+        (one-word foils of the batch's captions, :mod:`stackgan.data.foils`) join the texts each
+        image must be told apart from, so it has to read every attribute word."""
         im, tx = self.encode_image(images), self.encode_text(text)
         sim = im @ tx.T  # [B, B] cosines
-        logits = self.logit_scale.exp().clamp(max=100) * sim
+        scale = self.logit_scale.exp().clamp(max=100)
+        logits = scale * sim
         target = torch.arange(len(images), device=images.device)
-        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        to_text = logits
+        if foils is not None:  # one-word foils [F, D] as more wrong texts for every image
+            to_text = torch.cat([logits, scale * (im @ self.encode_text(foils).T)], dim=1)  # [B, B + F]
+        loss = 0.5 * (F.cross_entropy(to_text, target) + F.cross_entropy(logits.T, target))
         if hard_weight > 0:
             pos = sim.diagonal()  # [B]
             others = sim.masked_fill(torch.eye(len(sim), dtype=torch.bool, device=sim.device), -2.0)
@@ -134,6 +140,11 @@ def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, ou
     matcher = ImageTextMatcher(norm.mean.numel(), **model_kwargs)
     size = matcher.config["size"]
     images, emb, counts = _split(data_dir, "train", data_cfg, norm, size, progress)
+    foils = foil_counts = None
+    if data_cfg.matcher_foils:
+        from .training.data import foil_embeddings
+        foils, foil_counts = foil_embeddings(data_dir, read_manifest(data_dir, "train"), data_cfg, progress)
+        foils = norm(foils)
     matcher = matcher.to(device).train()
     opt = torch.optim.AdamW(matcher.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
@@ -145,7 +156,12 @@ def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, ou
         x = images[idx].to(device).float() / 127.5 - 1  # [B, 3, s, s]
         x = x + 0.05 * torch.rand(batch_size, 1, 1, 1, generator=gen).to(device) * torch.randn(
             x.shape, generator=gen).to(device)
-        loss = matcher.loss(x, emb[idx, which].to(device), hard_weight)
+        foil = None
+        if foils is not None:  # one foil of each image (images without one add none)
+            has = foil_counts[idx] > 0
+            pick = (torch.rand(batch_size, generator=gen) * foil_counts[idx].clamp(min=1)).long()
+            foil = foils[idx[has], pick[has]].to(device)  # [F, D]
+        loss = matcher.loss(x, emb[idx, which].to(device), hard_weight, foils=foil)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -158,8 +174,27 @@ def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, ou
         test, test_emb, _ = _split(data_dir, "test", data_cfg, norm, size, progress)
         meta["test_top1_of_100"] = retrieval_accuracy(matcher, test.to(device).float() / 127.5 - 1,
                                                       test_emb[:, 0].to(device))
+        meta["test_foil_preference"] = _foil_preference(matcher, data_dir, data_cfg, norm, device)
     save_matcher(matcher, out_path, meta)
     return matcher
+
+
+def _foil_preference(matcher: ImageTextMatcher, data_dir: Path, data_cfg: DataConfig, norm: TextNorm,
+                     device) -> dict[str, float] | None:
+    """On Shapes test images, how often the matcher prefers an image's full caption to the caption
+    with one attribute changed, per attribute (stackgan.evaluation.d_check.foil_preference)."""
+    from .evaluation.d_check import foil_preference
+    from .text import get_encoder
+    if not all("attributes" in r for r in read_manifest(data_dir, "test")[:10]):
+        return None
+
+    def embed(rows) -> torch.Tensor:
+        raw = rows if torch.is_tensor(rows) else get_encoder(data_cfg.text_encoder).encode(rows)
+        return norm(raw).to(device)
+
+    def score(x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return (matcher.encode_image(x.to(device)) * matcher.encode_text(text)).sum(1)  # cosine [N]
+    return {k: round(v, 3) for k, v in foil_preference(score, data_dir, embed, matcher.config["size"], 300).items()}
 
 
 def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, seed: int = 0,
@@ -171,6 +206,8 @@ def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: Text
     settings = {**config, "batch": data_cfg.matcher_batch}
     if data_cfg.matcher_hard:  # (absent when off: caches made before the switch stay valid)
         settings["hard"] = data_cfg.matcher_hard
+    if data_cfg.matcher_foils:
+        settings["foils"] = data_cfg.foils_per_image
     key = _key(data_dir, data_cfg, settings, data_cfg.matcher_steps, seed)
     path = cache_dir(data_dir) / f"matcher-{key}.safetensors"
     if path.exists() and path.with_suffix(".json").exists():

@@ -233,3 +233,20 @@ def test_exponent_notation_without_a_dot_is_a_float_override():
     from stackgan.config import ConfigError
     with pytest.raises(ConfigError, match="expected float"):
         apply_overrides(get_preset("fast"), ["stage1.lr_g=fast"])
+
+
+def test_matcher_trains_with_foils_and_reports_its_foil_preference(tiny_shapes, tmp_path):
+    import json
+    from stackgan.config import DataConfig
+    from stackgan.matching import ImageTextMatcher, train_matcher
+    from stackgan.training.data import load_train_data
+    cfg = DataConfig(matcher_foils=True, foils_per_image=2)
+    _, norm = load_train_data(tiny_shapes, cfg, 64, progress=False)
+    train_matcher(tiny_shapes, cfg, norm, tmp_path / "m.safetensors", steps=3, batch_size=8, progress=False,
+                  widths=(8, 8))
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert set(meta["test_foil_preference"]) == set(ATTRIBUTES)
+    # the loss: an image whose own caption is also among the foils can no longer pick it out for sure
+    m = ImageTextMatcher(text_dim=6, widths=(4,))
+    x, t = torch.randn(3, 3, 64, 64), torch.randn(3, 6)
+    assert m.loss(x, t, foils=t.clone()) > m.loss(x, t)

@@ -49,14 +49,18 @@ def _state_file(checkpoint: Path, stage: int) -> Path:
 def discriminator_check(checkpoint: str | Path, data_dir: str | Path, stage: int = 1, num_samples: int = 500,
                         seed: int = 0, device: str | None = None) -> dict[str, float]:
     """Per attribute, the rate at which the run's D prefers (real test image, its full caption)
-    to (image, the caption with that attribute changed); see the module docstring."""
+    to (image, the caption with that attribute changed), D seeing batches of 64 real images as
+    in training; see the module docstring."""
     checkpoint, data_dir = Path(checkpoint), Path(data_dir)
     state = load_state(_state_file(checkpoint, stage))
     cfg = from_dict(state["config"])
     device = torch.device(device or "cpu")
     D = build_discriminator(cfg.model, state.get("stage", stage))
     D.load_state_dict(state["discriminator"])
-    D.to(device).eval()
+    # train mode: D's BatchNorm layers (the paper's D) normalise each batch of real images by its
+    # own statistics, as in training, where real and fake batches are normalised separately; their
+    # running statistics mix both and are never used in training. (Nothing is saved.)
+    D.to(device).train()
     G = None
     if cfg.model.d_text_path == "mu":  # D reads G's CA mean of the sentence
         G = build_generator(cfg.model, state.get("stage", stage))
@@ -65,36 +69,46 @@ def discriminator_check(checkpoint: str | Path, data_dir: str | Path, stage: int
     norm = TextNorm(cfg.model.text_dim)
     norm.load_state_dict(state["text_norm"])
 
-    records = read_manifest(data_dir, "test")[:num_samples]
-    if any(set(r.get("attributes", {})) != set(ATTRIBUTES) for r in records):
-        raise DataError(f"{data_dir / 'test.jsonl'}: the D check needs Shapes test records (with attributes)")
-    size = 64 if state.get("stage", stage) == 1 else 256
-    images = load_images(data_dir, "test", records, size, progress=False).float() / 127.5 - 1  # [N, 3, s, s]
-    oracle = (data_dir / ORACLE_MARK).exists()
-    rng = np.random.default_rng(seed)
-
-    def embed(rows: list) -> torch.Tensor:
-        if oracle:
-            raw = torch.tensor(np.stack(rows))
-        else:
-            from ..text import get_encoder
-            raw = get_encoder(cfg.data.text_encoder).encode(rows)
-        return norm(raw).to(device)  # [N, D]
+    def encode(rows: list) -> torch.Tensor:
+        from ..text import get_encoder
+        return get_encoder(cfg.data.text_encoder).encode(rows)
 
     def score(x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         if G is not None:
             text = G.ca(text)[1]  # [N, cond]; either stage's generator has its own CA
         return D.cond_logits(D(x.to(device)), text)  # [N]
 
+    size = 64 if state.get("stage", stage) == 1 else 256
+    def embed(rows) -> torch.Tensor:  # captions, or (oracle data) one-hot attribute vectors
+        return norm(rows if torch.is_tensor(rows) else encode(rows)).to(device)
+
+    return foil_preference(score, data_dir, embed, size, num_samples, seed)
+
+
+def foil_preference(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], data_dir: str | Path,
+                    embed: Callable[[list], torch.Tensor], size: int, num_samples: int = 500, seed: int = 0
+                    ) -> dict[str, float]:
+    """Per attribute, :func:`preference_rate` of ``score(images, text)`` on the first ``num_samples``
+    real Shapes test images at ``size`` px: their full caption against the caption with that
+    attribute's words changed (:func:`~stackgan.data.foils.shapes_foil`), both through ``embed``
+    (captions -> normalized text ``[N, D]``). For the oracle data (``stackgan data attributes``)
+    the texts are one-hot attribute vectors, and ``embed`` only normalizes them."""
+    data_dir = Path(data_dir)
+    records = read_manifest(data_dir, "test")[:num_samples]
+    if any(set(r.get("attributes", {})) != set(ATTRIBUTES) for r in records):
+        raise DataError(f"{data_dir / 'test.jsonl'}: the foil check needs Shapes test records (with attributes)")
+    images = load_images(data_dir, "test", records, size, progress=False).float() / 127.5 - 1  # [N, 3, s, s]
+    oracle = (data_dir / ORACLE_MARK).exists()
+    rng = np.random.default_rng(seed)
     if oracle:
-        right = embed([one_hot(r["attributes"]) for r in records])
+        right = embed(torch.tensor(np.stack([one_hot(r["attributes"]) for r in records])))
     else:
         captions = [r.get("full_caption") or r["captions"][0] for r in records]
         right = embed(captions)
     rates = {}
     for name in ATTRIBUTES:
         if oracle:
-            foil = embed([one_hot_foil(r["attributes"], rng, {name: 1.0}) for r in records])
+            foil = embed(torch.tensor(np.stack([one_hot_foil(r["attributes"], rng, {name: 1.0}) for r in records])))
         else:
             made = [shapes_foil(c, rng, {name: 1.0}) for c in captions]
             if any(m is None for m in made):

@@ -1,4 +1,4 @@
-"""Building blocks shared by both stages (reference page, "Stage-I/II generator/discriminator")."""
+"""Building blocks shared by both stages (the paper's Stage-I/II generator and discriminator, Zhang et al., ICCV 2017, Sec. 3-4)."""
 from __future__ import annotations
 
 import contextlib

