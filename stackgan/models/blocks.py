@@ -1,4 +1,4 @@
-"""Building blocks shared by both stages (the paper's Stage-I/II generator and discriminator, Zhang et al., ICCV 2017, Sec. 3-4)."""
+"""Building blocks shared by both stages (the generators and discriminators of Zhang et al., ICCV 2017)."""
 from __future__ import annotations
 
 import contextlib
