@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import commands  # heavy imports (torch) only once the arguments are valid
     from .distributed import exit_process
+    from .errors import StackGANError, describe_os_error
     from .signals import TrainingStopped
 
     try:
@@ -226,8 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as e:  # SIGINT / SIGTERM: the checkpoint is written; stop without a traceback
         print(f"stackgan {args.command}: {e}", file=sys.stderr)
         code = e.exit_code
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except StackGANError as e:  # raised on purpose: one line, no traceback (anything else is a bug)
         print(f"stackgan {args.command}: error: {e}", file=sys.stderr)
+        code = 2
+    except OSError as e:  # a missing, unreadable or read-only file or folder: name it
+        print(f"stackgan {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
         code = 2
     exit_process(code)  # under torchrun: ends here (see its docstring)
     return code

@@ -8,6 +8,7 @@ from torch import nn
 from .blocks import ConditionalHead, DownBlock, ResBlock, UpBlock, conv3x3, init_weights, run_up_path
 from .conditioning import ConditioningAugmentation
 from .stage1 import Stage1Generator, make_text_path
+from ..errors import ConfigError
 
 
 class Stage2Generator(nn.Module):
@@ -33,7 +34,7 @@ class Stage2Generator(nn.Module):
         super().__init__()
         self.image_skip = image_skip
         if ngf % 4:
-            raise ValueError(f"Stage-II ngf must be divisible by 4 (last block has ngf/4), got {ngf}")
+            raise ConfigError(f"Stage-II ngf must be divisible by 4 (last block has ngf/4), got {ngf}")
         self.stage1 = stage1
         self.stage1.requires_grad_(False)
         self.stage1.eval()

@@ -15,6 +15,7 @@ from ..config import DataConfig
 from ..data.manifest import DataError, load_images, read_manifest
 from ..text.cache import split_embeddings
 from ..text.norm import TextNorm
+from ..errors import ConfigError
 
 
 def _gen(*keys: int) -> torch.Generator:
@@ -39,7 +40,7 @@ class TrainData:
     def steps_per_epoch(self, batch_size: int, world: int = 1) -> int:
         """Steps that cover the data once, ``batch_size`` images per process on ``world`` processes."""
         if batch_size * world > len(self):
-            raise ValueError(f"batch size {batch_size} x {world} processes is larger than the data set "
+            raise ConfigError(f"batch size {batch_size} x {world} processes is larger than the data set "
                              f"({len(self)} images)")
         return len(self) // (batch_size * world)
 
