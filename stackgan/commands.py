@@ -269,5 +269,5 @@ def cmd_serve(args) -> int:
     if args.max_queue < 1:
         raise UsageError(f"--max-queue must be at least 1, got {args.max_queue}")
     serve(args.checkpoint, host=args.host, port=args.port, max_queue=args.max_queue, device=args.device,
-          examples_file=args.examples)
+          examples_file=args.examples, allowed_hosts=args.allowed_host)
     return 0
