@@ -134,7 +134,7 @@ def cmd_evaluate(args) -> int:
     from .utils import resolve_device
 
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    device = resolve_device(args.device)
+    device = resolve_device(args.device) if args.device else None  # (None: each part's own default)
     known = ("attributes", "fid", "kid", "is", "rprec")
     if metrics and any(m not in known for m in metrics):
         raise UsageError(f"--metrics: unknown {[m for m in metrics if m not in known]}; choose from {', '.join(known)}")
