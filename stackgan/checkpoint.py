@@ -66,9 +66,10 @@ def write_checkpoint(stage_dir: str | Path, state: dict, keep: int) -> Path:
             shutil.copyfile(path, tmp)
     except (OSError, RuntimeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else _short(e, 200)
-        raise CheckpointError(f"could not write the step-{state['step']} checkpoint {target}: {reason}. "
-                              "The previous checkpoint files are unchanged; free space (or fix the folder) and "
-                              "continue with --resume") from e
+        done = "The previous checkpoint files are unchanged" if target == path else \
+            f"{path} holds step {state['step']} complete; the earlier kept copies are unchanged"
+        raise CheckpointError(f"could not write the step-{state['step']} checkpoint {target}: {reason}. {done}; "
+                              "free space (or fix the folder) and continue with --resume") from e
     for old in sorted(kept.parent.glob("step-*.pt"))[:-keep]:
         old.unlink()
     return path

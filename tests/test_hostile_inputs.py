@@ -97,7 +97,7 @@ def test_disk_full_during_a_checkpoint_names_the_step_and_file(tmp_path, monkeyp
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4736 vs 4622")
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(CheckpointError, match=rf"could not write the step-7 checkpoint {tmp_path}/state.pt: "
-                                              r"\[enforce fail.*previous checkpoint files are unchanged"):
+                                              r"\[enforce fail.*The previous checkpoint files are unchanged"):
         write_checkpoint(tmp_path, {"step": 7, "w": torch.zeros(3)}, keep=3)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.pt")} == before  # and no temp files left
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
