@@ -175,6 +175,9 @@ def cmd_evaluate(args) -> int:
             out = Path(args.out) if args.out else (Path(ckpt) if Path(ckpt).is_dir() else Path(ckpt).parent)
             out.mkdir(parents=True, exist_ok=True)
             print(save_report(out, ckpt, rep))
+            used = {rep[s]["extractor"] for s in ("stage1", "stage2") if "extractor" in rep.get(s, {})}
+            for extractor in sorted(used):
+                print(f"extractor: {extractor}")  # names the Inception file and its SHA-256
             for stage in ("stage1", "stage2"):
                 if stage in rep:
                     res.setdefault(stage, {}).update(

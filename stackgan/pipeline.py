@@ -75,9 +75,9 @@ class StackGANPipeline:
                 meta = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{config_file}: not valid JSON ({e})") from e
-        if not isinstance(meta, dict) or not {"config", "stage"} <= set(meta):
-            raise CheckpointError(f"{config_file}: not a StackGAN model file (needs the keys \"config\" and "
-                                  "\"stage\"; `stackgan export` writes it)")
+        if not isinstance(meta, dict) or not {"config", "stage"} <= set(meta) or not isinstance(meta["config"], dict):
+            raise CheckpointError(f"{config_file}: not a StackGAN model file (needs the keys \"config\" (a "
+                                  "mapping) and \"stage\"; `stackgan export` writes it)")
         cfg = from_dict(meta["config"], where=str(config_file))
         stage = _valid_stage(meta["stage"], config_file)
         g = build_generator(cfg.model, stage)

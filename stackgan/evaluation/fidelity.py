@@ -148,7 +148,8 @@ def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as z:
-        return any(n.endswith("constants.pkl") or n.endswith("code/__torch__.py") or "/code/" in n for n in z.namelist())
+        names = z.namelist()
+    return any(n.endswith("constants.pkl") or n.endswith("code/__torch__.py") or "/code/" in n for n in names)
 
 
 def resolve_extractor(inception_weights: str | Path | None, metrics) -> Extractor:

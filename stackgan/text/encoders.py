@@ -42,7 +42,8 @@ class SentenceTransformerEncoder(TextEncoder):
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as e:  # pragma: no cover - a declared dependency
-            raise DependencyError("the text encoder needs sentence-transformers: pip install sentence-transformers") from e
+            raise DependencyError("the text encoder needs sentence-transformers: "
+                                  "pip install sentence-transformers") from e
         self.name = name
         try:
             self.model = SentenceTransformer(location, device="cpu")
