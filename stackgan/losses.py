@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from .errors import ConfigError
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -34,7 +35,7 @@ def discriminator_loss(real: torch.Tensor, wrong: torch.Tensor, fake: torch.Tens
 
 def _term(kind: str):
     if kind not in ("bce", "hinge"):
-        raise ValueError(f"GAN loss must be 'bce' or 'hinge', got {kind!r}")
+        raise ConfigError(f"GAN loss must be 'bce' or 'hinge', got {kind!r}")
     return _bce if kind == "bce" else _hinge
 
 

@@ -20,6 +20,7 @@ from .config import Config, from_dict, to_dict
 from .models.build import build_generator
 from .models.conditioning import truncated_normal
 from .checkpoint import STATE_NAME, load_state, sampling_weights, stage_dir
+from .errors import CheckpointError, UsageError
 from .text.norm import TextNorm
 from .utils import atomic_path
 
@@ -55,25 +56,46 @@ class StackGANPipeline:
     @classmethod
     def from_state(cls, path: str | Path) -> "StackGANPipeline":
         state = load_state(path)
-        cfg = from_dict(state["config"])
-        g = build_generator(cfg.model, state["stage"])
-        g.load_state_dict(sampling_weights(state))
-        norm = TextNorm(cfg.model.text_dim)
-        norm.load_state_dict(state["text_norm"])
-        return cls(cfg, g, norm, state["stage"])
+        try:
+            cfg = from_dict(state["config"])
+            stage = _valid_stage(state["stage"], path)
+            g = build_generator(cfg.model, stage)
+            g.load_state_dict(sampling_weights(state))
+            norm = TextNorm(cfg.model.text_dim)
+            norm.load_state_dict(state["text_norm"])
+        except (KeyError, TypeError, RuntimeError) as e:  # a readable file that is not a whole training state
+            raise CheckpointError(f"{path}: not a complete StackGAN training state ({_what(e)})") from e
+        return cls(cfg, g, norm, stage)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "StackGANPipeline":
         directory = Path(directory)
-        with open(directory / "config.json", encoding="utf-8") as f:
-            meta = json.load(f)
-        cfg = from_dict(meta["config"])
-        g = build_generator(cfg.model, meta["stage"])
-        tensors = load_file(str(directory / "model.safetensors"))
-        norm = TextNorm(cfg.model.text_dim)
-        norm.load_state_dict({k[len("text_norm."):]: v for k, v in tensors.items() if k.startswith("text_norm.")})
-        g.load_state_dict({k[len("generator."):]: v.float() for k, v in tensors.items() if k.startswith("generator.")})
-        return cls(cfg, g, norm, meta["stage"])
+        config_file, weights_file = directory / "config.json", directory / "model.safetensors"
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                meta = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{config_file}: not valid JSON ({e})") from e
+        if not isinstance(meta, dict) or not {"config", "stage"} <= set(meta) or not isinstance(meta["config"], dict):
+            raise CheckpointError(f"{config_file}: not a StackGAN model file (needs the keys \"config\" (a "
+                                  "mapping) and \"stage\"; `stackgan export` writes it)")
+        cfg = from_dict(meta["config"], where=str(config_file))
+        stage = _valid_stage(meta["stage"], config_file)
+        g = build_generator(cfg.model, stage)
+        try:
+            tensors = load_file(str(weights_file))
+        except OSError:
+            raise
+        except Exception as e:  # safetensors' SafetensorError: truncated, empty or not safetensors
+            raise CheckpointError(f"{weights_file}: not a readable safetensors file ({_what(e)})") from e
+        try:
+            norm = TextNorm(cfg.model.text_dim)
+            norm.load_state_dict({k[len("text_norm."):]: v for k, v in tensors.items() if k.startswith("text_norm.")})
+            g.load_state_dict({k[len("generator."):]: v.float() for k, v in tensors.items()
+                               if k.startswith("generator.")})
+        except RuntimeError as e:  # missing or mis-shaped tensors
+            raise CheckpointError(f"{weights_file}: its weights do not fit {config_file} ({_what(e)})") from e
+        return cls(cfg, g, norm, stage)
 
     def save_pretrained(self, directory: str | Path, half: bool = False) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (generator + text statistics).
@@ -133,11 +155,11 @@ class StackGANPipeline:
         for a Stage-II model with ``stage`` 2 (default), ``stage2`` [N, 3, 256, 256]."""
         stage = self.stage if stage is None else stage
         if stage not in (1, 2) or stage > self.stage:
-            raise ValueError(f"this model has stages up to {self.stage}; asked for stage {stage}")
+            raise UsageError(f"stage {stage}: this model has stage{'s 1 and 2' if self.stage == 2 else ' 1 only'}")
         emb = self.embed(texts) if embeddings is None else embeddings
         seeds = list(range(seed, seed + len(emb))) if seeds is None else seeds
         if truncation is not None and not truncation > 0:
-            raise ValueError(f"truncation must be > 0 (a bound on |z| per dimension), got {truncation}")
+            raise UsageError(f"truncation must be > 0 (a bound on |z| per dimension), got {truncation}")
         z, eps1, eps2 = self.noise(seeds, truncation)
         return self.draw(emb, z, eps1, eps2, stage, batch_size, progress)
 
@@ -170,6 +192,17 @@ class StackGANPipeline:
         if high_all:
             out["stage2"] = torch.cat(high_all)
         return out
+
+
+def _valid_stage(stage, where) -> int:
+    if stage not in (1, 2) or isinstance(stage, bool):
+        raise CheckpointError(f"{where}: \"stage\" is {stage!r}; a StackGAN model has stage 1 or 2")
+    return stage
+
+
+def _what(e: Exception, limit: int = 200) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

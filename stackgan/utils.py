@@ -65,3 +65,27 @@ def cache_dir(data_dir: str | Path) -> Path:
     d = Path(data_dir) / ".stackgan-cache"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def resolve_device(name: str | None, default: str = "cpu") -> "torch.device":
+    """``--device`` as a ``torch.device`` that exists on this machine, else a UsageError."""
+    import torch
+
+    from .errors import UsageError
+
+    name = name or default
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise UsageError(f"--device {name!r}: not a device name (use cpu, cuda, cuda:1, mps ...)") from e
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"--device {name}: no CUDA GPU is available on this machine (use --device cpu)")
+        if device.index is not None and device.index >= count:
+            raise UsageError(f"--device {name}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {name}: unsupported device type {device.type!r} (use cpu, cuda or mps)")
+    return device

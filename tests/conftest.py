@@ -28,3 +28,17 @@ TINY_ARGS = [a for item in TINY for a in ("--set", item)]  # the same, as `stack
 @pytest.fixture
 def tiny_config():
     return apply_overrides(get_preset("shapes-cpu"), TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """An untrained two-stage model folder (config.json + model.safetensors) from the tiny config:
+    for tests of loading, the command line and the server that do not need a trained model."""
+    from stackgan.models.build import build_generator
+    from stackgan.pipeline import StackGANPipeline
+    from stackgan.text.norm import TextNorm
+
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY)
+    torch.manual_seed(0)
+    pipe = StackGANPipeline(cfg, build_generator(cfg.model, 2), TextNorm(cfg.model.text_dim), 2)
+    return pipe.save_pretrained(tmp_path_factory.mktemp("models") / "tiny")

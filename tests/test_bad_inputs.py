@@ -37,7 +37,7 @@ def test_crafted_checkpoint_is_refused_without_running_it(tmp_path):
     evil = tmp_path / "run" / "stage1" / "state.pt"
     evil.parent.mkdir(parents=True)
     torch.save({"format_version": 1, "generator": Payload(marker)}, evil)
-    with pytest.raises(ValueError, match="state.pt: not a readable StackGAN training state"):
+    with pytest.raises(CheckpointError, match="state.pt: not a readable StackGAN training state"):
         load_state(evil)
     with pytest.raises(CheckpointError, match="no readable checkpoint"):
         load_latest(evil.parent)

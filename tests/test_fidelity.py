@@ -149,3 +149,102 @@ def test_checkpoint_evaluation_writes_fid_kid_rprec_and_attributes(tiny_shapes, 
     report = json.loads((tmp_path / "run" / "eval-generation.json").read_text())
     assert report["num_samples"] == 24 and report["stage2"]["num_real"] == 16
     assert (tmp_path / "run" / "eval.json").exists()  # the attribute report beside it
+
+
+class Payload:
+    """Pickles as a call of os.system: what a crafted cache or weights file carries."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_feature_cache_is_recomputed_never_run(tmp_path, extractor):
+    from stackgan.evaluation.feature_cache import FeatureCacheWarning
+    fake, real = TensorImages(images(20, "ramps", 0)), TensorImages(images(20, "noise", 1))
+    first = compute_metrics(fake, real, ["fid"], extractor, real_cache_name="test-32-abc", cache_root=tmp_path / "c",
+                            progress=False)
+    cached = sorted((tmp_path / "c").iterdir())
+    assert cached  # whatever files the cache holds are replaced by a crafted pickle
+    marker = tmp_path / "ran"
+    for path in cached:
+        torch.save({"features": Payload(marker)}, path)
+    with pytest.warns(FeatureCacheWarning, match="cached real-image features unusable.*recomputing"):
+        again = compute_metrics(fake, real, ["fid"], extractor, real_cache_name="test-32-abc",
+                                cache_root=tmp_path / "c", progress=False)
+    assert not marker.exists() and again["fid"] == pytest.approx(first["fid"], rel=1e-6)
+    from safetensors.torch import load_file
+    assert all(load_file(str(p)) for p in (tmp_path / "c").iterdir())  # rewritten as plain tensors
+
+
+def test_inception_weights_load_without_running_code(tmp_path, extractor):
+    import hashlib
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"Conv2d_1a_3x3.conv.weight": Payload(marker)}, evil)
+    with pytest.raises(MetricError, match=f"{evil}: not Inception weights that load safely"):
+        compute_metrics(TensorImages(images(8, "ramps", 0)), TensorImages(images(8, "ramps", 1)), ["fid"], evil,
+                        progress=False)
+    assert not marker.exists()
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "wrong.pth")
+    with pytest.raises(MetricError, match="wrong.pth: not torch-fidelity's Inception weights"):
+        resolve_extractor(tmp_path / "wrong.pth", ["fid"])
+    described = resolve_extractor(extractor, ["fid"]).description  # TorchScript is code: its digest is shown
+    assert hashlib.sha256(extractor.read_bytes()).hexdigest() in described
+
+
+def test_folders_of_mixed_sizes_and_a_kid_subset_below_the_sample_count(tmp_path, extractor):
+    for name, seed in (("a", 0), ("b", 3)):
+        (tmp_path / name).mkdir()
+        for i, img in enumerate(images(24, "ramps", seed)):
+            size = (24, 32, 48)[i % 3]
+            Image.fromarray(img.permute(1, 2, 0).numpy()).resize((size, size)).save(tmp_path / name / f"{i:03d}.png")
+    res = compute_metrics(FolderImages(tmp_path / "a"), FolderImages(tmp_path / "b"), ["fid", "kid"], extractor,
+                          progress=False)
+    assert res["fid"] > 0 and res["kid_subset_size"] == 12 and res["kid_std"] > 0
+    from stackgan.evaluation.fidelity import extract_features, resolve_extractor as resolve
+    net = resolve(extractor, ["fid"])
+    mixed = extract_features(FolderImages(tmp_path / "a"), net, batch_size=5, progress=False)["2048"]
+    alone = torch.cat([net(FolderImages(tmp_path / "a")[i][None])["2048"] for i in range(24)])
+    assert torch.allclose(mixed, alone, atol=1e-5)  # each image resized on its own, as in a batch of its size
+
+
+def test_same_numbers_as_torch_fidelity_on_one_size(extractor):
+    """The project's feature extraction gives torch-fidelity's FID and KID (same network, resize, formulas)."""
+    import torch_fidelity
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+    from stackgan.evaluation.fidelity import resolve_extractor as resolve
+
+    class Wrapped(FeatureExtractorBase):
+        def __init__(self, name, features_list, **kwargs):
+            super().__init__(name, features_list)
+            self.net = resolve(extractor, ["fid"])
+
+        @staticmethod
+        def get_provided_features_list():
+            return ("2048",)
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric):
+            return "2048"
+
+        @staticmethod
+        def can_be_compiled():
+            return False
+
+        def forward(self, x):
+            return (self.net(x)["2048"],)
+    if "test-wrapped" not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor("test-wrapped", Wrapped)
+    fake, real = TensorImages(images(40, "ramps", 0)), TensorImages(images(40, "noise", 1))
+    theirs = torch_fidelity.calculate_metrics(input1=fake, input2=real, fid=True, kid=True, kid_subset_size=20,
+                                              feature_extractor="test-wrapped", cuda=False, verbose=False,
+                                              save_cpu_ram=True)
+    ours = compute_metrics(fake, real, ["fid", "kid"], extractor, progress=False)
+    assert ours["kid_subset_size"] == 20
+    assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-6)
+    assert ours["kid"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-6)

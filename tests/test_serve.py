@@ -171,3 +171,16 @@ def test_the_page_in_headless_chromium(server, tmp_path):
         assert Image.open(shot).size[0] > 0
     finally:
         driver.quit()
+
+
+def test_the_real_server_checks_host_numbers_and_body_size(server):
+    port = server.rsplit(":", 1)[1]
+    req = urllib.request.Request(server + "/healthz", headers={"Host": "evil.example.com"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 400  # bound to 127.0.0.1: foreign Host headers are not served
+    req = urllib.request.Request(server + "/healthz", headers={"Host": f"localhost:{port}"})
+    with urllib.request.urlopen(req) as r:
+        assert r.status == 200
+    assert post(server, b'{"text": "a", "seed": 1e400}')[0] == 422
+    assert post(server, json.dumps({"text": "a red circle", "pad": "x" * 100_000}).encode())[0] == 413

@@ -27,8 +27,7 @@ from ..utils import atomic_path, cache_dir
 IMAGE_CACHE_VERSION = 1
 
 
-class DataError(ValueError):
-    pass
+from ..errors import DataError  # noqa: E402  (kept importable from here)
 
 
 def manifest_path(data_dir: str | Path, split: str) -> Path:

@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .shapes_text import make_caption, parse_caption  # re-exported: part of this module's API
+from ..errors import DataError
 
 __all__ = [
     "ATTRIBUTES", "OBJECT_RGB", "BACKGROUND_RGB", "HELD_OUT_PAIRS", "SPLITS", "SIZE",
@@ -112,7 +113,7 @@ class Geometry:
 def sample_attributes(rng: np.random.Generator, split: str) -> dict[str, str]:
     """Draw the six attributes uniformly; ``"train"`` re-draws held-out (shape, color) pairs."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+        raise DataError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
 
     def pick(name: str) -> str:
         values = ATTRIBUTES[name]

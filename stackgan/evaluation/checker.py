@@ -24,6 +24,7 @@ from tqdm import tqdm
 from stackgan.data.manifest import load_images, read_manifest
 from stackgan.data.shapes import ATTRIBUTES
 from stackgan.utils import load_module_files, save_module
+from ..errors import ConfigError
 
 SIZE = 128  # the checker's input resolution
 FORMAT_VERSION = 4
@@ -46,7 +47,7 @@ class AttributeChecker(nn.Module):
         self.config = {"widths": list(widths), "strides": list(strides),
                        "where_channels": where_channels, "num_classes": dict(num_classes)}
         if len(widths) != len(strides):
-            raise ValueError(f"{len(widths)} widths but {len(strides)} strides")
+            raise ConfigError(f"{len(widths)} widths but {len(strides)} strides")
         layers, cin, side = [], 3, SIZE
         for i, (w, s) in enumerate(zip(widths, strides)):
             k = 4 if i == 0 and s == 2 else 3  # even kernel for the stem: no lost border column

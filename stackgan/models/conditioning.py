@@ -5,6 +5,7 @@ import math
 
 import torch
 from torch import nn
+from ..errors import ConfigError
 
 
 class ConditioningAugmentation(nn.Module):
@@ -28,7 +29,7 @@ class ConditioningAugmentation(nn.Module):
     def __init__(self, text_dim: int, cond_dim: int = 128, variant: str = "pt"):
         super().__init__()
         if variant not in ("pt", "tf"):
-            raise ValueError(f"CA variant must be 'pt' or 'tf', got {variant!r}")
+            raise ConfigError(f"CA variant must be 'pt' or 'tf', got {variant!r}")
         self.cond_dim = cond_dim
         self.variant = variant
         self.fc = nn.Linear(text_dim, 2 * cond_dim)

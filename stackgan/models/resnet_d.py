@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .stage1 import make_text_path
 
 
@@ -89,7 +90,7 @@ class ResNetDiscriminator(nn.Module):
         super().__init__()
         blocks = int(math.log2(size // 4))
         if 4 * 2 ** blocks != size:
-            raise ValueError(f"the residual discriminator needs a power-of-two size >= 8, got {size}")
+            raise ConfigError(f"the residual discriminator needs a power-of-two size >= 8, got {size}")
         # the paper D's widths (ndf at half the input size, doubling to 8ndf); no stem conv at full size
         widths = [3] + [ndf * min(2 ** i, 8) for i in range(blocks)]
         self.encode = nn.Sequential(

@@ -6,6 +6,7 @@ from torch import nn
 
 from .blocks import ConditionalHead, DownBlock, UpBlock, conv3x3, init_weights, run_up_path
 from .conditioning import ConditioningAugmentation
+from ..errors import ConfigError
 
 
 class Bottleneck(nn.Module):
@@ -49,9 +50,9 @@ class Stage1Generator(nn.Module):
                  ca_variant: str = "pt", variant: str = "pt", fusion: bool = False):
         super().__init__()
         if variant not in ("pt", "tf"):
-            raise ValueError(f"Stage-I generator variant must be 'pt' or 'tf', got {variant!r}")
+            raise ConfigError(f"Stage-I generator variant must be 'pt' or 'tf', got {variant!r}")
         if ngf % 2:
-            raise ValueError(f"Stage-I ngf must be even (the last block has ngf/2 channels), got {ngf}")
+            raise ConfigError(f"Stage-I ngf must be even (the last block has ngf/2 channels), got {ngf}")
         self.z_dim, self.ngf, self.fusion = z_dim, ngf, fusion
         k = z_dim + cond_dim if fusion else 0  # the modulating condition: cat(z, c)
         self.ca = ConditioningAugmentation(text_dim, cond_dim, ca_variant)
@@ -119,4 +120,4 @@ def make_text_path(kind: str, text_dim: int, cond_dim: int) -> nn.Module:
         return nn.Identity()
     if kind == "fc":
         return nn.Sequential(nn.Linear(text_dim, cond_dim), nn.LeakyReLU(0.2, inplace=True))
-    raise ValueError(f"discriminator text_path must be 'mu' or 'fc', got {kind!r}")
+    raise ConfigError(f"discriminator text_path must be 'mu' or 'fc', got {kind!r}")

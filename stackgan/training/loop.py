@@ -1,6 +1,7 @@
 """The training loop: one stage of StackGAN, resumable, in one readable function."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -28,6 +29,9 @@ from .data import load_train_data
 from .samples import SampleSheet
 from .monitor import CollapseWatch
 from .step import LOGGED, Updater
+from ..errors import ConfigError, TrainingError
+from ..runlock import run_lock
+from ..utils import atomic_path
 
 # Stage II rebuilds its frozen Stage I from these fields of the Stage-I checkpoint (and its own up-blocks
 # follow Stage I's g_fusion), whatever the Stage-II command line says
@@ -78,8 +82,10 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
     """
     dist, device = distributed.setup(device)
     try:
-        return _train(cfg, data_dir, run_dir, stage, dist, device, resume=resume, stage1_state=stage1_state,
-                      max_steps=max_steps, minutes=minutes, progress=progress and dist.main)
+        # one process per run folder (under torchrun: rank 0, the one that writes)
+        with run_lock(run_dir) if dist.main else contextlib.nullcontext():
+            return _train(cfg, data_dir, run_dir, stage, dist, device, resume=resume, stage1_state=stage1_state,
+                          max_steps=max_steps, minutes=minutes, progress=progress and dist.main)
     finally:
         distributed.cleanup(dist)
 
@@ -91,7 +97,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
     state_path = out / STATE_NAME
     sc = cfg.stage(stage)
     if cfg.sync_batchnorm and device.type != "cuda":
-        raise ValueError("sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm runs on GPUs only); "
+        raise ConfigError("sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm runs on GPUs only); "
                          f"this run is on {device}")
 
     # --- data, networks, optimizers -------------------------------------------------------------
@@ -145,13 +151,14 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
     last_step = min(stops) if stops else None
     budget = sc.minutes * 60 if sc.minutes > 0 else None
     if last_step is None and budget is None:
-        raise ValueError(f"stage{stage}: set max_steps, epochs or minutes, or training never stops")
+        raise ConfigError(f"stage{stage}: set max_steps, epochs or minutes, or training never stops")
     writer = sheet = None
     G_sample = G if ema is None else ema.module
     pipe = StackGANPipeline(cfg, G_sample, norm, stage)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(to_yaml(cfg))
+        with atomic_path(out / "config.yaml") as tmp:  # replaces a planted symlink, never writes through it
+            tmp.write_text(to_yaml(cfg))
         writer = SummaryWriter(str(out / "tb"))
         sheet = SampleSheet(data_dir, norm, cfg, device, stage)
 
@@ -160,7 +167,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
         digests = distributed.gather(dist, distributed.digest(G) + distributed.digest(D)) if dist.world > 1 else []
         if dist.main:
             if len(set(digests)) > 1:
-                raise RuntimeError(f"step {step}: the {dist.world} replicas' weights differ (digests {digests}); "
+                raise TrainingError(f"step {step}: the {dist.world} replicas' weights differ (digests {digests}); "
                                    "the run is not data-parallel any more")
             write_checkpoint(out, {
                 "stage": stage, "step": step, "elapsed_s": elapsed, "config": to_dict(cfg),
@@ -226,7 +233,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
                             f"checkpoint is {state_path if state_path.exists() else 'not written yet'}"
                             + ("" if sc.on_divergence == "stop" else f" ({rollbacks} rollbacks done)")
                             + f"; stage{stage}.on_divergence=rollback goes back to it with half the learning rate")
-                    good, _ = load_latest(out)
+                    good, _ = load_latest(out, on_skip=lambda m: pbar.write(f"warning: {m}") if dist.main else None)
                     restore(good)
                     updater.load_state_dict(good)
                     diverged_at, step, lr_scale, rollbacks = step, good["step"], lr_scale * 0.5, rollbacks + 1
@@ -278,7 +285,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
 MAX_ROLLBACKS = 3
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(TrainingError):
     pass
 
 
@@ -304,7 +311,7 @@ def _networks(cfg: Config, stage: int, s1: dict | None, device: torch.device, fm
         encoder = LatentEncoder(cfg.model.text_dim, cfg.model.z_dim, cfg.model.nef)
         if stage == 2:
             if "encoder" not in s1:
-                raise ValueError("stage2.recon_weight > 0 needs a Stage I trained with stage1.recon_weight > 0 "
+                raise ConfigError("stage2.recon_weight > 0 needs a Stage I trained with stage1.recon_weight > 0 "
                                  "(its state has no latent encoder); set stage2.recon_weight=0")
             encoder.load_state_dict(s1["encoder"])
             encoder.requires_grad_(False).eval()
@@ -336,9 +343,7 @@ def _resolve_run(cfg: Config, run_dir, stage: int, dist: distributed.Dist, resum
             raise FileExistsError(f"{state_path} exists: pass --resume to continue it, or choose another --out")
         if dist.main:
             remove_partial_writes(out)  # temp files of a write that a kill interrupted
-        state, found = load_latest(out)
-        if found != state_path and dist.main:
-            print(f"warning: {state_path} is unreadable; resuming from {found} (step {state['step']})")
+        state, _ = load_latest(out, on_skip=lambda m: print(f"warning: {m}", flush=True) if dist.main else None)
         cfg = from_dict(state["config"])  # the run's own configuration wins over presets on resume
     s1 = None
     if stage == 2:
