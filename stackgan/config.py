@@ -38,6 +38,7 @@ class ModelConfig:
     g_fusion: bool = False  # cat(z, c) modulates every up-block of G (scale and shift after each BN)
     d_arch: str = "dcgan"  # dcgan: the paper's D; resnet: BN-free gated residual D, one-way head
     d_batchnorm: bool = True  # dcgan D: false removes its BatchNorm layers (pair with d_spectral_norm)
+    d_projection: bool = False  # dcgan D: its conditional head adds a projection term <W text, sum of 4x4 features>
     d_mbstd: bool = False  # resnet D: a minibatch standard-deviation feature before the head
     d_gate: float = 0.0  # resnet D: initial gate of each residual branch (DF-GAN: 0, the block starts as its shortcut)
 

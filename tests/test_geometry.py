@@ -250,3 +250,17 @@ def test_matcher_trains_with_foils_and_reports_its_foil_preference(tiny_shapes, 
     m = ImageTextMatcher(text_dim=6, widths=(4,))
     x, t = torch.randn(3, 3, 64, 64), torch.randn(3, 6)
     assert m.loss(x, t, foils=t.clone()) > m.loss(x, t)
+
+
+def test_projection_term_adds_the_inner_product_of_text_and_pooled_features():
+    from stackgan.models.blocks import ConditionalHead
+    torch.manual_seed(0)
+    plain, proj = ConditionalHead(6, 4, kernel=1), ConditionalHead(6, 4, kernel=1, projection=True)
+    proj.joint.load_state_dict(plain.joint.state_dict())
+    proj.out.load_state_dict(plain.out.state_dict())
+    plain.eval(), proj.eval()
+    h, t = torch.randn(3, 6, 4, 4), torch.randn(3, 4)
+    with torch.no_grad():
+        expected = plain(h, t) + ((t @ proj.project.weight.T) * h.sum((2, 3))).sum(1)
+        assert torch.allclose(proj(h, t), expected, atol=1e-5)
+    assert ConditionalHead(6, 0, projection=True).project is None  # the unconditional head has none

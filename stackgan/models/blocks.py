@@ -192,11 +192,15 @@ class ConditionalHead(nn.Module):
 
     The text code is replicated to 4x4 and depth-concatenated; a conv (PT 3x3, TF 1x1) mixes
     both, then a 4x4 conv gives the logit. With ``text_dim=0`` it is the unconditional head.
+    ``projection=True`` (not in the paper) adds the projection term ``<W text, sum_xy h>`` of the
+    projection discriminator (Miyato & Koyama, ICLR 2018): a direct, linear path from the match
+    of text and image features to the logit, and so to G's gradient.
     """
 
-    def __init__(self, img_ch: int, text_dim: int, kernel: int = 3):
+    def __init__(self, img_ch: int, text_dim: int, kernel: int = 3, projection: bool = False):
         super().__init__()
         self.text_dim = text_dim
+        self.project = nn.Linear(text_dim, img_ch, bias=False) if projection and text_dim > 0 else None
         if text_dim > 0:
             self.joint = nn.Sequential(
                 nn.Conv2d(img_ch + text_dim, img_ch, kernel, 1, kernel // 2, bias=False),
@@ -208,10 +212,14 @@ class ConditionalHead(nn.Module):
         self.out = nn.Conv2d(img_ch, 1, 4, 4)
 
     def forward(self, h: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        image = h
         if self.text_dim > 0:
             t = text[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])  # [B, T, 4, 4]
             h = self.joint(torch.cat([h, t.to(h.dtype)], dim=1))  # [B, C, 4, 4]
-        return self.out(h).flatten()  # [B]
+        logit = self.out(h).flatten()  # [B]
+        if self.project is not None:
+            logit = logit + (self.project(text.to(image.dtype)) * image.sum((2, 3))).sum(1)  # [B]
+        return logit
 
 
 def init_weights(module: nn.Module) -> None:

@@ -22,9 +22,10 @@ def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:
         d = ResNetDiscriminator(m.text_dim, m.ndf1 if stage == 1 else m.ndf2, m.cond_dim, m.d_text_path,
                                 64 if stage == 1 else 256, m.d_mbstd, m.d_gate)
     elif stage == 1:
-        d = Stage1Discriminator(m.text_dim, m.ndf1, m.cond_dim, m.d_text_path, m.d_head_kernel)
+        d = Stage1Discriminator(m.text_dim, m.ndf1, m.cond_dim, m.d_text_path, m.d_head_kernel, m.d_projection)
     else:
-        d = Stage2Discriminator(m.text_dim, m.ndf2, m.cond_dim, m.d_text_path, m.d_head_kernel, m.uncond_head2)
+        d = Stage2Discriminator(m.text_dim, m.ndf2, m.cond_dim, m.d_text_path, m.d_head_kernel, m.uncond_head2,
+                                m.d_projection)
     if not m.d_batchnorm:  # the paper's D without its BatchNorm: each image is judged on its own
         _remove_batchnorm(d)
     if m.d_spectral_norm:  # Miyato et al., ICLR 2018: every conv and linear layer of D

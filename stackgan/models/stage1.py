@@ -96,7 +96,7 @@ class Stage1Discriminator(nn.Module):
     """
 
     def __init__(self, text_dim: int, ndf: int = 64, cond_dim: int = 128, text_path: str = "mu",
-                 head_kernel: int = 3):
+                 head_kernel: int = 3, projection: bool = False):
         super().__init__()
         self.encode = nn.Sequential(
             DownBlock(3, ndf, bn=False),  # 32
@@ -105,7 +105,7 @@ class Stage1Discriminator(nn.Module):
             DownBlock(4 * ndf, 8 * ndf),  # 4
         )
         self.text = make_text_path(text_path, text_dim, cond_dim)
-        self.cond_head = ConditionalHead(8 * ndf, cond_dim, head_kernel)
+        self.cond_head = ConditionalHead(8 * ndf, cond_dim, head_kernel, projection)
         init_weights(self)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:

@@ -90,7 +90,7 @@ class Stage2Discriminator(nn.Module):
     a matching-aware head and (PT) an unconditional head."""
 
     def __init__(self, text_dim: int, ndf: int = 64, cond_dim: int = 128, text_path: str = "mu",
-                 head_kernel: int = 3, uncond_head: bool = True):
+                 head_kernel: int = 3, uncond_head: bool = True, projection: bool = False):
         super().__init__()
         k = head_kernel
         self.encode = nn.Sequential(
@@ -106,7 +106,7 @@ class Stage2Discriminator(nn.Module):
             nn.LeakyReLU(0.2, inplace=True),
         )
         self.text = make_text_path(text_path, text_dim, cond_dim)
-        self.cond_head = ConditionalHead(8 * ndf, cond_dim, head_kernel)
+        self.cond_head = ConditionalHead(8 * ndf, cond_dim, head_kernel, projection)
         self.uncond_head = ConditionalHead(8 * ndf, 0) if uncond_head else None
         init_weights(self)
 
