@@ -135,13 +135,6 @@ PRESETS["fast"] = replace(
     stage1=replace(PRESETS["shapes-cpu"].stage1, match_weight=2.0, ema_decay=0.995),
     stage2=replace(PRESETS["shapes-cpu"].stage2, match_weight=2.0, ema_decay=0.995),
 )
-# fast plus what the geometry experiments support (docs/training-recipe.md, "Fourth round"): the
-# sentence and z modulate every up-block of G, and half of D's wrong captions are one-word foils
-PRESETS["fusion-foils"] = replace(
-    PRESETS["fast"],
-    model=replace(PRESETS["fast"].model, g_fusion=True),
-    data=replace(PRESETS["fast"].data, foil_share=0.5),
-)
 DEFAULT_PRESET = "fast"
 
 CHOICES = {
