@@ -131,7 +131,9 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
     kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert kept == ["step-00000004.pt", "step-00000005.pt"]
     assert torch.equal(torch.load(tmp_path / "checkpoints" / kept[0])["w"], torch.full((2,), 4.0))
-    assert os.path.samefile(tmp_path / "state.pt", tmp_path / "checkpoints" / kept[1])  # a link, not a copy
+    newest = tmp_path / "checkpoints" / kept[1]  # a copy of state.pt, not a link: damage to one spares the other
+    assert not os.path.samefile(tmp_path / "state.pt", newest)
+    assert newest.read_bytes() == (tmp_path / "state.pt").read_bytes()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
