@@ -17,10 +17,12 @@ import torch
 from ..checkpoint import load_state, stage_dir, STATE_NAME
 from ..config import from_dict
 from ..data.foils import ORACLE_MARK, one_hot, one_hot_foil, shapes_foil
-from ..data.manifest import DataError, load_images, read_manifest
+from ..data.manifest import load_images, read_manifest
 from ..data.shapes import ATTRIBUTES
 from ..models.build import build_discriminator, build_generator
+from ..errors import CheckpointError, DataError
 from ..text.norm import TextNorm
+from ..utils import atomic_path
 
 
 @torch.no_grad()
@@ -41,7 +43,7 @@ def _state_file(checkpoint: Path, stage: int) -> Path:
         return checkpoint
     path = stage_dir(checkpoint, stage) / STATE_NAME
     if not path.exists():
-        raise DataError(f"{path}: not found; the D check needs a training run folder (its state file holds D), "
+        raise CheckpointError(f"{path}: not found; the D check needs a training run folder (its state file holds D), "
                         "not an exported model folder")
     return path
 
@@ -127,5 +129,6 @@ def d_check_markdown(results: dict[str, dict[str, float]]) -> str:
 def save_d_check(out_dir: Path, results: dict) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "d_check.json"
-    path.write_text(json.dumps(results, indent=2))
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
     return path
