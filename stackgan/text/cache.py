@@ -23,17 +23,20 @@ def split_embeddings(data_dir: str | Path, split: str, records: list[dict], enco
     return caption_embeddings(data_dir, split, [r["captions"] for r in records], encoder_name, progress)
 
 
-def precomputed_embeddings(data_dir: str | Path, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``DATA/embeddings-<split>.npy`` (``[N, K, D]`` or ``[N, D]``, rows in manifest order), checked
-    against the manifest's ``n`` records; every row counts as ``K`` captions."""
+def precomputed_embeddings(data_dir: str | Path, split: str, n: int, stem: str = "embeddings",
+                           missing: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``DATA/<stem>-<split>.npy`` (``[N, K, D]`` or ``[N, D]``, rows in manifest order), checked
+    against the manifest's ``n`` records; every row counts as ``K`` captions. ``missing``: what
+    the error says when the file is not there (default: where precomputed embeddings come from)."""
     import numpy as np
     from ..data.manifest import DataError
     from ..data.readers import load_embeddings
-    path = Path(data_dir) / f"embeddings-{split}.npy"
+    path = Path(data_dir) / f"{stem}-{split}.npy"
     if not path.exists():
-        raise DataError(f"{path}: not found. data.text_encoder=precomputed reads embeddings saved there, one row "
-                        "per manifest line ([N, K, D] float, .npy): `stackgan data prepare` writes them from a "
-                        "release's char-CNN-RNN-embeddings.pickle, `stackgan text-encoder embed` from a trained encoder")
+        raise DataError(f"{path}: not found. " + (missing or (
+            "data.text_encoder=precomputed reads embeddings saved there, one row per manifest line ([N, K, D] "
+            "float, .npy): `stackgan data prepare` writes them from a release's char-CNN-RNN-embeddings.pickle, "
+            "`stackgan text-encoder embed` from a trained encoder")))
     arr = load_embeddings(path)  # [N, K, D], checked
     if arr.shape[0] != n:
         raise DataError(f"{path}: {arr.shape[0]:,} rows but {Path(data_dir) / (split + '.jsonl')} has {n:,} images; "

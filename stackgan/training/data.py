@@ -14,8 +14,7 @@ import torch
 from ..config import DataConfig
 from ..data.manifest import DataError, load_images, read_manifest
 from ..data.foils import make_foils
-from ..data.readers import load_embeddings
-from ..text.cache import caption_embeddings, split_embeddings
+from ..text.cache import caption_embeddings, precomputed_embeddings, split_embeddings
 from ..text.encoders import PRECOMPUTED
 from ..text.norm import TextNorm
 from ..errors import ConfigError
@@ -180,14 +179,8 @@ def foil_embeddings(data_dir: str | Path, records: list[dict], cfg: DataConfig, 
     ``[N]``: made and encoded by the run's text encoder (cached like the captions), or, for
     ``precomputed`` embeddings, read from ``DATA/foils-train.npy``."""
     if cfg.text_encoder == PRECOMPUTED:
-        path = Path(data_dir) / "foils-train.npy"
-        if not path.exists():
-            raise DataError(f"{path}: not found. data.foil_share > 0 with precomputed embeddings reads the foils' "
-                            "embeddings there ([N, F, D], rows in manifest order; `stackgan data attributes` "
-                            "writes them for Shapes); or set data.foil_share=0")
-        arr = load_embeddings(path)
-        if arr.shape[0] != len(records):
-            raise DataError(f"{path}: {arr.shape[0]:,} rows but the train manifest has {len(records):,} images")
-        return torch.tensor(arr, dtype=torch.float32), torch.full((arr.shape[0],), arr.shape[1], dtype=torch.long)
+        return precomputed_embeddings(data_dir, "train", len(records), stem="foils", missing=(
+            "data.foil_share > 0 with precomputed embeddings reads the foils' embeddings there ([N, F, D], rows in "
+            "manifest order; `stackgan data attributes` writes them for Shapes); or set data.foil_share=0"))
     foils = make_foils(records, cfg.foils_per_image, cfg.seed)
     return caption_embeddings(data_dir, f"train-foils{cfg.foils_per_image}", foils, cfg.text_encoder, progress)
