@@ -184,17 +184,13 @@ def _foil_preference(matcher: ImageTextMatcher, data_dir: Path, data_cfg: DataCo
     """On Shapes test images, how often the matcher prefers an image's full caption to the caption
     with one attribute changed, per attribute (stackgan.evaluation.d_check.foil_preference)."""
     from .evaluation.d_check import foil_preference
-    from .text import get_encoder
     if not all("attributes" in r for r in read_manifest(data_dir, "test")[:10]):
         return None
 
-    def embed(rows) -> torch.Tensor:
-        raw = rows if torch.is_tensor(rows) else get_encoder(data_cfg.text_encoder).encode(rows)
-        return norm(raw).to(device)
-
     def score(x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return (matcher.encode_image(x.to(device)) * matcher.encode_text(text)).sum(1)  # cosine [N]
-    return {k: round(v, 3) for k, v in foil_preference(score, data_dir, embed, matcher.config["size"], 300).items()}
+    rates = foil_preference(score, data_dir, data_cfg.text_encoder, norm, matcher.config["size"], 300, device=device)
+    return {k: round(v, 3) for k, v in rates.items()}
 
 
 def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, seed: int = 0,

@@ -71,31 +71,31 @@ def discriminator_check(checkpoint: str | Path, data_dir: str | Path, stage: int
     norm = TextNorm(cfg.model.text_dim)
     norm.load_state_dict(state["text_norm"])
 
-    def encode(rows: list) -> torch.Tensor:
-        from ..text import get_encoder
-        return get_encoder(cfg.data.text_encoder).encode(rows)
-
     def score(x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         if G is not None:
             text = G.ca(text)[1]  # [N, cond]; either stage's generator has its own CA
         return D.cond_logits(D(x.to(device)), text)  # [N]
 
     size = 64 if state.get("stage", stage) == 1 else 256
-    def embed(rows) -> torch.Tensor:  # captions, or (oracle data) one-hot attribute vectors
-        return norm(rows if torch.is_tensor(rows) else encode(rows)).to(device)
-
-    return foil_preference(score, data_dir, embed, size, num_samples, seed)
+    return foil_preference(score, data_dir, cfg.data.text_encoder, norm, size, num_samples, seed, device)
 
 
 def foil_preference(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], data_dir: str | Path,
-                    embed: Callable[[list], torch.Tensor], size: int, num_samples: int = 500, seed: int = 0
-                    ) -> dict[str, float]:
+                    text_encoder: str, norm: TextNorm, size: int, num_samples: int = 500, seed: int = 0,
+                    device: str | torch.device = "cpu") -> dict[str, float]:
     """Per attribute, :func:`preference_rate` of ``score(images, text)`` on the first ``num_samples``
     real Shapes test images at ``size`` px: their full caption against the caption with that
-    attribute's words changed (:func:`~stackgan.data.foils.shapes_foil`), both through ``embed``
-    (captions -> normalized text ``[N, D]``). For the oracle data (``stackgan data attributes``)
-    the texts are one-hot attribute vectors, and ``embed`` only normalizes them."""
+    attribute's words changed (:func:`~stackgan.data.foils.shapes_foil`), both encoded by
+    ``text_encoder`` and normalized by ``norm``. For the oracle data (``stackgan data attributes``)
+    the texts are one-hot attribute vectors, only normalized."""
     data_dir = Path(data_dir)
+
+    def embed(rows) -> torch.Tensor:  # captions, or one-hot attribute vectors -> normalized [N, D]
+        if not torch.is_tensor(rows):
+            from ..text import get_encoder
+            rows = get_encoder(text_encoder).encode(rows)
+        return norm(rows).to(device)
+
     records = read_manifest(data_dir, "test")[:num_samples]
     if any(set(r.get("attributes", {})) != set(ATTRIBUTES) for r in records):
         raise DataError(f"{data_dir / 'test.jsonl'}: the foil check needs Shapes test records (with attributes)")
