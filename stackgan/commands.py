@@ -178,7 +178,7 @@ def cmd_evaluate(args) -> int:
         res: dict = {}
         if "attributes" in metrics:
             rep = evaluate_shapes(ckpt, args.data, num_samples=args.num_samples, seed=args.seed, out_dir=args.out,
-                                  device=device)
+                                  device=device, retrain_checker=args.retrain_checker and not results)
             for stage in ("stage1", "stage2"):
                 if stage in rep:
                     res.setdefault(stage, {}).update({f"attr_{k}": round(v, 4) for k, v in rep[stage].items()})

@@ -27,7 +27,8 @@ class ModelConfig:
     ndf2: int = 64
     res_blocks: int = 4
     ca_variant: str = "pt"  # pt: ReLU + log-variance; tf: LeakyReLU + log-sigma, truncated eps
-    g1_variant: str = "pt"  # pt: up-blocks down to ngf/2 at 64x64; tf: bottlenecks at 4x4 and 8x8, no ngf/2 layer
+    g1_variant: str = "pt"  # pt: up-blocks down to ngf/2 at 64x64; tf: bottlenecks at 4x4 and 8x8, no ngf/2 layer;
+    #   dfgan (not in the paper): no BatchNorm, DF-GAN's residual blocks, each modulated by cat(z, c)
     d_text_path: str = "mu"  # mu: D reuses G's CA mean, detached (PT); fc: D's own FC (TF)
     d_head_kernel: int = 3  # PT 3, TF 1
     uncond_head2: bool = True  # PT Stage-II D has an extra image-only head
@@ -139,7 +140,7 @@ DEFAULT_PRESET = "fast"
 
 CHOICES = {
     "ca_variant": ("pt", "tf"),
-    "g1_variant": ("pt", "tf"),
+    "g1_variant": ("pt", "tf", "dfgan"),
     "d_text_path": ("mu", "fc"),
     "d_head_kernel": (1, 3),
     "text_norm": ("standardize", "none"),

@@ -150,3 +150,45 @@ def test_hue_rotation_moves_colors_off_the_palette_but_keeps_grays():
     moved = y[~untouched, :, 0, 0]  # [b, 3] former reds
     assert (moved - torch.tensor([1.0, -1.0, -1.0])).abs().amax(1).gt(0.05).float().mean() > 0.9
     assert len({tuple(c) for c in moved.mul(10).round().tolist()}) > 10  # many hues, not a few swaps
+
+
+def test_shipped_checker_is_checked_then_adopted_or_refused(shapes_dir, trained, tmp_path, monkeypatch):
+    data = tmp_path / "shapes"
+    shutil.copytree(shapes_dir, data, ignore=shutil.ignore_patterns("checker.*"))
+    # a "shipped" checker made for this data set (the tiny one reads the test images badly)
+    shipped = tmp_path / "pkg" / "shapes_checker.safetensors"
+    shipped.parent.mkdir()
+    ck.save_checker(trained, shipped, {"fingerprint": ck._fingerprint(data), "steps": 3})
+    monkeypatch.setattr(ck, "SHIPPED", shipped)
+    calls = []
+    monkeypatch.setattr(ck, "train_checker", lambda *a, **k: calls.append(1) or trained)
+
+    # worse than SHIPPED_MIN_ACCURACY on some attribute: a new one is trained
+    ck.load_or_train_checker(data, **TINY)
+    assert calls == [1] and not (data / "checker.json").exists()
+
+    # good enough: copied beside the data with the accuracy measured here, not trained
+    monkeypatch.setattr(ck, "SHIPPED_MIN_ACCURACY", 0.0)
+    adopted = ck.load_or_train_checker(data, **TINY)
+    meta = json.loads((data / "checker.json").read_text())
+    assert calls == [1] and meta["source"] == "shipped with the package" and meta["steps"] == 3
+    assert meta["test_accuracy"] == ck.test_accuracy(trained, data)
+    x = torch.rand(2, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(adopted(x)["shape"], trained(x)["shape"])
+
+    # asked to retrain, or another data set: the shipped one is not used
+    ck.load_or_train_checker(data, retrain=True, **TINY)
+    assert calls == [1, 1]
+    (data / "checker.json").unlink()
+    with open(data / "train.jsonl", "a") as f:
+        f.write("\n")
+    ck.load_or_train_checker(data, **TINY)
+    assert calls == [1, 1, 1]
+
+
+def test_shipped_checker_matches_the_default_data_set_spec():
+    meta = json.loads(ck.SHIPPED.with_suffix(".json").read_text())
+    assert meta["format_version"] == ck.FORMAT_VERSION
+    assert min(meta["test_accuracy"]["64"][a] for a in ATTRIBUTES) > ck.SHIPPED_MIN_ACCURACY
+    ck.load_checker(ck.SHIPPED)  # the weights load into today's network

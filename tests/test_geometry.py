@@ -264,3 +264,39 @@ def test_projection_term_adds_the_inner_product_of_text_and_pooled_features():
         expected = plain(h, t) + ((t @ proj.project.weight.T) * h.sum((2, 3))).sum(1)
         assert torch.allclose(proj(h, t), expected, atol=1e-5)
     assert ConditionalHead(6, 0, projection=True).project is None  # the unconditional head has none
+
+
+def test_fusion_up_block_equals_upsampling_first():
+    """The block fuses and runs its 1x1 shortcut before upsampling, and its first conv as the fused
+    upsample + conv: the same function as DF-GAN's order (upsample, fuse, conv)."""
+    import torch.nn.functional as F
+    from stackgan.models.blocks import FusionUpBlock
+
+    torch.manual_seed(0)
+    block = FusionUpBlock(6, 4, cond_dim=5)
+    for affine in block.fuse:  # away from the identity, so the condition matters
+        for p in affine.parameters():
+            nn.init.normal_(p, 0.0, 0.5)
+    x, c = torch.randn(2, 6, 8, 8), torch.randn(2, 5)
+    up = F.interpolate(x, scale_factor=2, mode="nearest")
+    want = block.conv2(block._fuse(block.conv1(block._fuse(up, c, 0)), c, 2)) + block.shortcut(up)
+    assert torch.allclose(block(x, c), want, atol=1e-5)
+    assert not torch.allclose(block(x, c), block(x, torch.randn(2, 5)), atol=1e-3)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_dfgan_generator_has_no_batchnorm_and_draws_each_image_on_its_own(stage):
+    cfg = apply_overrides(get_preset("fast"), TINY + ["model.text_dim=12", "model.g1_variant=dfgan"])
+    torch.manual_seed(0)
+    G = build_generator(cfg.model, stage).train()
+    stage1 = G if stage == 1 else G.stage1
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in stage1.modules())
+    assert stage1.fusion and sum(isinstance(m, CondAffine) for m in stage1.modules()) == 16
+    z, emb, eps = torch.randn(4, cfg.model.z_dim), torch.randn(4, 12), torch.randn(4, cfg.model.cond_dim)
+    args = (z, emb, eps) if stage == 1 else (z, emb, eps, eps)
+    with torch.no_grad():
+        batch = G(*args)
+        alone = G(*[a[:1] for a in args])
+    assert batch[stage - 1].shape == (4, 3, 64 * 4 ** (stage - 1), 64 * 4 ** (stage - 1))
+    # Stage I's image, in training mode too, does not depend on the other samples of its batch
+    assert torch.allclose(batch[0][:1], alone[0], atol=1e-5)

@@ -3,6 +3,10 @@
 `stackgan evaluate` uses it to judge generated Shapes images against the attributes their
 captions asked for. It is trained once on the real train split and cached beside the data set
 as `checker.safetensors` + `checker.json` (weights and config only; nothing is unpickled).
+The package ships the checker trained on the default Shapes data set (`stackgan data shapes`
+with its default sizes and seed): for that data set it is checked on the real test images,
+its accuracy printed, and copied beside the data instead of trained again (11 minutes on two
+CPU cores). Any other data set, a new checker format or ``retrain=True`` trains one.
 
     checker = load_or_train_checker("data/shapes")
     scores = attribute_accuracy(checker, fake_images, intended_attributes)
@@ -29,6 +33,9 @@ from ..errors import ConfigError
 SIZE = 128  # the checker's input resolution
 FORMAT_VERSION = 4
 WEIGHTS_NAME = "checker.safetensors"
+# trained on the default Shapes data set by train_checker (its .json says how and on which data)
+SHIPPED = Path(__file__).resolve().parent / "shapes_checker.safetensors"
+SHIPPED_MIN_ACCURACY = 0.9  # a shipped checker reading any attribute of real test images worse is not used
 
 
 class AttributeChecker(nn.Module):
@@ -189,37 +196,72 @@ def train_checker(data_dir: str | Path, out_path: str | Path | None = None, step
     train_seconds = time.time() - start
     checker = checker.to(memory_format=torch.contiguous_format).eval()  # as load_checker builds it
 
-    # score on the real test split, at the checker's size and at Stage-I size
-    accuracy = {}
-    if (data_dir / "test.jsonl").exists():
-        for size in (SIZE, 64):
-            test, test_records = _load_split(data_dir, "test", size)
-            held_out = torch.tensor([bool(r.get("held_out", False)) for r in test_records])
-            accuracy[str(size)] = attribute_accuracy(
-                checker, test.float() / 127.5 - 1, [r["attributes"] for r in test_records],
-                held_out=held_out)
+    accuracy = test_accuracy(checker, data_dir) if (data_dir / "test.jsonl").exists() else {}
     meta = {"fingerprint": _fingerprint(data_dir), "steps": steps, "batch_size": batch_size,
             "seed": seed, "train_seconds": round(train_seconds, 1), "test_accuracy": accuracy}
     save_checker(checker, out_path, meta)
     return checker
 
 
-def load_or_train_checker(data_dir: str | Path, progress: bool = True,
-                          device: str | torch.device | None = None, **train_kwargs
-                          ) -> AttributeChecker:
-    """The cached checker of `data_dir` if it was trained on this train split, else a new one.
+def test_accuracy(checker: AttributeChecker, data_dir: Path) -> dict[str, dict[str, float]]:
+    """The checker's accuracy on the real test split, at its own size and at Stage-I size (64)."""
+    accuracy = {}
+    for size in (SIZE, 64):
+        test, test_records = _load_split(data_dir, "test", size)
+        held_out = torch.tensor([bool(r.get("held_out", False)) for r in test_records])
+        accuracy[str(size)] = attribute_accuracy(
+            checker, test.float() / 127.5 - 1, [r["attributes"] for r in test_records], held_out=held_out)
+    return accuracy
 
-    `train_kwargs` (steps, batch_size, seed, ...) go to `train_checker` when it has to train.
+
+def _usable(path: Path, fingerprint: str) -> bool:
+    """``path`` and its .json exist, in today's format, trained on the data set with ``fingerprint``."""
+    meta_path = path.with_suffix(".json")
+    if not (path.exists() and meta_path.exists()):
+        return False
+    meta = json.loads(meta_path.read_text())
+    return meta.get("format_version") == FORMAT_VERSION and meta.get("fingerprint") == fingerprint
+
+
+def _adopt_shipped(data_dir: Path, path: Path, device) -> AttributeChecker | None:
+    """The shipped checker, checked on ``data_dir``'s real test images and saved beside the data
+    with the accuracy measured here; None when it reads some attribute worse than
+    ``SHIPPED_MIN_ACCURACY`` (then a new one is trained)."""
+    checker = load_checker(SHIPPED, device)
+    accuracy = test_accuracy(checker, data_dir)
+    worst = min((v, k) for k, v in accuracy[str(SIZE)].items() if k in ATTRIBUTES)
+    shown = ", ".join(f"{k} {accuracy[str(SIZE)][k]:.3f}" for k in ATTRIBUTES)
+    if worst[0] < SHIPPED_MIN_ACCURACY:
+        print(f"the shipped attribute checker reads {worst[1]} of the real test images at {worst[0]:.3f} "
+              f"(< {SHIPPED_MIN_ACCURACY}): training a new one")
+        return None
+    print(f"attribute checker: the shipped one ({SHIPPED.name}), on the {data_dir} real test images: {shown}")
+    meta = {k: v for k, v in json.loads(SHIPPED.with_suffix(".json").read_text()).items()
+            if k not in ("format_version", "config")}
+    save_checker(checker, path, {**meta, "source": "shipped with the package", "test_accuracy": accuracy})
+    return checker
+
+
+def load_or_train_checker(data_dir: str | Path, progress: bool = True,
+                          device: str | torch.device | None = None, retrain: bool = False,
+                          **train_kwargs) -> AttributeChecker:
+    """The checker of ``data_dir``: the one cached beside the data if it was trained on this
+    train split; else the shipped one when this is the data set it was trained on (checked on
+    the real test images first); else a new one. ``retrain=True`` always trains a new one.
+
+    ``train_kwargs`` (steps, batch_size, seed, ...) go to ``train_checker`` when it has to train.
     """
     data_dir = Path(data_dir)
     path = data_dir / WEIGHTS_NAME
-    meta_path = path.with_suffix(".json")
-    if path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if (meta.get("format_version") == FORMAT_VERSION
-                and meta.get("fingerprint") == _fingerprint(data_dir)):
-            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not retrain:
+        fingerprint = _fingerprint(data_dir)
+        if _usable(path, fingerprint):
             return load_checker(path, device)
+        if _usable(SHIPPED, fingerprint):
+            checker = _adopt_shipped(data_dir, path, device)
+            if checker is not None:
+                return checker
     return train_checker(data_dir, path, progress=progress, device=device, **train_kwargs)
 
 

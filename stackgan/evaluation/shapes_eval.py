@@ -20,12 +20,13 @@ COLUMNS = list(ATTRIBUTES) + ["all", "held_out_pair"]
 
 def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: int | None = None,
                     seed: int = 0, out_dir: str | Path | None = None, progress: bool = True,
-                    device: str | None = None) -> dict:
+                    device: str | None = None, retrain_checker: bool = False) -> dict:
     """Generate one image per test full caption (seed ``seed + i``), read the attributes back with
     the checker trained on real Shapes images, and report accuracy per attribute, all six
     together and shape+color on the held-out pairs, for Stage I and Stage II.
 
     Writes ``eval.json`` and ``eval.md`` to ``out_dir`` (default: the run or model folder).
+    ``retrain_checker`` trains the checker again instead of using the cached or shipped one.
     """
     checkpoint, data_dir = Path(checkpoint), Path(data_dir)
     records = read_manifest(data_dir, "test")[:num_samples]
@@ -37,7 +38,7 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
     attributes = [r["attributes"] for r in records]
     held_out = torch.tensor([bool(r.get("held_out", False)) for r in records])
 
-    checker = load_or_train_checker(data_dir, progress=progress)
+    checker = load_or_train_checker(data_dir, progress=progress, retrain=retrain_checker)
     with open(data_dir / Path(WEIGHTS_NAME).with_suffix(".json"), encoding="utf-8") as f:
         real = json.load(f)["test_accuracy"]
     pipe = StackGANPipeline.load(checkpoint).to(device)

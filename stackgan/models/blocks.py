@@ -161,6 +161,36 @@ def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, kernel: torch.Tensor
     return F.conv_transpose2d(x, transposed_kernel(weight) if kernel is None else kernel, stride=2, padding=1)
 
 
+class FusionUpBlock(nn.Module):
+    """DF-GAN's generator block (Tao et al., CVPR 2022), without any normalisation: nearest x2,
+    then ``shortcut(x) + residual(x, cond)``. The residual branch is two rounds of "fuse, 3x3
+    conv", where fusing is ``affine, LeakyReLU, affine, LeakyReLU`` with each affine's scale and
+    shift predicted from the condition (:class:`CondAffine`, starting as the identity); the
+    shortcut is a 1x1 conv when the width changes. The condition reaches every pixel of every
+    resolution, and no statistic of the batch enters an image."""
+
+    conditional = True
+
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int):
+        super().__init__()
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.fuse = nn.ModuleList([CondAffine(cond_dim, ch) for ch in (in_ch, in_ch, out_ch, out_ch)])
+        self.conv1 = conv3x3(in_ch, out_ch, bias=True)
+        self.conv2 = conv3x3(out_ch, out_ch, bias=True)
+
+    def _fuse(self, h: torch.Tensor, cond: torch.Tensor, first: int) -> torch.Tensor:
+        h = F.leaky_relu(self.fuse[first](h, cond), 0.2)
+        return F.leaky_relu(self.fuse[first + 1](h, cond), 0.2)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        # the fusion (per-channel affine, pointwise activation) and the 1x1 shortcut commute with
+        # nearest upsampling, so they run at the input size and the first conv is the fused
+        # upsample + conv (upsample_conv3x3): the same function at less arithmetic
+        h = upsample_conv3x3(self._fuse(x, cond, 0), self.conv1.weight) + self.conv1.bias[:, None, None]
+        h = self.conv2(self._fuse(h, cond, 2))  # [B, out, 2H, 2W]
+        return F.interpolate(self.shortcut(x), scale_factor=2, mode="nearest") + h
+
+
 class ResBlock(nn.Module):
     """conv3x3-BN-ReLU-conv3x3-BN, add the input, ReLU."""
 

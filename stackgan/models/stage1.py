@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ConditionalHead, DownBlock, UpBlock, conv3x3, init_weights, run_up_path
+from .blocks import ConditionalHead, DownBlock, FusionUpBlock, UpBlock, conv3x3, init_weights, run_up_path
 from .conditioning import ConditioningAugmentation
 from ..errors import ConfigError
 
@@ -36,7 +36,11 @@ class Stage1Generator(nn.Module):
 
     ``variant="pt"`` is the PyTorch code's (and this page's) layout. ``variant="tf"`` is the TF
     code's: residual bottlenecks at 4x4 and 8x8, and no ``ngf/2`` layer at 64x64 (the last
-    up-sampling goes straight to the RGB conv).
+    up-sampling goes straight to the RGB conv). ``variant="dfgan"`` (not in the paper) has no
+    BatchNorm anywhere: the FC, then four :class:`~stackgan.models.blocks.FusionUpBlock` (DF-GAN's
+    residual blocks, every one modulated by ``cat(z, c)``), then LeakyReLU, 3x3 conv, tanh; PyTorch's
+    default initialisation (DF-GAN's), the modulations starting as the identity. ``fusion`` is
+    implied.
 
     Example::
 
@@ -49,13 +53,20 @@ class Stage1Generator(nn.Module):
     def __init__(self, text_dim: int, ngf: int = 128, z_dim: int = 100, cond_dim: int = 128,
                  ca_variant: str = "pt", variant: str = "pt", fusion: bool = False):
         super().__init__()
-        if variant not in ("pt", "tf"):
-            raise ConfigError(f"Stage-I generator variant must be 'pt' or 'tf', got {variant!r}")
+        if variant not in ("pt", "tf", "dfgan"):
+            raise ConfigError(f"Stage-I generator variant must be 'pt', 'tf' or 'dfgan', got {variant!r}")
         if ngf % 2:
             raise ConfigError(f"Stage-I ngf must be even (the last block has ngf/2 channels), got {ngf}")
+        fusion = fusion or variant == "dfgan"
         self.z_dim, self.ngf, self.fusion = z_dim, ngf, fusion
         k = z_dim + cond_dim if fusion else 0  # the modulating condition: cat(z, c)
         self.ca = ConditioningAugmentation(text_dim, cond_dim, ca_variant)
+        if variant == "dfgan":
+            self.fc = nn.Linear(z_dim + cond_dim, 8 * ngf * 4 * 4)
+            widths = (8 * ngf, 4 * ngf, 2 * ngf, ngf, ngf // 2)  # 4 -> 8 -> 16 -> 32 -> 64
+            self.up = nn.Sequential(*[FusionUpBlock(a, b, k) for a, b in zip(widths[:-1], widths[1:])])
+            self.to_rgb = nn.Sequential(nn.LeakyReLU(0.2), conv3x3(ngf // 2, 3, bias=True), nn.Tanh())
+            return
         self.fc = nn.Sequential(
             nn.Linear(z_dim + cond_dim, 8 * ngf * 4 * 4, bias=False),
             nn.BatchNorm1d(8 * ngf * 4 * 4),
