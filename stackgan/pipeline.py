@@ -22,7 +22,7 @@ from .models.conditioning import truncated_normal
 from .checkpoint import STATE_NAME, load_state, sampling_weights, stage_dir
 from .errors import CheckpointError, UsageError
 from .text.norm import TextNorm
-from .utils import atomic_path
+from .utils import atomic_path, to_uint8
 
 MODEL_DIR_NAME = "model"
 PRETRAINED_VERSION = 1
@@ -203,7 +203,3 @@ def _valid_stage(stage, where) -> int:
 def _what(e: Exception, limit: int = 200) -> str:
     text = " ".join(str(e).split())
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()

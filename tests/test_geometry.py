@@ -14,6 +14,7 @@ from stackgan.losses import matching_aware_gradient_penalty
 from stackgan.models.blocks import CondAffine
 from stackgan.models.build import build_discriminator, build_generator
 from stackgan.models.resnet_d import GatedDownBlock, MinibatchStd
+from stackgan.utils import from_uint8
 
 from conftest import TINY
 
@@ -211,7 +212,7 @@ def test_crop_flip_on_shapes_keeps_left_and_right_and_moves_at_most_4_px(tiny_sh
     assert caption_safe_augmentation(tiny_shapes, 64) == (False, 4)
     assert caption_safe_augmentation(tiny_shapes.parent, 64) == (True, None)  # not Shapes: the paper's crops
     data, _ = load_train_data(tiny_shapes, DataConfig(augment="crop_flip", text_encoder="minilm"), 64, progress=False)
-    full = data.images.float() / 127.5 - 1  # [N, 3, 76, 76]
+    full = from_uint8(data.images)  # [N, 3, 76, 76]
     for step in range(3):
         imgs, _, _ = data.batch(step, 8)
         perm = torch.randperm(len(data), generator=__import__("stackgan.training.data", fromlist=["_gen"])._gen(0, 1, 0))

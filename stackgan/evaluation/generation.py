@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.manifest import load_images, manifest_path, read_manifest
-from ..utils import cache_dir
+from ..utils import cache_dir, from_uint8
 from ..pipeline import StackGANPipeline
 from .fidelity import TensorImages, compute_metrics
 
@@ -53,7 +53,7 @@ def r_precision(matcher, images: torch.Tensor, text: torch.Tensor, pool: torch.T
     hits = 0
     pool_codes = matcher.encode_text(pool)  # [P, E]
     for s in range(0, len(images), batch_size):
-        img = matcher.encode_image(images[s:s + batch_size].float() / 127.5 - 1)  # [b, E]
+        img = matcher.encode_image(from_uint8(images[s:s + batch_size]))  # [b, E]
         own = (img * matcher.encode_text(text[s:s + batch_size])).sum(1)  # [b]
         for j in range(len(img)):
             draw = torch.randint(0, len(pool), (candidates * 3,), generator=g)

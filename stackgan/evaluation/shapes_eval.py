@@ -12,7 +12,7 @@ from ..data.shapes import ATTRIBUTES
 from ..pipeline import StackGANPipeline
 from ..text.cache import precomputed_embeddings
 from ..text.encoders import PRECOMPUTED
-from ..utils import atomic_path
+from ..utils import atomic_path, from_uint8
 from .checker import WEIGHTS_NAME, attribute_accuracy, load_or_train_checker
 
 COLUMNS = list(ATTRIBUTES) + ["all", "held_out_pair"]
@@ -51,7 +51,7 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
               "held_out_samples": int(held_out.sum()), "seed": seed, "checker_on_real_images": real}
     for stage in ("stage1", "stage2"):
         if stage in images:
-            report[stage] = attribute_accuracy(checker, images[stage].float() / 127.5 - 1, attributes, held_out)
+            report[stage] = attribute_accuracy(checker, from_uint8(images[stage]), attributes, held_out)
 
     out_dir = Path(out_dir) if out_dir else (checkpoint if checkpoint.is_dir() else checkpoint.parent)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from ..utils import atomic_path
+from ..utils import atomic_path, from_uint8
 from .encoders import TextEncoder, warn_truncated
 from ..errors import CheckpointError, UsageError
 
@@ -132,7 +132,7 @@ def train_char_cnn_rnn(data_dir: str | Path, out_dir: str | Path, steps: int = 3
             group["lr"] = lr * 0.98 ** (step // per_epoch)
         idx = _distinct_label_batch(labels, batch_size, gen)
         caps = [captions[i][torch.randint(len(captions[i]), (1,), generator=gen).item()] for i in idx.tolist()]
-        x = images[idx].float() / 127.5 - 1
+        x = from_uint8(images[idx])  # [B, 3, s, s]
         loss = joint_embedding_loss(image_net(x), text_net(one_hot(caps)), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
