@@ -87,7 +87,7 @@ MAX_SHEET = 64  # images on one --sheet
 def cmd_generate(args) -> int:
     from tqdm import tqdm
 
-    from .pipeline import StackGANPipeline
+    from .pipeline import GenerationOutput, StackGANPipeline
     from .utils import atomic_path, resolve_device
     from .viz import stage_sheet, to_pil
 
@@ -107,29 +107,26 @@ def cmd_generate(args) -> int:
         raise UsageError(f"--sheet holds at most {MAX_SHEET} images; this command makes {total:,}")
     device = resolve_device(args.device)
     pipe = StackGANPipeline.load(args.checkpoint).to(device)
-    key = "stage2" if (args.stage or pipe.stage) == 2 else "stage1"
     emb = pipe.embed(texts)  # [C, D]: each caption embedded once
     args.out.mkdir(parents=True, exist_ok=True)
-    bs, sheet, size = args.batch_size, {}, None
+    bs, sheet, size = args.batch_size, [], None
     # image i: caption i // n_per_caption, seed SEED + i; each batch is written before the next is drawn
     for start in tqdm(range(0, total, bs), desc="generating", unit="batch", disable=total <= bs):
         idx = list(range(start, min(start + bs, total)))
         which = [i // args.n_per_caption for i in idx]
-        out = pipe.generate([texts[j] for j in which], seeds=[args.seed + i for i in idx], stage=args.stage,
-                            batch_size=bs, embeddings=emb[which], truncation=args.truncation)
-        for i, img in zip(idx, out[key]):
+        out = pipe.generate(embeddings=emb[which], seeds=[args.seed + i for i in idx], stage=args.stage,
+                            batch_size=bs, truncation=args.truncation)
+        for i, img in zip(idx, out.images):
             with atomic_path(args.out / f"{i:05d}.png") as tmp:
                 to_pil(img).save(tmp, format="PNG")
-        size = out[key].shape[-1]
+        size = out.images.shape[-1]
         if args.sheet:
-            for k, v in out.items():
-                sheet.setdefault(k, []).append(v)
+            sheet.append(out)
     print(f"wrote {total} images ({size}x{size}) to {args.out}")
     if args.sheet:
-        import torch
         expanded = [t for t in texts for _ in range(args.n_per_caption)]
-        sheet = {k: torch.cat(v) for k, v in sheet.items()}
-        stage_sheet(sheet, expanded, args.sheet, cell=256 if "stage2" in sheet else 128)
+        sheet = GenerationOutput.cat(sheet)
+        stage_sheet(sheet, expanded, args.sheet, cell=256 if sheet.stage2 is not None else 128)
         print(f"sheet: {args.sheet}")
     return 0
 

@@ -186,8 +186,7 @@ def create_app(pipe, *, examples: list[str], max_queue: int = 64, name: str = "m
         elif req.vary == "z":
             eps1, eps2 = eps1[:1].expand_as(eps1), eps2[:1].expand_as(eps2)
         out = pipe.draw(emb, z, eps1, eps2, pipe.stage)
-        images = [{"stage1": png_base64(out["stage1"][i]),
-                   **({"stage2": png_base64(out["stage2"][i])} if "stage2" in out else {})} for i in range(req.n)]
+        images = [{stage: png_base64(imgs[i]) for stage, imgs in out.stages.items()} for i in range(req.n)]
         count("served")
         return {"images": images, "generate_ms": (time.monotonic() - t) * 1000}
 

@@ -54,6 +54,6 @@ def test_train_embed_and_use_for_training_and_new_sentences(tiny_shapes, tmp_pat
                                                             "stage1.max_steps=2"])
     train(cfg, data, tmp_path / "run", 1, progress=False)
     pipe = StackGANPipeline.load(tmp_path / "run")
-    assert pipe.generate(["a big green square on a black background"])["stage1"].shape == (1, 3, 64, 64)
+    assert pipe.generate(["a big green square on a black background"]).stage1.shape == (1, 3, 64, 64)
     pre = apply_overrides(cfg, ["data.text_encoder=precomputed"])  # the embed output as precomputed input
     train(pre, data, tmp_path / "run2", 1, progress=False)

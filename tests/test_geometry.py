@@ -169,16 +169,16 @@ def test_truncation_bounds_z_and_keeps_images_per_seed():
     from stackgan.pipeline import StackGANPipeline
     from stackgan.text.norm import TextNorm
     cfg = apply_overrides(get_preset("fast"), TINY + ["model.text_dim=12"])
-    pipe = StackGANPipeline(cfg, build_generator(cfg.model, 1), TextNorm(12), 1)
+    pipe = StackGANPipeline.from_config(cfg, build_generator(cfg.model, 1), TextNorm(12), 1)
     z, _, _ = pipe.noise(list(range(50)), truncation=0.5)
     assert z.abs().max() <= 0.5 and z.abs().max() > 0.4
     assert not torch.equal(z, pipe.noise(list(range(50)))[0])
     emb = torch.randn(4, 12)
-    a = pipe.generate([""] * 4, embeddings=emb, truncation=0.88)["stage1"]
-    b = pipe.generate([""] * 2, embeddings=emb[2:], seed=2, truncation=0.88)["stage1"]
+    a = pipe.generate(embeddings=emb, truncation=0.88).stage1
+    b = pipe.generate(embeddings=emb[2:], seed=2, truncation=0.88).stage1
     assert torch.equal(a[2:], b)
     with pytest.raises(ValueError, match="truncation"):
-        pipe.generate([""], embeddings=emb[:1], truncation=0.0)
+        pipe.generate(embeddings=emb[:1], truncation=0.0)
 
 
 def test_the_geometry_design_trains_both_stages_and_its_d_is_checked(tiny_shapes, tmp_path):

@@ -9,7 +9,9 @@ R-precision follows AttnGAN / DM-GAN: for each generated image, its true caption
 among 99 captions of other test images by cosine similarity in a joint text-image space; the
 score is how often the true one comes first (R = 1). The space is this project's image-text
 matcher (``stackgan.matching``: a small CNN on 64 px images and a projection of the model's own
-text embeddings, trained on the data's train split with a contrastive loss, cached).
+text embeddings, trained on the data's train split with a contrastive loss, cached), with the
+default ``data.matcher_*`` settings whatever the model was trained with, so that models trained
+with different matchers are scored in the same space.
 """
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..config import DataConfig
 from ..data.manifest import load_images, manifest_path, read_manifest
 from ..utils import cache_dir, from_uint8
-from ..pipeline import StackGANPipeline
+from ..pipeline import GenerationOutput, StackGANPipeline
 from .fidelity import TensorImages, compute_metrics
 
 DEFAULT_SAMPLES = 30_000
@@ -34,14 +37,12 @@ def generate_for_captions(pipe: StackGANPipeline, captions: list[str], unique_em
     """``n`` images (caption ``i mod len(captions)``, seed ``seed + i``; ``unique_emb`` their normalized
     embeddings ``[C, D]``): uint8 per stage, and the embeddings used ``[n, D]``."""
     which = torch.arange(n) % len(captions)
-    out: dict[str, list[torch.Tensor]] = {}
+    out = []
     for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
         idx = which[start:start + batch_size]
-        imgs = pipe.generate([captions[i] for i in idx.tolist()], seeds=list(range(seed + start, seed + start + len(idx))),
-                             embeddings=unique_emb[idx], batch_size=batch_size)
-        for k, v in imgs.items():
-            out.setdefault(k, []).append(v)
-    return {k: torch.cat(v) for k, v in out.items()}, unique_emb[which]
+        out.append(pipe.generate(embeddings=unique_emb[idx], seeds=list(range(seed + start, seed + start + len(idx))),
+                                 batch_size=batch_size))
+    return GenerationOutput.cat(out).stages, unique_emb[which]
 
 
 @torch.no_grad()
@@ -77,7 +78,9 @@ def evaluate_generation(checkpoint: str | Path, data_dir: str | Path, metrics, n
     matcher = None
     if "rprec" in metrics:
         from ..matching import load_or_train_matcher
-        matcher = load_or_train_matcher(data_dir, pipe.config.data, pipe.text_norm, progress=progress).cpu()
+        # the evaluation's matcher: default settings whatever the model trained with, so models compare
+        data_cfg = DataConfig(text_encoder=pipe.text_encoder, text_norm=pipe.text_norm_kind)
+        matcher = load_or_train_matcher(data_dir, data_cfg, pipe.text_norm, progress=progress).cpu()
         counts = torch.tensor([len(r["captions"]) for r in records])
         pool_ids = torch.repeat_interleave(torch.arange(len(records)), counts)  # caption -> its image
         true_ids = pool_ids[torch.arange(n) % len(captions)]

@@ -42,10 +42,11 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
         real = json.load(f)["test_accuracy"]
     pipe = StackGANPipeline.load(checkpoint).to(device)
     embeddings = None
-    if pipe.config.data.text_encoder == PRECOMPUTED:  # no sentences: the test split's own vectors (first per image)
+    if pipe.text_encoder == PRECOMPUTED:  # no sentences: the test split's own vectors (first per image)
         emb, _ = precomputed_embeddings(data_dir, "test", len(read_manifest(data_dir, "test")))
         embeddings = pipe.text_norm(emb[:len(records), 0])
-    images = pipe.generate(captions, seed=seed, batch_size=32, progress=progress, embeddings=embeddings)
+    images = pipe.generate(None if embeddings is not None else captions, embeddings=embeddings, seed=seed,
+                           batch_size=32, progress=progress).stages
     report = {"checkpoint": str(checkpoint), "data": str(data_dir), "num_samples": len(records),
               "condition": "precomputed test embeddings" if embeddings is not None else "full test captions",
               "held_out_samples": int(held_out.sum()), "seed": seed, "checker_on_real_images": real}

@@ -154,7 +154,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
         raise ConfigError(f"stage{stage}: set max_steps, epochs or minutes, or training never stops")
     writer = sheet = None
     G_sample = G if ema is None else ema.module
-    pipe = StackGANPipeline(cfg, G_sample, norm, stage)
+    pipe = StackGANPipeline.from_config(cfg, G_sample, norm, stage)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "config.yaml") as tmp:  # replaces a planted symlink, never writes through it
