@@ -37,6 +37,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, field_validator
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from .text.base import clean_text
 from .viz import to_pil
 
 MAX_CHARS = 300
@@ -58,7 +59,7 @@ class GenerateRequest(BaseModel):
     @field_validator("text")
     @classmethod
     def _text(cls, v: str) -> str:
-        v = " ".join(v.split())
+        v = clean_text(v)
         if not v:
             raise ValueError("the sentence is empty")
         if len(v) > MAX_CHARS:
@@ -235,11 +236,11 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, max
           allowed_hosts: list[str] | None = None) -> None:
     import uvicorn
 
-    from .commands import read_captions_file
+    from .text.captions import read_captions_file
     from .pipeline import StackGANPipeline
     from .utils import resolve_device
 
-    examples = read_captions_file(Path(examples_file))[:12] if examples_file else EXAMPLES_SHAPES
+    examples = read_captions_file(examples_file)[:12] if examples_file else EXAMPLES_SHAPES
     pipe = StackGANPipeline.load(checkpoint).to(resolve_device(device))
     pipe.embed(["warm up"])  # load the text encoder now, not on the first request
     app = create_app(pipe, examples=examples, max_queue=max_queue, name=str(checkpoint), host=host,

@@ -8,8 +8,9 @@ import torch
 
 from conftest import TINY
 from stackgan.config import apply_overrides, get_preset
-from stackgan.text.char_cnn_rnn import (ALPHABET, MAX_CHARS, CharCnnRnn, embed_data, joint_embedding_loss,
-                                        one_hot, train_char_cnn_rnn)
+from stackgan.text.cache import embed_data
+from stackgan.text.char_cnn_rnn import (ALPHABET, MAX_CHARS, CharCnnRnn, joint_embedding_loss, one_hot,
+                                        train_char_cnn_rnn)
 
 
 def test_one_hot_and_the_paper_sizes():

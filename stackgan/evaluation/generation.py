@@ -9,9 +9,8 @@ R-precision follows AttnGAN / DM-GAN: for each generated image, its true caption
 among 99 captions of other test images by cosine similarity in a joint text-image space; the
 score is how often the true one comes first (R = 1). The space is this project's image-text
 matcher (``stackgan.matching``: a small CNN on 64 px images and a projection of the model's own
-text embeddings, trained on the data's train split with a contrastive loss, cached), with the
-default ``data.matcher_*`` settings whatever the model was trained with, so that models trained
-with different matchers are scored in the same space.
+text embeddings, trained on the data's train split with a contrastive loss, cached), made with
+the ``data`` settings the model was trained with (:func:`matcher_settings`).
 """
 from __future__ import annotations
 
@@ -22,7 +21,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..config import DataConfig
+from ..checkpoint import STATE_NAME, load_state, stage_dir
+from ..config import DataConfig, from_dict
 from ..data.manifest import load_images, manifest_path, read_manifest
 from ..utils import cache_dir, from_uint8
 from ..pipeline import GenerationOutput, StackGANPipeline
@@ -78,8 +78,7 @@ def evaluate_generation(checkpoint: str | Path, data_dir: str | Path, metrics, n
     matcher = None
     if "rprec" in metrics:
         from ..matching import load_or_train_matcher
-        # the evaluation's matcher: default settings whatever the model trained with, so models compare
-        data_cfg = DataConfig(text_encoder=pipe.text_encoder, text_norm=pipe.text_norm_kind)
+        data_cfg = matcher_settings(checkpoint, pipe)
         matcher = load_or_train_matcher(data_dir, data_cfg, pipe.text_norm, progress=progress).cpu()
         counts = torch.tensor([len(r["captions"]) for r in records])
         pool_ids = torch.repeat_interleave(torch.arange(len(records)), counts)  # caption -> its image
@@ -99,6 +98,20 @@ def evaluate_generation(checkpoint: str | Path, data_dir: str | Path, metrics, n
             res["rprec_encoder"] = "stackgan.matching image-text matcher (64 px CNN + text projection, trained on train)"
         report[stage] = res
     return report
+
+
+def matcher_settings(checkpoint: str | Path, pipe: StackGANPipeline) -> DataConfig:
+    """The data settings R-precision's matcher is made with: those the model was trained with,
+    where the checkpoint records them (a run folder's or state file's training state, a format-1
+    model folder), else the defaults with the model's text encoder and normalization."""
+    path = Path(checkpoint)
+    states = [path] if path.is_file() else [stage_dir(path, s) / STATE_NAME for s in (2, 1)]
+    for state in (s for s in states if s.is_file()):
+        return from_dict(load_state(state)["config"]).data
+    meta = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+    if meta.get("format_version") == 1:
+        return from_dict(meta["config"]).data
+    return DataConfig(text_encoder=pipe.text_encoder, text_norm=pipe.text_norm_kind)
 
 
 def fidelity_markdown(report: dict) -> str:
