@@ -26,10 +26,10 @@ from stackgan.training.data import load_train_data
 def measure(data, batch_size: int, batches: int, warmup: int) -> float:
     for step in range(warmup):
         data.batch(step, batch_size)
-    t = time.perf_counter()
+    t = time.monotonic()
     for step in range(warmup, warmup + batches):
         data.batch(step, batch_size)
-    return batches * batch_size / (time.perf_counter() - t)
+    return batches * batch_size / (time.monotonic() - t)
 
 
 def main() -> None:

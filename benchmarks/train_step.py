@@ -76,11 +76,11 @@ def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
     sync(device)
-    t = time.perf_counter()
+    t = time.monotonic()
     for _ in range(reps):
         a @ b
     sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+    return 2 * n**3 * reps / (time.monotonic() - t) / 1e9
 
 
 def networks(preset: str, stage: int, device: torch.device, overrides: list[str], plain: bool = False):
@@ -128,10 +128,10 @@ def measure(fn, args, device, warmup: int, steps: int) -> dict:
     reset_peak(device)
     times = []
     for _ in range(steps):
-        t = time.perf_counter()
+        t = time.monotonic()
         fn(*args)
         sync(device)
-        times.append(time.perf_counter() - t)
+        times.append(time.monotonic() - t)
     peak = peak_gib(device)
     with FlopCounterMode(display=False) as counter:
         fn(*args)

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from .config import apply_overrides, get_preset, load_yaml, to_yaml
-from .errors import DataError, UsageError
+from .errors import UsageError
 
 
 def cmd_data(args) -> int:
@@ -72,14 +71,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def read_captions_file(path: Path) -> list[str]:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e})") from e
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
 MAX_IMAGES = 100_000  # per `generate` command: written one batch at a time, so memory stays flat
 MAX_SHEET = 64  # images on one --sheet
 
@@ -87,14 +78,12 @@ MAX_SHEET = 64  # images on one --sheet
 def cmd_generate(args) -> int:
     from tqdm import tqdm
 
-    from .pipeline import StackGANPipeline
+    from .pipeline import GenerationOutput, StackGANPipeline
+    from .text.captions import gather_captions
     from .utils import atomic_path, resolve_device
     from .viz import stage_sheet, to_pil
 
-    texts = list(args.texts)
-    if args.captions_file:
-        texts += read_captions_file(args.captions_file)
-    texts = [t for t in (" ".join(t.split()) for t in texts) if t]
+    texts = gather_captions(args.texts, args.captions_file)
     if not texts:
         raise UsageError("no captions given: pass sentences or --captions-file FILE")
     if args.n_per_caption < 1 or args.batch_size < 1:
@@ -107,104 +96,72 @@ def cmd_generate(args) -> int:
         raise UsageError(f"--sheet holds at most {MAX_SHEET} images; this command makes {total:,}")
     device = resolve_device(args.device)
     pipe = StackGANPipeline.load(args.checkpoint).to(device)
-    key = "stage2" if (args.stage or pipe.stage) == 2 else "stage1"
     emb = pipe.embed(texts)  # [C, D]: each caption embedded once
     args.out.mkdir(parents=True, exist_ok=True)
-    bs, sheet, size = args.batch_size, {}, None
+    bs, sheet, size = args.batch_size, [], None
     # image i: caption i // n_per_caption, seed SEED + i; each batch is written before the next is drawn
     for start in tqdm(range(0, total, bs), desc="generating", unit="batch", disable=total <= bs):
         idx = list(range(start, min(start + bs, total)))
         which = [i // args.n_per_caption for i in idx]
-        out = pipe.generate([texts[j] for j in which], seeds=[args.seed + i for i in idx], stage=args.stage,
-                            batch_size=bs, embeddings=emb[which], truncation=args.truncation)
-        for i, img in zip(idx, out[key]):
+        out = pipe.generate(embeddings=emb[which], seeds=[args.seed + i for i in idx], stage=args.stage,
+                            batch_size=bs, truncation=args.truncation)
+        for i, img in zip(idx, out.images):
             with atomic_path(args.out / f"{i:05d}.png") as tmp:
                 to_pil(img).save(tmp, format="PNG")
-        size = out[key].shape[-1]
+        size = out.images.shape[-1]
         if args.sheet:
-            for k, v in out.items():
-                sheet.setdefault(k, []).append(v)
+            sheet.append(out)
     print(f"wrote {total} images ({size}x{size}) to {args.out}")
     if args.sheet:
-        import torch
         expanded = [t for t in texts for _ in range(args.n_per_caption)]
-        sheet = {k: torch.cat(v) for k, v in sheet.items()}
-        stage_sheet(sheet, expanded, args.sheet, cell=256 if "stage2" in sheet else 128)
+        sheet = GenerationOutput.cat(sheet)
+        stage_sheet(sheet, expanded, args.sheet, cell=256 if sheet.stage2 is not None else 128)
         print(f"sheet: {args.sheet}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
+    from .evaluation.metrics import (checkpoint_metrics, evaluate_checkpoint, folder_metrics, parse_metrics,
+                                     report_dir, side_by_side_markdown)
     from .utils import resolve_device
 
-    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    metrics = parse_metrics(args.metrics)
     device = resolve_device(args.device) if args.device else None  # (None: each part's own default)
-    known = ("attributes", "fid", "kid", "is", "rprec", "dcheck")
-    if metrics and any(m not in known for m in metrics):
-        raise UsageError(f"--metrics: unknown {[m for m in metrics if m not in known]}; choose from {', '.join(known)}")
     if args.fake or args.real:
         if not (args.fake and args.real) or args.checkpoint:
             raise UsageError("compare two folders with both --fake DIR and --real DIR (and no checkpoint)")
         from .evaluation.fidelity import FolderImages, compute_metrics
-        metrics = metrics or ["fid", "kid"]
-        if set(metrics) - {"fid", "kid", "is"}:
-            raise UsageError("two folders can be compared by fid, kid and is only")
-        result = compute_metrics(FolderImages(args.fake), FolderImages(args.real), metrics, args.inception_weights)
+        result = compute_metrics(FolderImages(args.fake), FolderImages(args.real), folder_metrics(metrics),
+                                 args.inception_weights)
         for k, v in result.items():
             print(f"{k}: {v}")
         print(json.dumps(result))
         return 0
     if not args.checkpoint or not args.data:
         raise UsageError("give checkpoint(s) and --data DIR, or --fake DIR --real DIR")
-    from .data.manifest import read_manifest
-    from .evaluation.shapes_eval import evaluate_shapes
-    is_shapes = all("attributes" in r for r in read_manifest(args.data, "test")[:10])
-    metrics = metrics or (["attributes"] if is_shapes else ["fid", "kid"])
-    if is_shapes and "attributes" not in metrics and "dcheck" not in metrics:
-        metrics = ["attributes"] + metrics  # Shapes: attribute accuracy in the same report
+    metrics = checkpoint_metrics(metrics, args.data)
     if "dcheck" in metrics:
         from .evaluation.d_check import d_check_markdown, discriminator_check, save_d_check
         checks = {str(c): discriminator_check(c, args.data, num_samples=args.num_samples or 500, seed=args.seed,
                                               device=device) for c in args.checkpoint}
         print(d_check_markdown(checks))
         for c, r in checks.items():
-            out = Path(args.out) if args.out else (Path(c) if Path(c).is_dir() else Path(c).parent)
-            print(f"report: {save_d_check(out, r)}")
+            print(f"report: {save_d_check(report_dir(c, args.out), r)}")
         metrics = [m for m in metrics if m != "dcheck"]
         if not metrics:
             return 0
     results = {}
     for ckpt in args.checkpoint:
-        res: dict = {}
-        if "attributes" in metrics:
-            rep = evaluate_shapes(ckpt, args.data, num_samples=args.num_samples, seed=args.seed, out_dir=args.out,
-                                  device=device, retrain_checker=args.retrain_checker and not results)
-            for stage in ("stage1", "stage2"):
-                if stage in rep:
-                    res.setdefault(stage, {}).update({f"attr_{k}": round(v, 4) for k, v in rep[stage].items()})
-        gen = [m for m in metrics if m != "attributes"]
-        if gen:
-            from .evaluation.generation import evaluate_generation, save_report
-            rep = evaluate_generation(ckpt, args.data, gen, num_samples=args.num_samples, seed=args.seed,
-                                      inception_weights=args.inception_weights, device=device)
-            out = Path(args.out) if args.out else (Path(ckpt) if Path(ckpt).is_dir() else Path(ckpt).parent)
-            out.mkdir(parents=True, exist_ok=True)
-            print(save_report(out, ckpt, rep))
-            used = {rep[s]["extractor"] for s in ("stage1", "stage2") if "extractor" in rep.get(s, {})}
-            for extractor in sorted(used):
-                print(f"extractor: {extractor}")  # names the Inception file and its SHA-256
-            for stage in ("stage1", "stage2"):
-                if stage in rep:
-                    res.setdefault(stage, {}).update(
-                        {k: v for k, v in rep[stage].items() if isinstance(v, float)})
-        results[str(ckpt)] = res
+        result = evaluate_checkpoint(ckpt, args.data, metrics, num_samples=args.num_samples, seed=args.seed,
+                                     out=args.out, inception_weights=args.inception_weights, device=device,
+                                     retrain_checker=args.retrain_checker and not results)
+        if result.generation_table is not None:
+            print(result.generation_table)
+        for extractor in result.extractors:
+            print(f"extractor: {extractor}")  # names the Inception file and its SHA-256
+        results[str(ckpt)] = result.metrics
     if len(results) > 1:
-        keys = sorted({k for r in results.values() for s in r.values() for k in s})
-        print("| checkpoint | stage | " + " | ".join(keys) + " |")
-        print("|---|---|" + "---|" * len(keys))
-        for ckpt, r in results.items():
-            for stage, vals in r.items():
-                print(f"| {ckpt} | {stage} | " + " | ".join(f"{vals[k]:.4g}" if k in vals else "" for k in keys) + " |")
+        print(side_by_side_markdown(results))
     print(json.dumps(results if len(results) > 1 else next(iter(results.values()))))
     return 0
 
@@ -240,7 +197,7 @@ def cmd_text_encoder(args) -> int:
               f"(last {meta['loss_window']})")
         print(f"use it: --set data.text_encoder=char-cnn-rnn:{out}")
         return 0
-    from .text.char_cnn_rnn import embed_data
+    from .text.cache import embed_data
     for path in embed_data(args.encoder, args.data, overwrite=args.overwrite):
         print(f"wrote {path}")
     return 0
@@ -249,13 +206,12 @@ def cmd_text_encoder(args) -> int:
 def cmd_viz(args) -> int:
     from . import figures
     from .pipeline import StackGANPipeline
+    from .text.captions import gather_captions
 
     if args.kind == "curves":
         print(f"wrote {figures.curves(args.checkpoint, args.out)}")
         return 0
-    texts = list(args.texts)
-    if args.captions_file:
-        texts += read_captions_file(args.captions_file)
+    texts = gather_captions(args.texts, args.captions_file)
     if not texts:
         raise UsageError("give sentences (or --captions-file)")
     n = args.n if args.n is not None else (3 if args.kind == "nearest" else 6)

@@ -28,8 +28,7 @@ def compare_with_pretrained(run_dir: Path, captions: list[str], pretrained: Path
         return None
     rows = {}
     for name, path in (("this run", run_dir), ("pretrained", pretrained)):
-        out = StackGANPipeline.load(path).generate(captions, seed=0)
-        rows[name] = out.get("stage2", out["stage1"])
+        rows[name] = StackGANPipeline.load(path).generate(captions, seed=0).images
     columns = [[rows[name][i] for name in rows] for i in range(len(captions))]
     return caption_sheet(columns, captions, run_dir / "compare.png", cell=192, labels=list(rows))
 

@@ -17,6 +17,8 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
+from .utils import default_device
+
 _created_group = False  # set once setup() has created this process's group (see exit_process)
 
 
@@ -41,7 +43,7 @@ def setup(device: str | None) -> tuple[Dist, torch.device]:
     global _created_group
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = default_device(device)
     if world > 1 and dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank)
     if dev.type == "cuda" and dev.index is not None:  # ("cuda" alone: the current device, nothing to set)

@@ -26,9 +26,7 @@ from .viz import caption_sheet, stage_sheet
 
 def _draw(pipe: StackGANPipeline, emb, z, eps1, eps2, stage: int | None) -> torch.Tensor:
     """The highest stage's images asked for (``stage``, default: the model's)."""
-    stage = pipe.stage if stage is None else stage
-    out = pipe.draw(emb, z, eps1, eps2, stage, batch_size=32)
-    return out["stage2"] if stage == 2 and "stage2" in out else out["stage1"]
+    return pipe.draw(emb, z, eps1, eps2, stage, batch_size=32).images
 
 
 def _noise(pipe: StackGANPipeline, seed: int):
@@ -81,7 +79,7 @@ def interpolation(pipe, first: str, second: str, path, steps: int = 7, seed: int
 def stages(pipe, captions: list[str], path, seed: int = 0) -> Path:
     """Stage I above Stage II (when the model has it) for each sentence, the same noise."""
     out = pipe.generate(captions, seed=seed)
-    return stage_sheet(out, captions, path, cell=256 if "stage2" in out else 128)
+    return stage_sheet(out, captions, path, cell=_cell(out.images))
 
 
 def nearest(pipe, captions: list[str], data_dir, path, k: int = 3, seed: int = 0) -> Path:
@@ -89,8 +87,7 @@ def nearest(pipe, captions: list[str], data_dir, path, k: int = 3, seed: int = 0
     training images by mean squared pixel distance at 64 px."""
     from .data.manifest import load_images, read_manifest
     import torch.nn.functional as F
-    out = pipe.generate(captions, seed=seed)
-    fake = out.get("stage2", out["stage1"])
+    fake = pipe.generate(captions, seed=seed).images
     fake64 = F.interpolate(fake.float(), size=64, mode="area") if fake.shape[-1] != 64 else fake.float()
     train = load_images(data_dir, "train", read_manifest(data_dir, "train"), 64, progress=False)
     best_d = torch.full((len(fake), k), float("inf"))

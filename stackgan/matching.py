@@ -28,7 +28,7 @@ from .data.manifest import load_images, read_manifest
 from .text.cache import split_embeddings
 from .text.encoders import cache_key
 from .text.norm import TextNorm
-from .utils import cache_dir, load_module_files, save_module
+from .utils import cache_dir, from_uint8, load_module_files, save_module
 
 FORMAT_VERSION = 1
 
@@ -148,12 +148,12 @@ def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, ou
     matcher = matcher.to(device).train()
     opt = torch.optim.AdamW(matcher.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    start = time.time()
+    start = time.monotonic()
     bar = tqdm(range(steps), desc="image-text matcher", disable=not progress)
     for _ in bar:
         idx = torch.randint(len(images), (batch_size,), generator=gen)
         which = (torch.rand(batch_size, generator=gen) * counts[idx]).long()  # a caption per image
-        x = images[idx].to(device).float() / 127.5 - 1  # [B, 3, s, s]
+        x = from_uint8(images[idx].to(device))  # [B, 3, s, s]
         x = x + 0.05 * torch.rand(batch_size, 1, 1, 1, generator=gen).to(device) * torch.randn(
             x.shape, generator=gen).to(device)
         foil = None
@@ -168,11 +168,11 @@ def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, ou
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     matcher.eval().requires_grad_(False)
-    meta = {"steps": steps, "batch_size": batch_size, "seed": seed, "train_seconds": round(time.time() - start, 1),
+    meta = {"steps": steps, "batch_size": batch_size, "seed": seed, "train_seconds": round(time.monotonic() - start, 1),
             "data": asdict(data_cfg)}
     if (data_dir / "test.jsonl").exists():
         test, test_emb, _ = _split(data_dir, "test", data_cfg, norm, size, progress)
-        meta["test_top1_of_100"] = retrieval_accuracy(matcher, test.to(device).float() / 127.5 - 1,
+        meta["test_top1_of_100"] = retrieval_accuracy(matcher, from_uint8(test.to(device)),
                                                       test_emb[:, 0].to(device))
         meta["test_foil_preference"] = _foil_preference(matcher, data_dir, data_cfg, norm, device)
     save_matcher(matcher, out_path, meta)

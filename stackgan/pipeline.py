@@ -5,35 +5,83 @@ Example::
     from stackgan.pipeline import StackGANPipeline
     pipe = StackGANPipeline.load("runs/demo")          # run folder, model folder or state file
     out = pipe.generate(["a large green striped square at the bottom on a white background"], seed=0)
-    out["stage2"]                                       # uint8 [1, 3, 256, 256]
+    out.stage2                                          # uint8 [1, 3, 256, 256]; out.seeds == [0]
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from .config import Config, from_dict, to_dict
-from .models.build import build_generator
+from .config import Config, ModelConfig, from_dict
+from .models.build import generator_args, generator_from_args
 from .models.conditioning import truncated_normal
 from .checkpoint import STATE_NAME, load_state, sampling_weights, stage_dir
-from .errors import CheckpointError, UsageError
+from .errors import CheckpointError, ConfigError, UsageError
 from .text.norm import TextNorm
-from .utils import atomic_path
+from .utils import atomic_path, to_uint8
 
 MODEL_DIR_NAME = "model"
-PRETRAINED_VERSION = 1
+# config.json of a model folder: 2 records the generator's constructor arguments; 1 (still read)
+# recorded the whole training configuration
+PRETRAINED_VERSION = 2
+
+
+@dataclass
+class GenerationOutput:
+    """What ``generate`` and ``draw`` return: uint8 images of each stage drawn, and each image's seed."""
+
+    stage1: torch.Tensor  # uint8 [N, 3, 64, 64]
+    stage2: torch.Tensor | None = None  # uint8 [N, 3, 256, 256], when Stage II was drawn
+    seeds: list[int] | None = None  # image i was drawn with seeds[i] (None: from given noise, ``draw``)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The highest stage drawn."""
+        return self.stage1 if self.stage2 is None else self.stage2
+
+    @property
+    def stages(self) -> dict[str, torch.Tensor]:
+        """``{"stage1": ..., "stage2": ...}`` of the stages drawn, lowest first."""
+        return {"stage1": self.stage1, **({"stage2": self.stage2} if self.stage2 is not None else {})}
+
+    @classmethod
+    def cat(cls, outputs: list["GenerationOutput"]) -> "GenerationOutput":
+        """Several outputs (batches) as one, in order."""
+        seeds = None if any(o.seeds is None for o in outputs) else [s for o in outputs for s in o.seeds]
+        stage2 = None if outputs[0].stage2 is None else torch.cat([o.stage2 for o in outputs])
+        return cls(torch.cat([o.stage1 for o in outputs]), stage2, seeds)
 
 
 class StackGANPipeline:
-    def __init__(self, config: Config, generator: torch.nn.Module, text_norm: TextNorm, stage: int):
-        self.config, self.generator, self.text_norm, self.stage = config, generator, text_norm, stage
-        if config.channels_last:  # oneDNN / cuDNN convolutions are faster on NHWC tensors
+    """A generator (Stage I, or Stage II around its Stage I), the text statistics it was trained
+    with and the name of its text encoder: sentences in, images out.
+
+    ``generator_args`` are the generator's constructor arguments
+    (:func:`stackgan.models.build.generator_args`); ``text_encoder`` and ``text_norm_kind`` are
+    the training's ``data.text_encoder`` and ``data.text_norm``; ``save_pretrained`` writes all
+    three to ``config.json``. ``channels_last`` runs the generator on NHWC tensors (faster
+    convolutions with oneDNN / cuDNN)."""
+
+    def __init__(self, generator: torch.nn.Module, text_norm: TextNorm, generator_args: dict[str, dict],
+                 text_encoder: str = "minilm", text_norm_kind: str = "standardize", channels_last: bool = True):
+        self.generator, self.text_norm, self.generator_args = generator, text_norm, generator_args
+        self.text_encoder, self.text_norm_kind, self.channels_last = text_encoder, text_norm_kind, channels_last
+        self.stage = 2 if "stage2" in generator_args else 1
+        if channels_last:
             generator.to(memory_format=torch.channels_last)
         self._encoder = None
+
+    @classmethod
+    def from_config(cls, cfg: Config, generator: torch.nn.Module, text_norm: TextNorm,
+                    stage: int) -> "StackGANPipeline":
+        """Around a generator built from ``cfg.model`` (``build_generator(cfg.model, stage)``)."""
+        return cls(generator, text_norm, generator_args(cfg.model, stage), cfg.data.text_encoder, cfg.data.text_norm,
+                   cfg.channels_last)
 
     # --- loading and saving -------------------------------------------------------------------
     @classmethod
@@ -55,20 +103,22 @@ class StackGANPipeline:
 
     @classmethod
     def from_state(cls, path: str | Path) -> "StackGANPipeline":
+        """The sampling generator (its moving average, when trained with one) of a training state file."""
         state = load_state(path)
         try:
             cfg = from_dict(state["config"])
             stage = _valid_stage(state["stage"], path)
-            g = build_generator(cfg.model, stage)
+            g = generator_from_args(generator_args(cfg.model, stage))
             g.load_state_dict(sampling_weights(state))
             norm = TextNorm(cfg.model.text_dim)
             norm.load_state_dict(state["text_norm"])
         except (KeyError, TypeError, RuntimeError) as e:  # a readable file that is not a whole training state
             raise CheckpointError(f"{path}: not a complete StackGAN training state ({_what(e)})") from e
-        return cls(cfg, g, norm, stage)
+        return cls.from_config(cfg, g, norm, stage)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "StackGANPipeline":
+        """A model folder: ``config.json`` (format version 1 or 2) and ``model.safetensors``."""
         directory = Path(directory)
         config_file, weights_file = directory / "config.json", directory / "model.safetensors"
         try:
@@ -76,12 +126,12 @@ class StackGANPipeline:
                 meta = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{config_file}: not valid JSON ({e})") from e
-        if not isinstance(meta, dict) or not {"config", "stage"} <= set(meta) or not isinstance(meta["config"], dict):
-            raise CheckpointError(f"{config_file}: not a StackGAN model file (needs the keys \"config\" (a "
-                                  "mapping) and \"stage\"; `stackgan export` writes it)")
-        cfg = from_dict(meta["config"], where=str(config_file))
-        stage = _valid_stage(meta["stage"], config_file)
-        g = build_generator(cfg.model, stage)
+        args, text, channels_last = _read_model_config(meta, config_file)
+        try:
+            g = generator_from_args(args)
+        except (TypeError, ValueError, RuntimeError, ConfigError) as e:  # arguments no generator takes
+            raise CheckpointError(f"{config_file}: \"generator\" does not describe a StackGAN generator "
+                                  f"({_what(e)})") from e
         try:
             tensors = load_file(str(weights_file))
         except OSError:
@@ -89,16 +139,17 @@ class StackGANPipeline:
         except Exception as e:  # safetensors' SafetensorError: truncated, empty or not safetensors
             raise CheckpointError(f"{weights_file}: not a readable safetensors file ({_what(e)})") from e
         try:
-            norm = TextNorm(cfg.model.text_dim)
+            norm = TextNorm(args["stage1"]["text_dim"])
             norm.load_state_dict({k[len("text_norm."):]: v for k, v in tensors.items() if k.startswith("text_norm.")})
             g.load_state_dict({k[len("generator."):]: v.float() for k, v in tensors.items()
                                if k.startswith("generator.")})
         except RuntimeError as e:  # missing or mis-shaped tensors
             raise CheckpointError(f"{weights_file}: its weights do not fit {config_file} ({_what(e)})") from e
-        return cls(cfg, g, norm, stage)
+        return cls(g, norm, args, *text, channels_last)
 
     def save_pretrained(self, directory: str | Path, half: bool = False) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (generator + text statistics).
+        """Write ``config.json`` (format version, the generator's constructor arguments, the text
+        encoder's name) and ``model.safetensors`` (generator + text statistics).
 
         ``half`` stores the generator's floating-point weights as float16 (half the size); they are
         turned back into float32 when loaded. The text statistics stay float32."""
@@ -108,7 +159,8 @@ class StackGANPipeline:
         tensors.update({f"text_norm.{k}": v.contiguous() for k, v in self.text_norm.state_dict().items()})
         with atomic_path(directory / "model.safetensors") as tmp:
             save_file(tensors, str(tmp))
-        meta = {"format_version": PRETRAINED_VERSION, "stage": self.stage, "config": to_dict(self.config)}
+        meta = {"format_version": PRETRAINED_VERSION, "generator": self.generator_args, "text_encoder": self.text_encoder,
+                "text_norm": self.text_norm_kind, "channels_last": self.channels_last}
         with atomic_path(directory / "config.json") as tmp:
             tmp.write_text(json.dumps(meta, indent=2))
         return directory
@@ -121,10 +173,14 @@ class StackGANPipeline:
 
     # --- generation ---------------------------------------------------------------------------
     @property
+    def stage1_generator(self) -> torch.nn.Module:
+        return self.generator.stage1 if self.stage == 2 else self.generator
+
+    @property
     def encoder(self):
         if self._encoder is None:
             from .text import get_encoder
-            self._encoder = get_encoder(self.config.data.text_encoder)
+            self._encoder = get_encoder(self.text_encoder)
         return self._encoder
 
     def embed(self, texts: list[str]) -> torch.Tensor:
@@ -135,39 +191,51 @@ class StackGANPipeline:
         """z, Stage-I eps and Stage-II eps, each image from its own generator seeded by its seed.
         ``truncation``: z from N(0, I) restricted to [-t, t] per dimension (the truncation trick:
         typical-looking images, less variety; DF-GAN samples at 0.88)."""
-        m = self.config.model
+        z_dim, cond_dim = self.generator_args["stage1"]["z_dim"], self.generator_args["stage1"]["cond_dim"]
         zs, e1s, e2s = [], [], []
-        ca1 = self.generator.stage1.ca if self.stage == 2 else self.generator.ca
+        ca1 = self.stage1_generator.ca
         for s in seeds:
             g = torch.Generator().manual_seed(int(s))
-            zs.append(torch.randn(m.z_dim, generator=g) if truncation is None
-                      else truncated_normal((m.z_dim,), "cpu", g, truncation))
-            e1s.append(ca1.sample_eps((m.cond_dim,), "cpu", g))
-            e2s.append(ca1.sample_eps((m.cond_dim,), "cpu", g))
+            zs.append(torch.randn(z_dim, generator=g) if truncation is None
+                      else truncated_normal((z_dim,), "cpu", g, truncation))
+            e1s.append(ca1.sample_eps((cond_dim,), "cpu", g))
+            e2s.append(ca1.sample_eps((cond_dim,), "cpu", g))
         return torch.stack(zs), torch.stack(e1s), torch.stack(e2s)  # [N, z], [N, cond], [N, cond]
 
     @torch.no_grad()
-    def generate(self, texts: list[str], seed: int = 0, stage: int | None = None, batch_size: int = 16,
-                 seeds: list[int] | None = None, embeddings: torch.Tensor | None = None,
-                 progress: bool = False, truncation: float | None = None) -> dict[str, torch.Tensor]:
-        """Images for ``texts``; image i uses seed ``seed + i`` (or ``seeds[i]``), so it does not
-        depend on the other texts or the batch size. Returns uint8 ``stage1`` [N, 3, 64, 64] and,
-        for a Stage-II model with ``stage`` 2 (default), ``stage2`` [N, 3, 256, 256]."""
-        stage = self.stage if stage is None else stage
-        if stage not in (1, 2) or stage > self.stage:
-            raise UsageError(f"stage {stage}: this model has stage{'s 1 and 2' if self.stage == 2 else ' 1 only'}")
+    def generate(self, texts: list[str] | None = None, *, embeddings: torch.Tensor | None = None, seed: int = 0,
+                 seeds: list[int] | None = None, stage: int | None = None, batch_size: int = 16,
+                 progress: bool = False, truncation: float | None = None) -> GenerationOutput:
+        """Images for ``texts``, or for normalized ``embeddings`` ``[N, D]`` (one of the two); image i
+        uses seed ``seed + i`` (or ``seeds[i]``), so it does not depend on the other images or the
+        batch size. ``stage`` 1 draws Stage I only (default: the model's highest stage).
+
+        Example::
+
+            out = pipe.generate(["a small red circle", "a big blue star"], seed=3)
+            out.stage1, out.stage2, out.seeds   # uint8 [2, 3, 64, 64], uint8 [2, 3, 256, 256], [3, 4]
+        """
+        stage = self._check_stage(stage)
+        if (texts is None) == (embeddings is None):
+            raise UsageError("generate: give either texts or embeddings, not both" if texts is not None
+                             else "generate: give texts or embeddings")
         emb = self.embed(texts) if embeddings is None else embeddings
-        seeds = list(range(seed, seed + len(emb))) if seeds is None else seeds
+        seeds = list(range(seed, seed + len(emb))) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != len(emb):
+            raise UsageError(f"generate: {len(seeds)} seeds for {len(emb)} images")
         if truncation is not None and not truncation > 0:
             raise UsageError(f"truncation must be > 0 (a bound on |z| per dimension), got {truncation}")
         z, eps1, eps2 = self.noise(seeds, truncation)
-        return self.draw(emb, z, eps1, eps2, stage, batch_size, progress)
+        out = self.draw(emb, z, eps1, eps2, stage, batch_size, progress)
+        out.seeds = seeds
+        return out
 
     @torch.inference_mode()
-    def draw(self, emb: torch.Tensor, z: torch.Tensor, eps1: torch.Tensor, eps2: torch.Tensor, stage: int,
-             batch_size: int = 16, progress: bool = False) -> dict[str, torch.Tensor]:
+    def draw(self, emb: torch.Tensor, z: torch.Tensor, eps1: torch.Tensor, eps2: torch.Tensor,
+             stage: int | None = None, batch_size: int = 16, progress: bool = False) -> GenerationOutput:
         """Images from given normalized embeddings ``[N, D]``, noise ``[N, z]`` and CA samples
-        ``[N, cond]`` (Stage I's and Stage II's), in eval mode; returns what ``generate`` returns."""
+        ``[N, cond]`` (Stage I's and Stage II's), in eval mode (``seeds`` None)."""
+        stage = self._check_stage(stage)
         was_training = self.generator.training
         self.generator.eval()  # BN running statistics: an image does not depend on its batch
         try:
@@ -175,23 +243,24 @@ class StackGANPipeline:
         finally:
             self.generator.train(was_training)
 
-    def _draw(self, emb, z, eps1, eps2, stage, batch_size, progress):
-        device = next(self.generator.parameters()).device
-        low_all, high_all = [], []
+    def _check_stage(self, stage: int | None) -> int:
+        stage = self.stage if stage is None else stage
+        if stage not in (1, 2) or stage > self.stage:
+            raise UsageError(f"stage {stage}: this model has stage{'s 1 and 2' if self.stage == 2 else ' 1 only'}")
+        return stage
+
+    def _draw(self, emb, z, eps1, eps2, stage, batch_size, progress) -> GenerationOutput:
+        g = self.generator if stage == self.stage else self.stage1_generator
+        device = next(g.parameters()).device
+        low, image = [], []
         for i in tqdm(range(0, len(emb), batch_size), disable=not progress, desc="generating", unit="batch"):
             sl = slice(i, i + batch_size)
-            args = (z[sl].to(device), emb[sl].to(device), eps1[sl].to(device))
-            if self.stage == 2 and stage == 2:
-                low, high, _, _ = self.generator(*args, eps2[sl].to(device))
-                high_all.append(to_uint8(high))
-            else:
-                g1 = self.generator.stage1 if self.stage == 2 else self.generator
-                low, _, _ = g1(*args)
-            low_all.append(to_uint8(low))
-        out = {"stage1": torch.cat(low_all)}
-        if high_all:
-            out["stage2"] = torch.cat(high_all)
-        return out
+            eps = (eps1[sl].to(device), eps2[sl].to(device))[:stage]  # Stage II takes both stages' CA samples
+            out = g(z[sl].to(device), emb[sl].to(device), *eps)
+            low.append(to_uint8(out.low))
+            if stage == 2:
+                image.append(to_uint8(out.image))
+        return GenerationOutput(torch.cat(low), torch.cat(image) if image else None)
 
 
 def _valid_stage(stage, where) -> int:
@@ -205,5 +274,33 @@ def _what(e: Exception, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+def _read_model_config(meta, config_file: Path) -> tuple[dict[str, dict], tuple[str, str], bool]:
+    """The generator's arguments, the text encoder's name and normalization, and the memory format
+    of a model folder's ``config.json`` (format version 2, or 1: the whole training configuration)."""
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > PRETRAINED_VERSION:
+        raise CheckpointError(f"{config_file}: format version {version} is newer than this stackgan reads "
+                              f"(1 to {PRETRAINED_VERSION}); update stackgan")
+    if version == 1:
+        if not isinstance(meta.get("config"), dict) or "stage" not in meta:
+            raise CheckpointError(f"{config_file}: not a StackGAN model file of format version 1 (needs the keys "
+                                  "\"config\" (a mapping) and \"stage\")")
+        cfg = from_dict(meta["config"], where=str(config_file))
+        stage = _valid_stage(meta["stage"], config_file)
+        return generator_args(cfg.model, stage), (cfg.data.text_encoder, cfg.data.text_norm), cfg.channels_last
+    if version != 2:
+        raise CheckpointError(f"{config_file}: not a StackGAN model file (its \"format_version\" is "
+                              f"{version!r}, not 1 or 2; `stackgan export` writes one)")
+    args, channels_last = meta.get("generator"), meta.get("channels_last")
+    text = (meta.get("text_encoder"), meta.get("text_norm"))
+    schema = generator_args(ModelConfig(), 2)
+    if not (isinstance(args, dict) and isinstance(args.get("stage1"), dict) and set(args) <= set(schema)
+            and all(isinstance(a, dict) and set(a) == set(schema[k]) for k, a in args.items())
+            and all(isinstance(t, str) for t in text) and isinstance(channels_last, bool)):
+        raise CheckpointError(f"{config_file}: not a StackGAN model file of format version 2 (needs \"generator\": "
+                              "{\"stage1\": {...}, \"stage2\": {...}} with every constructor argument, "
+                              "\"text_encoder\" and \"text_norm\" (names) and \"channels_last\" (true or false))")
+    wrong = [f"{k}.{n}" for k, a in args.items() for n, v in a.items() if type(v) is not type(schema[k][n])]
+    if wrong:
+        raise CheckpointError(f"{config_file}: generator argument(s) {', '.join(wrong)} of the wrong type")
+    return args, text, channels_last

@@ -37,6 +37,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, field_validator
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from .text.base import clean_text
 from .viz import to_pil
 
 MAX_CHARS = 300
@@ -58,7 +59,7 @@ class GenerateRequest(BaseModel):
     @field_validator("text")
     @classmethod
     def _text(cls, v: str) -> str:
-        v = " ".join(v.split())
+        v = clean_text(v)
         if not v:
             raise ValueError("the sentence is empty")
         if len(v) > MAX_CHARS:
@@ -178,7 +179,7 @@ def create_app(pipe, *, examples: list[str], max_queue: int = 64, name: str = "m
         if gone.is_set():  # the client left while this waited: nobody would see the images
             count("dropped_disconnected")
             return None
-        t = time.perf_counter()
+        t = time.monotonic()
         emb = pipe.embed([req.text]).expand(req.n, -1)  # [n, D]
         z, eps1, eps2 = pipe.noise(list(range(seed, seed + req.n)))  # [n, z], [n, cond] x 2
         if req.vary == "ca":
@@ -186,10 +187,9 @@ def create_app(pipe, *, examples: list[str], max_queue: int = 64, name: str = "m
         elif req.vary == "z":
             eps1, eps2 = eps1[:1].expand_as(eps1), eps2[:1].expand_as(eps2)
         out = pipe.draw(emb, z, eps1, eps2, pipe.stage)
-        images = [{"stage1": png_base64(out["stage1"][i]),
-                   **({"stage2": png_base64(out["stage2"][i])} if "stage2" in out else {})} for i in range(req.n)]
+        images = [{stage: png_base64(imgs[i]) for stage, imgs in out.stages.items()} for i in range(req.n)]
         count("served")
-        return {"images": images, "generate_ms": (time.perf_counter() - t) * 1000}
+        return {"images": images, "generate_ms": (time.monotonic() - t) * 1000}
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -203,7 +203,7 @@ def create_app(pipe, *, examples: list[str], max_queue: int = 64, name: str = "m
         if not waiting.acquire(blocking=False):
             count("refused_busy")
             raise HTTPException(429, f"the server is busy ({max_queue} requests waiting); try again shortly")
-        t = time.perf_counter()
+        t = time.monotonic()
         seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED - MAX_N)
         gone = threading.Event()
         job = worker.submit(draw, req, seed, gone)
@@ -219,7 +219,7 @@ def create_app(pipe, *, examples: list[str], max_queue: int = 64, name: str = "m
         finally:
             watch.cancel()
             waiting.release()
-        total = (time.perf_counter() - t) * 1000
+        total = (time.monotonic() - t) * 1000
         return {"text": req.text, "seed": seed, "n": req.n, "vary": req.vary, "images": res["images"],
                 "timings_ms": {"generate": round(res["generate_ms"], 1), "total": round(total, 1),
                                "queue": round(total - res["generate_ms"], 1)}}
@@ -236,11 +236,11 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, max
           allowed_hosts: list[str] | None = None) -> None:
     import uvicorn
 
-    from .commands import read_captions_file
+    from .text.captions import read_captions_file
     from .pipeline import StackGANPipeline
     from .utils import resolve_device
 
-    examples = read_captions_file(Path(examples_file))[:12] if examples_file else EXAMPLES_SHAPES
+    examples = read_captions_file(examples_file)[:12] if examples_file else EXAMPLES_SHAPES
     pipe = StackGANPipeline.load(checkpoint).to(resolve_device(device))
     pipe.embed(["warm up"])  # load the text encoder now, not on the first request
     app = create_app(pipe, examples=examples, max_queue=max_queue, name=str(checkpoint), host=host,

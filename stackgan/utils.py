@@ -67,6 +67,34 @@ def cache_dir(data_dir: str | Path) -> Path:
     return d
 
 
+def default_device(device: "str | torch.device | None" = None) -> "torch.device":
+    """``device`` as a ``torch.device``; None: CUDA when available, else the CPU."""
+    import torch
+
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def from_uint8(images: "torch.Tensor") -> "torch.Tensor":
+    """uint8 images (0..255) -> float32 in [-1, 1], on the same device; the input is not changed.
+
+    Example::
+
+        from_uint8(torch.tensor([0, 255], dtype=torch.uint8))  # tensor([-1., 1.])
+    """
+    import torch
+
+    return images.to(torch.float32, copy=True).div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: "torch.Tensor") -> "torch.Tensor":
+    """Images in [-1, 1] (clamped) -> uint8 (0..255) on the CPU: the inverse of ``from_uint8``."""
+    import torch
+
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
 def resolve_device(name: str | None, default: str = "cpu") -> "torch.device":
     """``--device`` as a ``torch.device`` that exists on this machine, else a UsageError."""
     import torch

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .utils import atomic_path
+
+if TYPE_CHECKING:
+    from .pipeline import GenerationOutput
 
 
 def _font(size: int = 12):
@@ -54,9 +58,9 @@ def caption_sheet(columns: list[list[torch.Tensor]], captions: list[str], path: 
     return path
 
 
-def stage_sheet(out: dict[str, torch.Tensor], captions: list[str], path: str | Path, cell: int) -> Path:
-    """A caption sheet of pipeline output: Stage I above Stage II (when present) for each caption."""
-    stages = [k for k in ("stage1", "stage2") if k in out]
-    columns = [[out[k][i] for k in stages] for i in range(len(captions))]
+def stage_sheet(out: "GenerationOutput", captions: list[str], path: str | Path, cell: int) -> Path:
+    """A caption sheet of pipeline output: Stage I above Stage II (when drawn) for each caption."""
+    stages = list(out.stages.values())
+    columns = [[images[i] for images in stages] for i in range(len(captions))]
     labels = ["Stage I", "Stage II"][: len(stages)]
     return caption_sheet(columns, captions, path, cell=cell, labels=labels)

@@ -40,5 +40,5 @@ def tiny_model(tmp_path_factory):
 
     cfg = apply_overrides(get_preset("shapes-cpu"), TINY)
     torch.manual_seed(0)
-    pipe = StackGANPipeline(cfg, build_generator(cfg.model, 2), TextNorm(cfg.model.text_dim), 2)
+    pipe = StackGANPipeline.from_config(cfg, build_generator(cfg.model, 2), TextNorm(cfg.model.text_dim), 2)
     return pipe.save_pretrained(tmp_path_factory.mktemp("models") / "tiny")

@@ -95,10 +95,10 @@ def test_odd_sentences_never_crash_and_long_ones_warn():
     pipe = StackGANPipeline.load(PRETRAINED_SHAPES)
     odd = ["", "   \t ", "🐦 a bird ‮ reversed", "zero\u200bwidth\x00nul", "漢字 と かな", "a" * 3, "ñ" * 40]
     out = pipe.generate(odd, seed=0, stage=1)
-    assert out["stage1"].shape == (len(odd), 3, 64, 64)
+    assert out.stage1.shape == (len(odd), 3, 64, 64) and out.stage2 is None
     with pytest.warns(UserWarning, match="1 caption\\(s\\) longer than the text encoder's 256 tokens were cut"):
         long = pipe.generate(["a red circle " * 400], seed=0, stage=1)
-    assert long["stage1"].shape == (1, 3, 64, 64)
+    assert long.stage1.shape == (1, 3, 64, 64)
 
 
 def test_generate_cli_refuses_empty_and_non_utf8_caption_input(tmp_path):

@@ -8,8 +8,9 @@ import torch
 
 from conftest import TINY
 from stackgan.config import apply_overrides, get_preset
-from stackgan.text.char_cnn_rnn import (ALPHABET, MAX_CHARS, CharCnnRnn, embed_data, joint_embedding_loss,
-                                        one_hot, train_char_cnn_rnn)
+from stackgan.text.cache import embed_data
+from stackgan.text.char_cnn_rnn import (ALPHABET, MAX_CHARS, CharCnnRnn, joint_embedding_loss, one_hot,
+                                        train_char_cnn_rnn)
 
 
 def test_one_hot_and_the_paper_sizes():
@@ -54,6 +55,6 @@ def test_train_embed_and_use_for_training_and_new_sentences(tiny_shapes, tmp_pat
                                                             "stage1.max_steps=2"])
     train(cfg, data, tmp_path / "run", 1, progress=False)
     pipe = StackGANPipeline.load(tmp_path / "run")
-    assert pipe.generate(["a big green square on a black background"])["stage1"].shape == (1, 3, 64, 64)
+    assert pipe.generate(["a big green square on a black background"]).stage1.shape == (1, 3, 64, 64)
     pre = apply_overrides(cfg, ["data.text_encoder=precomputed"])  # the embed output as precomputed input
     train(pre, data, tmp_path / "run2", 1, progress=False)

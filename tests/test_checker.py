@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from stackgan.data.shapes import ATTRIBUTES, generate_shapes
 from stackgan.evaluation import checker as ck
+from stackgan.utils import from_uint8
 
 torch.set_num_threads(2)
 
@@ -62,7 +63,7 @@ def test_train_save_load_round_trip(shapes_dir, trained):
 
     loaded = ck.load_checker(weights)
     images, _ = ck._load_split(shapes_dir, "test", 128)
-    x = images[:8].float() / 127.5 - 1
+    x = from_uint8(images[:8])
     with torch.no_grad():
         a, b = trained.eval()(x), loaded(x)
     for name in ATTRIBUTES:

@@ -104,3 +104,36 @@ def test_evaluate_reports_both_stages(cli_run, tiny_shapes):
         assert set(report[stage]) >= {"shape", "color", "size", "texture", "position", "background", "all"}
         assert all(0.0 <= report[stage][k] <= 1.0 for k in ("shape", "color", "all"))
     assert "| Stage 2 |" in (run / "eval.md").read_text()
+
+
+def test_captions_are_read_one_way_for_every_command(tmp_path):
+    from stackgan.errors import DataError
+    from stackgan.text.captions import gather_captions, read_captions_file
+    path = tmp_path / "caps.txt"
+    path.write_text("a red  circle\n\n   \n\ta blue\tstar  \r\nlast line")
+    assert read_captions_file(path) == ["a red circle", "a blue star", "last line"]
+    assert gather_captions(["  a big  square", "", " "], path) == ["a big square", "a red circle", "a blue star",
+                                                                   "last line"]
+    path.write_bytes(b"\xff\xfe bad")
+    with pytest.raises(DataError, match="not UTF-8 text"):
+        read_captions_file(path)
+
+
+def test_evaluate_chooses_metrics_and_tables_checkpoints_side_by_side(tiny_shapes):
+    from stackgan.errors import UsageError
+    from stackgan.evaluation.metrics import (checkpoint_metrics, folder_metrics, parse_metrics,
+                                             side_by_side_markdown)
+    assert parse_metrics(None) is None and parse_metrics("fid, kid") == ["fid", "kid"]
+    with pytest.raises(UsageError, match=r"--metrics: unknown \['fidd'\]"):
+        parse_metrics("fid,fidd")
+    assert checkpoint_metrics(None, tiny_shapes) == ["attributes"]  # Shapes data
+    assert checkpoint_metrics(["fid"], tiny_shapes) == ["attributes", "fid"]
+    assert checkpoint_metrics(["dcheck"], tiny_shapes) == ["dcheck"]
+    assert folder_metrics(None) == ["fid", "kid"]
+    with pytest.raises(UsageError, match="fid, kid and is only"):
+        folder_metrics(["rprec"])
+    table = side_by_side_markdown({"a": {"stage1": {"fid": 12.345678, "kid": 0.5}},
+                                   "b": {"stage1": {"fid": 3.0}, "stage2": {"is": 2.0}}})
+    assert table.splitlines() == ["| checkpoint | stage | fid | is | kid |", "|---|---|---|---|---|",
+                                  "| a | stage1 | 12.35 |  | 0.5 |", "| b | stage1 | 3 |  |  |",
+                                  "| b | stage2 |  | 2 |  |"]

@@ -14,6 +14,7 @@ from stackgan.losses import matching_aware_gradient_penalty
 from stackgan.models.blocks import CondAffine
 from stackgan.models.build import build_discriminator, build_generator
 from stackgan.models.resnet_d import GatedDownBlock, MinibatchStd
+from stackgan.utils import from_uint8
 
 from conftest import TINY
 
@@ -168,16 +169,16 @@ def test_truncation_bounds_z_and_keeps_images_per_seed():
     from stackgan.pipeline import StackGANPipeline
     from stackgan.text.norm import TextNorm
     cfg = apply_overrides(get_preset("fast"), TINY + ["model.text_dim=12"])
-    pipe = StackGANPipeline(cfg, build_generator(cfg.model, 1), TextNorm(12), 1)
+    pipe = StackGANPipeline.from_config(cfg, build_generator(cfg.model, 1), TextNorm(12), 1)
     z, _, _ = pipe.noise(list(range(50)), truncation=0.5)
     assert z.abs().max() <= 0.5 and z.abs().max() > 0.4
     assert not torch.equal(z, pipe.noise(list(range(50)))[0])
     emb = torch.randn(4, 12)
-    a = pipe.generate([""] * 4, embeddings=emb, truncation=0.88)["stage1"]
-    b = pipe.generate([""] * 2, embeddings=emb[2:], seed=2, truncation=0.88)["stage1"]
+    a = pipe.generate(embeddings=emb, truncation=0.88).stage1
+    b = pipe.generate(embeddings=emb[2:], seed=2, truncation=0.88).stage1
     assert torch.equal(a[2:], b)
     with pytest.raises(ValueError, match="truncation"):
-        pipe.generate([""], embeddings=emb[:1], truncation=0.0)
+        pipe.generate(embeddings=emb[:1], truncation=0.0)
 
 
 def test_the_geometry_design_trains_both_stages_and_its_d_is_checked(tiny_shapes, tmp_path):
@@ -211,7 +212,7 @@ def test_crop_flip_on_shapes_keeps_left_and_right_and_moves_at_most_4_px(tiny_sh
     assert caption_safe_augmentation(tiny_shapes, 64) == (False, 4)
     assert caption_safe_augmentation(tiny_shapes.parent, 64) == (True, None)  # not Shapes: the paper's crops
     data, _ = load_train_data(tiny_shapes, DataConfig(augment="crop_flip", text_encoder="minilm"), 64, progress=False)
-    full = data.images.float() / 127.5 - 1  # [N, 3, 76, 76]
+    full = from_uint8(data.images)  # [N, 3, 76, 76]
     for step in range(3):
         imgs, _, _ = data.batch(step, 8)
         perm = torch.randperm(len(data), generator=__import__("stackgan.training.data", fromlist=["_gen"])._gen(0, 1, 0))

@@ -36,6 +36,13 @@ def test_device_flag_is_used_or_refused(tiny_model, tmp_path, capsys):
     assert run_cli(capsys, "generate", tiny_model, "x", "--out", tmp_path, "--device", "cpu")[0] == 0
 
 
+def _with_arg(model, name: str, value) -> dict:
+    """The model folder's config.json with one Stage-I constructor argument changed."""
+    meta = json.loads((model / "config.json").read_text())
+    meta["generator"]["stage1"][name] = value
+    return meta
+
+
 def test_a_folder_or_broken_file_where_a_file_belongs_gets_one_line(tiny_model, tmp_path, capsys):
     folder = tmp_path / "folder"
     folder.mkdir()
@@ -49,13 +56,21 @@ def test_a_folder_or_broken_file_where_a_file_belongs_gets_one_line(tiny_model, 
         ("empty", lambda d: (d / "model.safetensors").write_bytes(b""), "model.safetensors: not a readable safetensors"),
         ("cut", lambda d: (d / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes()[:999]),
          "model.safetensors: not a readable safetensors"),
-        ("noconfig", lambda d: (d / "config.json").write_text('{"stage": 2}'),
-         'config.json: not a StackGAN model file (needs the keys "config" (a mapping) and "stage"'),
-        ("badconfig", lambda d: (d / "config.json").write_text('{"stage": 2, "config": 5}'),
-         'config.json: not a StackGAN model file'),
-        ("stage3", lambda d: (d / "config.json").write_text(
-            json.dumps({**json.loads((tiny_model / "config.json").read_text()), "stage": 3})),
+        ("noversion", lambda d: (d / "config.json").write_text('{"stage": 2}'),
+         'config.json: not a StackGAN model file (its "format_version" is None, not 1 or 2'),
+        ("newer", lambda d: (d / "config.json").write_text('{"format_version": 3}'),
+         'config.json: format version 3 is newer than this stackgan reads (1 to 2); update stackgan'),
+        ("badconfig", lambda d: (d / "config.json").write_text('{"format_version": 1, "stage": 2, "config": 5}'),
+         'config.json: not a StackGAN model file of format version 1'),
+        ("stage3", lambda d: (d / "config.json").write_text('{"format_version": 1, "stage": 3, "config": {}}'),
          'config.json: "stage" is 3; a StackGAN model has stage 1 or 2'),
+        ("nogenerator", lambda d: (d / "config.json").write_text(
+            json.dumps({**json.loads((tiny_model / "config.json").read_text()), "generator": {"stage3": {}}})),
+         'config.json: not a StackGAN model file of format version 2'),
+        ("badwidth", lambda d: (d / "config.json").write_text(json.dumps(_with_arg(tiny_model, "ngf", "wide"))),
+         'config.json: generator argument(s) stage1.ngf of the wrong type'),
+        ("oddwidth", lambda d: (d / "config.json").write_text(json.dumps(_with_arg(tiny_model, "ngf", 7))),
+         'config.json: "generator" does not describe a StackGAN generator (Stage-I ngf must be even'),
     ]:
         model = shutil.copytree(tiny_model, tmp_path / name)
         mutate(model)
@@ -123,8 +138,8 @@ def test_huge_n_per_caption_is_limited_and_images_are_written_as_made(tiny_model
     from stackgan.pipeline import StackGANPipeline
     calls, generate = [], StackGANPipeline.generate
 
-    def watched(self, texts, **kwargs):  # how many images each call draws, how many files exist before it
-        calls.append((len(texts), len(list(tmp_path.glob("*.png")))))
+    def watched(self, texts=None, **kwargs):  # how many images each call draws, how many files exist before it
+        calls.append((len(kwargs["embeddings"]), len(list(tmp_path.glob("*.png")))))
         return generate(self, texts, **kwargs)
     monkeypatch.setattr(StackGANPipeline, "generate", watched)
     assert run_cli(capsys, "generate", tiny_model, "a", "b", "--out", tmp_path, "--n-per-caption", "3",

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stackgan.losses import discriminator_loss, generator_loss, kl_loss
-from stackgan.models import (ConditioningAugmentation, Stage1Discriminator, Stage1Generator,
+from stackgan.models import (ConditioningAugmentation, GeneratorOutput, Stage1Discriminator, Stage1Generator,
                              Stage2Discriminator, Stage2Generator)
 
 B, TEXT = 2, 1024  # the paper's embedding size, birds widths
@@ -22,8 +22,9 @@ def paper_nets():
 
 def test_stage1_shapes_at_paper_widths(paper_nets):
     g1, d1, _, _ = paper_nets
-    img, mu, logvar = g1(torch.randn(B, 100), torch.randn(B, TEXT))
+    low, img, mu, logvar = g1(torch.randn(B, 100), torch.randn(B, TEXT))
     assert img.shape == (B, 3, 64, 64) and mu.shape == logvar.shape == (B, 128)
+    assert low is img  # Stage I: its own image is the low-resolution one
     assert g1.fc[0].out_features == 1024 * 4 * 4  # 8 * ngf channels at 4x4
     h = d1(img)
     assert h.shape == (B, 512, 4, 4)
@@ -53,7 +54,8 @@ def test_every_trainable_parameter_gets_a_gradient(paper_nets, stage):
     G.zero_grad(), D.zero_grad()
     z, emb = torch.randn(B, 100), torch.randn(B, TEXT)
     out = G(z, emb)
-    fake, mu, logvar = (out[0], out[1], out[2]) if stage == 1 else (out[1], out[2], out[3])
+    assert isinstance(out, GeneratorOutput)  # one contract for both stages
+    fake, mu, logvar = out.image, out.mu, out.logvar
     real = torch.rand_like(fake) * 2 - 1
     h_real, h_fake = D(real), D(fake.detach())
     un = (lambda h: D.uncond_logits(h)) if stage == 2 else (lambda h: None)

@@ -29,10 +29,10 @@ def test_pretrained_model_is_small_half_precision_and_two_stage():
 def test_pretrained_model_generates_deterministic_images_that_follow_the_background():
     pipe = StackGANPipeline.load(PRETRAINED_SHAPES)
     a, b = pipe.generate(CAPTIONS, seed=0), pipe.generate(CAPTIONS, seed=0)
-    assert a["stage2"].shape == (2, 3, 256, 256) and a["stage1"].shape == (2, 3, 64, 64)
-    assert torch.equal(a["stage2"], b["stage2"]) and torch.equal(a["stage1"], b["stage1"])
-    assert not torch.equal(pipe.generate(CAPTIONS, seed=5)["stage2"], a["stage2"])
-    corners = a["stage2"][:, :, :24, :24].float().mean(dim=(1, 2, 3))  # top-left corner: background only
+    assert a.stage2.shape == (2, 3, 256, 256) and a.stage1.shape == (2, 3, 64, 64) and a.seeds == [0, 1]
+    assert torch.equal(a.stage2, b.stage2) and torch.equal(a.stage1, b.stage1)
+    assert not torch.equal(pipe.generate(CAPTIONS, seed=5).stage2, a.stage2)
+    corners = a.stage2[:, :, :24, :24].float().mean(dim=(1, 2, 3))  # top-left corner: background only
     # the white-background caption's corner is bright, the black one's dark (checked on trained weights)
     assert corners[0] > 180 and corners[1] < 70, corners
 

@@ -248,10 +248,10 @@ def test_precomputed_embeddings_train_and_refuse_new_sentences(tmp_path):
                                                             "stage1.batch_size=4"])
     train(cfg, tmp_path / "prep", tmp_path / "run", 1, progress=False)
     pipe = StackGANPipeline.load(tmp_path / "run")
-    assert pipe.config.model.text_dim == 16  # the fixture's embedding width
+    assert pipe.generator_args["stage1"]["text_dim"] == 16  # the fixture's embedding width
     emb = pipe.text_norm(torch.from_numpy(np.load(tmp_path / "prep" / "embeddings-test.npy"))[:, 0])
-    out = pipe.generate(["ignored"] * 2, embeddings=emb)
-    assert out["stage1"].shape == (2, 3, 64, 64)
+    out = pipe.generate(embeddings=emb)
+    assert out.stage1.shape == (2, 3, 64, 64)
     with pytest.raises(RuntimeError, match="cannot embed new sentences.*minilm"):
         pipe.generate(["a red bird"])
     r = subprocess.run([sys.executable, "-m", "stackgan", "generate", str(tmp_path / "run"), "a red bird",

@@ -9,6 +9,7 @@ from stackgan.matching import ImageTextMatcher, load_or_train_matcher, train_mat
 from stackgan.pipeline import StackGANPipeline
 from stackgan.training import train
 from stackgan.training.data import load_train_data
+from stackgan.utils import from_uint8
 from conftest import TINY
 
 
@@ -31,7 +32,7 @@ def test_ema_weights_are_kept_and_used_for_sampling(tiny_shapes, tmp_path):
 def test_matcher_learns_to_pair_images_with_their_captions(tiny_shapes, tmp_path):
     cfg = get_preset("shapes-cpu").data
     data, norm = load_train_data(tiny_shapes, cfg, 64, progress=False)
-    images, text = data.images[:32] / 127.5 - 1, data.embeddings[:32, 0]
+    images, text = from_uint8(data.images[:32]), data.embeddings[:32, 0]
     torch.manual_seed(0)
     before = ImageTextMatcher(norm.mean.numel()).eval().loss(images, text).item()
     matcher = train_matcher(tiny_shapes, cfg, norm, tmp_path / "m.safetensors", steps=60, batch_size=32,
@@ -90,7 +91,7 @@ def test_forty_fast_steps_teach_d_which_caption_belongs_to_an_image(tiny_shapes,
     cfg = apply_overrides(get_preset("fast"), ["stage1.batch_size=16", "data.matcher_steps=40",
                                                "stage1.log_every=10", "stage1.sample_every=1000"])
     data, _ = load_train_data(tiny_shapes, cfg.data, 64, progress=False)
-    real = data.images.float() / 127.5 - 1  # [N, 3, 64, 64]
+    real = from_uint8(data.images)  # [N, 3, 64, 64]
     right = data.embeddings[:, 0]  # [N, D]
     wrong = right.roll(1, 0)  # the caption of the previous image
 

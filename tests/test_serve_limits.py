@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 import torch
 
+from stackgan.pipeline import GenerationOutput
 from stackgan.serve import create_app
 
 
@@ -32,7 +33,7 @@ class GatedPipe:
         self.entered.set()
         assert self.gate.wait(120), "the test never opened the gate"
         self.drawn.append(len(emb))
-        return {"stage1": torch.zeros(len(emb), 3, 8, 8, dtype=torch.uint8)}
+        return GenerationOutput(torch.zeros(len(emb), 3, 8, 8, dtype=torch.uint8))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from stackgan.config import apply_overrides, get_preset
 from stackgan.losses import discriminator_loss
 from stackgan.models.build import build_discriminator, build_generator
 from stackgan.training import train
-from stackgan.training.loop import make_ema
+from stackgan.training.ema import make_ema
 from stackgan.training.step import LOGGED, Updater
 
 from conftest import TINY

@@ -89,11 +89,11 @@ def test_pretrained_round_trip_and_determinism(trained_run, tmp_path):
     texts = ["a small red circle in the center on a black background", "a big blue star"]
     a = from_state.generate(texts, seed=5)
     b = loaded.generate(texts, seed=5)
-    assert torch.equal(a["stage1"], b["stage1"]) and torch.equal(a["stage2"], b["stage2"])
-    assert a["stage2"].shape == (2, 3, 256, 256) and a["stage1"].shape == (2, 3, 64, 64)
+    assert torch.equal(a.stage1, b.stage1) and torch.equal(a.stage2, b.stage2)
+    assert a.stage2.shape == (2, 3, 256, 256) and a.stage1.shape == (2, 3, 64, 64)
     # image i depends on its own seed only: not on the other captions, nor on the batch size
     alone = loaded.generate(texts[1:], seed=6, batch_size=1)
-    assert torch.equal(alone["stage2"][0], a["stage2"][1])
+    assert torch.equal(alone.stage2[0], a.stage2[1]) and alone.seeds == [6]
     # a new seed, a new image (compared before rounding to uint8: a 4-step model's images are nearly flat)
     emb = loaded.embed(texts[:1]).expand(2, -1)
     z, eps1, _ = loaded.noise([5, 6])

@@ -34,7 +34,7 @@ def manifest_path(data_dir: str | Path, split: str) -> Path:
     path = Path(data_dir) / f"{split}.jsonl"
     if not path.exists():
         raise DataError(f"{path}: no such manifest (a data folder needs {split}.jsonl; "
-                        "make one with `stackgan data shapes --out DIR` or see the README)")
+                        "make one with `stackgan data shapes --out DIR`, or see docs/data.md)")
     return path
 
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .shapes_text import make_caption, parse_caption  # re-exported: part of this module's API
 from ..errors import DataError
+from ..utils import atomic_path
 
 __all__ = [
     "ATTRIBUTES", "OBJECT_RGB", "BACKGROUND_RGB", "HELD_OUT_PAIRS", "SPLITS", "SIZE",
@@ -310,8 +311,10 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 10000, n_test: in
 
     for split, recs in records.items():
         lines = "".join(json.dumps(r, sort_keys=False) + "\n" for r in recs)
-        _write_atomic(out / f"{split}.jsonl", lines)
-    _write_atomic(meta, json.dumps(params, indent=2) + "\n")  # last: marks the set complete
+        with atomic_path(out / f"{split}.jsonl") as tmp:
+            tmp.write_text(lines)
+    with atomic_path(meta) as tmp:  # last: marks the set complete
+        tmp.write_text(json.dumps(params, indent=2) + "\n")
     return out
 
 
@@ -325,9 +328,3 @@ def _make_chunk(task: tuple[int, str, int, int, str]) -> tuple[str, list[dict]]:
         Image.fromarray(image).save(Path(out) / rel, format="PNG", compress_level=1)
         records.append({"image": rel, **rec})
     return split, records
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -1,6 +1,6 @@
 """Evaluation of generated images: the Shapes attribute checker."""
 
-from stackgan.evaluation.checker import (
+from .checker import (
     AttributeChecker,
     attribute_accuracy,
     load_or_train_checker,

@@ -25,9 +25,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from stackgan.data.manifest import load_images, read_manifest
-from stackgan.data.shapes import ATTRIBUTES
-from stackgan.utils import load_module_files, save_module
+from ..data.manifest import load_images, read_manifest
+from ..data.shapes import ATTRIBUTES
+from ..utils import default_device, from_uint8, load_module_files, save_module
 from ..errors import ConfigError
 
 SIZE = 128  # the checker's input resolution
@@ -162,7 +162,7 @@ def train_checker(data_dir: str | Path, out_path: str | Path | None = None, step
     """
     data_dir = Path(data_dir)
     out_path = Path(out_path) if out_path is not None else data_dir / WEIGHTS_NAME
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     images, records = _load_split(data_dir, "train", SIZE)  # [N, 3, 128, 128] uint8
     targets = _targets([r["attributes"] for r in records])
     labels = torch.stack([targets[n] for n in ATTRIBUTES], 1)  # [N, 6]
@@ -172,12 +172,12 @@ def train_checker(data_dir: str | Path, out_path: str | Path | None = None, step
     checker = AttributeChecker().to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(checker.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
-    start = time.time()
+    start = time.monotonic()
     bar = tqdm(range(steps), desc="attribute checker", disable=not progress)
     for _ in bar:
         # fetch batch
         idx = torch.randint(len(images), (batch_size,), generator=gen)
-        x = images[idx].to(device).float() / 127.5 - 1  # [B, 3, 128, 128]
+        x = from_uint8(images[idx].to(device))  # [B, 3, 128, 128]
         x, colors_hold = _rotate_hue(_augment(x, gen), gen)
         y = labels[idx].to(device)  # [B, 6]
         # update
@@ -193,7 +193,7 @@ def train_checker(data_dir: str | Path, out_path: str | Path | None = None, step
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    train_seconds = time.time() - start
+    train_seconds = time.monotonic() - start
     checker = checker.to(memory_format=torch.contiguous_format).eval()  # as load_checker builds it
 
     accuracy = test_accuracy(checker, data_dir) if (data_dir / "test.jsonl").exists() else {}
@@ -210,7 +210,7 @@ def test_accuracy(checker: AttributeChecker, data_dir: Path) -> dict[str, dict[s
         test, test_records = _load_split(data_dir, "test", size)
         held_out = torch.tensor([bool(r.get("held_out", False)) for r in test_records])
         accuracy[str(size)] = attribute_accuracy(
-            checker, test.float() / 127.5 - 1, [r["attributes"] for r in test_records], held_out=held_out)
+            checker, from_uint8(test), [r["attributes"] for r in test_records], held_out=held_out)
     return accuracy
 
 
@@ -253,7 +253,7 @@ def load_or_train_checker(data_dir: str | Path, progress: bool = True,
     """
     data_dir = Path(data_dir)
     path = data_dir / WEIGHTS_NAME
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(device)
     if not retrain:
         fingerprint = _fingerprint(data_dir)
         if _usable(path, fingerprint):

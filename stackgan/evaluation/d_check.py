@@ -22,7 +22,7 @@ from ..data.shapes import ATTRIBUTES
 from ..models.build import build_discriminator, build_generator
 from ..errors import CheckpointError, DataError
 from ..text.norm import TextNorm
-from ..utils import atomic_path
+from ..utils import atomic_path, from_uint8
 
 
 @torch.no_grad()
@@ -99,7 +99,7 @@ def foil_preference(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     records = read_manifest(data_dir, "test")[:num_samples]
     if any(set(r.get("attributes", {})) != set(ATTRIBUTES) for r in records):
         raise DataError(f"{data_dir / 'test.jsonl'}: the foil check needs Shapes test records (with attributes)")
-    images = load_images(data_dir, "test", records, size, progress=False).float() / 127.5 - 1  # [N, 3, s, s]
+    images = from_uint8(load_images(data_dir, "test", records, size, progress=False))  # [N, 3, s, s]
     oracle = (data_dir / ORACLE_MARK).exists()
     rng = np.random.default_rng(seed)
     if oracle:

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..errors import MetricError
+from ..utils import default_device
 
 STANDARD_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 STANDARD_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -251,7 +252,7 @@ def compute_metrics(fake: Dataset, real: Dataset | None, metrics, inception_weig
     if binary and real is None:
         raise MetricError("FID and KID need real images to compare with")
     extractor = resolve_extractor(inception_weights, metrics)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     extractor.to(device)
     fake_f = extract_features(fake, extractor, batch_size, progress, device)
     out = {"extractor": extractor.description, "num_fake": len(fake)}

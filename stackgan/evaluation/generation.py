@@ -9,7 +9,8 @@ R-precision follows AttnGAN / DM-GAN: for each generated image, its true caption
 among 99 captions of other test images by cosine similarity in a joint text-image space; the
 score is how often the true one comes first (R = 1). The space is this project's image-text
 matcher (``stackgan.matching``: a small CNN on 64 px images and a projection of the model's own
-text embeddings, trained on the data's train split with a contrastive loss, cached).
+text embeddings, trained on the data's train split with a contrastive loss, cached), made with
+the ``data`` settings the model was trained with (:func:`matcher_settings`).
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..checkpoint import STATE_NAME, load_state, stage_dir
+from ..config import DataConfig, from_dict
 from ..data.manifest import load_images, manifest_path, read_manifest
-from ..utils import cache_dir
-from ..pipeline import StackGANPipeline
+from ..utils import cache_dir, from_uint8
+from ..pipeline import GenerationOutput, StackGANPipeline
 from .fidelity import TensorImages, compute_metrics
 
 DEFAULT_SAMPLES = 30_000
@@ -34,14 +37,12 @@ def generate_for_captions(pipe: StackGANPipeline, captions: list[str], unique_em
     """``n`` images (caption ``i mod len(captions)``, seed ``seed + i``; ``unique_emb`` their normalized
     embeddings ``[C, D]``): uint8 per stage, and the embeddings used ``[n, D]``."""
     which = torch.arange(n) % len(captions)
-    out: dict[str, list[torch.Tensor]] = {}
+    out = []
     for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
         idx = which[start:start + batch_size]
-        imgs = pipe.generate([captions[i] for i in idx.tolist()], seeds=list(range(seed + start, seed + start + len(idx))),
-                             embeddings=unique_emb[idx], batch_size=batch_size)
-        for k, v in imgs.items():
-            out.setdefault(k, []).append(v)
-    return {k: torch.cat(v) for k, v in out.items()}, unique_emb[which]
+        out.append(pipe.generate(embeddings=unique_emb[idx], seeds=list(range(seed + start, seed + start + len(idx))),
+                                 batch_size=batch_size))
+    return GenerationOutput.cat(out).stages, unique_emb[which]
 
 
 @torch.no_grad()
@@ -53,7 +54,7 @@ def r_precision(matcher, images: torch.Tensor, text: torch.Tensor, pool: torch.T
     hits = 0
     pool_codes = matcher.encode_text(pool)  # [P, E]
     for s in range(0, len(images), batch_size):
-        img = matcher.encode_image(images[s:s + batch_size].float() / 127.5 - 1)  # [b, E]
+        img = matcher.encode_image(from_uint8(images[s:s + batch_size]))  # [b, E]
         own = (img * matcher.encode_text(text[s:s + batch_size])).sum(1)  # [b]
         for j in range(len(img)):
             draw = torch.randint(0, len(pool), (candidates * 3,), generator=g)
@@ -77,7 +78,8 @@ def evaluate_generation(checkpoint: str | Path, data_dir: str | Path, metrics, n
     matcher = None
     if "rprec" in metrics:
         from ..matching import load_or_train_matcher
-        matcher = load_or_train_matcher(data_dir, pipe.config.data, pipe.text_norm, progress=progress).cpu()
+        data_cfg = matcher_settings(checkpoint, pipe)
+        matcher = load_or_train_matcher(data_dir, data_cfg, pipe.text_norm, progress=progress).cpu()
         counts = torch.tensor([len(r["captions"]) for r in records])
         pool_ids = torch.repeat_interleave(torch.arange(len(records)), counts)  # caption -> its image
         true_ids = pool_ids[torch.arange(n) % len(captions)]
@@ -96,6 +98,20 @@ def evaluate_generation(checkpoint: str | Path, data_dir: str | Path, metrics, n
             res["rprec_encoder"] = "stackgan.matching image-text matcher (64 px CNN + text projection, trained on train)"
         report[stage] = res
     return report
+
+
+def matcher_settings(checkpoint: str | Path, pipe: StackGANPipeline) -> DataConfig:
+    """The data settings R-precision's matcher is made with: those the model was trained with,
+    where the checkpoint records them (a run folder's or state file's training state, a format-1
+    model folder), else the defaults with the model's text encoder and normalization."""
+    path = Path(checkpoint)
+    states = [path] if path.is_file() else [stage_dir(path, s) / STATE_NAME for s in (2, 1)]
+    for state in (s for s in states if s.is_file()):
+        return from_dict(load_state(state)["config"]).data
+    meta = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+    if meta.get("format_version") == 1:
+        return from_dict(meta["config"]).data
+    return DataConfig(text_encoder=pipe.text_encoder, text_norm=pipe.text_norm_kind)
 
 
 def fidelity_markdown(report: dict) -> str:

@@ -12,7 +12,7 @@ from ..data.shapes import ATTRIBUTES
 from ..pipeline import StackGANPipeline
 from ..text.cache import precomputed_embeddings
 from ..text.encoders import PRECOMPUTED
-from ..utils import atomic_path
+from ..utils import atomic_path, from_uint8
 from .checker import WEIGHTS_NAME, attribute_accuracy, load_or_train_checker
 
 COLUMNS = list(ATTRIBUTES) + ["all", "held_out_pair"]
@@ -43,16 +43,17 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
         real = json.load(f)["test_accuracy"]
     pipe = StackGANPipeline.load(checkpoint).to(device)
     embeddings = None
-    if pipe.config.data.text_encoder == PRECOMPUTED:  # no sentences: the test split's own vectors (first per image)
+    if pipe.text_encoder == PRECOMPUTED:  # no sentences: the test split's own vectors (first per image)
         emb, _ = precomputed_embeddings(data_dir, "test", len(read_manifest(data_dir, "test")))
         embeddings = pipe.text_norm(emb[:len(records), 0])
-    images = pipe.generate(captions, seed=seed, batch_size=32, progress=progress, embeddings=embeddings)
+    images = pipe.generate(None if embeddings is not None else captions, embeddings=embeddings, seed=seed,
+                           batch_size=32, progress=progress).stages
     report = {"checkpoint": str(checkpoint), "data": str(data_dir), "num_samples": len(records),
               "condition": "precomputed test embeddings" if embeddings is not None else "full test captions",
               "held_out_samples": int(held_out.sum()), "seed": seed, "checker_on_real_images": real}
     for stage in ("stage1", "stage2"):
         if stage in images:
-            report[stage] = attribute_accuracy(checker, images[stage].float() / 127.5 - 1, attributes, held_out)
+            report[stage] = attribute_accuracy(checker, from_uint8(images[stage]), attributes, held_out)
 
     out_dir = Path(out_dir) if out_dir else (checkpoint if checkpoint.is_dir() else checkpoint.parent)
     out_dir.mkdir(parents=True, exist_ok=True)

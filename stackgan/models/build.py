@@ -10,11 +10,31 @@ from .stage1 import Stage1Discriminator, Stage1Generator
 from .stage2 import Stage2Discriminator, Stage2Generator
 
 
+def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
+    """The constructor arguments of the generator of ``stage``: ``{"stage1": {...}}`` for
+    :class:`Stage1Generator`, plus ``"stage2"`` for the :class:`Stage2Generator` around it. An
+    exported model's ``config.json`` records these (not the training configuration).
+
+    Example::
+
+        generator_args(ModelConfig(), 1)["stage1"]["ngf"]  # 128
+    """
+    args = {"stage1": dict(text_dim=m.text_dim, ngf=m.ngf1, z_dim=m.z_dim, cond_dim=m.cond_dim,
+                           ca_variant=m.ca_variant, variant=m.g1_variant, fusion=m.g_fusion)}
+    if stage == 2:
+        args["stage2"] = dict(ngf=m.ngf2, res_blocks=m.res_blocks, cond_dim=m.cond_dim, ca_variant=m.ca_variant,
+                              image_skip=m.stage2_image_skip, fusion=m.g_fusion)
+    return args
+
+
+def generator_from_args(args: dict[str, dict]) -> nn.Module:
+    """The generator that :func:`generator_args` describes (Stage II when ``args`` has ``"stage2"``)."""
+    g1 = Stage1Generator(**args["stage1"])
+    return Stage2Generator(g1, **args["stage2"]) if "stage2" in args else g1
+
+
 def build_generator(m: ModelConfig, stage: int) -> nn.Module:
-    g1 = Stage1Generator(m.text_dim, m.ngf1, m.z_dim, m.cond_dim, m.ca_variant, m.g1_variant, m.g_fusion)
-    if stage == 1:
-        return g1
-    return Stage2Generator(g1, m.ngf2, m.res_blocks, m.cond_dim, m.ca_variant, m.stage2_image_skip, m.g_fusion)
+    return generator_from_args(generator_args(m, stage))
 
 
 def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:

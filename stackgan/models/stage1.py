@@ -7,6 +7,7 @@ from torch import nn
 from .blocks import ConditionalHead, DownBlock, FusionUpBlock, UpBlock, conv3x3, init_weights, run_up_path
 from .conditioning import ConditioningAugmentation
 from ..errors import ConfigError
+from .output import GeneratorOutput
 
 
 class Bottleneck(nn.Module):
@@ -45,7 +46,7 @@ class Stage1Generator(nn.Module):
     Example::
 
         g = Stage1Generator(text_dim=384, ngf=32)
-        img, mu, logvar = g(torch.randn(2, 100), torch.randn(2, 384))  # img [2, 3, 64, 64]
+        out = g(torch.randn(2, 100), torch.randn(2, 384))  # GeneratorOutput; out.image [2, 3, 64, 64]
     """
 
     recompute_blocks = 0  # training: the last N up-blocks recompute their activations (run_up_path)
@@ -91,12 +92,12 @@ class Stage1Generator(nn.Module):
             self.to_rgb = nn.Sequential(conv3x3(ngf, 3), nn.Tanh())
         init_weights(self)
 
-    def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None):
+    def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None) -> GeneratorOutput:
         c, mu, logvar = self.ca(emb, eps)  # [B, cond]
         zc = torch.cat([z, c], dim=1)  # [B, z + cond]
         h = self.fc(zc).view(-1, 8 * self.ngf, 4, 4)  # [B, 8ngf, 4, 4]
         img = run_up_path(self.up, self.to_rgb, h, self.recompute_blocks, zc if self.fusion else None)  # [B, 3, 64, 64]
-        return img, mu, logvar
+        return GeneratorOutput(img, img, mu, logvar)  # Stage I: its image is also the low-resolution one
 
 
 class Stage1Discriminator(nn.Module):

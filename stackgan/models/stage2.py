@@ -9,6 +9,7 @@ from .blocks import ConditionalHead, DownBlock, ResBlock, UpBlock, conv3x3, init
 from .conditioning import ConditioningAugmentation
 from .stage1 import Stage1Generator, make_text_path
 from ..errors import ConfigError
+from .output import GeneratorOutput
 
 
 class Stage2Generator(nn.Module):
@@ -25,7 +26,7 @@ class Stage2Generator(nn.Module):
 
         g1 = Stage1Generator(text_dim=384, ngf=32)
         g2 = Stage2Generator(g1, ngf=32)
-        low, high, mu, logvar = g2(torch.randn(2, 100), torch.randn(2, 384))  # high [2, 3, 256, 256]
+        low, high, mu, logvar = g2(torch.randn(2, 100), torch.randn(2, 384))  # GeneratorOutput; high [2, 3, 256, 256]
     """
 
     recompute_blocks = 0  # training: the last N up-blocks recompute their activations (run_up_path)
@@ -69,9 +70,9 @@ class Stage2Generator(nn.Module):
         return self
 
     def forward(self, z: torch.Tensor, emb: torch.Tensor, eps1: torch.Tensor | None = None,
-                eps2: torch.Tensor | None = None):
+                eps2: torch.Tensor | None = None) -> GeneratorOutput:
         with torch.no_grad():
-            low, _, _ = self.stage1(z, emb, eps1)  # [B, 3, 64, 64]
+            low = self.stage1(z, emb, eps1).image  # [B, 3, 64, 64]
         c, mu, logvar = self.ca(emb, eps2)  # [B, cond]
         h = self.encode(low)  # [B, 4ngf, 16, 16]
         c_map = c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])  # [B, cond, 16, 16]
@@ -82,7 +83,7 @@ class Stage2Generator(nn.Module):
             base = F.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False)  # [B, 3, 256, 256]
             x = x + torch.atanh(base.clamp(-0.995, 0.995))
         high = torch.tanh(x)
-        return low, high, mu, logvar
+        return GeneratorOutput(low, high, mu, logvar)
 
 
 class Stage2Discriminator(nn.Module):

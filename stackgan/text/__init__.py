@@ -1,3 +1,4 @@
-from .encoders import TextEncoder, get_encoder
+from .base import TextEncoder
+from .encoders import get_encoder
 
 __all__ = ["TextEncoder", "get_encoder"]

@@ -1,4 +1,5 @@
-"""Caption embeddings of a data set, computed once and cached beside the data."""
+"""Caption embeddings of a data set: computed once and cached beside the data, or precomputed
+(``DATA/embeddings-<split>.npy``: read, and written from a trained char-CNN-RNN)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +10,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..utils import atomic_path, cache_dir
-from .encoders import PRECOMPUTED, TextEncoder, cache_key, get_encoder
+from .base import TextEncoder
+from .char_cnn_rnn import CharCnnRnnEncoder
+from .encoders import PRECOMPUTED, cache_key, get_encoder
 
 CACHE_VERSION = 1
 
@@ -87,3 +90,29 @@ def caption_embeddings(data_dir: str | Path, split: str, captions: list[list[str
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps({"sha256": digest, "encoder": encoder.name, "split": split}))
     return embeddings, counts
+
+
+def embed_data(encoder_dir: str | Path, data_dir: str | Path, overwrite: bool = False) -> list[Path]:
+    """Write ``DATA/embeddings-<split>.npy`` for each split with the char-CNN-RNN trained into
+    ``encoder_dir`` (``[N, K, D]`` float32, rows in manifest order, images with fewer than K
+    captions repeat their first): what ``data.text_encoder=precomputed`` reads
+    (:func:`precomputed_embeddings`)."""
+    import numpy as np
+
+    from ..data.manifest import DataError, read_manifest
+    data_dir = Path(data_dir)
+    splits = [s for s in ("train", "test") if (data_dir / f"{s}.jsonl").exists()]
+    if not splits:
+        raise DataError(f"{data_dir}: no train.jsonl or test.jsonl")
+    targets = [data_dir / f"embeddings-{s}.npy" for s in splits]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
+    encoder = CharCnnRnnEncoder(encoder_dir)
+    for split, target in zip(splits, targets):
+        captions = [r["captions"] for r in read_manifest(data_dir, split)]
+        emb, _ = caption_embeddings(data_dir, split, captions, encoder)  # [N, K, D], also cached
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, emb.numpy().astype(np.float32))
+    return targets

@@ -31,8 +31,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from ..utils import atomic_path
-from .encoders import TextEncoder, warn_truncated
+from ..utils import atomic_path, from_uint8
+from .base import TextEncoder, warn_truncated
 from ..errors import CheckpointError, UsageError
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+=<>()[]{} "
@@ -132,7 +132,7 @@ def train_char_cnn_rnn(data_dir: str | Path, out_dir: str | Path, steps: int = 3
             group["lr"] = lr * 0.98 ** (step // per_epoch)
         idx = _distinct_label_batch(labels, batch_size, gen)
         caps = [captions[i][torch.randint(len(captions[i]), (1,), generator=gen).item()] for i in idx.tolist()]
-        x = images[idx].float() / 127.5 - 1
+        x = from_uint8(images[idx])  # [B, 3, s, s]
         loss = joint_embedding_loss(image_net(x), text_net(one_hot(caps)), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -200,28 +200,3 @@ class CharCnnRnnEncoder(TextEncoder):
         out = [self.net(one_hot(list(texts[i:i + batch_size])))
                for i in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="char-CNN-RNN", unit="batch")]
         return torch.cat(out) if out else torch.zeros(0, self.dim)
-
-
-def embed_data(encoder_dir: str | Path, data_dir: str | Path, overwrite: bool = False) -> list[Path]:
-    """Write ``DATA/embeddings-<split>.npy`` (``[N, K, D]`` float32, rows in manifest order, images
-    with fewer than K captions repeat their first) for each split, for ``data.text_encoder=precomputed``."""
-    import numpy as np
-
-    from ..data.manifest import DataError, read_manifest
-    data_dir = Path(data_dir)
-    splits = [s for s in ("train", "test") if (data_dir / f"{s}.jsonl").exists()]
-    if not splits:
-        raise DataError(f"{data_dir}: no train.jsonl or test.jsonl")
-    targets = [data_dir / f"embeddings-{s}.npy" for s in splits]
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
-    from .cache import caption_embeddings
-    encoder = CharCnnRnnEncoder(encoder_dir)
-    for split, target in zip(splits, targets):
-        captions = [r["captions"] for r in read_manifest(data_dir, split)]
-        emb, _ = caption_embeddings(data_dir, split, captions, encoder)  # [N, K, D], also cached
-        with atomic_path(target) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, emb.numpy().astype(np.float32))
-    return targets

@@ -16,25 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from ..errors import CheckpointError, ConfigError, DependencyError
+from .base import TextEncoder, clean_text, warn_truncated
 
 MINILM_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PRECOMPUTED = "precomputed"
-
-
-class TextEncoder(ABC):
-    name: str
-    dim: int
-
-    @abstractmethod
-    def encode(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
-        """Embed ``texts``; returns float32 ``[len(texts), dim]`` on the CPU."""
 
 
 class SentenceTransformerEncoder(TextEncoder):
@@ -67,18 +57,6 @@ class SentenceTransformerEncoder(TextEncoder):
             out = self.model.encode(texts, batch_size=batch_size, convert_to_tensor=True,
                                     show_progress_bar=progress)
         return out.float().cpu().clone()
-
-
-def warn_truncated(count: int, limit: int, unit: str) -> None:
-    """Long captions are cut to what the encoder reads; say so (a warning, on stderr)."""
-    if count:
-        warnings.warn(f"{count} caption(s) longer than the text encoder's {limit} {unit} were cut to their first "
-                      f"{limit} {unit}", stacklevel=3)
-
-
-def clean_text(text: str) -> str:
-    """Collapse white space; sentence-transformers truncates long inputs to its maximum length."""
-    return " ".join(str(text).split())
 
 
 def _minilm_location() -> str:

@@ -18,6 +18,7 @@ from ..text.cache import caption_embeddings, precomputed_embeddings, split_embed
 from ..text.encoders import PRECOMPUTED
 from ..text.norm import TextNorm
 from ..errors import ConfigError
+from ..utils import from_uint8
 
 
 def _gen(*keys: int) -> torch.Generator:
@@ -116,7 +117,7 @@ class TrainData:
                 im = im[:, y:y + r, x:x + r]
                 crops.append(im.flip(-1) if flip else im)
             imgs = torch.stack(crops)
-        return imgs.float().div_(127.5).sub_(1.0)  # [B, 3, r, r]
+        return from_uint8(imgs)  # [B, 3, r, r]
 
 
 def hardest_other(text: torch.Tensor, same: float = 0.99) -> torch.Tensor:

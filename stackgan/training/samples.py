@@ -59,9 +59,9 @@ class SampleSheet:
 
     def write(self, G, step: int, writer) -> Path:
         """Write the sheet of ``step``; ``self.spread`` is then its Stage-I images' pixel spread."""
-        pipe = StackGANPipeline(self.cfg, G, self.norm, self.stage)
-        out = pipe.generate(self.captions, seed=0, embeddings=self.emb)
-        self.spread = pixel_spread(out["stage1"])
+        pipe = StackGANPipeline.from_config(self.cfg, G, self.norm, self.stage)
+        out = pipe.generate(embeddings=self.emb, seed=0)
+        self.spread = pixel_spread(out.stage1)
         writer.add_scalar("monitor/sample_spread", self.spread, step)
         path = Path(writer.log_dir).parent / "samples" / f"step-{step:06d}.png"
         stage_sheet(out, self.captions, path, cell=128)

@@ -20,14 +20,6 @@ LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/
           "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
 
 
-def _forward_g(G, stage: int, z, text):
-    if stage == 1:
-        fake, mu, logvar = G(z, text)
-    else:
-        _, fake, mu, logvar = G(z, text)
-    return fake, mu, logvar
-
-
 def _low_res(real: torch.Tensor) -> torch.Tensor:
     """The 64x64 version of a real batch (area averaging, as the data set makes its 64 px images)."""
     return real if real.shape[-1] == 64 else F.interpolate(real, size=64, mode="area")
@@ -81,7 +73,8 @@ class Updater:
         # D's graphs is held at a time; their gradients add up to those of the whole loss.
         uncond = stage == 2 and cfg.model.uncond_head2
         with self.autocast():
-            fake, mu, logvar = _forward_g(G, stage, z, text)  # [B, 3, r, r], [B, cond] x 2
+            out = G(z, text)  # GeneratorOutput of either stage
+            fake, mu, logvar = out.image, out.mu, out.logvar  # [B, 3, r, r], [B, cond] x 2
             if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
                 right_t = mu.detach()
                 with torch.no_grad():
@@ -131,7 +124,7 @@ class Updater:
                 recon = latent_kl = zero
                 if self.encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z
                     z_mu, z_logvar = self.encoder(_low_res(real), text)  # [B, z] x 2
-                    redrawn, _, _ = _forward_g(G, stage, self.encoder.sample(z_mu, z_logvar), text)
+                    redrawn = G(self.encoder.sample(z_mu, z_logvar), text).image  # [B, 3, r, r]
                     recon = F.l1_loss(redrawn.float(), real.float())
                     g_total = g_total + sc.recon_weight * recon
                     if stage == 1:

@@ -1,0 +1,59 @@
+"""The inference pipeline's contract: typed output, texts or embeddings, the model folder's format."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from stackgan.config import apply_overrides, get_preset
+from stackgan.demo import PRETRAINED_SHAPES
+from stackgan.errors import CheckpointError, UsageError
+from stackgan.models.build import generator_args
+from stackgan.pipeline import GenerationOutput, StackGANPipeline
+
+from conftest import TINY
+
+
+def test_generate_takes_texts_or_embeddings_never_both(tiny_model):
+    pipe = StackGANPipeline.load(tiny_model)
+    emb = torch.randn(2, pipe.generator_args["stage1"]["text_dim"])
+    out = pipe.generate(embeddings=emb, seeds=[7, 3])
+    assert isinstance(out, GenerationOutput) and out.seeds == [7, 3]
+    assert out.stage1.shape == (2, 3, 64, 64) and out.stage2.shape == (2, 3, 256, 256) and out.images is out.stage2
+    assert list(out.stages) == ["stage1", "stage2"]
+    with pytest.raises(UsageError, match="either texts or embeddings, not both"):
+        pipe.generate(["a red circle", "a blue star"], embeddings=emb)
+    with pytest.raises(UsageError, match="give texts or embeddings"):
+        pipe.generate()
+    with pytest.raises(UsageError, match="3 seeds for 2 images"):
+        pipe.generate(embeddings=emb, seeds=[1, 2, 3])
+    low = pipe.generate(embeddings=emb, seeds=[7, 3], stage=1)
+    assert low.stage2 is None and low.images is low.stage1 and torch.equal(low.stage1, out.stage1)
+
+
+def test_model_folder_records_the_generator_arguments_not_the_training_config(tiny_model):
+    meta = json.loads((tiny_model / "config.json").read_text())
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY)
+    assert meta == {"format_version": 2, "generator": generator_args(cfg.model, 2), "text_encoder": "minilm",
+                    "text_norm": "standardize", "channels_last": True}
+    assert set(meta["generator"]["stage2"]) == {"ngf", "res_blocks", "cond_dim", "ca_variant", "image_skip", "fusion"}
+
+
+def test_a_format_1_model_folder_still_loads_and_exports_to_format_2_bit_identically(tmp_path):
+    old = StackGANPipeline.load(PRETRAINED_SHAPES)  # the shipped model: format version 1
+    assert json.loads((PRETRAINED_SHAPES / "config.json").read_text())["format_version"] == 1
+    new_dir = old.save_pretrained(tmp_path / "v2", half=True)
+    assert (new_dir / "model.safetensors").read_bytes() == (PRETRAINED_SHAPES / "model.safetensors").read_bytes()
+    new = StackGANPipeline.load(new_dir)
+    assert (new.generator_args, new.text_encoder, new.channels_last) == (old.generator_args, "minilm", True)
+    emb = torch.randn(3, old.generator_args["stage1"]["text_dim"], generator=torch.Generator().manual_seed(0))
+    a, b = old.generate(embeddings=emb, seed=4), new.generate(embeddings=emb, seed=4)
+    assert torch.equal(a.stage1, b.stage1) and torch.equal(a.stage2, b.stage2)
+
+
+def test_a_newer_format_is_refused_by_name(tiny_model, tmp_path):
+    model = shutil.copytree(tiny_model, tmp_path / "m")
+    meta = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**meta, "format_version": 9}))
+    with pytest.raises(CheckpointError, match="format version 9 is newer than this stackgan reads"):
+        StackGANPipeline.load(model)
