@@ -63,6 +63,7 @@ class StageConfig:
     keep_checkpoints: int = 3  # RUN/stage<N>/checkpoints/ keeps this many of the newest (state.pt is the newest)
     # not in the paper (fast recipe switches; 0 = off):
     match_weight: float = 0.0  # G also minimizes an image-text matching loss (stackgan.matching)
+    match_warmup: int = 0  # the matching loss's weight rises linearly from 0 to match_weight over this many steps
     ema_decay: float = 0.0  # sample and save an exponential moving average of G's weights
     gan_loss: str = "bce"  # bce: the paper's (non-saturating G); hinge: SN-GAN / BigGAN hinge loss
     recon_weight: float = 0.0  # cVAE-GAN branch: L1 of G's redraw of the real image from its encoded z
@@ -293,7 +294,7 @@ def validate(cfg: Config) -> Config:
         if s.batch_size < 2:
             raise ConfigError(f"stage{n}.batch_size must be >= 2 (wrong pairs need two), got {s.batch_size}")
         for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs", "match_weight",
-                     "recon_weight", "latent_kl_weight", "d_translate", "d_noise", "gp_weight"):
+                     "match_warmup", "recon_weight", "latent_kl_weight", "d_translate", "d_noise", "gp_weight"):
             if getattr(s, name) < 0:
                 raise ConfigError(f"stage{n}.{name} must be >= 0, got {getattr(s, name)}")
         if not 0 <= s.ema_decay < 1:

@@ -301,3 +301,15 @@ def test_dfgan_generator_has_no_batchnorm_and_draws_each_image_on_its_own(stage)
     assert batch[stage - 1].shape == (4, 3, 64 * 4 ** (stage - 1), 64 * 4 ** (stage - 1))
     # Stage I's image, in training mode too, does not depend on the other samples of its batch
     assert torch.allclose(batch[0][:1], alone[0], atol=1e-5)
+
+
+def test_matching_loss_weight_warms_up_linearly():
+    from dataclasses import replace
+    from stackgan.training.step import match_weight
+
+    sc = get_preset("fast").stage1  # match_weight 2, no warm-up
+    assert [match_weight(sc, s) for s in (0, 10)] == [2.0, 2.0]
+    warm = replace(sc, match_warmup=100)
+    assert [match_weight(warm, s) for s in (0, 50, 100, 5000)] == [0.0, 1.0, 2.0, 2.0]
+    with pytest.raises(ValueError, match="match_warmup"):
+        apply_overrides(get_preset("fast"), ["stage1.match_warmup=-1"])

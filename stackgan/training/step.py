@@ -25,6 +25,13 @@ def _low_res(real: torch.Tensor) -> torch.Tensor:
     return real if real.shape[-1] == 64 else F.interpolate(real, size=64, mode="area")
 
 
+def match_weight(sc, step: int) -> float:
+    """The matching loss's weight at ``step``: ``match_weight``, reached linearly over the first
+    ``match_warmup`` steps (a BatchNorm-free D gives G little signal at first, and the frozen
+    matcher's gradient alone pulls every sample toward one image: docs/training-recipe.md)."""
+    return sc.match_weight * min(1.0, step / sc.match_warmup) if sc.match_warmup else sc.match_weight
+
+
 class Updater:
     """``updater(real, text, wrong, z, step)`` runs one D update and one G update and returns the
     logged losses as one tensor ``[len(LOGGED)]``, left on the device (reading it would wait for
@@ -120,7 +127,7 @@ class Updater:
                 kl = kl_loss(mu, logvar)
                 g_total = g_adv + sc.kl_weight * kl
                 match = self.matcher.loss(fake, text, cfg.data.matcher_hard) if self.matcher is not None else zero
-                g_total = g_total + sc.match_weight * match
+                g_total = g_total + match_weight(sc, step) * match
                 recon = latent_kl = zero
                 if self.encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z
                     z_mu, z_logvar = self.encoder(_low_res(real), text)  # [B, z] x 2
