@@ -137,6 +137,15 @@ PRESETS["fast"] = replace(
     stage1=replace(PRESETS["shapes-cpu"].stage1, match_weight=2.0, ema_decay=0.995),
     stage2=replace(PRESETS["shapes-cpu"].stage2, match_weight=2.0, ema_decay=0.995),
 )
+# fast with a BatchNorm-free, spectral-norm D in both stages and the hinge loss; the matching
+# loss's weight rises over Stage I's first 1,000 steps (with a BN-free D and the matcher at full
+# weight from step 0, G collapses to one image: docs/training-recipe.md, fifth round)
+PRESETS["fast-sn"] = replace(
+    PRESETS["fast"],
+    model=replace(PRESETS["fast"].model, d_batchnorm=False, d_spectral_norm=True),
+    stage1=replace(PRESETS["fast"].stage1, gan_loss="hinge", match_warmup=1000),
+    stage2=replace(PRESETS["fast"].stage2, gan_loss="hinge"),
+)
 DEFAULT_PRESET = "fast"
 
 CHOICES = {

@@ -313,3 +313,18 @@ def test_matching_loss_weight_warms_up_linearly():
     assert [match_weight(warm, s) for s in (0, 50, 100, 5000)] == [0.0, 1.0, 2.0, 2.0]
     with pytest.raises(ValueError, match="match_warmup"):
         apply_overrides(get_preset("fast"), ["stage1.match_warmup=-1"])
+
+
+def test_fast_sn_preset_is_fast_with_a_spectral_norm_d_and_a_warmed_up_matcher():
+    from torch.nn.utils.parametrize import is_parametrized
+
+    fast, sn = get_preset("fast"), get_preset("fast-sn")
+    assert sn.stage1.match_warmup == 1000 and fast.stage1.match_warmup == 0
+    assert (sn.stage1.gan_loss, sn.stage2.gan_loss) == ("hinge", "hinge")
+    assert sn.data == fast.data and sn.stage1.match_weight == fast.stage1.match_weight
+    cfg = apply_overrides(sn, TINY + ["model.text_dim=12"])
+    for stage in (1, 2):
+        D = build_discriminator(cfg.model, stage)
+        assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules())
+        convs = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        assert convs and all(is_parametrized(m, "weight") for m in convs)
