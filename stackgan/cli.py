@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--test", type=int, default=1000, help="test images (default 1000)")
     s.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    s.add_argument("--fixed-rotation", action="store_true", help="an experiment, not the data set's contract: every "
+                   "object unrotated (theta = 0), all else as the standard set")
     layouts = ("layouts: the StackGAN release (birds: CUB_200_2011/ + text_c10/ + train|test/*.pickle; flowers: "
                "jpg/ + text_c10/), MS-COCO 2014 (annotations/captions_*2014.json), a manifest folder "
                "(train.jsonl) or a folder of images with same-name .txt captions")

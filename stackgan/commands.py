@@ -32,7 +32,8 @@ def cmd_data(args) -> int:
     from .data.shapes import generate_shapes
 
     t = time.monotonic()
-    out = generate_shapes(args.out, n_train=args.train, n_test=args.test, seed=args.seed, workers=args.workers)
+    out = generate_shapes(args.out, n_train=args.train, n_test=args.test, seed=args.seed, workers=args.workers,
+                          fixed_rotation=args.fixed_rotation)
     print(f"Shapes data in {out} ({time.monotonic() - t:.0f} s)")
     return 0
 

@@ -256,3 +256,19 @@ def test_parse_caption(caption, expected):
 def test_parse_caption_refuses_contradictions():
     with pytest.raises(ValueError):
         parse_caption("a red circle and a blue square")
+
+
+def test_fixed_rotation_changes_only_the_rotation(tmp_path):
+    from stackgan.data import shapes
+
+    for i in range(3):
+        turned, record = shapes.make_example(0, "train", i)
+        upright, same = shapes.make_example(0, "train", i, rotate=False)
+        assert same == record and not np.array_equal(turned, upright)
+        rng = np.random.default_rng((0, 0, i))
+        attrs = shapes.sample_attributes(rng, "train")
+        assert shapes.sample_geometry(attrs, rng, rotate=False).theta == 0.0
+    out = shapes.generate_shapes(tmp_path / "s", n_train=4, n_test=2, workers=1, progress=False, fixed_rotation=True)
+    assert json.loads((out / "shapes.json").read_text())["fixed_rotation"] is True
+    with pytest.raises(FileExistsError):  # the standard set is not the same set
+        shapes.generate_shapes(out, n_train=4, n_test=2, workers=1, progress=False)

@@ -130,18 +130,20 @@ def sample_attributes(rng: np.random.Generator, split: str) -> dict[str, str]:
     return attrs
 
 
-def sample_geometry(attrs: dict[str, str], rng: np.random.Generator) -> Geometry:
-    """Draw radius, jitter (x then y) and rotation for ``attrs``."""
+def sample_geometry(attrs: dict[str, str], rng: np.random.Generator, rotate: bool = True) -> Geometry:
+    """Draw radius, jitter (x then y) and rotation for ``attrs``. ``rotate=False`` (not in the
+    contract: an experiment's option) still draws theta, so every other number stays the same,
+    and uses theta = 0."""
     lo, hi = RADIUS_RANGE[attrs["size"]]
     radius = float(rng.uniform(lo, hi))
     col, row = _CELL_INDEX[attrs["position"]]
     cx = CELL[col] + float(rng.uniform(-JITTER, JITTER))
     cy = CELL[row] + float(rng.uniform(-JITTER, JITTER))
     theta = float(rng.uniform(0.0, 360.0))
-    return Geometry(cx, cy, radius, theta)
+    return Geometry(cx, cy, radius, theta if rotate else 0.0)
 
 
-def render(attrs: dict[str, str], rng: np.random.Generator) -> np.ndarray:
+def render(attrs: dict[str, str], rng: np.random.Generator, rotate: bool = True) -> np.ndarray:
     """Draw geometry and noise from ``rng`` and render the image: uint8 ``[256, 256, 3]``.
 
     Example::
@@ -149,7 +151,7 @@ def render(attrs: dict[str, str], rng: np.random.Generator) -> np.ndarray:
         rng = np.random.default_rng((0, 0, 7))
         image = render(sample_attributes(rng, "train"), rng)
     """
-    geometry = sample_geometry(attrs, rng)
+    geometry = sample_geometry(attrs, rng, rotate)
     image = _background(attrs["background"]).copy()  # [256, 256, 3] float32
     _paint_object(image, attrs, geometry)
     image += np.float32(NOISE_STD) * rng.standard_normal(image.shape, dtype=np.float32)
@@ -250,11 +252,12 @@ def _pattern(texture: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown texture {texture!r}")
 
 
-def make_example(seed: int, split: str, index: int, n_captions: int = 5) -> tuple[np.ndarray, dict]:
+def make_example(seed: int, split: str, index: int, n_captions: int = 5,
+                 rotate: bool = True) -> tuple[np.ndarray, dict]:
     """Image ``index`` of ``split``: ``(image, record)``; the record lacks only the image path."""
     rng = np.random.default_rng((seed, SPLITS[split], index))
     attrs = sample_attributes(rng, split)
-    image = render(attrs, rng)
+    image = render(attrs, rng, rotate)
     captions = [make_caption(attrs, rng) for _ in range(n_captions)]
     record = {"captions": captions, "full_caption": make_caption(attrs, rng, full=True),
               "attributes": attrs}
@@ -264,8 +267,11 @@ def make_example(seed: int, split: str, index: int, n_captions: int = 5) -> tupl
 
 
 def generate_shapes(out_dir: str | os.PathLike, n_train: int = 10000, n_test: int = 1000,
-                    seed: int = 0, workers: int | None = None, progress: bool = True) -> Path:
+                    seed: int = 0, workers: int | None = None, progress: bool = True,
+                    fixed_rotation: bool = False) -> Path:
     """Write the Shapes set to ``out_dir`` (or reuse it) and return ``out_dir`` as a Path.
+    ``fixed_rotation`` (an experiment, not the contract): every object at theta = 0, all else
+    (attributes, captions, sizes, positions, noise) the same as the standard set.
 
     Layout: ``images/{train,test}/00000.png`` (256x256 RGB), ``train.jsonl`` and ``test.jsonl``
     (one record per image), and ``shapes.json`` (the parameters, written last). The files do not
@@ -279,6 +285,8 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 10000, n_test: in
     out = Path(out_dir)
     params = {"dataset": "shapes", "format_version": FORMAT_VERSION,
               "n_train": int(n_train), "n_test": int(n_test), "seed": int(seed)}
+    if fixed_rotation:
+        params["fixed_rotation"] = True
     meta = out / "shapes.json"
     if meta.exists():
         found = json.loads(meta.read_text())
@@ -292,7 +300,7 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 10000, n_test: in
         meta.unlink()  # incomplete: make it again, and mark it unfinished until done
 
     counts = {"train": int(n_train), "test": int(n_test)}
-    tasks = [(seed, split, start, min(start + _CHUNK, n), str(out))
+    tasks = [(seed, split, start, min(start + _CHUNK, n), str(out), not fixed_rotation)
              for split, n in counts.items() for start in range(0, n, _CHUNK)]
     for split in SPLITS:
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -318,11 +326,11 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 10000, n_test: in
     return out
 
 
-def _make_chunk(task: tuple[int, str, int, int, str]) -> tuple[str, list[dict]]:
-    seed, split, start, stop, out = task
+def _make_chunk(task: tuple[int, str, int, int, str, bool]) -> tuple[str, list[dict]]:
+    seed, split, start, stop, out, rotate = task
     records = []
     for i in range(start, stop):
-        image, rec = make_example(seed, split, i)
+        image, rec = make_example(seed, split, i, rotate=rotate)
         rel = f"images/{split}/{i:05d}.png"
         # compress_level 1: the noise leaves little to compress; level 6 saves ~14% at 1.6x the time
         Image.fromarray(image).save(Path(out) / rel, format="PNG", compress_level=1)
