@@ -76,12 +76,13 @@ def run_demo(data_dir: str | Path, run_dir: str | Path, minutes: float = 24.0) -
         print(f"      an earlier {run_dir} was moved to {old}")
 
     cfg = get_preset(DEFAULT_PRESET)
-    print(f"[2/6] caption embeddings{' and the image-text matcher' if _uses_matcher(cfg) else ''} "
+    matcher = cfg.stage1.match_weight > 0 or cfg.stage2.match_weight > 0
+    print(f"[2/6] caption embeddings{' and the image-text matcher' if matcher else ''} "
           f"(cached in {data_dir}/.stackgan-cache; stackgan train makes them when needed)")
     _, norm = load_train_data(data_dir, cfg.data, 64)
-    if _uses_matcher(cfg):
+    if matcher:
         load_or_train_matcher(data_dir, cfg.data, norm)
-    left = max(minutes - clock.done("caption embeddings" + (" + matcher" if _uses_matcher(cfg) else "")), 2.0)
+    left = max(minutes - clock.done("caption embeddings" + (" + matcher" if matcher else "")), 2.0)
     m1, m2 = round(left * STAGE1_SHARE, 2), round(left * (1 - STAGE1_SHARE), 2)
     cfg = replace(cfg, stage1=replace(cfg.stage1, minutes=m1), stage2=replace(cfg.stage2, minutes=m2))
     for stage, m in ((1, m1), (2, m2)):
@@ -119,7 +120,3 @@ def run_demo(data_dir: str | Path, run_dir: str | Path, minutes: float = 24.0) -
     print(f'  stackgan viz z {run_dir} "a small blue star on a black background" --out out/z.png   '
           "# one sentence, many noise vectors")
     return report
-
-
-def _uses_matcher(cfg) -> bool:
-    return cfg.stage1.match_weight > 0 or cfg.stage2.match_weight > 0

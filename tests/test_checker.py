@@ -173,7 +173,7 @@ def test_shipped_checker_is_checked_then_adopted_or_refused(shapes_dir, trained,
     adopted = ck.load_or_train_checker(data, **TINY)
     meta = json.loads((data / "checker.json").read_text())
     assert calls == [1] and meta["source"] == "shipped with the package" and meta["steps"] == 3
-    assert meta["test_accuracy"] == ck.test_accuracy(trained, data)
+    assert meta["test_accuracy"] == ck.accuracy_on_test_split(trained, data)
     x = torch.rand(2, 3, 128, 128) * 2 - 1
     with torch.no_grad():
         assert torch.equal(adopted(x)["shape"], trained(x)["shape"])

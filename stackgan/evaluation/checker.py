@@ -196,14 +196,14 @@ def train_checker(data_dir: str | Path, out_path: str | Path | None = None, step
     train_seconds = time.monotonic() - start
     checker = checker.to(memory_format=torch.contiguous_format).eval()  # as load_checker builds it
 
-    accuracy = test_accuracy(checker, data_dir) if (data_dir / "test.jsonl").exists() else {}
+    accuracy = accuracy_on_test_split(checker, data_dir) if (data_dir / "test.jsonl").exists() else {}
     meta = {"fingerprint": _fingerprint(data_dir), "steps": steps, "batch_size": batch_size,
             "seed": seed, "train_seconds": round(train_seconds, 1), "test_accuracy": accuracy}
     save_checker(checker, out_path, meta)
     return checker
 
 
-def test_accuracy(checker: AttributeChecker, data_dir: Path) -> dict[str, dict[str, float]]:
+def accuracy_on_test_split(checker: AttributeChecker, data_dir: Path) -> dict[str, dict[str, float]]:
     """The checker's accuracy on the real test split, at its own size and at Stage-I size (64)."""
     accuracy = {}
     for size in (SIZE, 64):
@@ -228,7 +228,7 @@ def _adopt_shipped(data_dir: Path, path: Path, device) -> AttributeChecker | Non
     with the accuracy measured here; None when it reads some attribute worse than
     ``SHIPPED_MIN_ACCURACY`` (then a new one is trained)."""
     checker = load_checker(SHIPPED, device)
-    accuracy = test_accuracy(checker, data_dir)
+    accuracy = accuracy_on_test_split(checker, data_dir)
     worst = min((v, k) for k, v in accuracy[str(SIZE)].items() if k in ATTRIBUTES)
     shown = ", ".join(f"{k} {accuracy[str(SIZE)][k]:.3f}" for k in ATTRIBUTES)
     if worst[0] < SHIPPED_MIN_ACCURACY:
