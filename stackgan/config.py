@@ -26,7 +26,8 @@ class ModelConfig:
     ngf2: int = 128
     ndf2: int = 64
     res_blocks: int = 4
-    ca_variant: str = "pt"  # pt: ReLU + log-variance; tf: LeakyReLU + log-sigma, truncated eps
+    ca_variant: str = "pt"  # pt: ReLU + log-variance; tf: LeakyReLU + log-sigma, truncated eps;
+    #   none (not in the paper; DF-GAN): c = LeakyReLU(FC(text)), no noise, no KL term
     g1_variant: str = "pt"  # pt: up-blocks down to ngf/2 at 64x64; tf: bottlenecks at 4x4 and 8x8, no ngf/2 layer;
     #   dfgan (not in the paper): no BatchNorm, DF-GAN's residual blocks, each modulated by cat(z, c)
     d_text_path: str = "mu"  # mu: D reuses G's CA mean, detached (PT); fc: D's own FC (TF)
@@ -39,6 +40,7 @@ class ModelConfig:
     g_fusion: bool = False  # cat(z, c) modulates every up-block of G (scale and shift after each BN)
     d_arch: str = "dcgan"  # dcgan: the paper's D; resnet: BN-free gated residual D, one-way head
     d_batchnorm: bool = True  # dcgan D: false removes its BatchNorm layers (pair with d_spectral_norm)
+    d_blur: bool = False  # dcgan D: a fixed 3x3 binomial blur before each stride-2 conv (anti-aliased down-sampling)
     d_projection: bool = False  # dcgan D: its conditional head adds a projection term <W text, sum of 4x4 features>
     d_mbstd: bool = False  # resnet D: a minibatch standard-deviation feature before the head
     d_gate: float = 0.0  # resnet D: initial gate of each residual branch (DF-GAN: 0, the block starts as its shortcut)
@@ -149,7 +151,7 @@ PRESETS["fast-sn"] = replace(
 DEFAULT_PRESET = "fast"
 
 CHOICES = {
-    "ca_variant": ("pt", "tf"),
+    "ca_variant": ("pt", "tf", "none"),
     "g1_variant": ("pt", "tf", "dfgan"),
     "d_text_path": ("mu", "fc"),
     "d_head_kernel": (1, 3),

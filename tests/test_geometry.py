@@ -328,3 +328,26 @@ def test_fast_sn_preset_is_fast_with_a_spectral_norm_d_and_a_warmed_up_matcher()
         assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules())
         convs = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         assert convs and all(is_parametrized(m, "weight") for m in convs)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_blurred_down_sampling_low_passes_d_and_its_input_gradient(stage):
+    """model.d_blur puts a fixed binomial blur before each stride-2 conv: a constant image stays
+    constant through it, and D's gradient on an image has no checkerboard (Nyquist) component."""
+    from stackgan.models.blocks import Blur, DownBlock
+    cfg = apply_overrides(get_preset("fast-sn"), TINY + ["model.text_dim=12", "model.d_blur=true"])
+    torch.manual_seed(0)
+    D = build_discriminator(cfg.model, stage)
+    blocks = [m for m in D.modules() if isinstance(m, DownBlock)]
+    assert blocks and all(isinstance(b[0], Blur) for b in blocks)
+    assert not any("kernel" in k for k in D.state_dict())  # fixed, not saved: old runs load unchanged
+    flat = torch.full((1, 2, 5, 5), 0.3)
+    assert torch.allclose(Blur()(flat), flat)
+    size = 64 if stage == 1 else 256
+    x = torch.randn(2, 3, size, size, requires_grad=True)
+    D.cond_logits(D(x), torch.randn(2, 12)).sum().backward()
+    sign = torch.tensor([[(-1.0) ** (i + j) for j in range(size)] for i in range(size)])
+    nyquist = (x.grad * sign).sum((2, 3)).abs()  # [2, 3]: the (pi, pi) Fourier coefficient
+    assert nyquist.max() < 1e-4 * x.grad.abs().sum()
+    with pytest.raises(ValueError, match="d_blur"):
+        build_discriminator(apply_overrides(cfg, ["model.d_arch=resnet"]).model, stage)

@@ -101,6 +101,19 @@ def test_conditioning_augmentation_variants():
         ConditioningAugmentation(32, 8, "other")
 
 
+def test_conditioning_without_noise_is_deterministic_and_has_no_kl_term():
+    torch.manual_seed(0)
+    emb = torch.randn(16, 32)
+    none = ConditioningAugmentation(32, 8, "none")
+    c, mu, logvar = none(emb, torch.randn(16, 8))  # a given eps is ignored
+    assert logvar is None and c is mu and c.shape == (16, 8)
+    assert torch.allclose(c, torch.nn.functional.leaky_relu(none.fc(emb), 0.2))
+    assert torch.equal(none(emb)[0], c)
+    g = Stage1Generator(32, ngf=8, ca_variant="none")
+    out1, out2 = g(torch.zeros(2, 100), emb[:2]), g(torch.zeros(2, 100), emb[:2])
+    assert out1.logvar is None and torch.equal(out1.image, out2.image)  # no noise beyond z
+
+
 def test_stage2_image_skip_starts_from_the_stage1_image():
     torch.manual_seed(0)
     g2 = Stage2Generator(Stage1Generator(32, ngf=8), ngf=8, res_blocks=1, image_skip=True).eval()

@@ -217,6 +217,31 @@ class DownBlock(nn.Sequential):
         super().__init__(*layers)
 
 
+class Blur(nn.Module):
+    """A fixed 3x3 binomial low-pass filter (``[1, 2, 1]`` outer ``[1, 2, 1]`` / 16), per channel,
+    edges replicated. Before a stride-2 conv it is the anti-aliased down-sampling of Zhang (ICML
+    2019) and StyleGAN2's D: the conv no longer aliases, and D's gradient with respect to its
+    input, which is what G learns from, loses its checkerboard component (the blur's transpose
+    is the same blur). No weights to learn."""
+
+    def __init__(self):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16.0)[None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        return F.conv2d(x, self.kernel.to(x.dtype).expand(c, 1, 3, 3), groups=c)
+
+
+def blur_downsampling(module: nn.Module) -> None:
+    """Put a :class:`Blur` in front of every :class:`DownBlock` of ``module`` (in place)."""
+    for m in module.modules():
+        if isinstance(m, DownBlock) and not isinstance(m[0], Blur):
+            m.insert(0, Blur())
+
+
 class ConditionalHead(nn.Module):
     """D's matching-aware head: image code [B, C, 4, 4] + text code [B, T] -> one logit.
 

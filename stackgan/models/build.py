@@ -5,6 +5,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..config import ModelConfig
+from ..errors import ConfigError
+from .blocks import blur_downsampling
 from .resnet_d import ResNetDiscriminator
 from .stage1 import Stage1Discriminator, Stage1Generator
 from .stage2 import Stage2Discriminator, Stage2Generator
@@ -46,6 +48,10 @@ def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:
     else:
         d = Stage2Discriminator(m.text_dim, m.ndf2, m.cond_dim, m.d_text_path, m.d_head_kernel, m.uncond_head2,
                                 m.d_projection)
+    if m.d_blur:  # anti-aliased down-sampling: a fixed low-pass before each stride-2 conv
+        if m.d_arch != "dcgan":
+            raise ConfigError("model.d_blur applies to the paper's D (model.d_arch=dcgan)")
+        blur_downsampling(d)
     if not m.d_batchnorm:  # the paper's D without its BatchNorm: each image is judged on its own
         _remove_batchnorm(d)
     if m.d_spectral_norm:  # Miyato et al., ICLR 2018: every conv and linear layer of D

@@ -18,7 +18,11 @@ class ConditioningAugmentation(nn.Module):
     configurations (``paper``, ``coco``) use it. ``variant="tf"`` (authors' TensorFlow code,
     used for the paper's numbers): LeakyReLU(0.2), the second half is log-sigma, eps from a
     normal truncated at 2 std.
-    Both return ``(c, mu, logvar)`` so one KL formula serves both.
+    ``variant="none"`` (not in the paper; DF-GAN has no CA): ``c = mu = LeakyReLU(FC(text))``,
+    no noise and no KL term (``logvar`` is None). The noise of CA hides the text from G at the
+    start (at initialisation sigma is 1 and mu about 0.05-0.4), and the KL term keeps it so: the
+    evidence is in docs/training-recipe.md (sixth round).
+    All return ``(c, mu, logvar)`` so one KL formula serves the first two.
 
     Example::
 
@@ -28,12 +32,16 @@ class ConditioningAugmentation(nn.Module):
 
     def __init__(self, text_dim: int, cond_dim: int = 128, variant: str = "pt"):
         super().__init__()
-        if variant not in ("pt", "tf"):
-            raise ConfigError(f"CA variant must be 'pt' or 'tf', got {variant!r}")
+        if variant not in ("pt", "tf", "none"):
+            raise ConfigError(f"CA variant must be 'pt', 'tf' or 'none', got {variant!r}")
         self.cond_dim = cond_dim
         self.variant = variant
-        self.fc = nn.Linear(text_dim, 2 * cond_dim)
+        self.fc = nn.Linear(text_dim, (1 if variant == "none" else 2) * cond_dim)
         self.act = nn.ReLU() if variant == "pt" else nn.LeakyReLU(0.2)
+
+    @property
+    def stochastic(self) -> bool:
+        return self.variant != "none"
 
     def sample_eps(self, shape: tuple[int, ...], device, generator: torch.Generator | None = None):
         if self.variant == "tf":  # TF's truncated_normal: N(0, 1) restricted to 2 std
@@ -41,7 +49,9 @@ class ConditioningAugmentation(nn.Module):
         return torch.randn(shape, device=device, generator=generator)
 
     def forward(self, emb: torch.Tensor, eps: torch.Tensor | None = None):
-        x = self.act(self.fc(emb))  # [B, 2 * cond]
+        x = self.act(self.fc(emb))  # [B, 2 * cond] ([B, cond] for "none")
+        if self.variant == "none":
+            return x, x, None
         mu, scale = x[:, : self.cond_dim], x[:, self.cond_dim :]
         logvar = scale if self.variant == "pt" else 2.0 * scale
         if eps is None:

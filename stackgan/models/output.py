@@ -13,7 +13,7 @@ class GeneratorOutput(NamedTuple):
     ``low``: Stage I's 64x64 image ``[B, 3, 64, 64]`` (Stage II: the frozen Stage I's, which it
     refined); ``image``: this stage's output, ``[B, 3, 64, 64]`` (Stage I: the same tensor as
     ``low``) or ``[B, 3, 256, 256]``; ``mu``, ``logvar``: this stage's Conditioning Augmentation
-    ``[B, cond]``. Images are in [-1, 1].
+    ``[B, cond]`` (``logvar`` is None when CA has no noise, ``ca_variant='none'``). Images are in [-1, 1].
 
     Example::
 
@@ -24,4 +24,4 @@ class GeneratorOutput(NamedTuple):
     low: torch.Tensor
     image: torch.Tensor
     mu: torch.Tensor
-    logvar: torch.Tensor
+    logvar: torch.Tensor | None

@@ -124,7 +124,7 @@ class Updater:
                 h_fake = self.D_for_g(self._d_view(fake))
                 g_adv = generator_loss(D_heads.cond_logits(h_fake, right_t),
                                        D_heads.uncond_logits(h_fake) if uncond else None, sc.gan_loss)
-                kl = kl_loss(mu, logvar)
+                kl = kl_loss(mu, logvar) if logvar is not None else zero
                 g_total = g_adv + sc.kl_weight * kl
                 match = self.matcher.loss(fake, text, cfg.data.matcher_hard) if self.matcher is not None else zero
                 g_total = g_total + match_weight(sc, step) * match
