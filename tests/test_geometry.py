@@ -351,3 +351,30 @@ def test_blurred_down_sampling_low_passes_d_and_its_input_gradient(stage):
     assert nyquist.max() < 1e-4 * x.grad.abs().sum()
     with pytest.raises(ValueError, match="d_blur"):
         build_discriminator(apply_overrides(cfg, ["model.d_arch=resnet"]).model, stage)
+
+
+def test_coordinate_channels_let_an_up_block_draw_by_position_and_survive_export():
+    """model.g_coords: an up-block given a constant input draws a constant image without the
+    coordinate channels and a position-dependent one with them; generator_args carries the
+    switch, so an exported model rebuilds with it (and one without the key, without it)."""
+    from stackgan.models.blocks import UpBlock, coordinate_grid
+    from stackgan.models.build import generator_args, generator_from_args
+
+    grid = coordinate_grid(3, 4, torch.zeros(()))
+    assert grid.shape == (1, 2, 3, 4) and grid[0, 0, 0].tolist() == pytest.approx([-1, -1 / 3, 1 / 3, 1])
+    assert grid[0, 1, :, 0].tolist() == [-1.0, 0.0, 1.0]
+    torch.manual_seed(0)
+    flat = torch.ones(2, 4, 6, 6)
+    plain, coords = UpBlock(4, 3).eval(), UpBlock(4, 3, coords=True).eval()
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))  # away from the zero padding
+    assert plain(flat)[inner].std((2, 3)).max() < 1e-6
+    assert coords(flat)[inner].std((2, 3)).max() > 1e-3
+    cfg = apply_overrides(get_preset("fast"), TINY + ["model.text_dim=12", "model.g_coords=true"])
+    for stage in (1, 2):
+        G = generator_from_args(generator_args(cfg.model, stage))
+        g1 = G if stage == 1 else G.stage1
+        assert sum(hasattr(b, "coord") for b in g1.up) == 4
+    args = generator_args(apply_overrides(cfg, ["model.g_coords=false"]).model, 1)
+    assert "coords" not in args["stage1"]  # config.json of a model without them is unchanged
+    with pytest.raises(ValueError, match="g_coords"):
+        build_generator(apply_overrides(cfg, ["model.g1_variant=dfgan"]).model, 1)

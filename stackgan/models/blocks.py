@@ -83,6 +83,14 @@ class CondAffine(nn.Module):
         return x * (1.0 + gain) + bias  # [B, C, H, W]
 
 
+def coordinate_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """``[1, 2, h, w]``: each pixel's x (channel 0) and y (channel 1), from -1 at the first pixel
+    centre to 1 at the last, with ``like``'s dtype and device."""
+    ys = torch.linspace(-1.0, 1.0, h, dtype=like.dtype, device=like.device)
+    xs = torch.linspace(-1.0, 1.0, w, dtype=like.dtype, device=like.device)
+    return torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)])[None]
+
+
 def conv3x3(in_ch: int, out_ch: int, bias: bool = False) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=bias)
 
@@ -95,26 +103,38 @@ class UpBlock(nn.Sequential):
     The upsampling and the conv run as one transposed conv (:func:`upsample_conv3x3`): the same
     function of the same weights, at less than half the arithmetic. ``fuse_upsampling = False``
     on an instance runs the layers one by one instead (as the reference code does).
+
+    With ``coords=True`` (not in the paper) the conv also sees two channels holding each pixel's
+    x and y in [-1, 1] (CoordConv, Liu et al., NeurIPS 2018): ``conv(up(x)) + coord(grid)``, where
+    ``coord`` is a 3x3 conv of the two coordinate channels. A ReLU of "x minus a centre the
+    condition put into the channels" is a half-plane at the right place, and a few of them make
+    the edges and corners of a shape, which a plain conv stack must build from its up-sampling
+    pattern alone.
     """
 
     fuse_upsampling = True
 
-    def __init__(self, in_ch: int, out_ch: int, cond_dim: int = 0):
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int = 0, coords: bool = False):
         layers = [nn.Upsample(scale_factor=2, mode="nearest"), conv3x3(in_ch, out_ch), nn.BatchNorm2d(out_ch),
                   nn.ReLU(inplace=True)]
         super().__init__(*layers, *([CondAffine(cond_dim, out_ch)] if cond_dim else []))
         self.conditional = cond_dim > 0
+        if coords:  # appended last: the indices of the layers above stay as they are
+            self.add_module("coord", conv3x3(2, out_ch))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         up, conv, bn, act = self[0], self[1], self[2], self[3]
         if self.conditional and cond is None:
             raise ValueError("this up-block is conditional: call it with (x, cond)")
         if not self.fuse_upsampling:
-            h = bn(conv(up(x)))
+            h = conv(up(x))
         else:
             frozen = not (torch.is_grad_enabled() and conv.weight.requires_grad) and not torch.compiler.is_compiling()
             kernel = self._frozen_kernel(conv.weight) if frozen and min(x.shape[-2:]) >= FUSED_MIN_SIZE else None
-            h = bn(upsample_conv3x3(x, conv.weight, kernel))  # [B, out, 2H, 2W]
+            h = upsample_conv3x3(x, conv.weight, kernel)  # [B, out, 2H, 2W]
+        if "coord" in self._modules:
+            h = h + self.coord(coordinate_grid(h.shape[-2], h.shape[-1], h))  # [1, out, 2H, 2W] broadcast
+        h = bn(h)
         if self.conditional:
             h = self[4](h, cond)
         return act(h)

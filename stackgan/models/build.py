@@ -23,6 +23,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
     """
     args = {"stage1": dict(text_dim=m.text_dim, ngf=m.ngf1, z_dim=m.z_dim, cond_dim=m.cond_dim,
                            ca_variant=m.ca_variant, variant=m.g1_variant, fusion=m.g_fusion)}
+    if m.g_coords:  # only when on: exported models without the key load as before
+        args["stage1"]["coords"] = True
     if stage == 2:
         args["stage2"] = dict(ngf=m.ngf2, res_blocks=m.res_blocks, cond_dim=m.cond_dim, ca_variant=m.ca_variant,
                               image_skip=m.stage2_image_skip, fusion=m.g_fusion)

@@ -41,7 +41,8 @@ class Stage1Generator(nn.Module):
     BatchNorm anywhere: the FC, then four :class:`~stackgan.models.blocks.FusionUpBlock` (DF-GAN's
     residual blocks, every one modulated by ``cat(z, c)``), then LeakyReLU, 3x3 conv, tanh; PyTorch's
     default initialisation (DF-GAN's), the modulations starting as the identity. ``fusion`` is
-    implied.
+    implied. ``coords=True`` (not in the paper) gives every up-block of ``pt`` and ``tf`` two
+    coordinate channels (:class:`~stackgan.models.blocks.UpBlock`).
 
     Example::
 
@@ -52,12 +53,14 @@ class Stage1Generator(nn.Module):
     recompute_blocks = 0  # training: the last N up-blocks recompute their activations (run_up_path)
 
     def __init__(self, text_dim: int, ngf: int = 128, z_dim: int = 100, cond_dim: int = 128,
-                 ca_variant: str = "pt", variant: str = "pt", fusion: bool = False):
+                 ca_variant: str = "pt", variant: str = "pt", fusion: bool = False, coords: bool = False):
         super().__init__()
         if variant not in ("pt", "tf", "dfgan"):
             raise ConfigError(f"Stage-I generator variant must be 'pt', 'tf' or 'dfgan', got {variant!r}")
         if ngf % 2:
             raise ConfigError(f"Stage-I ngf must be even (the last block has ngf/2 channels), got {ngf}")
+        if coords and variant == "dfgan":
+            raise ConfigError("coordinate channels (model.g_coords) are for the 'pt' and 'tf' generators, not 'dfgan'")
         fusion = fusion or variant == "dfgan"
         self.z_dim, self.ngf, self.fusion = z_dim, ngf, fusion
         k = z_dim + cond_dim if fusion else 0  # the modulating condition: cat(z, c)
@@ -75,18 +78,18 @@ class Stage1Generator(nn.Module):
         )
         if variant == "pt":
             self.up = nn.Sequential(
-                UpBlock(8 * ngf, 4 * ngf, k),  # 8
-                UpBlock(4 * ngf, 2 * ngf, k),  # 16
-                UpBlock(2 * ngf, ngf, k),  # 32
-                UpBlock(ngf, ngf // 2, k),  # 64
+                UpBlock(8 * ngf, 4 * ngf, k, coords),  # 8
+                UpBlock(4 * ngf, 2 * ngf, k, coords),  # 16
+                UpBlock(2 * ngf, ngf, k, coords),  # 32
+                UpBlock(ngf, ngf // 2, k, coords),  # 64
             )
             self.to_rgb = nn.Sequential(conv3x3(ngf // 2, 3), nn.Tanh())
         else:
             self.up = nn.Sequential(
                 Bottleneck(8 * ngf),  # 4
-                UpBlock(8 * ngf, 4 * ngf, k), Bottleneck(4 * ngf),  # 8
-                UpBlock(4 * ngf, 2 * ngf, k),  # 16
-                UpBlock(2 * ngf, ngf, k),  # 32
+                UpBlock(8 * ngf, 4 * ngf, k, coords), Bottleneck(4 * ngf),  # 8
+                UpBlock(4 * ngf, 2 * ngf, k, coords),  # 16
+                UpBlock(2 * ngf, ngf, k, coords),  # 32
                 nn.Upsample(scale_factor=2, mode="nearest"),  # 64
             )
             self.to_rgb = nn.Sequential(conv3x3(ngf, 3), nn.Tanh())

@@ -41,7 +41,7 @@ __all__ = ["STAGE1_FIELDS", "TrainingDiverged", "train"]
 
 # Stage II rebuilds its frozen Stage I from these fields of the Stage-I checkpoint (and its own up-blocks
 # follow Stage I's g_fusion), whatever the Stage-II command line says
-STAGE1_FIELDS = ("text_dim", "z_dim", "cond_dim", "ngf1", "ca_variant", "g1_variant", "nef", "g_fusion")
+STAGE1_FIELDS = ("text_dim", "z_dim", "cond_dim", "ngf1", "ca_variant", "g1_variant", "nef", "g_fusion", "g_coords")
 
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *, resume: bool = False,
