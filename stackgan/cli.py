@@ -236,8 +236,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="the Shapes folder: rendered there first, or reused if it is there (default data/shapes)")
     m.add_argument("--out", type=Path, default=Path("runs/demo"),
                    help="the run folder; an earlier one is renamed with a time stamp, not lost (default runs/demo)")
-    m.add_argument("--minutes", type=float, default=24.0,
-                   help="training budget: image-text matcher (if not cached), Stage I, Stage II (default 24)")
+    m.add_argument("--minutes", type=float, default=18.0,
+                   help="minutes from the caption embeddings to the end of Stage II: the embeddings and the "
+                        "image-text matcher (when not cached), then Stage I and Stage II share the rest (default 18)")
     return p
 
 

@@ -61,10 +61,11 @@ class Timeline:
         return "\n".join(lines + [f"  {'total':<{width}}  {total:5.1f} min"])
 
 
-def run_demo(data_dir: str | Path, run_dir: str | Path, minutes: float = 24.0) -> dict:
-    """`minutes` is the training budget: the image-text matcher (when the preset uses one and
-    it is not cached yet), then Stage I and Stage II share what is left. The pictures are
-    written (and their paths printed) as soon as training ends; the evaluation follows."""
+def run_demo(data_dir: str | Path, run_dir: str | Path, minutes: float = 18.0) -> dict:
+    """`minutes` is the budget from the caption embeddings to the end of Stage II: the embeddings
+    and the image-text matcher (when the preset uses one; each only when not cached yet), then
+    Stage I and Stage II share what is left. The pictures are written (and their paths printed)
+    as soon as training ends; the evaluation follows."""
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     clock = Timeline()
     print(f"[1/6] Shapes data in {data_dir}   (= stackgan data shapes --out {data_dir})")

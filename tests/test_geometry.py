@@ -330,6 +330,22 @@ def test_fast_sn_preset_is_fast_with_a_spectral_norm_d_and_a_warmed_up_matcher()
         assert convs and all(is_parametrized(m, "weight") for m in convs)
 
 
+
+def test_the_default_preset_is_fast_sn_without_conditioning_augmentation_in_either_stage():
+    from dataclasses import replace
+    from stackgan.config import DEFAULT_PRESET
+
+    assert DEFAULT_PRESET == "fast-sn-noca"
+    sn, noca = get_preset("fast-sn"), get_preset("fast-sn-noca")
+    assert noca == replace(sn, model=replace(sn.model, ca_variant="none"))
+    cfg = apply_overrides(noca, TINY + ["model.text_dim=12"])
+    torch.manual_seed(0)
+    G = build_generator(cfg.model, 2).train()
+    z, emb = torch.zeros(2, cfg.model.z_dim), torch.randn(2, 12)
+    first, second = G(z, emb), G(z, emb)
+    assert first.logvar is None and torch.equal(first.mu, G.ca(emb)[1])
+    assert torch.equal(first.image, second.image)  # with z fixed, nothing random is left in either stage
+
 @pytest.mark.parametrize("stage", [1, 2])
 def test_blurred_down_sampling_low_passes_d_and_its_input_gradient(stage):
     """model.d_blur puts a fixed binomial blur before each stride-2 conv: a constant image stays
