@@ -105,7 +105,7 @@ def plain_step(cfg, stage, G, D, opt_g, opt_d):
         fake, mu, logvar = out[-3:]
         right_t, wrong_t = (mu.detach(), mu.detach().roll(1, 0)) if cfg.model.d_text_path == "mu" else (text, wrong)
         h_real, h_fake = D(real), D(fake.detach())
-        uncond = stage == 2 and cfg.model.uncond_head2
+        uncond = cfg.model.uncond_head2 if stage == 2 else cfg.model.uncond_head1
         d = discriminator_loss(D.cond_logits(h_real, right_t), D.cond_logits(h_real, wrong_t),
                                D.cond_logits(h_fake, right_t), D.uncond_logits(h_real) if uncond else None,
                                D.uncond_logits(h_fake) if uncond else None)

@@ -33,6 +33,7 @@ class ModelConfig:
     d_text_path: str = "mu"  # mu: D reuses G's CA mean, detached (PT); fc: D's own FC (TF)
     d_head_kernel: int = 3  # PT 3, TF 1
     uncond_head2: bool = True  # PT Stage-II D has an extra image-only head
+    uncond_head1: bool = False  # not in the paper (StackGAN++'s joint loss): Stage-I D also has an image-only head
     stage2_image_skip: bool = False  # not in the paper: Stage II refines the upsampled Stage-I image
     d_spectral_norm: bool = False  # not in the paper: spectral normalization of D's convs and linears
     nef: int = 16  # width of the latent encoder of the reconstruction branch (stage1.recon_weight)

@@ -394,3 +394,18 @@ def test_coordinate_channels_let_an_up_block_draw_by_position_and_survive_export
     assert "coords" not in args["stage1"]  # config.json of a model without them is unchanged
     with pytest.raises(ValueError, match="g_coords"):
         build_generator(apply_overrides(cfg, ["model.g1_variant=dfgan"]).model, 1)
+
+
+def test_stage1_image_only_head_ignores_the_text_and_is_off_by_default():
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12"])
+    assert build_discriminator(cfg.model, 1).uncond_logits(torch.zeros(2, 8 * cfg.model.ndf1, 4, 4)) is None
+    on = apply_overrides(cfg, ["model.uncond_head1=true"])
+    torch.manual_seed(0)
+    D = build_discriminator(on.model, 1)
+    h = D(torch.rand(3, 3, 64, 64) * 2 - 1)
+    logits = D.uncond_logits(h)
+    assert logits.shape == (3,)
+    assert not torch.allclose(D.cond_logits(h, torch.randn(3, 12)), D.cond_logits(h, torch.randn(3, 12)))
+    assert torch.equal(logits, D.uncond_logits(h))  # the same image, whatever the text
+    with pytest.raises(ValueError, match="uncond_head1"):
+        build_discriminator(apply_overrides(on, ["model.d_arch=resnet"]).model, 1)

@@ -89,11 +89,12 @@ def test_d_weights_get_no_gradient_from_the_g_update():
     assert all(p.grad is None for p in [*G.parameters(), *D.parameters()])  # freed after each update
 
 
-@pytest.mark.parametrize("stage", [1, 2])
-def test_d_update_in_two_passes_is_the_whole_loss(stage):
+@pytest.mark.parametrize("stage,extra", [(1, []), (2, []), (1, ["model.uncond_head1=true"])])
+def test_d_update_in_two_passes_is_the_whole_loss(stage, extra):
     """The D update runs the real and the fake side's backward passes one after the other; with
-    SGD at lr 1 the change of D's weights is its gradient, which must be that of the whole loss."""
-    cfg = apply_overrides(get_preset("paper"), TINY + ["model.text_dim=12"])
+    SGD at lr 1 the change of D's weights is its gradient, which must be that of the whole loss
+    (with the image-only head: StackGAN++'s joint conditional and unconditional loss)."""
+    cfg = apply_overrides(get_preset("paper"), TINY + ["model.text_dim=12"] + extra)
     torch.manual_seed(0)
     G, D = build_generator(cfg.model, stage), build_discriminator(cfg.model, stage)
     D_ref = copy.deepcopy(D)
@@ -103,7 +104,7 @@ def test_d_update_in_two_passes_is_the_whole_loss(stage):
     with torch.no_grad():
         fake, mu = (G(z, text)[-3:-1])
     h_real, h_fake = D_ref(real), D_ref(fake)
-    uncond = stage == 2  # the paper preset's Stage II D has the unconditional head
+    uncond = stage == 2 or bool(extra)  # the paper preset's Stage II D has the unconditional head
     loss = discriminator_loss(D_ref.cond_logits(h_real, mu), D_ref.cond_logits(h_real, mu.roll(1, 0)),
                               D_ref.cond_logits(h_fake, mu), D_ref.uncond_logits(h_real) if uncond else None,
                               D_ref.uncond_logits(h_fake) if uncond else None)["total"]

@@ -42,11 +42,14 @@ def build_generator(m: ModelConfig, stage: int) -> nn.Module:
 
 
 def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:
+    if m.d_arch == "resnet" and m.uncond_head1 and stage == 1:
+        raise ConfigError("model.uncond_head1 applies to the paper's D (model.d_arch=dcgan)")
     if m.d_arch == "resnet":
         d = ResNetDiscriminator(m.text_dim, m.ndf1 if stage == 1 else m.ndf2, m.cond_dim, m.d_text_path,
                                 64 if stage == 1 else 256, m.d_mbstd, m.d_gate)
     elif stage == 1:
-        d = Stage1Discriminator(m.text_dim, m.ndf1, m.cond_dim, m.d_text_path, m.d_head_kernel, m.d_projection)
+        d = Stage1Discriminator(m.text_dim, m.ndf1, m.cond_dim, m.d_text_path, m.d_head_kernel, m.d_projection,
+                                m.uncond_head1)
     else:
         d = Stage2Discriminator(m.text_dim, m.ndf2, m.cond_dim, m.d_text_path, m.d_head_kernel, m.uncond_head2,
                                 m.d_projection)

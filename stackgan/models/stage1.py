@@ -108,10 +108,12 @@ class Stage1Discriminator(nn.Module):
 
     ``text_path="mu"`` (PT): the text code is the generator's CA mean, passed in detached.
     ``text_path="fc"`` (TF): D compresses the raw embedding with its own FC + LeakyReLU.
+    ``uncond_head=True`` (not in the paper; StackGAN++'s joint loss) adds an image-only head that
+    judges realism alone, beside the matching-aware one.
     """
 
     def __init__(self, text_dim: int, ndf: int = 64, cond_dim: int = 128, text_path: str = "mu",
-                 head_kernel: int = 3, projection: bool = False):
+                 head_kernel: int = 3, projection: bool = False, uncond_head: bool = False):
         super().__init__()
         self.encode = nn.Sequential(
             DownBlock(3, ndf, bn=False),  # 32
@@ -121,6 +123,7 @@ class Stage1Discriminator(nn.Module):
         )
         self.text = make_text_path(text_path, text_dim, cond_dim)
         self.cond_head = ConditionalHead(8 * ndf, cond_dim, head_kernel, projection)
+        self.uncond_head = ConditionalHead(8 * ndf, 0) if uncond_head else None
         init_weights(self)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
@@ -128,6 +131,9 @@ class Stage1Discriminator(nn.Module):
 
     def cond_logits(self, h: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.cond_head(h, self.text(text))  # [B]
+
+    def uncond_logits(self, h: torch.Tensor) -> torch.Tensor | None:
+        return None if self.uncond_head is None else self.uncond_head(h)  # [B]
 
 
 def make_text_path(kind: str, text_dim: int, cond_dim: int) -> nn.Module:

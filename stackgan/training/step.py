@@ -78,7 +78,7 @@ class Updater:
         # --- update D: (real, right) -> 1, (real, wrong) and (fake, right) -> 0 ---------------
         # The real and the fake side each run forward and backward in turn, so that only one of
         # D's graphs is held at a time; their gradients add up to those of the whole loss.
-        uncond = stage == 2 and cfg.model.uncond_head2
+        uncond = cfg.model.uncond_head2 if stage == 2 else cfg.model.uncond_head1
         with self.autocast():
             out = G(z, text)  # GeneratorOutput of either stage
             fake, mu, logvar = out.image, out.mu, out.logvar  # [B, 3, r, r], [B, cond] x 2
