@@ -76,6 +76,8 @@ class StageConfig:
     d_noise: float = 0.0  # D sees real and fake images with Gaussian noise of this standard deviation added
     gp_weight: float = 0.0  # matching-aware gradient penalty on (real image, its text): weight * mean(|grad|^power)
     gp_power: float = 6.0  # (DF-GAN: weight 2, power 6; power 2 with the image alone is R1)
+    ms_weight: float = 0.0  # mode seeking (MSGAN, Mao et al. 2019): G also minimizes weight / (mean |G(z1, t) -
+    #   G(z2, t)| / mean |z1 - z2|) over half the batch's captions, so that the noise changes the image
     gp_every: int = 1  # compute the penalty every N steps, weighted N times (lazy regularisation)
 
 

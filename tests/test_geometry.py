@@ -409,3 +409,36 @@ def test_stage1_image_only_head_ignores_the_text_and_is_off_by_default():
     assert torch.equal(logits, D.uncond_logits(h))  # the same image, whatever the text
     with pytest.raises(ValueError, match="uncond_head1"):
         build_discriminator(apply_overrides(on, ["model.d_arch=resnet"]).model, 1)
+
+
+def test_mode_seeking_term_is_the_inverse_of_image_distance_over_noise_distance():
+    """stage1.ms_weight (MSGAN): the logged G/ms is 1 / (mean |G(z1, t) - G(z2, t)| / mean |z1 - z2|)
+    over the first half of the batch, z2 being the next draw of the random state, and it changes
+    G's update."""
+    from stackgan.training.step import LOGGED, Updater
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12"])
+    real, text, wrong = torch.rand(4, 3, 64, 64) * 2 - 1, torch.randn(4, 12), torch.randn(4, 12)
+    z = torch.randn(4, cfg.model.z_dim)
+    after = {}
+    for weight in (0.0, 1.0):
+        c = apply_overrides(cfg, [f"stage1.ms_weight={weight}"])
+        torch.manual_seed(0)
+        G, D = build_generator(c.model, 1), build_discriminator(c.model, 1)
+        with torch.no_grad():
+            fake = G(z, text).image
+        opt_g, opt_d = torch.optim.SGD(G.parameters(), 0.1), torch.optim.SGD(D.parameters(), 0.0)
+        torch.manual_seed(1)
+        logged = dict(zip(LOGGED, Updater(c, 1, G, D, opt_g, opt_d, device=torch.device("cpu"))(real, text, wrong, z)))
+        after[weight] = [p.detach().clone() for p in G.parameters()]
+        if weight:
+            torch.manual_seed(1)
+            z2 = torch.randn(2, cfg.model.z_dim)
+            torch.manual_seed(0)
+            G0 = build_generator(c.model, 1)
+            with torch.no_grad():
+                other = G0(z2, text[:2]).image
+            expected = 1 / ((fake[:2] - other).abs().mean() / (z[:2] - z2).abs().mean() + 1e-5)
+            assert logged["G/ms"] == pytest.approx(expected.item(), rel=1e-4)
+        else:
+            assert logged["G/ms"] == 0
+    assert any(not torch.equal(a, b) for a, b in zip(after[0.0], after[1.0]))

@@ -17,7 +17,7 @@ from ..losses import (discriminator_loss_fake, discriminator_loss_real, generato
                       matching_aware_gradient_penalty)
 
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
-          "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
+          "G/ms", "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
 
 
 def _low_res(real: torch.Tensor) -> torch.Tensor:
@@ -137,6 +137,14 @@ class Updater:
                     if stage == 1:
                         latent_kl = kl_loss(z_mu, z_logvar)
                         g_total = g_total + sc.latent_kl_weight * latent_kl
+                ms = zero
+                if sc.ms_weight > 0:  # mode seeking (MSGAN): half the captions again, with other noise
+                    half = max(1, len(z) // 2)
+                    z2 = torch.randn_like(z[:half])
+                    other = G(z2, text[:half]).image  # [B/2, 3, r, r]
+                    ratio = (fake[:half].float() - other.float()).abs().mean() / (z[:half] - z2).abs().mean()
+                    ms = 1.0 / (ratio + 1e-5)  # large when two noises give one image
+                    g_total = g_total + sc.ms_weight * ms
         finally:
             D_heads.requires_grad_(True)
         self.scaler_g.scale(g_total).backward()
@@ -149,4 +157,4 @@ class Updater:
             self.ema.update_parameters(unwrap(G))
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], gp.detach(), g_adv, kl, match, recon,
-                            latent_kl, acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
+                            latent_kl, ms.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
