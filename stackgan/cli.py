@@ -152,14 +152,16 @@ def _parser() -> argparse.ArgumentParser:
                        description="Metrics: attributes (Shapes data: the checker's per-attribute accuracy), fid, kid "
                                    "and is (torch-fidelity, TF-Inception features; offline weights, see "
                                    "--inception-weights), rprec (R-precision in the project's image-text matcher "
-                                   "space). The last line of the output is one JSON object with the numbers.")
+                                   "space), zvar (noise variety: how much z changes the image of one caption). The last line of the output is one JSON object with the numbers.")
     e.add_argument("checkpoint", type=Path, nargs="*", help="run folders, model folders or state files (several: "
                    "compared side by side)")
     e.add_argument("--data", type=Path, help="data folder with test.jsonl")
-    e.add_argument("--metrics", help="comma-separated: attributes,fid,kid,is,rprec,dcheck (default: attributes on "
+    e.add_argument("--metrics", help="comma-separated: attributes,fid,kid,is,rprec,zvar,dcheck (default: attributes on "
                    "Shapes data, else fid,kid; with --fake/--real: fid,kid). dcheck: how often a training run's D "
                    "prefers a real test image's caption to the same caption with one attribute changed (first "
-                   "--num-samples images, default 500; 0.5 = D ignores that attribute)")
+                   "--num-samples images, default 500; 0.5 = D ignores that attribute). zvar: 8 images of each of the "
+                   "first 100 test images' first captions, the standard deviation of each pixel over the 8 "
+                   "(0-255 scale, averaged; 0 = the noise changes nothing)")
     e.add_argument("--num-samples", type=int, help="attributes: the first N test captions (default all); fid/kid/is/"
                    "rprec: N generated images over all test captions (default 30000, as the papers)")
     e.add_argument("--fake", type=Path, help="folder of generated images (with --real: compare two folders)")

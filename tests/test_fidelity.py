@@ -124,6 +124,28 @@ def test_r_precision_of_a_perfect_encoder_is_one_and_of_a_blind_one_is_zero():
     assert r_precision(BlindMatcher(), imgs, text, pool, ids, ids) == 0.0  # ties never rank first
 
 
+class SeedPipe:
+    """Generates a 2x2 image per embedding: its value, plus the seed when ``use_seed``."""
+
+    def __init__(self, use_seed):
+        self.use_seed = use_seed
+
+    def generate(self, embeddings, seeds, batch_size):
+        from types import SimpleNamespace
+        base = embeddings[:, :1, None, None].expand(-1, 3, 2, 2)  # [N, 3, 2, 2]
+        noise = torch.tensor(seeds, dtype=torch.float)[:, None, None, None] if self.use_seed else 0
+        return SimpleNamespace(stages={"stage1": (base + noise).to(torch.uint8)})
+
+
+def test_noise_variety_is_zero_when_g_ignores_the_noise_and_the_pixel_spread_otherwise():
+    from stackgan.evaluation.generation import noise_variety
+    emb = torch.tensor([[10.0], [50.0], [90.0]])
+    assert noise_variety(SeedPipe(False), emb, noises=4) == {"stage1": 0.0}
+    # seeds 0..11: each caption's 4 images differ by 0, 1, 2, 3 (then 4..7, 8..11): std of 0..3 everywhere
+    assert noise_variety(SeedPipe(True), emb, noises=4)["stage1"] == pytest.approx(
+        torch.arange(4.0).std().item(), abs=1e-3)
+
+
 def test_checkpoint_evaluation_writes_fid_kid_rprec_and_attributes(tiny_shapes, tmp_path, extractor):
     import shutil
     from conftest import TINY
@@ -139,15 +161,16 @@ def test_checkpoint_evaluation_writes_fid_kid_rprec_and_attributes(tiny_shapes, 
     train(cfg, tiny_shapes, tmp_path / "run", 2, progress=False)
     train_checker(tiny_shapes, steps=3, batch_size=8, progress=False, device="cpu")
     out = subprocess.run([sys.executable, "-m", "stackgan", "evaluate", str(tmp_path / "run"), "--data", str(tiny_shapes),
-                          "--metrics", "fid,kid,rprec", "--num-samples", "24", "--inception-weights", str(extractor)],
+                          "--metrics", "fid,kid,rprec,zvar", "--num-samples", "24", "--inception-weights", str(extractor)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     last = json.loads(out.stdout.strip().splitlines()[-1])
     for stage in ("stage1", "stage2"):
-        assert {"fid", "kid", "rprec", "attr_shape", "attr_all"} <= set(last[stage]), last[stage]
-        assert 0 <= last[stage]["rprec"] <= 1 and last[stage]["fid"] > 0
+        assert {"fid", "kid", "rprec", "zvar", "attr_shape", "attr_all"} <= set(last[stage]), last[stage]
+        assert 0 <= last[stage]["rprec"] <= 1 and last[stage]["fid"] > 0 and last[stage]["zvar"] >= 0
     report = json.loads((tmp_path / "run" / "eval-generation.json").read_text())
     assert report["num_samples"] == 24 and report["stage2"]["num_real"] == 16
+    assert (report["zvar_captions"], report["zvar_noises"]) == (16, 8)  # the 16 test images' first captions
     assert (tmp_path / "run" / "eval.json").exists()  # the attribute report beside it
 
 

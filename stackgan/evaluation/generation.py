@@ -11,6 +11,11 @@ score is how often the true one comes first (R = 1). The space is this project's
 matcher (``stackgan.matching``: a small CNN on 64 px images and a projection of the model's own
 text embeddings, trained on the data's train split with a contrastive loss, cached), made with
 the ``data`` settings the model was trained with (:func:`matcher_settings`).
+
+Noise variety (``zvar``, :func:`noise_variety`): what the noise z changes. For the first caption
+of each of the first 100 test images, 8 images with 8 seeds; the standard deviation of each pixel
+over the 8, averaged over pixels, channels and captions, on the 0-255 scale. 0 means G ignores z
+(every sentence gets one image).
 """
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ from ..pipeline import GenerationOutput, StackGANPipeline
 from .fidelity import TensorImages, compute_metrics
 
 DEFAULT_SAMPLES = 30_000
+SAMPLE_METRICS = ("fid", "kid", "is", "rprec")  # the metrics computed on the num_samples images
+ZVAR_CAPTIONS, ZVAR_NOISES = 100, 8
 
 
 @torch.no_grad()
@@ -63,18 +70,39 @@ def r_precision(matcher, images: torch.Tensor, text: torch.Tensor, pool: torch.T
     return hits / len(images)
 
 
+@torch.no_grad()
+def noise_variety(pipe: StackGANPipeline, emb: torch.Tensor, noises: int = ZVAR_NOISES, seed: int = 0,
+                  batch_size: int = 64) -> dict[str, float]:
+    """Per stage: the mean over pixels and captions of the standard deviation across ``noises``
+    images of each caption (embeddings ``emb [C, D]``, normalized), drawn with seeds
+    ``seed, seed + 1, ...``; uint8 scale (0: the noise changes nothing)."""
+    repeated = emb.repeat_interleave(noises, 0)  # [C * noises, D]
+    stages = pipe.generate(embeddings=repeated, seeds=list(range(seed, seed + len(repeated))),
+                           batch_size=batch_size).stages
+    return {stage: round(img.float().view(len(emb), noises, *img.shape[1:]).std(1).mean().item(), 3)
+            for stage, img in stages.items()}
+
+
 def evaluate_generation(checkpoint: str | Path, data_dir: str | Path, metrics, num_samples: int | None = None,
                         seed: int = 0, inception_weights=None, device: str | None = None,
                         progress: bool = True) -> dict:
-    """``{"stage1": {metric: value}, "stage2": {...}, "num_samples": n}`` for fid, kid, is, rprec."""
+    """``{"stage1": {metric: value}, "stage2": {...}, "num_samples": n}`` for fid, kid, is, rprec, zvar."""
     data_dir = Path(data_dir)
     pipe = StackGANPipeline.load(checkpoint).to(device)
     records = read_manifest(data_dir, "test")
+    report: dict = {"num_samples": 0}
+    if "zvar" in metrics:
+        firsts = pipe.embed([r["captions"][0] for r in records[:ZVAR_CAPTIONS]])  # [<=100, D]
+        for stage, v in noise_variety(pipe, firsts, seed=seed).items():
+            report.setdefault(stage, {})["zvar"] = v
+        report["zvar_captions"], report["zvar_noises"] = len(firsts), ZVAR_NOISES
+    if not any(m in SAMPLE_METRICS for m in metrics):
+        return report
     captions = [c for r in records for c in r["captions"]]
     caption_emb = pipe.embed(captions)  # [C, D], normalized; samples and R-precision's pool
     n = num_samples or DEFAULT_SAMPLES
     images, text = generate_for_captions(pipe, captions, caption_emb, n, seed, progress=progress)
-    report: dict = {"num_samples": n, "num_test_captions": len(captions)}
+    report.update({"num_samples": n, "num_test_captions": len(captions)})
     matcher = None
     if "rprec" in metrics:
         from ..matching import load_or_train_matcher
@@ -96,7 +124,7 @@ def evaluate_generation(checkpoint: str | Path, data_dir: str | Path, metrics, n
         if matcher is not None:
             res["rprec"] = r_precision(matcher, fake, text, caption_emb, pool_ids, true_ids, seed=seed)
             res["rprec_encoder"] = "stackgan.matching image-text matcher (64 px CNN + text projection, trained on train)"
-        report[stage] = res
+        report.setdefault(stage, {}).update(res)
     return report
 
 
@@ -115,8 +143,9 @@ def matcher_settings(checkpoint: str | Path, pipe: StackGANPipeline) -> DataConf
 
 
 def fidelity_markdown(report: dict) -> str:
-    keys = [k for k in ("fid", "kid", "is", "rprec") if any(k in report.get(s, {}) for s in ("stage1", "stage2"))]
-    lines = ["| images | " + " | ".join(k.upper() if k != "rprec" else "R-precision" for k in keys) + " |",
+    keys = [k for k in ("fid", "kid", "is", "rprec", "zvar") if any(k in report.get(s, {}) for s in ("stage1", "stage2"))]
+    names = {"rprec": "R-precision", "zvar": "noise variety"}
+    lines = ["| images | " + " | ".join(names.get(k, k.upper()) for k in keys) + " |",
              "|---|" + "---|" * len(keys)]
     for stage in ("stage1", "stage2"):
         if stage in report:
@@ -132,5 +161,8 @@ def save_report(out_dir: Path, checkpoint, report: dict) -> str:
     with atomic_path(out_dir / "eval-generation.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     with atomic_path(out_dir / "eval-generation.md") as tmp:
-        tmp.write_text(f"# {checkpoint}: {report['num_samples']} samples\n\n{table}\n")
+        what = [f"{report['num_samples']} samples"] if report["num_samples"] else []
+        if "zvar_captions" in report:
+            what.append(f"noise variety over {report['zvar_captions']} captions x {report['zvar_noises']} noises")
+        tmp.write_text(f"# {checkpoint}: {', '.join(what)}\n\n{table}\n")
     return table

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 
-METRICS = ("attributes", "fid", "kid", "is", "rprec", "dcheck")
+METRICS = ("attributes", "fid", "kid", "is", "rprec", "zvar", "dcheck")
 FOLDER_METRICS = ("fid", "kid", "is")  # what two image folders can be compared by
 
 
