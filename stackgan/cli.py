@@ -108,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", type=Path, required=True, help="data folder with train.jsonl (and test.jsonl)")
     t.add_argument("--out", type=Path, required=True, help="run folder (both stages go into the same one)")
     t.add_argument("--preset", default=DEFAULT_PRESET,
-                   help=f"named configuration: {', '.join(preset_names())} (default {DEFAULT_PRESET}; "
+                   help=f"named configuration: {', '.join(preset_names())} (default {DEFAULT_PRESET}, "
+                        "made for Shapes; on photos fast measured better, docs/real-data.md; "
                         "birds/flowers/coco: the authors' settings for those data sets)")
     t.add_argument("--config", type=Path, help="YAML file applied on top of the preset")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
