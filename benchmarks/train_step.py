@@ -105,15 +105,14 @@ def plain_step(cfg, stage, G, D, opt_g, opt_d):
         fake, mu, logvar = out[-3:]
         right_t, wrong_t = (mu.detach(), mu.detach().roll(1, 0)) if cfg.model.d_text_path == "mu" else (text, wrong)
         h_real, h_fake = D(real), D(fake.detach())
-        uncond = cfg.model.uncond_head2 if stage == 2 else cfg.model.uncond_head1
         d = discriminator_loss(D.cond_logits(h_real, right_t), D.cond_logits(h_real, wrong_t),
-                               D.cond_logits(h_fake, right_t), D.uncond_logits(h_real) if uncond else None,
-                               D.uncond_logits(h_fake) if uncond else None)
+                               D.cond_logits(h_fake, right_t), D.uncond_logits(h_real),
+                               D.uncond_logits(h_fake))
         opt_d.zero_grad(set_to_none=False)
         d["total"].backward()
         opt_d.step()
         h = D(fake)
-        g = generator_loss(D.cond_logits(h, right_t), D.uncond_logits(h) if uncond else None)
+        g = generator_loss(D.cond_logits(h, right_t), D.uncond_logits(h))
         if logvar is not None:  # no KL term without Conditioning Augmentation (model.ca_variant=none)
             g = g + cfg.stage(stage).kl_weight * kl_loss(mu, logvar)
         opt_g.zero_grad(set_to_none=False)

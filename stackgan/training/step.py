@@ -78,7 +78,6 @@ class Updater:
         # --- update D: (real, right) -> 1, (real, wrong) and (fake, right) -> 0 ---------------
         # The real and the fake side each run forward and backward in turn, so that only one of
         # D's graphs is held at a time; their gradients add up to those of the whole loss.
-        uncond = cfg.model.uncond_head2 if stage == 2 else cfg.model.uncond_head1
         with self.autocast():
             out = G(z, text)  # GeneratorOutput of either stage
             fake, mu, logvar = out.image, out.mu, out.logvar  # [B, 3, r, r], [B, cond] x 2
@@ -100,7 +99,7 @@ class Updater:
                 h_real = D(real_in)  # [B, 8ndf, 4, 4]; computed once, used for right and wrong text
                 real_logits = D_heads.cond_logits(h_real, right_in)
                 d_real = discriminator_loss_real(real_logits, D_heads.cond_logits(h_real, wrong_t),
-                                                 D_heads.uncond_logits(h_real) if uncond else None, sc.gan_loss)
+                                                 D_heads.uncond_logits(h_real), sc.gan_loss)
                 gp = (matching_aware_gradient_penalty(real_logits, (real_in, right_in), sc.gp_power) if penalise
                       else zero)
             self.scaler_d.scale(d_real["total"] + sc.gp_weight * sc.gp_every * gp).backward()
@@ -108,7 +107,7 @@ class Updater:
         with self.autocast():
             h_fake = D(self._d_view(fake.detach()))
             fake_logits = D_heads.cond_logits(h_fake, right_t)
-            d_fake = discriminator_loss_fake(fake_logits, D_heads.uncond_logits(h_fake) if uncond else None,
+            d_fake = discriminator_loss_fake(fake_logits, D_heads.uncond_logits(h_fake),
                                              sc.gan_loss)
         self.scaler_d.scale(d_fake["total"]).backward()
         del h_fake
@@ -123,7 +122,7 @@ class Updater:
             with self.autocast():
                 h_fake = self.D_for_g(self._d_view(fake))
                 g_adv = generator_loss(D_heads.cond_logits(h_fake, right_t),
-                                       D_heads.uncond_logits(h_fake) if uncond else None, sc.gan_loss)
+                                       D_heads.uncond_logits(h_fake), sc.gan_loss)
                 kl = kl_loss(mu, logvar) if logvar is not None else zero
                 g_total = g_adv + sc.kl_weight * kl
                 match = self.matcher.loss(fake, text, cfg.data.matcher_hard) if self.matcher is not None else zero
