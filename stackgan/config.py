@@ -40,6 +40,8 @@ class ModelConfig:
     # not in the paper (the geometry design, docs/training-recipe.md):
     g_fusion: bool = False  # cat(z, c) modulates every up-block of G (scale and shift after each BN)
     g_coords: bool = False  # Stage-I up-blocks also see x and y coordinate channels (CoordConv)
+    g_layered: bool = False  # Stage I: its path draws the background; an object drawn in its own frame is placed
+    #   over it by an affine transform predicted from cat(z, c) (LR-GAN; stackgan.models.layered)
     d_arch: str = "dcgan"  # dcgan: the paper's D; resnet: BN-free gated residual D, one-way head
     d_batchnorm: bool = True  # dcgan D: false removes its BatchNorm layers (pair with d_spectral_norm)
     d_blur: bool = False  # dcgan D: a fixed 3x3 binomial blur before each stride-2 conv (anti-aliased down-sampling)

@@ -293,14 +293,15 @@ def _read_model_config(meta, config_file: Path) -> tuple[dict[str, dict], tuple[
                               f"{version!r}, not 1 or 2; `stackgan export` writes one)")
     args, channels_last = meta.get("generator"), meta.get("channels_last")
     text = (meta.get("text_encoder"), meta.get("text_norm"))
-    schema = generator_args(ModelConfig(), 2)
+    schema = generator_args(ModelConfig(), 2)  # the arguments every model has
+    full = generator_args(ModelConfig(g_coords=True, g_layered=True), 2)  # ... and those written only when on
     if not (isinstance(args, dict) and isinstance(args.get("stage1"), dict) and set(args) <= set(schema)
-            and all(isinstance(a, dict) and set(a) == set(schema[k]) for k, a in args.items())
+            and all(isinstance(a, dict) and set(schema[k]) <= set(a) <= set(full[k]) for k, a in args.items())
             and all(isinstance(t, str) for t in text) and isinstance(channels_last, bool)):
         raise CheckpointError(f"{config_file}: not a StackGAN model file of format version 2 (needs \"generator\": "
                               "{\"stage1\": {...}, \"stage2\": {...}} with every constructor argument, "
                               "\"text_encoder\" and \"text_norm\" (names) and \"channels_last\" (true or false))")
-    wrong = [f"{k}.{n}" for k, a in args.items() for n, v in a.items() if type(v) is not type(schema[k][n])]
+    wrong = [f"{k}.{n}" for k, a in args.items() for n, v in a.items() if type(v) is not type(full[k][n])]
     if wrong:
         raise CheckpointError(f"{config_file}: generator argument(s) {', '.join(wrong)} of the wrong type")
     return args, text, channels_last

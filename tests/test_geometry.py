@@ -442,3 +442,56 @@ def test_mode_seeking_term_is_the_inverse_of_image_distance_over_noise_distance(
         else:
             assert logged["G/ms"] == 0
     assert any(not torch.equal(a, b) for a, b in zip(after[0.0], after[1.0]))
+
+
+def test_foreground_layer_places_its_canvas_by_the_predicted_pose():
+    """model.g_layered: the pose head starts at zero (the object upright, centred, at scale0);
+    a translation moves the drawn mask's centre there, a quarter turn turns it, and outside the
+    placed canvas the image is the background."""
+    from stackgan.models.layered import ForegroundLayer
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.5).eval()
+    zc = torch.randn(2, 6)
+    A = layer.transform(zc)
+    assert torch.allclose(A, torch.tensor([[2.0, 0, 0], [0, 2.0, 0]]).expand(2, 2, 3))
+    # a canvas with a bar along its x axis (the object's own frame), white, mask 1 on the bar
+    bar = torch.zeros(1, 1, 32, 32)
+    bar[..., 14:18, 4:28] = 1.0
+    layer.canvas = lambda zc: (torch.ones(len(zc), 3, 32, 32), bar.expand(len(zc), 1, 32, 32))
+    background = -torch.ones(1, 3, 64, 64)
+
+    def placed(tx, ty, angle):
+        with torch.no_grad():
+            layer.pose.bias.copy_(torch.tensor([0.0, angle, tx, ty]))
+            mask = (layer(torch.zeros(1, 6), background)[0, 0] + 1) / 2  # 0 background, 1 object
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+        total = mask.sum()
+        cx, cy = (mask * xs).sum() / total, (mask * ys).sum() / total
+        spread_x = (mask * (xs - cx) ** 2).sum() / total
+        spread_y = (mask * (ys - cy) ** 2).sum() / total
+        return mask, cx.item(), cy.item(), spread_x.item(), spread_y.item()
+
+    mask, cx, cy, sx, sy = placed(0.0, 0.0, 0.0)
+    assert abs(cx) < 0.03 and abs(cy) < 0.03 and sx > 4 * sy  # a horizontal bar in the centre
+    assert mask[:, :10].abs().max() == 0 and mask[:, 54:].abs().max() == 0  # the background beyond scale0
+    mask, cx, cy, _, _ = placed(0.5, -0.25, 0.0)
+    assert abs(cx - 0.5) < 0.03 and abs(cy + 0.25) < 0.03
+    _, cx, cy, sx, sy = placed(0.0, 0.0, 0.5)  # angle / pi = 0.5: a quarter turn
+    assert abs(cx) < 0.03 and abs(cy) < 0.03 and sy > 4 * sx
+
+
+def test_layered_generator_trains_its_pose_and_survives_export():
+    from stackgan.models.build import generator_args, generator_from_args
+
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.g_layered=true"])
+    assert "layered" not in generator_args(get_preset("fast-sn-noca").model, 1)["stage1"]
+    for stage in (2, 1):
+        torch.manual_seed(0)
+        G = generator_from_args(generator_args(cfg.model, stage))
+        g1 = G if stage == 1 else G.stage1
+        assert g1.foreground is not None and torch.count_nonzero(g1.foreground.pose.weight) == 0
+        out = G(torch.randn(4, cfg.model.z_dim), torch.randn(4, 12))
+        assert out.image.shape[-1] == (64 if stage == 1 else 256)
+    out.image.square().mean().backward()  # Stage I (Stage II keeps its Stage I frozen)
+    assert g1.foreground.pose.weight.grad.abs().sum() > 0  # the placement learns from the image's loss

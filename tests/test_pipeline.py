@@ -57,3 +57,23 @@ def test_a_newer_format_is_refused_by_name(tiny_model, tmp_path):
     (model / "config.json").write_text(json.dumps({**meta, "format_version": 9}))
     with pytest.raises(CheckpointError, match="format version 9 is newer than this stackgan reads"):
         StackGANPipeline.load(model)
+
+
+@pytest.mark.parametrize("switch", ["model.g_coords=true", "model.g_layered=true"])
+def test_a_model_with_an_optional_generator_switch_loads_and_draws_the_same(switch, tmp_path):
+    from stackgan.models.build import build_generator
+    from stackgan.text.norm import TextNorm
+
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY + [switch])
+    torch.manual_seed(0)
+    pipe = StackGANPipeline.from_config(cfg, build_generator(cfg.model, 1), TextNorm(cfg.model.text_dim), 1)
+    folder = pipe.save_pretrained(tmp_path / "m")
+    loaded = StackGANPipeline.load(folder)
+    assert loaded.generator_args == pipe.generator_args == generator_args(cfg.model, 1)
+    emb = torch.randn(2, cfg.model.text_dim)
+    assert torch.equal(loaded.generate(embeddings=emb, seed=1).stage1, pipe.generate(embeddings=emb, seed=1).stage1)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["generator"]["stage1"]["sparkle"] = True  # an argument no generator takes
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="every constructor argument"):
+        StackGANPipeline.load(folder)

@@ -6,6 +6,7 @@ from torch import nn
 
 from .blocks import ConditionalHead, DownBlock, FusionUpBlock, UpBlock, conv3x3, init_weights, run_up_path
 from .conditioning import ConditioningAugmentation
+from .layered import ForegroundLayer
 from ..errors import ConfigError
 from .output import GeneratorOutput
 
@@ -42,7 +43,9 @@ class Stage1Generator(nn.Module):
     residual blocks, every one modulated by ``cat(z, c)``), then LeakyReLU, 3x3 conv, tanh; PyTorch's
     default initialisation (DF-GAN's), the modulations starting as the identity. ``fusion`` is
     implied. ``coords=True`` (not in the paper) gives every up-block of ``pt`` and ``tf`` two
-    coordinate channels (:class:`~stackgan.models.blocks.UpBlock`).
+    coordinate channels (:class:`~stackgan.models.blocks.UpBlock`). ``layered=True`` (not in the paper;
+    LR-GAN) makes that path the background and adds a :class:`~stackgan.models.layered.ForegroundLayer`:
+    an object drawn in its own frame from ``cat(z, c)`` and placed over it by a predicted affine transform.
 
     Example::
 
@@ -53,7 +56,8 @@ class Stage1Generator(nn.Module):
     recompute_blocks = 0  # training: the last N up-blocks recompute their activations (run_up_path)
 
     def __init__(self, text_dim: int, ngf: int = 128, z_dim: int = 100, cond_dim: int = 128,
-                 ca_variant: str = "pt", variant: str = "pt", fusion: bool = False, coords: bool = False):
+                 ca_variant: str = "pt", variant: str = "pt", fusion: bool = False, coords: bool = False,
+                 layered: bool = False):
         super().__init__()
         if variant not in ("pt", "tf", "dfgan"):
             raise ConfigError(f"Stage-I generator variant must be 'pt', 'tf' or 'dfgan', got {variant!r}")
@@ -65,6 +69,7 @@ class Stage1Generator(nn.Module):
         self.z_dim, self.ngf, self.fusion = z_dim, ngf, fusion
         k = z_dim + cond_dim if fusion else 0  # the modulating condition: cat(z, c)
         self.ca = ConditioningAugmentation(text_dim, cond_dim, ca_variant)
+        self.foreground = ForegroundLayer(z_dim + cond_dim, ngf, k) if layered else None
         if variant == "dfgan":
             self.fc = nn.Linear(z_dim + cond_dim, 8 * ngf * 4 * 4)
             widths = (8 * ngf, 4 * ngf, 2 * ngf, ngf, ngf // 2)  # 4 -> 8 -> 16 -> 32 -> 64
@@ -94,12 +99,16 @@ class Stage1Generator(nn.Module):
             )
             self.to_rgb = nn.Sequential(conv3x3(ngf, 3), nn.Tanh())
         init_weights(self)
+        if self.foreground is not None:
+            self.foreground.start_upright()
 
     def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None) -> GeneratorOutput:
         c, mu, logvar = self.ca(emb, eps)  # [B, cond]
         zc = torch.cat([z, c], dim=1)  # [B, z + cond]
         h = self.fc(zc).view(-1, 8 * self.ngf, 4, 4)  # [B, 8ngf, 4, 4]
         img = run_up_path(self.up, self.to_rgb, h, self.recompute_blocks, zc if self.fusion else None)  # [B, 3, 64, 64]
+        if self.foreground is not None:
+            img = self.foreground(zc, img)  # the object placed over the background
         return GeneratorOutput(img, img, mu, logvar)  # Stage I: its image is also the low-resolution one
 
 

@@ -1,0 +1,87 @@
+"""A foreground layer drawn in its own frame and placed by a predicted affine transform.
+
+Not in the paper: LR-GAN's layered composition (Yang et al., ICLR 2017), one foreground layer.
+The generator's usual path draws the background; a second, small path draws the object's colour
+and a soft mask in a canonical frame (the object upright, centred, filling the frame); a pose
+head predicts a scale, a rotation and a translation from ``cat(z, c)``; a spatial transformer
+(``affine_grid`` + ``grid_sample``, Jaderberg et al., NeurIPS 2015) puts the layer in place:
+
+    image = mask * foreground + (1 - mask) * background
+
+The object's outline is then learned once, in one frame, instead of once per position, size and
+rotation by a stack of convolutions (docs/training-recipe.md, eighth round).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import UpBlock, conv3x3
+
+
+class ForegroundLayer(nn.Module):
+    """``cat(z, c) [B, K]`` and a background ``[B, 3, S, S]`` -> the composed image ``[B, 3, S, S]``.
+
+    The foreground path is an FC to ``4ngf x 4 x 4`` and three up-blocks to ``canvas`` (32) pixels,
+    then a 3x3 conv to RGB (tanh) and a mask logit. The pose head is one linear layer to
+    ``(log-scale, angle / pi, tx, ty)``, zero-initialised: every object starts at ``scale0`` of the
+    image, upright, in the centre. With ``cond_dim > 0`` the up-blocks are modulated by ``cat(z, c)``
+    as the main path's are (``model.g_fusion``).
+
+    Example::
+
+        layer = ForegroundLayer(228, ngf=16)
+        img = layer(torch.randn(2, 228), torch.zeros(2, 3, 64, 64))  # [2, 3, 64, 64]
+    """
+
+    def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0):
+        super().__init__()
+        self.ngf = ngf
+        self.fc = nn.Sequential(nn.Linear(in_dim, 4 * ngf * 4 * 4, bias=False), nn.BatchNorm1d(4 * ngf * 4 * 4),
+                                nn.ReLU(inplace=True))
+        self.up = nn.ModuleList([UpBlock(4 * ngf, 2 * ngf, cond_dim), UpBlock(2 * ngf, ngf, cond_dim),
+                                 UpBlock(ngf, ngf, cond_dim)])  # 8, 16, 32
+        self.to_rgba = conv3x3(ngf, 4, bias=True)
+        self.pose = nn.Linear(in_dim, 4)
+        self.log_scale0, self.mask_bias = math.log(scale0), mask_bias
+        self.conditional = cond_dim > 0
+        self.start_upright()
+
+    @torch.no_grad()
+    def start_upright(self) -> None:
+        """Every object upright, centred, at ``scale0``; faint over the background (mask bias).
+        (Called again by a generator whose weight initialisation runs over this layer too.)"""
+        nn.init.zeros_(self.pose.weight)
+        nn.init.zeros_(self.pose.bias)
+        nn.init.constant_(self.to_rgba.bias[3:], self.mask_bias)
+
+    def canvas(self, zc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The object in its own frame: RGB in [-1, 1] ``[B, 3, 32, 32]`` and mask in (0, 1) ``[B, 1, 32, 32]``."""
+        h = self.fc(zc).view(-1, 4 * self.ngf, 4, 4)
+        for block in self.up:
+            h = block(h, zc) if self.conditional else block(h)
+        rgba = self.to_rgba(h)
+        return torch.tanh(rgba[:, :3]), torch.sigmoid(rgba[:, 3:])
+
+    def transform(self, zc: torch.Tensor) -> torch.Tensor:
+        """``affine_grid``'s matrices ``[B, 2, 3]``: from the image's coordinates to the canvas's.
+        An object at ``t``, scaled by ``s`` and turned by ``a``: ``p_canvas = R(-a) (p - t) / s``."""
+        p = self.pose(zc).float()
+        scale = torch.exp(p[:, 0] + self.log_scale0)
+        angle = math.pi * p[:, 1]
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        tx, ty = p[:, 2], p[:, 3]
+        row0 = torch.stack([cos, sin, -(cos * tx + sin * ty)], dim=1)
+        row1 = torch.stack([-sin, cos, sin * tx - cos * ty], dim=1)
+        return torch.stack([row0, row1], dim=1)
+
+    def forward(self, zc: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+        rgb, mask = self.canvas(zc)
+        grid = F.affine_grid(self.transform(zc).to(rgb.dtype), list(background.shape), align_corners=False)
+        placed = F.grid_sample(torch.cat([rgb, mask], dim=1), grid, mode="bilinear", padding_mode="zeros",
+                               align_corners=False)  # outside the canvas: mask 0
+        fg, m = placed[:, :3], placed[:, 3:]
+        return m * fg + (1.0 - m) * background
