@@ -42,6 +42,8 @@ class ModelConfig:
     g_coords: bool = False  # Stage-I up-blocks also see x and y coordinate channels (CoordConv)
     g_layered: bool = False  # Stage I: its path draws the background; an object drawn in its own frame is placed
     #   over it by an affine transform predicted from cat(z, c) (LR-GAN; stackgan.models.layered)
+    g_layer_canvas: str = "conv"  # how that object is drawn in its frame: conv (up-blocks) or mlp (a per-pixel MLP
+    #   of the coordinates, modulated by cat(z, c))
     d_arch: str = "dcgan"  # dcgan: the paper's D; resnet: BN-free gated residual D, one-way head
     d_batchnorm: bool = True  # dcgan D: false removes its BatchNorm layers (pair with d_spectral_norm)
     d_blur: bool = False  # dcgan D: a fixed 3x3 binomial blur before each stride-2 conv (anti-aliased down-sampling)

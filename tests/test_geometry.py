@@ -495,3 +495,29 @@ def test_layered_generator_trains_its_pose_and_survives_export():
         assert out.image.shape[-1] == (64 if stage == 1 else 256)
     out.image.square().mean().backward()  # Stage I (Stage II keeps its Stage I frozen)
     assert g1.foreground.pose.weight.grad.abs().sum() > 0  # the placement learns from the image's loss
+
+
+def test_implicit_canvas_reads_coordinates_and_starts_blind_to_the_condition():
+    """model.g_layer_canvas=mlp: the canvas is a per-pixel MLP of (u, v) and their Fourier
+    features; its FiLM layers start as the identity (every condition draws the same canvas) and
+    the condition changes it once they have learned something."""
+    from stackgan.models.layered import ForegroundLayer, fourier_features
+
+    f = fourier_features(4, octaves=2)
+    assert f.shape == (1, 10, 4, 4)
+    assert f[0, 0, 0].tolist() == pytest.approx([-0.75, -0.25, 0.25, 0.75])  # u along a row
+    assert f[0, 1, :, 0].tolist() == pytest.approx([-0.75, -0.25, 0.25, 0.75])  # v down a column
+    assert torch.allclose(f[0, 2], torch.sin(torch.pi * f[0, 0]))  # sin(pi u), cos(pi u), sin(pi v), ...
+    assert torch.allclose(f[0, 6], torch.sin(2 * torch.pi * f[0, 0]), atol=1e-6)  # ... sin(pi 2 u)
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, canvas="mlp").eval()
+    rgb, mask = layer.canvas(torch.randn(2, 6))
+    assert rgb.shape == (2, 3, 32, 32) and mask.shape == (2, 1, 32, 32)
+    assert torch.equal(rgb[0], rgb[1]) and torch.equal(mask[0], mask[1])
+    assert rgb[0].std() > 0  # it does depend on the pixel's position
+    with torch.no_grad():
+        layer.film[0].bias[-1].weight.normal_()
+    rgb, _ = layer.canvas(torch.randn(2, 6))
+    assert not torch.allclose(rgb[0], rgb[1])
+    with pytest.raises(ValueError, match="canvas must be one of conv, mlp"):
+        ForegroundLayer(6, ngf=4, canvas="svg")

@@ -26,7 +26,7 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
     if m.g_coords:  # only when on: exported models without the key load as before
         args["stage1"]["coords"] = True
     if m.g_layered:
-        args["stage1"]["layered"] = True
+        args["stage1"].update(layered=True, canvas=m.g_layer_canvas)
     if stage == 2:
         args["stage2"] = dict(ngf=m.ngf2, res_blocks=m.res_blocks, cond_dim=m.cond_dim, ca_variant=m.ca_variant,
                               image_skip=m.stage2_image_skip, fusion=m.g_fusion)

@@ -19,14 +19,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import UpBlock, conv3x3
+from ..errors import ConfigError
+from .blocks import CondAffine, UpBlock, conv3x3
+
+CANVASES = ("conv", "mlp")
+CANVAS_SIZE = 32  # the canvas's pixels per side
+MLP_LAYERS = 4  # the implicit canvas's hidden layers
+
+
+def fourier_features(size: int, octaves: int = 4) -> torch.Tensor:
+    """``[1, 2 + 4 * octaves, size, size]``: each pixel's ``(u, v)`` in [-1, 1] and ``sin``, ``cos`` of
+    ``pi 2^k u`` and ``pi 2^k v`` for ``k < octaves`` (pixel centres, as ``affine_grid`` places them)."""
+    t = (torch.arange(size, dtype=torch.float32) * 2 + 1) / size - 1
+    v, u = torch.meshgrid(t, t, indexing="ij")
+    feats = [u, v]
+    for k in range(octaves):
+        for x in (u, v):
+            feats += [torch.sin(math.pi * 2 ** k * x), torch.cos(math.pi * 2 ** k * x)]
+    return torch.stack(feats)[None]
 
 
 class ForegroundLayer(nn.Module):
     """``cat(z, c) [B, K]`` and a background ``[B, 3, S, S]`` -> the composed image ``[B, 3, S, S]``.
 
-    The foreground path is an FC to ``4ngf x 4 x 4`` and three up-blocks to ``canvas`` (32) pixels,
-    then a 3x3 conv to RGB (tanh) and a mask logit. The pose head is one linear layer to
+    With ``canvas="conv"`` the foreground path is an FC to ``4ngf x 4 x 4`` and three up-blocks to
+    32 x 32 pixels, then a 3x3 conv to RGB (tanh) and a mask logit. With ``canvas="mlp"`` it is
+    implicit (CIPS, Anokhin et al., CVPR 2021, on the canvas): one MLP of width ``2ngf`` maps each
+    pixel's coordinates and their Fourier features to RGB and a mask logit, every layer modulated
+    by ``cat(z, c)`` (FiLM, starting as the identity). A ReLU of a linear function of ``(u, v)`` is a
+    half-plane, so straight edges and corners are what this canvas draws most easily. The pose head is one linear layer to
     ``(log-scale, angle / pi, tx, ty)``, zero-initialised: every object starts at ``scale0`` of the
     image, upright, in the centre. With ``cond_dim > 0`` the up-blocks are modulated by ``cat(z, c)``
     as the main path's are (``model.g_fusion``).
@@ -37,17 +58,28 @@ class ForegroundLayer(nn.Module):
         img = layer(torch.randn(2, 228), torch.zeros(2, 3, 64, 64))  # [2, 3, 64, 64]
     """
 
-    def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0):
+    def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0,
+                 canvas: str = "conv"):
         super().__init__()
-        self.ngf = ngf
-        self.fc = nn.Sequential(nn.Linear(in_dim, 4 * ngf * 4 * 4, bias=False), nn.BatchNorm1d(4 * ngf * 4 * 4),
-                                nn.ReLU(inplace=True))
-        self.up = nn.ModuleList([UpBlock(4 * ngf, 2 * ngf, cond_dim), UpBlock(2 * ngf, ngf, cond_dim),
-                                 UpBlock(ngf, ngf, cond_dim)])  # 8, 16, 32
-        self.to_rgba = conv3x3(ngf, 4, bias=True)
+        if canvas not in CANVASES:
+            raise ConfigError(f"the foreground canvas must be one of {', '.join(CANVASES)}, got {canvas!r}")
+        self.ngf, self.kind = ngf, canvas
+        if canvas == "conv":
+            self.fc = nn.Sequential(nn.Linear(in_dim, 4 * ngf * 4 * 4, bias=False), nn.BatchNorm1d(4 * ngf * 4 * 4),
+                                    nn.ReLU(inplace=True))
+            self.up = nn.ModuleList([UpBlock(4 * ngf, 2 * ngf, cond_dim), UpBlock(2 * ngf, ngf, cond_dim),
+                                     UpBlock(ngf, ngf, cond_dim)])  # 8, 16, 32
+            self.to_rgba = conv3x3(ngf, 4, bias=True)
+            self.conditional = cond_dim > 0
+        else:  # an implicit canvas: every pixel's colour and mask from its coordinates, modulated by cat(z, c)
+            width = 2 * ngf
+            self.register_buffer("features", fourier_features(CANVAS_SIZE), persistent=False)  # [1, F, 32, 32]
+            self.inp = nn.Conv2d(self.features.shape[1], width, 1)
+            self.hidden = nn.ModuleList([nn.Conv2d(width, width, 1) for _ in range(MLP_LAYERS - 1)])
+            self.film = nn.ModuleList([CondAffine(in_dim, width) for _ in range(MLP_LAYERS)])
+            self.to_rgba = nn.Conv2d(width, 4, 1)
         self.pose = nn.Linear(in_dim, 4)
         self.log_scale0, self.mask_bias = math.log(scale0), mask_bias
-        self.conditional = cond_dim > 0
         self.start_upright()
 
     @torch.no_grad()
@@ -57,12 +89,21 @@ class ForegroundLayer(nn.Module):
         nn.init.zeros_(self.pose.weight)
         nn.init.zeros_(self.pose.bias)
         nn.init.constant_(self.to_rgba.bias[3:], self.mask_bias)
+        for film in getattr(self, "film", ()):
+            film.start_as_identity()
 
     def canvas(self, zc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The object in its own frame: RGB in [-1, 1] ``[B, 3, 32, 32]`` and mask in (0, 1) ``[B, 1, 32, 32]``."""
-        h = self.fc(zc).view(-1, 4 * self.ngf, 4, 4)
-        for block in self.up:
-            h = block(h, zc) if self.conditional else block(h)
+        if self.kind == "conv":
+            h = self.fc(zc).view(-1, 4 * self.ngf, 4, 4)
+            for block in self.up:
+                h = block(h, zc) if self.conditional else block(h)
+        else:  # a per-pixel MLP as 1x1 convs; FiLM (scale and shift from cat(z, c)) after each layer
+            h = self.inp(self.features.to(zc.dtype)).expand(len(zc), -1, -1, -1)  # [B, W, 32, 32]
+            for i, film in enumerate(self.film):
+                if i:
+                    h = self.hidden[i - 1](h)
+                h = F.relu(film(h, zc))
         rgba = self.to_rgba(h)
         return torch.tanh(rgba[:, :3]), torch.sigmoid(rgba[:, 3:])
 

@@ -45,7 +45,8 @@ class Stage1Generator(nn.Module):
     implied. ``coords=True`` (not in the paper) gives every up-block of ``pt`` and ``tf`` two
     coordinate channels (:class:`~stackgan.models.blocks.UpBlock`). ``layered=True`` (not in the paper;
     LR-GAN) makes that path the background and adds a :class:`~stackgan.models.layered.ForegroundLayer`:
-    an object drawn in its own frame from ``cat(z, c)`` and placed over it by a predicted affine transform.
+    an object drawn in its own frame from ``cat(z, c)`` and placed over it by a predicted affine transform;
+    ``canvas`` ("conv" or "mlp") says how that frame is drawn.
 
     Example::
 
@@ -57,7 +58,7 @@ class Stage1Generator(nn.Module):
 
     def __init__(self, text_dim: int, ngf: int = 128, z_dim: int = 100, cond_dim: int = 128,
                  ca_variant: str = "pt", variant: str = "pt", fusion: bool = False, coords: bool = False,
-                 layered: bool = False):
+                 layered: bool = False, canvas: str = "conv"):
         super().__init__()
         if variant not in ("pt", "tf", "dfgan"):
             raise ConfigError(f"Stage-I generator variant must be 'pt', 'tf' or 'dfgan', got {variant!r}")
@@ -69,7 +70,7 @@ class Stage1Generator(nn.Module):
         self.z_dim, self.ngf, self.fusion = z_dim, ngf, fusion
         k = z_dim + cond_dim if fusion else 0  # the modulating condition: cat(z, c)
         self.ca = ConditioningAugmentation(text_dim, cond_dim, ca_variant)
-        self.foreground = ForegroundLayer(z_dim + cond_dim, ngf, k) if layered else None
+        self.foreground = ForegroundLayer(z_dim + cond_dim, ngf, k, canvas=canvas) if layered else None
         if variant == "dfgan":
             self.fc = nn.Linear(z_dim + cond_dim, 8 * ngf * 4 * 4)
             widths = (8 * ngf, 4 * ngf, 2 * ngf, ngf, ngf // 2)  # 4 -> 8 -> 16 -> 32 -> 64
