@@ -47,10 +47,12 @@ class ForegroundLayer(nn.Module):
     implicit (CIPS, Anokhin et al., CVPR 2021, on the canvas): one MLP of width ``2ngf`` maps each
     pixel's coordinates and their Fourier features to RGB and a mask logit, every layer modulated
     by ``cat(z, c)`` (FiLM, starting as the identity). A ReLU of a linear function of ``(u, v)`` is a
-    half-plane, so straight edges and corners are what this canvas draws most easily. The pose head is one linear layer to
-    ``(log-scale, angle / pi, tx, ty)``, zero-initialised: every object starts at ``scale0`` of the
-    image, upright, in the centre. With ``cond_dim > 0`` the up-blocks are modulated by ``cat(z, c)``
-    as the main path's are (``model.g_fusion``).
+    half-plane, so straight edges and corners are what this canvas draws most easily. With
+    ``cond_dim > 0`` the conv canvas's up-blocks are modulated by ``cat(z, c)`` as the main path's
+    are (``model.g_fusion``).
+
+    The pose head is one linear layer to ``(log-scale, angle / pi, tx, ty)``, zero-initialised:
+    every object starts at ``scale0`` of the image, upright, in the centre.
 
     Example::
 
