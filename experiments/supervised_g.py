@@ -34,6 +34,8 @@ def main() -> None:
     p.add_argument("--coords", action="store_true", help="x, y coordinate channels in every up-block")
     p.add_argument("--layered", action="store_true", help="an object layer placed by an affine transform")
     p.add_argument("--canvas", default="conv", choices=("conv", "mlp"), help="how --layered draws its object")
+    p.add_argument("--background", default="full", choices=("full", "smooth"),
+                   help="with --layered: the usual path under the object, or a smooth 4x4 background")
     p.add_argument("--ca", default="tf", choices=("pt", "tf", "none"))
     p.add_argument("--no-ca-noise", action="store_true", help="train with CA's eps = 0 (c = its mean)")
     p.add_argument("--loss", default="squared", choices=("l1", "squared"))
@@ -51,7 +53,8 @@ def main() -> None:
     attributes = [r["attributes"] for r in test]
     checker = load_or_train_checker(a.data)
     g = Stage1Generator(cond.shape[1], ngf=a.ngf, ca_variant=a.ca, variant=a.variant, fusion=a.fusion,
-                        coords=a.coords, layered=a.layered, canvas=a.canvas)
+                        coords=a.coords, layered=a.layered, canvas=a.canvas,
+                        background=a.background)
     opt = torch.optim.Adam(g.parameters(), a.lr, betas=(0.5, 0.999))
     cond_dim = g.ca.cond_dim
     start = time.monotonic()

@@ -44,11 +44,13 @@ class ModelConfig:
     #   over it by an affine transform predicted from cat(z, c) (LR-GAN; stackgan.models.layered)
     g_layer_canvas: str = "conv"  # how that object is drawn in its frame: conv (up-blocks) or mlp (a per-pixel MLP
     #   of the coordinates, modulated by cat(z, c))
+    g_layer_background: str = "full"  # under that object: full (the usual path) or smooth (a 4x4 image enlarged
+    #   bilinearly, which cannot draw the object itself)
     d_arch: str = "dcgan"  # dcgan: the paper's D; resnet: BN-free gated residual D, one-way head
     d_batchnorm: bool = True  # dcgan D: false removes its BatchNorm layers (pair with d_spectral_norm)
     d_blur: bool = False  # dcgan D: a fixed 3x3 binomial blur before each stride-2 conv (anti-aliased down-sampling)
     d_projection: bool = False  # dcgan D: its conditional head adds a projection term <W text, sum of 4x4 features>
-    d_mbstd: bool = False  # resnet D: a minibatch standard-deviation feature before the head
+    d_mbstd: bool = False  # resnet D and the Stage-I dcgan D: a minibatch standard-deviation feature before the head
     d_gate: float = 0.0  # resnet D: initial gate of each residual branch (DF-GAN: 0, the block starts as its shortcut)
 
 
@@ -177,6 +179,8 @@ CHOICES = {
     "precision": ("fp32", "bf16", "fp16"),
     "gan_loss": ("bce", "hinge"),
     "d_arch": ("dcgan", "resnet"),
+    "g_layer_canvas": ("conv", "mlp"),
+    "g_layer_background": ("full", "smooth"),
     "on_divergence": ("stop", "rollback"),
 }
 
@@ -297,6 +301,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.ngf1 must be even (Stage I ends with ngf1/2 channels), got {m.ngf1}")
     if m.ngf2 % 4:
         raise ConfigError(f"model.ngf2 must be divisible by 4 (Stage II ends with ngf2/4), got {m.ngf2}")
+    if m.g_layer_background != "full" and not m.g_layered:
+        raise ConfigError(f"model.g_layer_background={m.g_layer_background} needs the layered generator "
+                          "(model.g_layered=true)")
     if m.res_blocks < 0:
         raise ConfigError(f"model.res_blocks must be >= 0, got {m.res_blocks}")
     if cfg.recompute_blocks < 0:

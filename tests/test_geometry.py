@@ -67,8 +67,29 @@ def test_resnet_discriminator_has_no_batchnorm_and_gates_start_closed(stage):
     assert h.shape[-2:] == (4, 4)
     assert D.cond_logits(h, torch.randn(4, 12)).shape == (4,) and D.uncond_logits(h) is None
     # the paper's D keeps its BatchNorm
-    paper = build_discriminator(apply_overrides(cfg, ["model.d_arch=dcgan"]).model, stage)
+    paper_cfg = apply_overrides(cfg, ["model.d_arch=dcgan", "model.d_mbstd=false"])
+    paper = build_discriminator(paper_cfg.model, stage)
     assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in paper.modules())
+
+
+def test_paper_discriminator_with_minibatch_std_sees_copies():
+    """model.d_mbstd with the paper's (dcgan) Stage-I D: its 4x4 code gets the minibatch-std
+    channel, 0 for a batch of copies (a G that ignores z) and positive for varied images; the
+    heads read it. Stage II's dcgan D refuses the switch."""
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.d_mbstd=true"])
+    D = build_discriminator(cfg.model, 1).eval()
+    ndf = cfg.model.ndf1
+    copies = D(torch.randn(1, 3, 64, 64).expand(8, -1, -1, -1))
+    varied = D(torch.randn(8, 3, 64, 64))
+    assert copies.shape == (8, 8 * ndf + 1, 4, 4)
+    assert copies[:, -1].abs().max() < 1e-3 and (varied[:, -1] > 0).all()
+    text = torch.randn(8, 12)
+    with torch.no_grad():  # the head reads that channel: the same code with it set to 0 scores otherwise
+        flat = varied.clone()
+        flat[:, -1] = 0
+        assert not torch.allclose(D.cond_logits(varied, text), D.cond_logits(flat, text))
+    with pytest.raises(ValueError, match="Stage I only"):
+        build_discriminator(cfg.model, 2)
 
 
 def test_minibatch_std_is_zero_for_identical_samples_and_positive_otherwise():
@@ -521,3 +542,39 @@ def test_implicit_canvas_reads_coordinates_and_starts_blind_to_the_condition():
     assert not torch.allclose(rgb[0], rgb[1])
     with pytest.raises(ValueError, match="canvas must be one of conv, mlp"):
         ForegroundLayer(6, ngf=4, canvas="svg")
+
+
+def test_smooth_background_cannot_hold_an_object():
+    """model.g_layer_background=smooth: Stage I has no up-sampling path; what lies under the
+    layer is a 4x4 image enlarged bilinearly (no detail finer than a quarter of the image), and
+    the object comes from the layer alone (export: tests/test_pipeline.py)."""
+    from stackgan.models.build import generator_args, generator_from_args
+    from stackgan.models.layered import SmoothBackground
+
+    torch.manual_seed(0)
+    bg = SmoothBackground(6)
+    with torch.no_grad():
+        bg.fc.weight.mul_(100.0)  # values near -1 and 1 in neighbouring cells of the 4x4 image
+        img = bg(torch.randn(3, 6))
+    assert img.shape == (3, 3, 64, 64) and img.amax() - img.amin() > 1.5
+    # bilinear from 4x4 to 64x64: neighbouring pixels differ by at most 2 / 16 (an edge: about 2)
+    assert (img[..., 1:] - img[..., :-1]).abs().max() <= 2 / 16 + 1e-6
+    assert (img[..., 1:, :] - img[..., :-1, :]).abs().max() <= 2 / 16 + 1e-6
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.g_layered=true",
+                                                                "model.g_layer_background=smooth"])
+    G = generator_from_args(generator_args(cfg.model, 1))
+    assert not hasattr(G, "up") and isinstance(G.background, SmoothBackground)
+    z, text = torch.randn(4, cfg.model.z_dim), torch.randn(4, 12)
+    G.eval()
+    with torch.no_grad():
+        out = G(z, text).image
+        zc = torch.cat([z, G.ca(text)[0]], 1)
+        assert torch.allclose(out, G.foreground(zc, G.background(zc)))
+        G.foreground.to_rgba.bias[3:] = -30.0  # the layer's mask off: only the background is left
+        assert torch.allclose(G(z, text).image, G.background(zc), atol=1e-5)
+    assert generator_args(cfg.model, 1)["stage1"]["background"] == "smooth"
+    assert "background" not in generator_args(apply_overrides(cfg, ["model.g_layer_background=full"]).model, 1)["stage1"]
+    with pytest.raises(ValueError, match="needs the layered generator"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_background=smooth"])
+    with pytest.raises(ValueError, match="g_layer_background = 'blur'; accepted"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_background=blur"])

@@ -59,12 +59,13 @@ def test_a_newer_format_is_refused_by_name(tiny_model, tmp_path):
         StackGANPipeline.load(model)
 
 
-@pytest.mark.parametrize("switch", ["model.g_coords=true", "model.g_layered=true"])
-def test_a_model_with_an_optional_generator_switch_loads_and_draws_the_same(switch, tmp_path):
+@pytest.mark.parametrize("switches", [["model.g_coords=true"], ["model.g_layered=true"],
+                                      ["model.g_layered=true", "model.g_layer_background=smooth"]])
+def test_a_model_with_an_optional_generator_switch_loads_and_draws_the_same(switches, tmp_path):
     from stackgan.models.build import build_generator
     from stackgan.text.norm import TextNorm
 
-    cfg = apply_overrides(get_preset("shapes-cpu"), TINY + [switch])
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY + switches)
     torch.manual_seed(0)
     pipe = StackGANPipeline.from_config(cfg, build_generator(cfg.model, 1), TextNorm(cfg.model.text_dim), 1)
     folder = pipe.save_pretrained(tmp_path / "m")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 from functools import partial
 
@@ -260,6 +261,25 @@ def blur_downsampling(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, DownBlock) and not isinstance(m[0], Blur):
             m.insert(0, Blur())
+
+
+class MinibatchStd(nn.Module):
+    """Appends one feature map: the standard deviation of each feature over groups of ``group``
+    samples, averaged over features and positions (Karras et al., ICLR 2018)."""
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = min(self.group, b)
+        if b % g:
+            g = math.gcd(b, g)
+        y = x.float().view(g, b // g, c, h, w)  # sample i is in group i % (b / g)
+        std = (y.var(0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # [B / g]
+        feat = std.repeat(g)[:, None, None, None].expand(b, 1, h, w).to(x.dtype)  # [B, 1, H, W]
+        return torch.cat([x, feat], dim=1)  # [B, C + 1, H, W]
 
 
 class ConditionalHead(nn.Module):

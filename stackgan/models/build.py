@@ -27,6 +27,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
         args["stage1"]["coords"] = True
     if m.g_layered:
         args["stage1"].update(layered=True, canvas=m.g_layer_canvas)
+        if m.g_layer_background != "full":
+            args["stage1"]["background"] = m.g_layer_background
     if stage == 2:
         args["stage2"] = dict(ngf=m.ngf2, res_blocks=m.res_blocks, cond_dim=m.cond_dim, ca_variant=m.ca_variant,
                               image_skip=m.stage2_image_skip, fusion=m.g_fusion)
@@ -51,7 +53,9 @@ def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:
                                 64 if stage == 1 else 256, m.d_mbstd, m.d_gate)
     elif stage == 1:
         d = Stage1Discriminator(m.text_dim, m.ndf1, m.cond_dim, m.d_text_path, m.d_head_kernel, m.d_projection,
-                                m.uncond_head1)
+                                m.uncond_head1, m.d_mbstd)
+    elif m.d_mbstd:
+        raise ConfigError("model.d_mbstd with the paper's D (model.d_arch=dcgan) is for Stage I only")
     else:
         d = Stage2Discriminator(m.text_dim, m.ndf2, m.cond_dim, m.d_text_path, m.d_head_kernel, m.uncond_head2,
                                 m.d_projection)

@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from .blocks import CondAffine, UpBlock, conv3x3
 
 CANVASES = ("conv", "mlp")
+BACKGROUNDS = ("full", "smooth")  # what draws the background under the layer: the usual path, or SmoothBackground
 CANVAS_SIZE = 32  # the canvas's pixels per side
 MLP_LAYERS = 4  # the implicit canvas's hidden layers
 
@@ -37,6 +38,28 @@ def fourier_features(size: int, octaves: int = 4) -> torch.Tensor:
         for x in (u, v):
             feats += [torch.sin(math.pi * 2 ** k * x), torch.cos(math.pi * 2 ** k * x)]
     return torch.stack(feats)[None]
+
+
+class SmoothBackground(nn.Module):
+    """``cat(z, c) [B, K]`` -> a background ``[B, 3, size, size]`` that cannot hold an object: one linear
+    layer to a ``3 x 4 x 4`` image (tanh), bilinearly enlarged. A full-resolution background path can
+    draw the object itself and leave the foreground layer unused; this one can draw only a colour
+    and a slow gradient (a Shapes background: a colour times a vertical ramp).
+
+    Example::
+
+        bg = SmoothBackground(228)
+        bg(torch.randn(2, 228)).shape  # torch.Size([2, 3, 64, 64])
+    """
+
+    def __init__(self, in_dim: int, size: int = 64, grid: int = 4):
+        super().__init__()
+        self.size, self.grid = size, grid
+        self.fc = nn.Linear(in_dim, 3 * grid * grid)
+
+    def forward(self, zc: torch.Tensor) -> torch.Tensor:
+        low = torch.tanh(self.fc(zc)).view(-1, 3, self.grid, self.grid)  # [B, 3, 4, 4]
+        return F.interpolate(low, size=self.size, mode="bilinear", align_corners=False)
 
 
 class ForegroundLayer(nn.Module):

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .blocks import MinibatchStd
 from .stage1 import make_text_path
 
 
@@ -37,25 +38,6 @@ class GatedDownBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(self.shortcut(x), 2) + self.gate * self.residual(x)  # [B, out, H/2, W/2]
-
-
-class MinibatchStd(nn.Module):
-    """Appends one feature map: the standard deviation of each feature over groups of ``group``
-    samples, averaged over features and positions (Karras et al., ICLR 2018)."""
-
-    def __init__(self, group: int = 4):
-        super().__init__()
-        self.group = group
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        g = min(self.group, b)
-        if b % g:
-            g = math.gcd(b, g)
-        y = x.float().view(g, b // g, c, h, w)  # sample i is in group i % (b / g)
-        std = (y.var(0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # [B / g]
-        feat = std.repeat(g)[:, None, None, None].expand(b, 1, h, w).to(x.dtype)  # [B, 1, H, W]
-        return torch.cat([x, feat], dim=1)  # [B, C + 1, H, W]
 
 
 class OneWayHead(nn.Module):

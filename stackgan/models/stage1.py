@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ConditionalHead, DownBlock, FusionUpBlock, UpBlock, conv3x3, init_weights, run_up_path
+from .blocks import ConditionalHead, DownBlock, MinibatchStd, FusionUpBlock, UpBlock, conv3x3, init_weights, run_up_path
 from .conditioning import ConditioningAugmentation
-from .layered import ForegroundLayer
+from .layered import BACKGROUNDS, ForegroundLayer, SmoothBackground
 from ..errors import ConfigError
 from .output import GeneratorOutput
 
@@ -46,7 +46,9 @@ class Stage1Generator(nn.Module):
     coordinate channels (:class:`~stackgan.models.blocks.UpBlock`). ``layered=True`` (not in the paper;
     LR-GAN) makes that path the background and adds a :class:`~stackgan.models.layered.ForegroundLayer`:
     an object drawn in its own frame from ``cat(z, c)`` and placed over it by a predicted affine transform;
-    ``canvas`` ("conv" or "mlp") says how that frame is drawn.
+    ``canvas`` ("conv" or "mlp") says how that frame is drawn. ``background="smooth"`` (with ``layered``)
+    replaces the usual path by a :class:`~stackgan.models.layered.SmoothBackground`, which cannot draw the
+    object, so that the layer has to.
 
     Example::
 
@@ -58,8 +60,14 @@ class Stage1Generator(nn.Module):
 
     def __init__(self, text_dim: int, ngf: int = 128, z_dim: int = 100, cond_dim: int = 128,
                  ca_variant: str = "pt", variant: str = "pt", fusion: bool = False, coords: bool = False,
-                 layered: bool = False, canvas: str = "conv"):
+                 layered: bool = False, canvas: str = "conv", background: str = "full"):
         super().__init__()
+        if background not in BACKGROUNDS:
+            raise ConfigError(f"the layered generator's background must be one of {', '.join(BACKGROUNDS)}, "
+                              f"got {background!r}")
+        if background != "full" and not layered:
+            raise ConfigError("a smooth background (model.g_layer_background) needs the layered generator "
+                              "(model.g_layered=true)")
         if variant not in ("pt", "tf", "dfgan"):
             raise ConfigError(f"Stage-I generator variant must be 'pt', 'tf' or 'dfgan', got {variant!r}")
         if ngf % 2:
@@ -71,6 +79,11 @@ class Stage1Generator(nn.Module):
         k = z_dim + cond_dim if fusion else 0  # the modulating condition: cat(z, c)
         self.ca = ConditioningAugmentation(text_dim, cond_dim, ca_variant)
         self.foreground = ForegroundLayer(z_dim + cond_dim, ngf, k, canvas=canvas) if layered else None
+        self.background = SmoothBackground(z_dim + cond_dim) if background == "smooth" else None
+        if self.background is not None:  # no usual path: the layer draws the object over a smooth background
+            init_weights(self)
+            self.foreground.start_upright()
+            return
         if variant == "dfgan":
             self.fc = nn.Linear(z_dim + cond_dim, 8 * ngf * 4 * 4)
             widths = (8 * ngf, 4 * ngf, 2 * ngf, ngf, ngf // 2)  # 4 -> 8 -> 16 -> 32 -> 64
@@ -106,6 +119,9 @@ class Stage1Generator(nn.Module):
     def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None) -> GeneratorOutput:
         c, mu, logvar = self.ca(emb, eps)  # [B, cond]
         zc = torch.cat([z, c], dim=1)  # [B, z + cond]
+        if self.background is not None:
+            img = self.foreground(zc, self.background(zc))  # [B, 3, 64, 64]
+            return GeneratorOutput(img, img, mu, logvar)
         h = self.fc(zc).view(-1, 8 * self.ngf, 4, 4)  # [B, 8ngf, 4, 4]
         img = run_up_path(self.up, self.to_rgb, h, self.recompute_blocks, zc if self.fusion else None)  # [B, 3, 64, 64]
         if self.foreground is not None:
@@ -119,11 +135,13 @@ class Stage1Discriminator(nn.Module):
     ``text_path="mu"`` (PT): the text code is the generator's CA mean, passed in detached.
     ``text_path="fc"`` (TF): D compresses the raw embedding with its own FC + LeakyReLU.
     ``uncond_head=True`` (not in the paper; StackGAN++'s joint loss) adds an image-only head that
-    judges realism alone, beside the matching-aware one.
+    judges realism alone, beside the matching-aware one. ``mbstd=True`` (not in the paper; Karras et al.,
+    ICLR 2018) appends the minibatch standard-deviation feature to the 4x4 code, so that D can tell a
+    batch of near-copies (a generator that ignores z) from a batch of real images.
     """
 
     def __init__(self, text_dim: int, ndf: int = 64, cond_dim: int = 128, text_path: str = "mu",
-                 head_kernel: int = 3, projection: bool = False, uncond_head: bool = False):
+                 head_kernel: int = 3, projection: bool = False, uncond_head: bool = False, mbstd: bool = False):
         super().__init__()
         self.encode = nn.Sequential(
             DownBlock(3, ndf, bn=False),  # 32
@@ -131,13 +149,16 @@ class Stage1Discriminator(nn.Module):
             DownBlock(2 * ndf, 4 * ndf),  # 8
             DownBlock(4 * ndf, 8 * ndf),  # 4
         )
+        self.mbstd = MinibatchStd() if mbstd else None
+        code = 8 * ndf + (1 if mbstd else 0)
         self.text = make_text_path(text_path, text_dim, cond_dim)
-        self.cond_head = ConditionalHead(8 * ndf, cond_dim, head_kernel, projection)
-        self.uncond_head = ConditionalHead(8 * ndf, 0) if uncond_head else None
+        self.cond_head = ConditionalHead(code, cond_dim, head_kernel, projection)
+        self.uncond_head = ConditionalHead(code, 0) if uncond_head else None
         init_weights(self)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        return self.encode(img)  # [B, 8ndf, 4, 4]
+        h = self.encode(img)  # [B, 8ndf, 4, 4]
+        return h if self.mbstd is None else self.mbstd(h)  # [B, 8ndf (+1), 4, 4]
 
     def cond_logits(self, h: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.cond_head(h, self.text(text))  # [B]

@@ -1,0 +1,105 @@
+"""Probe: does the GAN draw a shape when nothing but the shape varies?
+
+``make`` writes a Shapes-format folder (not the Shapes contract: an experiment) in which every
+object has one colour, size, texture, position and background, given by the options; the shape
+(and the contract's rotation, radius within the size, jitter and noise) still varies. Turn it into
+a one-hot condition with ``stackgan data attributes``, train on it, and ``score`` a run with the
+attribute checker of the real Shapes set (these images are a corner of its distribution), on the
+folder's test captions. docs/training-recipe.md, ninth round, reports what it found.
+
+    python experiments/simple_shapes.py make data/simple-raw
+    stackgan data attributes data/simple-raw --out data/simple --foils 0
+    stackgan train --stage 1 --data data/simple --out runs/exp/G1 --max-steps 3000 --minutes 0 \\
+        --set data.text_encoder=precomputed --set stage1.match_weight=0
+    python experiments/simple_shapes.py score runs/exp/G1 --data data/simple --checker data/shapes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from stackgan.data.shapes import ATTRIBUTES, SPLITS, render
+from stackgan.data.shapes_text import make_caption
+
+
+def make(out: Path, n_train: int, n_test: int, fixed: dict[str, str], rotate: bool, seed: int,
+         vary: tuple[str, ...] = ()) -> None:
+    for split, n in (("train", n_train), ("test", n_test)):
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        records = []
+        for i in tqdm(range(n), desc=f"rendering {split}"):
+            rng = np.random.default_rng((seed, SPLITS[split], i))
+            attrs = {**fixed, "shape": ATTRIBUTES["shape"][int(rng.integers(4))]}
+            for name in vary:  # uniform, as in the real set (held-out pairs aside)
+                attrs[name] = ATTRIBUTES[name][int(rng.integers(len(ATTRIBUTES[name])))]
+            attrs = {k: attrs[k] for k in ATTRIBUTES}  # the contract's attribute order
+            rel = f"images/{split}/{i:05d}.png"
+            Image.fromarray(render(attrs, rng, rotate)).save(out / rel, format="PNG", compress_level=1)
+            records.append({"image": rel, "captions": [make_caption(attrs, rng, full=True)],
+                            "full_caption": make_caption(attrs, rng, full=True), "attributes": attrs})
+        (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    fixed = {k: v for k, v in fixed.items() if k not in vary}
+    print(f"wrote {out}: {n_train} train, {n_test} test images; fixed {fixed}, varied {list(vary)}, "
+          f"rotation {'on' if rotate else 'off'}")
+
+
+@torch.no_grad()
+def score(run: Path, data: Path, checker_dir: Path, seed: int) -> dict[str, float]:
+    from stackgan.data.manifest import read_manifest
+    from stackgan.evaluation.checker import WEIGHTS_NAME, load_checker, predict
+    from stackgan.pipeline import StackGANPipeline
+    from stackgan.text.cache import precomputed_embeddings
+    from stackgan.utils import from_uint8
+
+    records = read_manifest(data, "test")
+    pipe = StackGANPipeline.load(run)
+    emb, _ = precomputed_embeddings(data, "test", len(records))  # the one-hot condition of each test image
+    images = pipe.generate(embeddings=pipe.text_norm(emb[:, 0]), seed=seed, stage=1).stage1  # uint8 [N, 3, 64, 64]
+    predicted = predict(load_checker(checker_dir / WEIGHTS_NAME, "cpu"), from_uint8(images))
+    truth = torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
+    hits = predicted["shape"] == truth
+    report = {"shape": hits.float().mean().item(), "n": len(records)}
+    for k, name in enumerate(ATTRIBUTES["shape"]):  # what the checker calls each true shape
+        called = predicted["shape"][truth == k]
+        report[name] = {other: round((called == j).float().mean().item(), 3)
+                        for j, other in enumerate(ATTRIBUTES["shape"])}
+    return report
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make", help="write the folder")
+    m.add_argument("out", type=Path)
+    m.add_argument("--train", type=int, default=10000)
+    m.add_argument("--test", type=int, default=400)
+    for name, default in (("color", "red"), ("size", "large"), ("texture", "solid"), ("position", "center"),
+                          ("background", "white")):
+        m.add_argument(f"--{name}", default=default, choices=ATTRIBUTES[name])
+    m.add_argument("--vary", default="", help="comma-separated attributes that vary too, e.g. position,size")
+    m.add_argument("--no-rotate", action="store_true", help="every object upright (theta = 0)")
+    m.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("score", help="shape accuracy of a run's Stage I on the folder's test captions")
+    s.add_argument("run", type=Path)
+    s.add_argument("--data", type=Path, required=True)
+    s.add_argument("--checker", type=Path, default=Path("data/shapes"), help="a Shapes folder with its checker")
+    s.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    if a.cmd == "make":
+        fixed = {k: getattr(a, k) for k in ("color", "size", "texture", "position", "background")}
+        vary = tuple(v for v in a.vary.split(",") if v)
+        if unknown := set(vary) - set(fixed):
+            p.error(f"--vary: unknown attribute(s) {sorted(unknown)}; choose from {sorted(fixed)}")
+        make(a.out, a.train, a.test, fixed, not a.no_rotate, a.seed, vary)
+    else:
+        print(json.dumps(score(a.run, a.data, a.checker, a.seed)))
+
+
+if __name__ == "__main__":
+    main()
