@@ -64,7 +64,15 @@ def score(run: Path, data: Path, checker_dir: Path, seed: int) -> dict[str, floa
     predicted = predict(load_checker(checker_dir / WEIGHTS_NAME, "cpu"), from_uint8(images))
     truth = torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
     hits = predicted["shape"] == truth
-    report = {"shape": hits.float().mean().item(), "n": len(records)}
+    report = {"shape": round(hits.float().mean().item(), 3), "n": len(records)}
+    # noise variety as `stackgan evaluate --metrics zvar` measures it: 8 noises for one condition of each
+    # shape, the standard deviation of each pixel over the 8 (0-255 scale), averaged
+    spreads = []
+    for name in ATTRIBUTES["shape"]:
+        first = next(i for i, r in enumerate(records) if r["attributes"]["shape"] == name)
+        same = pipe.text_norm(emb[[first] * 8, 0])
+        spreads.append(pipe.generate(embeddings=same, seed=seed, stage=1).stage1.float().std(0).mean().item())
+    report["zvar"] = round(sum(spreads) / len(spreads), 1)
     for k, name in enumerate(ATTRIBUTES["shape"]):  # what the checker calls each true shape
         called = predicted["shape"][truth == k]
         report[name] = {other: round((called == j).float().mean().item(), 3)

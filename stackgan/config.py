@@ -50,6 +50,8 @@ class ModelConfig:
     d_batchnorm: bool = True  # dcgan D: false removes its BatchNorm layers (pair with d_spectral_norm)
     d_blur: bool = False  # dcgan D: a fixed 3x3 binomial blur before each stride-2 conv (anti-aliased down-sampling)
     d_projection: bool = False  # dcgan D: its conditional head adds a projection term <W text, sum of 4x4 features>
+    info_codes: int = 0  # not in the paper (InfoGAN): the first N dims of z are codes that a head on the Stage-I D's
+    #   4x4 code must read back from the generated image (weight stage1.info_weight), so that z changes the image
     d_mbstd: bool = False  # resnet D and the Stage-I dcgan D: a minibatch standard-deviation feature before the head
     d_gate: float = 0.0  # resnet D: initial gate of each residual branch (DF-GAN: 0, the block starts as its shortcut)
 
@@ -85,6 +87,8 @@ class StageConfig:
     ms_weight: float = 0.0  # mode seeking (MSGAN, Mao et al. 2019): G also minimizes weight / (mean |G(z1, t) -
     #   G(z2, t)| / mean |z1 - z2|) over half the batch's captions, so that the noise changes the image
     gp_every: int = 1  # compute the penalty every N steps, weighted N times (lazy regularisation)
+    info_weight: float = 1.0  # with model.info_codes > 0 (Stage I): weight of the squared error of D's read-back of
+    #   the codes, in D's loss and in G's (InfoGAN's mutual-information term, Gaussian with unit variance)
 
 
 @dataclass(frozen=True)
@@ -294,6 +298,8 @@ def validate(cfg: Config) -> Config:
             allowed = CHOICES.get(f.name)
             if allowed and getattr(section, f.name) not in allowed:
                 raise ConfigError(f"{f.name} = {getattr(section, f.name)!r}; accepted: {allowed}")
+    if not 0 <= m.info_codes <= m.z_dim:
+        raise ConfigError(f"model.info_codes must be in [0, model.z_dim = {m.z_dim}], got {m.info_codes}")
     for name in ("text_dim", "z_dim", "cond_dim", "ngf1", "ndf1", "ngf2", "ndf2", "nef"):
         if getattr(m, name) <= 0:
             raise ConfigError(f"model.{name} must be positive, got {getattr(m, name)}")
@@ -327,7 +333,8 @@ def validate(cfg: Config) -> Config:
         if s.batch_size < 2:
             raise ConfigError(f"stage{n}.batch_size must be >= 2 (wrong pairs need two), got {s.batch_size}")
         for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs", "match_weight",
-                     "match_warmup", "recon_weight", "latent_kl_weight", "d_translate", "d_noise", "gp_weight"):
+                     "match_warmup", "recon_weight", "latent_kl_weight", "d_translate", "d_noise", "gp_weight",
+                     "info_weight"):
             if getattr(s, name) < 0:
                 raise ConfigError(f"stage{n}.{name} must be >= 0, got {getattr(s, name)}")
         if not 0 <= s.ema_decay < 1:

@@ -578,3 +578,33 @@ def test_smooth_background_cannot_hold_an_object():
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_background=smooth"])
     with pytest.raises(ValueError, match="g_layer_background = 'blur'; accepted"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_background=blur"])
+
+
+def test_info_codes_are_read_back_by_d_and_teach_g():
+    """model.info_codes (InfoGAN): a head on the Stage-I D reads z's first K dims back from the
+    image; the logged G/info is the squared error of that read-back, and the term changes G's
+    update (with D's learning rate 0 the read-back is computed with the D that G's update sees)."""
+    from stackgan.training.step import LOGGED, Updater
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.info_codes=3"])
+    plain = build_discriminator(apply_overrides(cfg, ["model.info_codes=0"]).model, 1)
+    assert plain.info(torch.zeros(2, 8 * cfg.model.ndf1, 4, 4)) is None
+    real, text, wrong = torch.rand(4, 3, 64, 64) * 2 - 1, torch.randn(4, 12), torch.randn(4, 12)
+    z = torch.randn(4, cfg.model.z_dim)
+    after = {}
+    for weight in (0.0, 1.0):
+        c = apply_overrides(cfg, [f"stage1.info_weight={weight}"])
+        torch.manual_seed(0)
+        G, D = build_generator(c.model, 1), build_discriminator(c.model, 1)
+        with torch.no_grad():
+            read = D.info(D(G(z, text).image))
+        assert read.shape == (4, 3)
+        expected = (read - z[:, :3]).square().mean().item()
+        opt_g, opt_d = torch.optim.SGD(G.parameters(), 0.1), torch.optim.SGD(D.parameters(), 0.0)
+        logged = dict(zip(LOGGED, Updater(c, 1, G, D, opt_g, opt_d, device=torch.device("cpu"))(real, text, wrong, z)))
+        assert logged["G/info"] == pytest.approx(expected, rel=1e-4)
+        after[weight] = [p.detach().clone() for p in G.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(after[0.0], after[1.0]))
+    with pytest.raises(ValueError, match="info_codes must be in"):
+        apply_overrides(cfg, [f"model.info_codes={cfg.model.z_dim + 1}"])
+    with pytest.raises(ValueError, match="info_codes needs the paper's D"):
+        build_discriminator(apply_overrides(cfg, ["model.d_arch=resnet"]).model, 1)

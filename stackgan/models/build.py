@@ -46,6 +46,8 @@ def build_generator(m: ModelConfig, stage: int) -> nn.Module:
 
 
 def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:
+    if m.info_codes and m.d_arch != "dcgan":
+        raise ConfigError("model.info_codes needs the paper's D (model.d_arch=dcgan)")
     if m.d_arch == "resnet" and m.uncond_head1 and stage == 1:
         raise ConfigError("model.uncond_head1 applies to the paper's D (model.d_arch=dcgan)")
     if m.d_arch == "resnet":
@@ -53,7 +55,7 @@ def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:
                                 64 if stage == 1 else 256, m.d_mbstd, m.d_gate)
     elif stage == 1:
         d = Stage1Discriminator(m.text_dim, m.ndf1, m.cond_dim, m.d_text_path, m.d_head_kernel, m.d_projection,
-                                m.uncond_head1, m.d_mbstd)
+                                m.uncond_head1, m.d_mbstd, m.info_codes)
     elif m.d_mbstd:
         raise ConfigError("model.d_mbstd with the paper's D (model.d_arch=dcgan) is for Stage I only")
     else:

@@ -137,11 +137,14 @@ class Stage1Discriminator(nn.Module):
     ``uncond_head=True`` (not in the paper; StackGAN++'s joint loss) adds an image-only head that
     judges realism alone, beside the matching-aware one. ``mbstd=True`` (not in the paper; Karras et al.,
     ICLR 2018) appends the minibatch standard-deviation feature to the 4x4 code, so that D can tell a
-    batch of near-copies (a generator that ignores z) from a batch of real images.
+    batch of near-copies (a generator that ignores z) from a batch of real images. ``info_codes=K``
+    (not in the paper; InfoGAN, Chen et al., NeurIPS 2016) adds a head that reads the first ``K``
+    dimensions of G's z back from the 4x4 code (:meth:`info`).
     """
 
     def __init__(self, text_dim: int, ndf: int = 64, cond_dim: int = 128, text_path: str = "mu",
-                 head_kernel: int = 3, projection: bool = False, uncond_head: bool = False, mbstd: bool = False):
+                 head_kernel: int = 3, projection: bool = False, uncond_head: bool = False, mbstd: bool = False,
+                 info_codes: int = 0):
         super().__init__()
         self.encode = nn.Sequential(
             DownBlock(3, ndf, bn=False),  # 32
@@ -154,6 +157,8 @@ class Stage1Discriminator(nn.Module):
         self.text = make_text_path(text_path, text_dim, cond_dim)
         self.cond_head = ConditionalHead(code, cond_dim, head_kernel, projection)
         self.uncond_head = ConditionalHead(code, 0) if uncond_head else None
+        self.info_head = nn.Sequential(nn.Conv2d(code, code, 1), nn.LeakyReLU(0.2, inplace=True), nn.Flatten(),
+                                       nn.Linear(code * 16, info_codes)) if info_codes else None
         init_weights(self)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
@@ -165,6 +170,10 @@ class Stage1Discriminator(nn.Module):
 
     def uncond_logits(self, h: torch.Tensor) -> torch.Tensor | None:
         return None if self.uncond_head is None else self.uncond_head(h)  # [B]
+
+    def info(self, h: torch.Tensor) -> torch.Tensor | None:
+        """The latent codes read back from the 4x4 code ``[B, K]`` (None without an info head)."""
+        return None if self.info_head is None else self.info_head(h)
 
 
 def make_text_path(kind: str, text_dim: int, cond_dim: int) -> nn.Module:

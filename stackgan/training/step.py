@@ -17,7 +17,7 @@ from ..losses import (discriminator_loss_fake, discriminator_loss_real, generato
                       matching_aware_gradient_penalty)
 
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
-          "G/ms", "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
+          "G/ms", "G/info", "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
 
 
 def _low_res(real: torch.Tensor) -> torch.Tensor:
@@ -65,6 +65,13 @@ class Updater:
         if state.get("scaler_d"):
             self.scaler_d.load_state_dict(state["scaler_d"])
 
+    def _info_loss(self, D_heads, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """InfoGAN: the squared error of D's read-back of z's first K dims (0 without an info head)."""
+        read = D_heads.info(h) if hasattr(D_heads, "info") else None
+        if read is None:
+            return torch.zeros((), device=self.device)
+        return F.mse_loss(read.float(), z[:, :read.shape[1]].float())
+
     def _d_view(self, x: torch.Tensor) -> torch.Tensor:  # what D sees: optionally augmented (stackgan.augment)
         sc = self.sc
         return augment_for_d(x, sc.d_translate, sc.d_noise) if sc.d_translate or sc.d_noise else x
@@ -109,7 +116,8 @@ class Updater:
             fake_logits = D_heads.cond_logits(h_fake, right_t)
             d_fake = discriminator_loss_fake(fake_logits, D_heads.uncond_logits(h_fake),
                                              sc.gan_loss)
-        self.scaler_d.scale(d_fake["total"]).backward()
+            info_d = self._info_loss(D_heads, h_fake, z)  # the info head learns to read the codes
+        self.scaler_d.scale(d_fake["total"] + sc.info_weight * info_d).backward()
         del h_fake
         d = {**d_real, **d_fake, "total": d_real["total"].detach() + d_fake["total"].detach()}
         self.scaler_d.step(self.opt_d)
@@ -124,7 +132,8 @@ class Updater:
                 g_adv = generator_loss(D_heads.cond_logits(h_fake, right_t),
                                        D_heads.uncond_logits(h_fake), sc.gan_loss)
                 kl = kl_loss(mu, logvar) if logvar is not None else zero
-                g_total = g_adv + sc.kl_weight * kl
+                info = self._info_loss(D_heads, h_fake, z)  # ... and G to draw them so that it can
+                g_total = g_adv + sc.kl_weight * kl + sc.info_weight * info
                 match = self.matcher.loss(fake, text, cfg.data.matcher_hard) if self.matcher is not None else zero
                 g_total = g_total + match_weight(sc, step) * match
                 recon = latent_kl = zero
@@ -156,4 +165,4 @@ class Updater:
             self.ema.update_parameters(unwrap(G))
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], gp.detach(), g_adv, kl, match, recon,
-                            latent_kl, ms.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
+                            latent_kl, ms.detach(), info.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
