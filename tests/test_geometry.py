@@ -500,6 +500,13 @@ def test_foreground_layer_places_its_canvas_by_the_predicted_pose():
     assert abs(cx - 0.5) < 0.03 and abs(cy + 0.25) < 0.03
     _, cx, cy, sx, sy = placed(0.0, 0.0, 0.5)  # angle / pi = 0.5: a quarter turn
     assert abs(cx) < 0.03 and abs(cy) < 0.03 and sy > 4 * sx
+    # spin (model.g_layer_spin): also turned by the angle of the first two inputs, (0, 1): a quarter turn
+    layer.spin = True
+    with torch.no_grad():
+        layer.pose.bias.zero_()
+        turned = layer.transform(torch.tensor([[0.0, 1.0, 0, 0, 0, 0], [-2.0, 0.0, 0, 0, 0, 0]]))
+    assert torch.allclose(turned[0, :, :2], torch.tensor([[0.0, 2.0], [-2.0, 0.0]]), atol=1e-6)
+    assert torch.allclose(turned[1, :, :2], torch.tensor([[-2.0, 0.0], [0.0, -2.0]]), atol=1e-6)  # half a turn
 
 
 def test_layered_generator_trains_its_pose_and_survives_export():
@@ -576,6 +583,8 @@ def test_smooth_background_cannot_hold_an_object():
     assert "background" not in generator_args(apply_overrides(cfg, ["model.g_layer_background=full"]).model, 1)["stage1"]
     with pytest.raises(ValueError, match="needs the layered generator"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_background=smooth"])
+    with pytest.raises(ValueError, match="g_layer_spin needs the layered generator"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_spin=true"])
     with pytest.raises(ValueError, match="g_layer_background = 'blur'; accepted"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_background=blur"])
 

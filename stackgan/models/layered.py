@@ -75,7 +75,10 @@ class ForegroundLayer(nn.Module):
     are (``model.g_fusion``).
 
     The pose head is one linear layer to ``(log-scale, angle / pi, tx, ty)``, zero-initialised:
-    every object starts at ``scale0`` of the image, upright, in the centre.
+    every object starts at ``scale0`` of the image, upright, in the centre. With ``spin=True`` the
+    object is also turned by the angle of the first two inputs (z's first two dimensions: uniform
+    on the circle for Gaussian z), so that every rotation is drawn without G having to learn to
+    vary it (for data whose objects appear at every rotation, as in Shapes).
 
     Example::
 
@@ -84,11 +87,11 @@ class ForegroundLayer(nn.Module):
     """
 
     def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0,
-                 canvas: str = "conv"):
+                 canvas: str = "conv", spin: bool = False):
         super().__init__()
         if canvas not in CANVASES:
             raise ConfigError(f"the foreground canvas must be one of {', '.join(CANVASES)}, got {canvas!r}")
-        self.ngf, self.kind = ngf, canvas
+        self.ngf, self.kind, self.spin = ngf, canvas, spin
         if canvas == "conv":
             self.fc = nn.Sequential(nn.Linear(in_dim, 4 * ngf * 4 * 4, bias=False), nn.BatchNorm1d(4 * ngf * 4 * 4),
                                     nn.ReLU(inplace=True))
@@ -138,6 +141,8 @@ class ForegroundLayer(nn.Module):
         p = self.pose(zc).float()
         scale = torch.exp(p[:, 0] + self.log_scale0)
         angle = math.pi * p[:, 1]
+        if self.spin:  # the angle of (z_0, z_1)
+            angle = angle + torch.atan2(zc[:, 1].float(), zc[:, 0].float())
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         tx, ty = p[:, 2], p[:, 3]
         row0 = torch.stack([cos, sin, -(cos * tx + sin * ty)], dim=1)

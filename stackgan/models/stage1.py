@@ -48,7 +48,8 @@ class Stage1Generator(nn.Module):
     an object drawn in its own frame from ``cat(z, c)`` and placed over it by a predicted affine transform;
     ``canvas`` ("conv" or "mlp") says how that frame is drawn. ``background="smooth"`` (with ``layered``)
     replaces the usual path by a :class:`~stackgan.models.layered.SmoothBackground`, which cannot draw the
-    object, so that the layer has to.
+    object, so that the layer has to; ``spin=True`` turns the layer's object by the angle of z's first
+    two dimensions as well (every rotation, without learning to vary it).
 
     Example::
 
@@ -60,11 +61,14 @@ class Stage1Generator(nn.Module):
 
     def __init__(self, text_dim: int, ngf: int = 128, z_dim: int = 100, cond_dim: int = 128,
                  ca_variant: str = "pt", variant: str = "pt", fusion: bool = False, coords: bool = False,
-                 layered: bool = False, canvas: str = "conv", background: str = "full"):
+                 layered: bool = False, canvas: str = "conv", background: str = "full",
+                 spin: bool = False):
         super().__init__()
         if background not in BACKGROUNDS:
             raise ConfigError(f"the layered generator's background must be one of {', '.join(BACKGROUNDS)}, "
                               f"got {background!r}")
+        if spin and not layered:
+            raise ConfigError("model.g_layer_spin needs the layered generator (model.g_layered=true)")
         if background != "full" and not layered:
             raise ConfigError("a smooth background (model.g_layer_background) needs the layered generator "
                               "(model.g_layered=true)")
@@ -78,7 +82,7 @@ class Stage1Generator(nn.Module):
         self.z_dim, self.ngf, self.fusion = z_dim, ngf, fusion
         k = z_dim + cond_dim if fusion else 0  # the modulating condition: cat(z, c)
         self.ca = ConditioningAugmentation(text_dim, cond_dim, ca_variant)
-        self.foreground = ForegroundLayer(z_dim + cond_dim, ngf, k, canvas=canvas) if layered else None
+        self.foreground = ForegroundLayer(z_dim + cond_dim, ngf, k, canvas=canvas, spin=spin) if layered else None
         self.background = SmoothBackground(z_dim + cond_dim) if background == "smooth" else None
         if self.background is not None:  # no usual path: the layer draws the object over a smooth background
             init_weights(self)
