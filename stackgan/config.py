@@ -48,6 +48,7 @@ class ModelConfig:
     #   bilinearly, which cannot draw the object itself)
     g_layer_spin: bool = False  # that object is also turned by the angle of z's first two dims (uniform): every
     #   rotation without G learning to vary it (data whose objects appear at every rotation)
+    g_layer_taper: bool = False  # that object's mask falls to 0 over its canvas's outer 3 pixels (no canvas frame)
     d_arch: str = "dcgan"  # dcgan: the paper's D; resnet: BN-free gated residual D, one-way head
     d_batchnorm: bool = True  # dcgan D: false removes its BatchNorm layers (pair with d_spectral_norm)
     d_blur: bool = False  # dcgan D: a fixed 3x3 binomial blur before each stride-2 conv (anti-aliased down-sampling)
@@ -309,8 +310,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.ngf1 must be even (Stage I ends with ngf1/2 channels), got {m.ngf1}")
     if m.ngf2 % 4:
         raise ConfigError(f"model.ngf2 must be divisible by 4 (Stage II ends with ngf2/4), got {m.ngf2}")
-    if m.g_layer_spin and not m.g_layered:
-        raise ConfigError("model.g_layer_spin needs the layered generator (model.g_layered=true)")
+    for name in ("g_layer_spin", "g_layer_taper"):
+        if getattr(m, name) and not m.g_layered:
+            raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
     if m.g_layer_background != "full" and not m.g_layered:
         raise ConfigError(f"model.g_layer_background={m.g_layer_background} needs the layered generator "
                           "(model.g_layered=true)")

@@ -509,6 +509,25 @@ def test_foreground_layer_places_its_canvas_by_the_predicted_pose():
     assert torch.allclose(turned[1, :, :2], torch.tensor([[-2.0, 0.0], [0.0, -2.0]]), atol=1e-6)  # half a turn
 
 
+def test_tapered_canvas_never_draws_its_edge():
+    """model.g_layer_taper: the canvas's mask is 0 on its outer pixel ring, rises over 3 pixels and
+    is untouched inside; without it, a mask that is 1 everywhere reaches the edge."""
+    from stackgan.models.layered import ForegroundLayer
+
+    torch.manual_seed(0)
+    for taper in (False, True):
+        layer = ForegroundLayer(6, ngf=4, taper=taper).eval()
+        with torch.no_grad():
+            layer.to_rgba.bias[3:] = 30.0  # the mask logit: sigmoid = 1 everywhere
+            layer.to_rgba.weight.zero_()
+            _, mask = layer.canvas(torch.randn(2, 6))
+        edge = torch.cat([mask[..., 0, :], mask[..., -1, :], mask[..., :, 0], mask[..., :, -1]], -1)
+        assert edge.min() == (0.0 if taper else 1.0)
+        assert torch.allclose(mask[..., 3:-3, 3:-3], torch.ones(1))
+        if taper:
+            assert torch.allclose(mask[0, 0, 16, :4], torch.tensor([0.0, 1 / 3, 2 / 3, 1.0]))
+
+
 def test_layered_generator_trains_its_pose_and_survives_export():
     from stackgan.models.build import generator_args, generator_from_args
 
@@ -583,8 +602,9 @@ def test_smooth_background_cannot_hold_an_object():
     assert "background" not in generator_args(apply_overrides(cfg, ["model.g_layer_background=full"]).model, 1)["stage1"]
     with pytest.raises(ValueError, match="needs the layered generator"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_background=smooth"])
-    with pytest.raises(ValueError, match="g_layer_spin needs the layered generator"):
-        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_spin=true"])
+    for switch in ("g_layer_spin", "g_layer_taper"):
+        with pytest.raises(ValueError, match=f"{switch} needs the layered generator"):
+            apply_overrides(get_preset("fast-sn-noca"), [f"model.{switch}=true"])
     with pytest.raises(ValueError, match="g_layer_background = 'blur'; accepted"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_background=blur"])
 

@@ -78,7 +78,9 @@ class ForegroundLayer(nn.Module):
     every object starts at ``scale0`` of the image, upright, in the centre. With ``spin=True`` the
     object is also turned by the angle of the first two inputs (z's first two dimensions: uniform
     on the circle for Gaussian z), so that every rotation is drawn without G having to learn to
-    vary it (for data whose objects appear at every rotation, as in Shapes).
+    vary it (for data whose objects appear at every rotation, as in Shapes). With ``taper=True`` the
+    mask falls to 0 over the canvas's outer 3 pixels, so that the canvas's edge (a square frame
+    around the object) cannot show in the image.
 
     Example::
 
@@ -87,11 +89,16 @@ class ForegroundLayer(nn.Module):
     """
 
     def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0,
-                 canvas: str = "conv", spin: bool = False):
+                 canvas: str = "conv", spin: bool = False, taper: bool = False):
         super().__init__()
         if canvas not in CANVASES:
             raise ConfigError(f"the foreground canvas must be one of {', '.join(CANVASES)}, got {canvas!r}")
         self.ngf, self.kind, self.spin = ngf, canvas, spin
+        if taper:  # the mask falls to 0 over the canvas's outer 3 pixels: its edge is never drawn
+            ramp = (torch.minimum(torch.arange(CANVAS_SIZE), CANVAS_SIZE - 1 - torch.arange(CANVAS_SIZE)) / 3).clamp(max=1)
+            self.register_buffer("window", (ramp[:, None] * ramp[None, :])[None, None], persistent=False)
+        else:
+            self.window = None
         if canvas == "conv":
             self.fc = nn.Sequential(nn.Linear(in_dim, 4 * ngf * 4 * 4, bias=False), nn.BatchNorm1d(4 * ngf * 4 * 4),
                                     nn.ReLU(inplace=True))
@@ -133,7 +140,8 @@ class ForegroundLayer(nn.Module):
                     h = self.hidden[i - 1](h)
                 h = F.relu(film(h, zc))
         rgba = self.to_rgba(h)
-        return torch.tanh(rgba[:, :3]), torch.sigmoid(rgba[:, 3:])
+        mask = torch.sigmoid(rgba[:, 3:])
+        return torch.tanh(rgba[:, :3]), mask if self.window is None else mask * self.window.to(mask.dtype)
 
     def transform(self, zc: torch.Tensor) -> torch.Tensor:
         """``affine_grid``'s matrices ``[B, 2, 3]``: from the image's coordinates to the canvas's.

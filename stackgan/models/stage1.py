@@ -49,7 +49,8 @@ class Stage1Generator(nn.Module):
     ``canvas`` ("conv" or "mlp") says how that frame is drawn. ``background="smooth"`` (with ``layered``)
     replaces the usual path by a :class:`~stackgan.models.layered.SmoothBackground`, which cannot draw the
     object, so that the layer has to; ``spin=True`` turns the layer's object by the angle of z's first
-    two dimensions as well (every rotation, without learning to vary it).
+    two dimensions as well (every rotation, without learning to vary it); ``taper=True`` keeps the
+    canvas's edge out of the image.
 
     Example::
 
@@ -62,13 +63,14 @@ class Stage1Generator(nn.Module):
     def __init__(self, text_dim: int, ngf: int = 128, z_dim: int = 100, cond_dim: int = 128,
                  ca_variant: str = "pt", variant: str = "pt", fusion: bool = False, coords: bool = False,
                  layered: bool = False, canvas: str = "conv", background: str = "full",
-                 spin: bool = False):
+                 spin: bool = False, taper: bool = False):
         super().__init__()
         if background not in BACKGROUNDS:
             raise ConfigError(f"the layered generator's background must be one of {', '.join(BACKGROUNDS)}, "
                               f"got {background!r}")
-        if spin and not layered:
-            raise ConfigError("model.g_layer_spin needs the layered generator (model.g_layered=true)")
+        if (spin or taper) and not layered:
+            raise ConfigError("model.g_layer_spin and model.g_layer_taper need the layered generator "
+                              "(model.g_layered=true)")
         if background != "full" and not layered:
             raise ConfigError("a smooth background (model.g_layer_background) needs the layered generator "
                               "(model.g_layered=true)")
@@ -82,7 +84,7 @@ class Stage1Generator(nn.Module):
         self.z_dim, self.ngf, self.fusion = z_dim, ngf, fusion
         k = z_dim + cond_dim if fusion else 0  # the modulating condition: cat(z, c)
         self.ca = ConditioningAugmentation(text_dim, cond_dim, ca_variant)
-        self.foreground = ForegroundLayer(z_dim + cond_dim, ngf, k, canvas=canvas, spin=spin) if layered else None
+        self.foreground = ForegroundLayer(z_dim + cond_dim, ngf, k, canvas=canvas, spin=spin, taper=taper) if layered else None
         self.background = SmoothBackground(z_dim + cond_dim) if background == "smooth" else None
         if self.background is not None:  # no usual path: the layer draws the object over a smooth background
             init_weights(self)
