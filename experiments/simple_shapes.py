@@ -2,10 +2,12 @@
 
 ``make`` writes a Shapes-format folder (not the Shapes contract: an experiment) in which every
 object has one colour, size, texture, position and background, given by the options; the shape
-(and the contract's rotation, radius within the size, jitter and noise) still varies. Turn it into
-a one-hot condition with ``stackgan data attributes``, train on it, and ``score`` a run with the
-attribute checker of the real Shapes set (these images are a corner of its distribution), on the
-folder's test captions. docs/training-recipe.md, ninth round, reports what it found.
+(and the contract's rotation, radius within the size, jitter and noise) still varies, and so do
+the attributes named by ``--vary``. Turn it into a one-hot condition with ``stackgan data
+attributes``, train on it, and ``score`` a run's Stage I with the attribute checker of the real
+Shapes set (these images are a corner of its distribution) on the folder's test conditions;
+``--raw`` scores a state file's raw generator instead of its moving average.
+docs/training-recipe.md, ninth round, reports what it found.
 
     python experiments/simple_shapes.py make data/simple-raw
     stackgan data attributes data/simple-raw --out data/simple --foils 0
