@@ -51,23 +51,6 @@ def make(out: Path, n_train: int, n_test: int, fixed: dict[str, str], rotate: bo
           f"rotation {'on' if rotate else 'off'}")
 
 
-def raw_pipeline(state_file: Path):
-    """The pipeline of a training state's raw generator (not its moving average)."""
-    from stackgan.checkpoint import load_state
-    from stackgan.config import from_dict
-    from stackgan.models.build import generator_args, generator_from_args
-    from stackgan.pipeline import StackGANPipeline
-    from stackgan.text.norm import TextNorm
-
-    state = load_state(state_file)
-    cfg = from_dict(state["config"])
-    g = generator_from_args(generator_args(cfg.model, state["stage"]))
-    g.load_state_dict(state["generator"])
-    norm = TextNorm(cfg.model.text_dim)
-    norm.load_state_dict(state["text_norm"])
-    return StackGANPipeline.from_config(cfg, g, norm, state["stage"])
-
-
 @torch.no_grad()
 def score(run: Path, data: Path, checker_dir: Path, seed: int, raw: bool = False) -> dict[str, float]:
     from stackgan.data.manifest import read_manifest
@@ -77,7 +60,7 @@ def score(run: Path, data: Path, checker_dir: Path, seed: int, raw: bool = False
     from stackgan.utils import from_uint8
 
     records = read_manifest(data, "test")
-    pipe = raw_pipeline(run) if raw else StackGANPipeline.load(run)
+    pipe = StackGANPipeline.from_state(run, raw=True) if raw else StackGANPipeline.load(run)
     emb, _ = precomputed_embeddings(data, "test", len(records))  # the one-hot condition of each test image
     images = pipe.generate(embeddings=pipe.text_norm(emb[:, 0]), seed=seed, stage=1).stage1  # uint8 [N, 3, 64, 64]
     predicted = predict(load_checker(checker_dir / WEIGHTS_NAME, "cpu"), from_uint8(images))

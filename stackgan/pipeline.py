@@ -102,14 +102,15 @@ class StackGANPipeline:
                                 "or a state file)")
 
     @classmethod
-    def from_state(cls, path: str | Path) -> "StackGANPipeline":
-        """The sampling generator (its moving average, when trained with one) of a training state file."""
+    def from_state(cls, path: str | Path, raw: bool = False) -> "StackGANPipeline":
+        """The sampling generator (its moving average, when trained with one) of a training state file;
+        ``raw=True``: the generator's raw weights instead of their average."""
         state = load_state(path)
         try:
             cfg = from_dict(state["config"])
             stage = _valid_stage(state["stage"], path)
             g = generator_from_args(generator_args(cfg.model, stage))
-            g.load_state_dict(sampling_weights(state))
+            g.load_state_dict(state["generator"] if raw else sampling_weights(state))
             norm = TextNorm(cfg.model.text_dim)
             norm.load_state_dict(state["text_norm"])
         except (KeyError, TypeError, RuntimeError) as e:  # a readable file that is not a whole training state

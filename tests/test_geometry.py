@@ -432,11 +432,19 @@ def test_stage1_image_only_head_ignores_the_text_and_is_off_by_default():
         build_discriminator(apply_overrides(on, ["model.d_arch=resnet"]).model, 1)
 
 
+def _one_update(cfg, G, D, real, text, wrong, z):
+    """One ``Updater`` step of Stage I with SGD (G's learning rate 0.1, D's 0: D stays as built):
+    the logged losses by name and G's weights after it."""
+    from stackgan.training.step import LOGGED, Updater
+    opt_g, opt_d = torch.optim.SGD(G.parameters(), 0.1), torch.optim.SGD(D.parameters(), 0.0)
+    logged = dict(zip(LOGGED, Updater(cfg, 1, G, D, opt_g, opt_d, device=torch.device("cpu"))(real, text, wrong, z)))
+    return logged, [p.detach().clone() for p in G.parameters()]
+
+
 def test_mode_seeking_term_is_the_inverse_of_image_distance_over_noise_distance():
     """stage1.ms_weight (MSGAN): the logged G/ms is 1 / (mean |G(z1, t) - G(z2, t)| / mean |z1 - z2|)
     over the first half of the batch, z2 being the next draw of the random state, and it changes
     G's update."""
-    from stackgan.training.step import LOGGED, Updater
     cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12"])
     real, text, wrong = torch.rand(4, 3, 64, 64) * 2 - 1, torch.randn(4, 12), torch.randn(4, 12)
     z = torch.randn(4, cfg.model.z_dim)
@@ -447,10 +455,8 @@ def test_mode_seeking_term_is_the_inverse_of_image_distance_over_noise_distance(
         G, D = build_generator(c.model, 1), build_discriminator(c.model, 1)
         with torch.no_grad():
             fake = G(z, text).image
-        opt_g, opt_d = torch.optim.SGD(G.parameters(), 0.1), torch.optim.SGD(D.parameters(), 0.0)
         torch.manual_seed(1)
-        logged = dict(zip(LOGGED, Updater(c, 1, G, D, opt_g, opt_d, device=torch.device("cpu"))(real, text, wrong, z)))
-        after[weight] = [p.detach().clone() for p in G.parameters()]
+        logged, after[weight] = _one_update(c, G, D, real, text, wrong, z)
         if weight:
             torch.manual_seed(1)
             z2 = torch.randn(2, cfg.model.z_dim)
@@ -613,7 +619,6 @@ def test_info_codes_are_read_back_by_d_and_teach_g():
     """model.info_codes (InfoGAN): a head on the Stage-I D reads z's first K dims back from the
     image; the logged G/info is the squared error of that read-back, and the term changes G's
     update (with D's learning rate 0 the read-back is computed with the D that G's update sees)."""
-    from stackgan.training.step import LOGGED, Updater
     cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.info_codes=3"])
     plain = build_discriminator(apply_overrides(cfg, ["model.info_codes=0"]).model, 1)
     assert plain.info(torch.zeros(2, 8 * cfg.model.ndf1, 4, 4)) is None
@@ -628,10 +633,8 @@ def test_info_codes_are_read_back_by_d_and_teach_g():
             read = D.info(D(G(z, text).image))
         assert read.shape == (4, 3)
         expected = (read - z[:, :3]).square().mean().item()
-        opt_g, opt_d = torch.optim.SGD(G.parameters(), 0.1), torch.optim.SGD(D.parameters(), 0.0)
-        logged = dict(zip(LOGGED, Updater(c, 1, G, D, opt_g, opt_d, device=torch.device("cpu"))(real, text, wrong, z)))
+        logged, after[weight] = _one_update(c, G, D, real, text, wrong, z)
         assert logged["G/info"] == pytest.approx(expected, rel=1e-4)
-        after[weight] = [p.detach().clone() for p in G.parameters()]
     assert any(not torch.equal(a, b) for a, b in zip(after[0.0], after[1.0]))
     with pytest.raises(ValueError, match="info_codes must be in"):
         apply_overrides(cfg, [f"model.info_codes={cfg.model.z_dim + 1}"])

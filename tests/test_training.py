@@ -100,3 +100,18 @@ def test_pretrained_round_trip_and_determinism(trained_run, tmp_path):
     with torch.no_grad():
         low = loaded.generator.eval().stage1(z, emb, eps1)[0]  # [2, 3, 64, 64]
     assert not torch.equal(low[0], low[1])
+
+
+def test_state_loads_its_raw_generator_on_request(trained_run, tmp_path):
+    """``StackGANPipeline.from_state(path, raw=True)``: the generator's raw weights; by default
+    the moving average that sampling uses (here a state given an average that differs)."""
+    from stackgan.checkpoint import load_state
+
+    state = load_state(trained_run / "stage1" / "state.pt")
+    average = {k: v + 1 if v.is_floating_point() else v for k, v in state["generator"].items()}
+    state["ema"] = {f"module.{k}": v for k, v in average.items()} | {"n_averaged": torch.tensor(4)}
+    path = tmp_path / "with-average.pt"
+    torch.save(state, path)
+    for raw, expected in ((False, average), (True, state["generator"])):
+        loaded = StackGANPipeline.from_state(path, raw=raw).generator.state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in expected.items())

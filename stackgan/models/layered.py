@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import CHOICES
 from ..errors import ConfigError
 from .blocks import CondAffine, UpBlock, conv3x3
 
-CANVASES = ("conv", "mlp")
-BACKGROUNDS = ("full", "smooth")  # what draws the background under the layer: the usual path, or SmoothBackground
+CANVASES = CHOICES["g_layer_canvas"]  # how the object is drawn in its frame
+BACKGROUNDS = CHOICES["g_layer_background"]  # what lies under the layer: the usual path, or SmoothBackground
 CANVAS_SIZE = 32  # the canvas's pixels per side
 MLP_LAYERS = 4  # the implicit canvas's hidden layers
 
@@ -95,7 +96,8 @@ class ForegroundLayer(nn.Module):
             raise ConfigError(f"the foreground canvas must be one of {', '.join(CANVASES)}, got {canvas!r}")
         self.ngf, self.kind, self.spin = ngf, canvas, spin
         if taper:  # the mask falls to 0 over the canvas's outer 3 pixels: its edge is never drawn
-            ramp = (torch.minimum(torch.arange(CANVAS_SIZE), CANVAS_SIZE - 1 - torch.arange(CANVAS_SIZE)) / 3).clamp(max=1)
+            i = torch.arange(CANVAS_SIZE)
+            ramp = (torch.minimum(i, CANVAS_SIZE - 1 - i) / 3).clamp(max=1)  # [32]: 0, 1/3, 2/3, 1, ..., 1, ..., 0
             self.register_buffer("window", (ramp[:, None] * ramp[None, :])[None, None], persistent=False)
         else:
             self.window = None

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ConditionalHead, DownBlock, MinibatchStd, FusionUpBlock, UpBlock, conv3x3, init_weights, run_up_path
+from .blocks import (ConditionalHead, DownBlock, FusionUpBlock, MinibatchStd, UpBlock, conv3x3, init_weights,
+                     run_up_path)
 from .conditioning import ConditioningAugmentation
 from .layered import BACKGROUNDS, ForegroundLayer, SmoothBackground
 from ..errors import ConfigError
@@ -84,7 +85,8 @@ class Stage1Generator(nn.Module):
         self.z_dim, self.ngf, self.fusion = z_dim, ngf, fusion
         k = z_dim + cond_dim if fusion else 0  # the modulating condition: cat(z, c)
         self.ca = ConditioningAugmentation(text_dim, cond_dim, ca_variant)
-        self.foreground = ForegroundLayer(z_dim + cond_dim, ngf, k, canvas=canvas, spin=spin, taper=taper) if layered else None
+        self.foreground = (ForegroundLayer(z_dim + cond_dim, ngf, k, canvas=canvas, spin=spin, taper=taper)
+                           if layered else None)
         self.background = SmoothBackground(z_dim + cond_dim) if background == "smooth" else None
         if self.background is not None:  # no usual path: the layer draws the object over a smooth background
             init_weights(self)
