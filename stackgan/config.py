@@ -92,6 +92,10 @@ class StageConfig:
     gp_every: int = 1  # compute the penalty every N steps, weighted N times (lazy regularisation)
     info_weight: float = 1.0  # with model.info_codes > 0 (Stage I): weight of the squared error of D's read-back of
     #   the codes, in D's loss and in G's (InfoGAN's mutual-information term, Gaussian with unit variance)
+    mask_weight: float = 0.0  # with model.g_layered (Stage I): G also minimizes weight * the mean of the placed
+    #   object mask over the image (an area prior): mask where the layer only copies the background costs
+    mask_warmup: int = 0  # the area prior's weight rises linearly from 0 to mask_weight over this many steps (at
+    #   full weight from the first step, the prior closes the mask before D asks for an object)
 
 
 @dataclass(frozen=True)
@@ -313,6 +317,10 @@ def validate(cfg: Config) -> Config:
     for name in ("g_layer_spin", "g_layer_taper"):
         if getattr(m, name) and not m.g_layered:
             raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
+    if cfg.stage2.mask_weight:
+        raise ConfigError("stage2.mask_weight must be 0: the area prior acts on Stage I's layered generator")
+    if cfg.stage1.mask_weight and not m.g_layered:
+        raise ConfigError("stage1.mask_weight needs the layered generator (model.g_layered=true)")
     if m.g_layer_background != "full" and not m.g_layered:
         raise ConfigError(f"model.g_layer_background={m.g_layer_background} needs the layered generator "
                           "(model.g_layered=true)")
@@ -340,7 +348,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"stage{n}.batch_size must be >= 2 (wrong pairs need two), got {s.batch_size}")
         for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs", "match_weight",
                      "match_warmup", "recon_weight", "latent_kl_weight", "d_translate", "d_noise", "gp_weight",
-                     "info_weight"):
+                     "info_weight", "mask_weight", "mask_warmup"):
             if getattr(s, name) < 0:
                 raise ConfigError(f"stage{n}.{name} must be >= 0, got {getattr(s, name)}")
         if not 0 <= s.ema_decay < 1:

@@ -611,6 +611,8 @@ def test_smooth_background_cannot_hold_an_object():
     for switch in ("g_layer_spin", "g_layer_taper"):
         with pytest.raises(ValueError, match=f"{switch} needs the layered generator"):
             apply_overrides(get_preset("fast-sn-noca"), [f"model.{switch}=true"])
+    with pytest.raises(ValueError, match="which a smooth background"):
+        generator_from_args(generator_args(apply_overrides(cfg, ["model.g_coords=true"]).model, 1))
     with pytest.raises(ValueError, match="g_layer_background = 'blur'; accepted"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_background=blur"])
 
@@ -640,3 +642,36 @@ def test_info_codes_are_read_back_by_d_and_teach_g():
         apply_overrides(cfg, [f"model.info_codes={cfg.model.z_dim + 1}"])
     with pytest.raises(ValueError, match="info_codes needs the paper's D"):
         build_discriminator(apply_overrides(cfg, ["model.d_arch=resnet"]).model, 1)
+
+
+def test_mask_area_prior_is_the_mean_placed_mask_and_shrinks_it():
+    """stage1.mask_weight (an area prior on the mask): the logged G/mask is the mean of the layer's
+    placed mask over the image, and the term moves G so that the mask covers less; it needs the
+    layered generator and acts on Stage I only."""
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.g_layered=true",
+                                                                "model.g_layer_background=smooth"])
+    real, text, wrong = torch.rand(4, 3, 64, 64) * 2 - 1, torch.randn(4, 12), torch.randn(4, 12)
+    z = torch.randn(4, cfg.model.z_dim)
+    area = {}
+    for weight in (0.0, 50.0):
+        c = apply_overrides(cfg, [f"stage1.mask_weight={weight}"])
+        torch.manual_seed(0)
+        G, D = build_generator(c.model, 1), build_discriminator(c.model, 1)
+        G.eval()  # BatchNorm in the canvas path: eval, so that the mask read here is the one trained on
+        with torch.no_grad():
+            G(z, text)
+        expected = G.foreground.mask.mean().item()
+        assert 0.0 < expected < 1.0
+        logged, _ = _one_update(c, G, D, real, text, wrong, z)
+        assert logged["G/mask"] == pytest.approx(expected if weight else 0.0, rel=1e-5)
+        with torch.no_grad():
+            G(z, text)
+        area[weight] = G.foreground.mask.mean().item()
+    assert area[50.0] < area[0.0]
+    with pytest.raises(ValueError, match="mask_weight needs the layered generator"):
+        apply_overrides(get_preset("fast-sn-noca"), ["stage1.mask_weight=1"])
+    with pytest.raises(ValueError, match="stage2.mask_weight must be 0"):
+        apply_overrides(cfg, ["stage2.mask_weight=1"])
+    from stackgan.training.step import mask_weight
+    warm = apply_overrides(cfg, ["stage1.mask_weight=4", "stage1.mask_warmup=100"]).stage1
+    assert [mask_weight(warm, s) for s in (0, 25, 100, 900)] == [0.0, 1.0, 4.0, 4.0]

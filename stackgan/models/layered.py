@@ -81,7 +81,8 @@ class ForegroundLayer(nn.Module):
     on the circle for Gaussian z), so that every rotation is drawn without G having to learn to
     vary it (for data whose objects appear at every rotation, as in Shapes). With ``taper=True`` the
     mask falls to 0 over the canvas's outer 3 pixels, so that the canvas's edge (a square frame
-    around the object) cannot show in the image.
+    around the object) cannot show in the image. After each call, ``mask`` holds the placed mask
+    ``[B, 1, S, S]`` (with its graph), which the training step penalises by area (``stage1.mask_weight``).
 
     Example::
 
@@ -165,4 +166,5 @@ class ForegroundLayer(nn.Module):
         placed = F.grid_sample(torch.cat([rgb, mask], dim=1), grid, mode="bilinear", padding_mode="zeros",
                                align_corners=False)  # outside the canvas: mask 0
         fg, m = placed[:, :3], placed[:, 3:]
+        self.mask = m  # [B, 1, S, S]: the last placed mask, for an area penalty (stage1.mask_weight)
         return m * fg + (1.0 - m) * background

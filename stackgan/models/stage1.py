@@ -79,6 +79,9 @@ class Stage1Generator(nn.Module):
             raise ConfigError(f"Stage-I generator variant must be 'pt', 'tf' or 'dfgan', got {variant!r}")
         if ngf % 2:
             raise ConfigError(f"Stage-I ngf must be even (the last block has ngf/2 channels), got {ngf}")
+        if coords and background == "smooth":
+            raise ConfigError("coordinate channels (model.g_coords) act on the up-sampling path, which a smooth "
+                              "background (model.g_layer_background=smooth) removes; set one of them off")
         if coords and variant == "dfgan":
             raise ConfigError("coordinate channels (model.g_coords) are for the 'pt' and 'tf' generators, not 'dfgan'")
         fusion = fusion or variant == "dfgan"

@@ -17,7 +17,7 @@ from ..losses import (discriminator_loss_fake, discriminator_loss_real, generato
                       matching_aware_gradient_penalty)
 
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
-          "G/ms", "G/info", "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
+          "G/ms", "G/info", "G/mask", "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
 
 
 def _low_res(real: torch.Tensor) -> torch.Tensor:
@@ -25,11 +25,23 @@ def _low_res(real: torch.Tensor) -> torch.Tensor:
     return real if real.shape[-1] == 64 else F.interpolate(real, size=64, mode="area")
 
 
+def _warmed(weight: float, warmup: int, step: int) -> float:
+    """``weight``, reached linearly over the first ``warmup`` steps (at once when ``warmup`` is 0)."""
+    return weight * min(1.0, step / warmup) if warmup else weight
+
+
 def match_weight(sc, step: int) -> float:
     """The matching loss's weight at ``step``: ``match_weight``, reached linearly over the first
     ``match_warmup`` steps (a BatchNorm-free D gives G little signal at first, and the frozen
     matcher's gradient alone pulls every sample toward one image: docs/training-recipe.md)."""
-    return sc.match_weight * min(1.0, step / sc.match_warmup) if sc.match_warmup else sc.match_weight
+    return _warmed(sc.match_weight, sc.match_warmup, step)
+
+
+def mask_weight(sc, step: int) -> float:
+    """The area prior's weight at ``step``: ``mask_weight``, reached linearly over the first
+    ``mask_warmup`` steps (at full weight from the start it closes the layer's mask before D asks
+    for an object, and a closed sigmoid mask does not open again: docs/training-recipe.md)."""
+    return _warmed(sc.mask_weight, sc.mask_warmup, step)
 
 
 class Updater:
@@ -88,6 +100,8 @@ class Updater:
         with self.autocast():
             out = G(z, text)  # GeneratorOutput of either stage
             fake, mu, logvar = out.image, out.mu, out.logvar  # [B, 3, r, r], [B, cond] x 2
+            # an area prior on the mask: the layered G's object mask [B, 1, 64, 64] costs where it is not needed
+            placed = unwrap(G).foreground.mask if sc.mask_weight > 0 else None
             if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
                 right_t = mu.detach()
                 with torch.no_grad():
@@ -145,6 +159,8 @@ class Updater:
                     if stage == 1:
                         latent_kl = kl_loss(z_mu, z_logvar)
                         g_total = g_total + sc.latent_kl_weight * latent_kl
+                mask = placed.float().mean() if placed is not None else zero
+                g_total = g_total + mask_weight(sc, step) * mask
                 ms = zero
                 if sc.ms_weight > 0:  # mode seeking (MSGAN): half the captions again, with other noise
                     half = max(1, len(z) // 2)
@@ -165,4 +181,4 @@ class Updater:
             self.ema.update_parameters(unwrap(G))
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], gp.detach(), g_adv, kl, match, recon,
-                            latent_kl, ms.detach(), info.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
+                            latent_kl, ms.detach(), info.detach(), mask.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
