@@ -101,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("path", type=Path, help="Shapes data folder")
     o.add_argument("--out", type=Path, required=True, help="folder to write (manifests and images are linked)")
     o.add_argument("--foils", type=int, default=4, help="one-attribute foils per train image (default 4)")
+    o.add_argument("--foil-attributes", metavar="LIST", help="comma-separated attributes a foil may change, "
+                   "equally often (default: all six, shape and texture three times as often as the others)")
 
     t = sub.add_parser("train", help="train Stage I or Stage II", epilog=EXAMPLES["train"], formatter_class=fmt)
     t.add_argument("--stage", type=int, choices=(1, 2), required=True,

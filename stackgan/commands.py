@@ -26,8 +26,9 @@ def cmd_data(args) -> int:
             print(f"  ... and {len(summary['skipped']) - 20} more (all in {args.out / 'prepared.json'})")
         return 0
     if args.data_command == "attributes":
-        from .data.foils import write_attribute_embeddings
-        print(f"one-hot attribute embeddings in {write_attribute_embeddings(args.path, args.out, args.foils)}")
+        from .data.foils import FOIL_WEIGHTS, foil_weights, write_attribute_embeddings
+        weights = foil_weights(args.foil_attributes) if args.foil_attributes else FOIL_WEIGHTS
+        print(f"one-hot attribute embeddings in {write_attribute_embeddings(args.path, args.out, args.foils, weights=weights)}")
         return 0
     from .data.shapes import generate_shapes
 

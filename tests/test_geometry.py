@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from stackgan.config import apply_overrides, get_preset
-from stackgan.data.foils import ONE_HOT_DIM, make_foils, one_hot, one_hot_foil, shapes_foil
+from stackgan.data.foils import ONE_HOT_DIM, foil_weights, make_foils, one_hot, one_hot_foil, shapes_foil
 from stackgan.data.shapes import ATTRIBUTES
 from stackgan.data.shapes_text import make_caption, parse_caption
 from stackgan.evaluation.d_check import preference_rate
@@ -141,6 +141,11 @@ def test_one_hot_foils_differ_in_one_attribute_and_color_foils_for_other_data():
         attrs = _random_attributes(rng)
         a, b = one_hot(attrs), one_hot_foil(attrs, rng)
         assert a.shape == (ONE_HOT_DIM,) == (31,) and a.sum() == 6 and b.sum() == 6 and np.abs(a - b).sum() == 2
+        shape_only = one_hot_foil(attrs, rng, foil_weights("shape"))  # --foil-attributes shape: the shape block
+        assert np.abs(a - shape_only)[:4].sum() == 2 and np.array_equal(a[4:], shape_only[4:])
+    assert foil_weights(" shape, size ") == {"shape": 1.0, "size": 1.0}
+    with pytest.raises(ValueError, match="must be among shape, color"):
+        foil_weights("shape,colour")
     records = [{"captions": ["this flower has white petals", "no colour named here"]}, {"captions": ["a plain one"]}]
     foils = make_foils(records, per_image=2)
     assert len(foils[0]) == 2 and all("white" not in f and "petals" in f for f in foils[0]) and foils[1] == []

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from .shapes import ATTRIBUTES
 from .shapes_text import WORDS, parse_caption
 
@@ -134,14 +135,23 @@ def one_hot_foil(attributes: dict[str, str], rng: np.random.Generator,
     return one_hot({**attributes, name: others[int(rng.integers(len(others)))]})
 
 
+def foil_weights(names: str) -> dict[str, float]:
+    """``"shape,size"`` -> ``{"shape": 1.0, "size": 1.0}``: foils that change only these attributes."""
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in ATTRIBUTES]
+    if unknown or not chosen:
+        raise ConfigError(f"--foil-attributes must be among {', '.join(ATTRIBUTES)}; got {names!r}")
+    return {n: 1.0 for n in chosen}
+
+
 ORACLE_MARK = "attribute-embeddings.json"
 
 
 def write_attribute_embeddings(data_dir: str | Path, out_dir: str | Path, foils_per_image: int = 4,
-                               seed: int = 0) -> Path:
+                               seed: int = 0, weights: dict[str, float] = FOIL_WEIGHTS) -> Path:
     """A copy of the Shapes folder ``data_dir`` whose "embeddings" are the attributes themselves:
     ``OUT/embeddings-<split>.npy`` ``[N, 1, 31]`` one-hot and ``OUT/foils-train.npy``
-    ``[N, foils_per_image, 31]`` (one attribute changed each). Manifests, images and the attribute
+    ``[N, foils_per_image, 31]`` (one attribute changed each, drawn by ``weights``). Manifests, images and the attribute
     checker are linked, not copied. Train with ``--set data.text_encoder=precomputed``.
 
     The experiment this serves: with a perfect condition, what the generator/discriminator design
@@ -162,9 +172,9 @@ def write_attribute_embeddings(data_dir: str | Path, out_dir: str | Path, foils_
             raise DataError(f"{data_dir / (split + '.jsonl')}, line {missing[0] + 1}: no Shapes attributes")
         np.save(out_dir / f"embeddings-{split}.npy", np.stack([one_hot(r["attributes"]) for r in records])[:, None])
         if split == "train":
-            foils = [[one_hot_foil(r["attributes"], np.random.default_rng((seed, 11, i, k)))
+            foils = [[one_hot_foil(r["attributes"], np.random.default_rng((seed, 11, i, k)), weights)
                       for k in range(foils_per_image)] for i, r in enumerate(records)]
             np.save(out_dir / "foils-train.npy", np.asarray(foils, np.float32))
-    (out_dir / ORACLE_MARK).write_text(json.dumps({"source": str(data_dir), "dim": ONE_HOT_DIM,
+    (out_dir / ORACLE_MARK).write_text(json.dumps({"source": str(data_dir), "dim": ONE_HOT_DIM, "foil_weights": weights,
                                                    "attributes": {k: list(v) for k, v in ATTRIBUTES.items()}}))
     return out_dir
