@@ -49,6 +49,8 @@ class ModelConfig:
     g_layer_spin: bool = False  # that object is also turned by the angle of z's first two dims (uniform): every
     #   rotation without G learning to vary it (data whose objects appear at every rotation)
     g_layer_taper: bool = False  # that object's mask falls to 0 over its canvas's outer 3 pixels (no canvas frame)
+    g_layer_scale0: float = 0.35  # that object's starting scale: its frame's half-width over the image's, before
+    #   the pose head learns (a frame too tight for the largest objects makes them fill it and take its corners)
     d_arch: str = "dcgan"  # dcgan: the paper's D; resnet: BN-free gated residual D, one-way head
     d_batchnorm: bool = True  # dcgan D: false removes its BatchNorm layers (pair with d_spectral_norm)
     d_blur: bool = False  # dcgan D: a fixed 3x3 binomial blur before each stride-2 conv (anti-aliased down-sampling)
@@ -321,6 +323,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("stage2.mask_weight must be 0: the area prior acts on Stage I's layered generator")
     if cfg.stage1.mask_weight and not m.g_layered:
         raise ConfigError("stage1.mask_weight needs the layered generator (model.g_layered=true)")
+    if not 0 < m.g_layer_scale0 <= 1:
+        raise ConfigError(f"model.g_layer_scale0 must be in (0, 1], got {m.g_layer_scale0}")
+    if m.g_layer_scale0 != ModelConfig.g_layer_scale0 and not m.g_layered:
+        raise ConfigError("model.g_layer_scale0 needs the layered generator (model.g_layered=true)")
     if m.g_layer_background != "full" and not m.g_layered:
         raise ConfigError(f"model.g_layer_background={m.g_layer_background} needs the layered generator "
                           "(model.g_layered=true)")

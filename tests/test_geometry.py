@@ -1,5 +1,7 @@
 """The geometry design's switches: fusion blocks, the BN-free residual D, the matching-aware
 gradient penalty, one-word foils and the D check (docs/training-recipe.md)."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -613,6 +615,13 @@ def test_smooth_background_cannot_hold_an_object():
     assert "background" not in generator_args(apply_overrides(cfg, ["model.g_layer_background=full"]).model, 1)["stage1"]
     with pytest.raises(ValueError, match="needs the layered generator"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_background=smooth"])
+    wide = generator_from_args(generator_args(apply_overrides(cfg, ["model.g_layer_scale0=0.6"]).model, 1))
+    assert wide.foreground.log_scale0 == pytest.approx(math.log(0.6))
+    assert "scale0" not in generator_args(cfg.model, 1)["stage1"]  # only written when changed
+    with pytest.raises(ValueError, match="g_layer_scale0 needs the layered generator"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_scale0=0.6"])
+    with pytest.raises(ValueError, match=r"g_layer_scale0 must be in \(0, 1\]"):
+        apply_overrides(cfg, ["model.g_layer_scale0=0"])
     for switch in ("g_layer_spin", "g_layer_taper"):
         with pytest.raises(ValueError, match=f"{switch} needs the layered generator"):
             apply_overrides(get_preset("fast-sn-noca"), [f"model.{switch}=true"])

@@ -64,7 +64,7 @@ class Stage1Generator(nn.Module):
     def __init__(self, text_dim: int, ngf: int = 128, z_dim: int = 100, cond_dim: int = 128,
                  ca_variant: str = "pt", variant: str = "pt", fusion: bool = False, coords: bool = False,
                  layered: bool = False, canvas: str = "conv", background: str = "full",
-                 spin: bool = False, taper: bool = False):
+                 spin: bool = False, taper: bool = False, scale0: float = 0.35):
         super().__init__()
         if background not in BACKGROUNDS:
             raise ConfigError(f"the layered generator's background must be one of {', '.join(BACKGROUNDS)}, "
@@ -88,7 +88,8 @@ class Stage1Generator(nn.Module):
         self.z_dim, self.ngf, self.fusion = z_dim, ngf, fusion
         k = z_dim + cond_dim if fusion else 0  # the modulating condition: cat(z, c)
         self.ca = ConditioningAugmentation(text_dim, cond_dim, ca_variant)
-        self.foreground = (ForegroundLayer(z_dim + cond_dim, ngf, k, canvas=canvas, spin=spin, taper=taper)
+        self.foreground = (ForegroundLayer(z_dim + cond_dim, ngf, k, scale0=scale0, canvas=canvas, spin=spin,
+                                           taper=taper)
                            if layered else None)
         self.background = SmoothBackground(z_dim + cond_dim) if background == "smooth" else None
         if self.background is not None:  # no usual path: the layer draws the object over a smooth background
