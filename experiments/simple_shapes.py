@@ -6,8 +6,9 @@ object has one colour, size, texture, position and background, given by the opti
 the attributes named by ``--vary``. Turn it into a one-hot condition with ``stackgan data
 attributes``, train on it, and ``score`` a run's Stage I with the attribute checker of the real
 Shapes set (these images are a corner of its distribution) on the folder's test conditions;
-``--raw`` scores a state file's raw generator instead of its moving average.
-docs/training-recipe.md, ninth round, reports what it found.
+``--raw`` scores a state file's raw generator instead of its moving average. ``pose`` reads what
+a layered generator's pose head does with the size and position of the condition.
+docs/training-recipe.md, ninth and tenth rounds, report what they found.
 
     python experiments/simple_shapes.py make data/simple-raw
     stackgan data attributes data/simple-raw --out data/simple --foils 0
@@ -67,6 +68,11 @@ def score(run: Path, data: Path, checker_dir: Path, seed: int, raw: bool = False
     truth = torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
     hits = predicted["shape"] == truth
     report = {"shape": round(hits.float().mean().item(), 3), "n": len(records)}
+    sizes = [r["attributes"]["size"] for r in records]
+    for size in ATTRIBUTES["size"]:  # shape accuracy for each size word present
+        chosen = torch.tensor([s == size for s in sizes])
+        if chosen.any() and len(set(sizes)) > 1:
+            report[f"shape_{size}"] = round(hits[chosen].float().mean().item(), 3)
     # noise variety as `stackgan evaluate --metrics zvar` measures it: 8 noises for one condition of each
     # shape, the standard deviation of each pixel over the 8 (0-255 scale), averaged
     spreads = []
@@ -79,6 +85,54 @@ def score(run: Path, data: Path, checker_dir: Path, seed: int, raw: bool = False
         called = predicted["shape"][truth == k]
         report[name] = {other: round((called == j).float().mean().item(), 3)
                         for j, other in enumerate(ATTRIBUTES["shape"])}
+    return report
+
+
+def pose(run: Path, data: Path, seed: int, raw: bool = False, text: bool = False) -> dict:
+    """What a layered run's pose head does with the condition (``model.g_layered``): the mean scale
+    for each size word, the mean translation for each column and row, their correlations with the
+    attributes, and how much of its frame the object's mask covers. ``text=True`` conditions on a
+    caption naming all six attributes, encoded by the run's text encoder (the real Shapes);
+    otherwise on the folder's one-hot test conditions."""
+    from stackgan.data.manifest import read_manifest
+    from stackgan.data.shapes_text import make_caption
+    from stackgan.pipeline import StackGANPipeline
+    from stackgan.text.cache import precomputed_embeddings
+
+    records = read_manifest(data, "test")
+    pipe = StackGANPipeline.from_state(run, raw=True) if raw else StackGANPipeline.load(run)
+    G = pipe.stage1_generator.eval()
+    if getattr(G, "foreground", None) is None:
+        raise SystemExit(f"{run}: not a layered generator (model.g_layered)")
+    if text:
+        rng = np.random.default_rng(seed)
+        emb = pipe.embed([make_caption(r["attributes"], rng, full=True) for r in records])
+    else:
+        emb = pipe.text_norm(precomputed_embeddings(data, "test", len(records))[0][:, 0])
+    z = torch.randn(len(records), G.z_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        zc = torch.cat([z, G.ca(emb)[0]], 1)
+        p = G.foreground.pose(zc).float()
+        frame_cover = G.foreground.canvas(zc)[1].mean(dim=(1, 2, 3))  # [N]: the mask's share of the frame
+    scale = (p[:, 0] + G.foreground.log_scale0).exp().numpy()
+    t = {"x": p[:, 2].numpy(), "y": p[:, 3].numpy()}
+    attrs = [r["attributes"] for r in records]
+    size = np.array([ATTRIBUTES["size"].index(a["size"]) for a in attrs])
+    side = {"x": np.array([-1 if "left" in a["position"] else 1 if "right" in a["position"] else 0 for a in attrs]),
+            "y": np.array([-1 if "top" in a["position"] else 1 if "bottom" in a["position"] else 0 for a in attrs])}
+
+    def corr(u: np.ndarray, v: np.ndarray) -> float | None:
+        return round(float(np.corrcoef(u, v)[0, 1]), 2) if u.std() > 0 and v.std() > 0 else None
+
+    report = {"scale": {w: round(float(scale[size == k].mean()), 3) for k, w in enumerate(ATTRIBUTES["size"])
+                        if (size == k).any()},
+              "frame_cover": {w: round(float(frame_cover[torch.from_numpy(size == k)].mean()), 3)
+                              for k, w in enumerate(ATTRIBUTES["size"]) if (size == k).any()},
+              "corr_scale_size": corr(scale, size)}
+    for axis in ("x", "y"):
+        report[f"t{axis}"] = {str(v): round(float(t[axis][side[axis] == v].mean()), 3) for v in (-1, 0, 1)
+                              if (side[axis] == v).any()}
+        report[f"corr_t{axis}"] = corr(t[axis], side[axis])
     return report
 
 
@@ -101,6 +155,13 @@ def main() -> None:
     s.add_argument("--checker", type=Path, default=Path("data/shapes"), help="a Shapes folder with its checker")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--raw", action="store_true", help="RUN is a state file: score its raw generator, not its average")
+    q = sub.add_parser("pose", help="what a layered run's pose head does with size and position")
+    q.add_argument("run", type=Path)
+    q.add_argument("--data", type=Path, required=True)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--raw", action="store_true", help="RUN is a state file: its raw generator, not its average")
+    q.add_argument("--text", action="store_true", help="condition on full captions through the run's text encoder "
+                   "(the real Shapes) instead of the folder's one-hot conditions")
     a = p.parse_args()
     if a.cmd == "make":
         fixed = {k: getattr(a, k) for k in ("color", "size", "texture", "position", "background")}
@@ -108,6 +169,8 @@ def main() -> None:
         if unknown := set(vary) - set(fixed):
             p.error(f"--vary: unknown attribute(s) {sorted(unknown)}; choose from {sorted(fixed)}")
         make(a.out, a.train, a.test, fixed, not a.no_rotate, a.seed, vary)
+    elif a.cmd == "pose":
+        print(json.dumps(pose(a.run, a.data, a.seed, a.raw, a.text)))
     else:
         print(json.dumps(score(a.run, a.data, a.checker, a.seed, a.raw)))
 
