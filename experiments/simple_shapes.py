@@ -52,33 +52,41 @@ def make(out: Path, n_train: int, n_test: int, fixed: dict[str, str], rotate: bo
           f"rotation {'on' if rotate else 'off'}")
 
 
-@torch.no_grad()
-def score(run: Path, data: Path, checker_dir: Path, seed: int, raw: bool = False) -> dict[str, float]:
+def _load(run: Path, data: Path, raw: bool):
+    """The folder's test records, the run's pipeline (its average, or with ``raw`` a state file's raw
+    generator) and the one-hot condition of each test image, normalised as the run was trained."""
     from stackgan.data.manifest import read_manifest
-    from stackgan.evaluation.checker import WEIGHTS_NAME, load_checker, predict
     from stackgan.pipeline import StackGANPipeline
     from stackgan.text.cache import precomputed_embeddings
-    from stackgan.utils import from_uint8
 
     records = read_manifest(data, "test")
     pipe = StackGANPipeline.from_state(run, raw=True) if raw else StackGANPipeline.load(run)
-    emb, _ = precomputed_embeddings(data, "test", len(records))  # the one-hot condition of each test image
-    images = pipe.generate(embeddings=pipe.text_norm(emb[:, 0]), seed=seed, stage=1).stage1  # uint8 [N, 3, 64, 64]
+    emb, _ = precomputed_embeddings(data, "test", len(records))  # [N, 1, D]
+    return records, pipe, pipe.text_norm(emb[:, 0])
+
+
+@torch.no_grad()
+def score(run: Path, data: Path, checker_dir: Path, seed: int, raw: bool = False) -> dict[str, float]:
+    from stackgan.evaluation.checker import WEIGHTS_NAME, load_checker, predict
+    from stackgan.utils import from_uint8
+
+    records, pipe, cond = _load(run, data, raw)
+    images = pipe.generate(embeddings=cond, seed=seed, stage=1).stage1  # uint8 [N, 3, 64, 64]
     predicted = predict(load_checker(checker_dir / WEIGHTS_NAME, "cpu"), from_uint8(images))
     truth = torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
     hits = predicted["shape"] == truth
     report = {"shape": round(hits.float().mean().item(), 3), "n": len(records)}
     sizes = [r["attributes"]["size"] for r in records]
-    for size in ATTRIBUTES["size"]:  # shape accuracy for each size word present
-        chosen = torch.tensor([s == size for s in sizes])
-        if chosen.any() and len(set(sizes)) > 1:
+    if len(set(sizes)) > 1:  # shape accuracy for each size word present
+        for size in sorted(set(sizes), key=ATTRIBUTES["size"].index):
+            chosen = torch.tensor([s == size for s in sizes])
             report[f"shape_{size}"] = round(hits[chosen].float().mean().item(), 3)
     # noise variety as `stackgan evaluate --metrics zvar` measures it: 8 noises for one condition of each
     # shape, the standard deviation of each pixel over the 8 (0-255 scale), averaged
     spreads = []
     for name in ATTRIBUTES["shape"]:
         first = next(i for i, r in enumerate(records) if r["attributes"]["shape"] == name)
-        same = pipe.text_norm(emb[[first] * 8, 0])
+        same = cond[[first] * 8]
         spreads.append(pipe.generate(embeddings=same, seed=seed, stage=1).stage1.float().std(0).mean().item())
     report["zvar"] = round(sum(spreads) / len(spreads), 1)
     for k, name in enumerate(ATTRIBUTES["shape"]):  # what the checker calls each true shape
@@ -97,18 +105,17 @@ def pose(run: Path, data: Path, seed: int, raw: bool = False, text: bool = False
     from stackgan.data.manifest import read_manifest
     from stackgan.data.shapes_text import make_caption
     from stackgan.pipeline import StackGANPipeline
-    from stackgan.text.cache import precomputed_embeddings
 
-    records = read_manifest(data, "test")
-    pipe = StackGANPipeline.from_state(run, raw=True) if raw else StackGANPipeline.load(run)
-    G = pipe.stage1_generator.eval()
-    if getattr(G, "foreground", None) is None:
-        raise SystemExit(f"{run}: not a layered generator (model.g_layered)")
     if text:
+        records = read_manifest(data, "test")
+        pipe = StackGANPipeline.from_state(run, raw=True) if raw else StackGANPipeline.load(run)
         rng = np.random.default_rng(seed)
         emb = pipe.embed([make_caption(r["attributes"], rng, full=True) for r in records])
     else:
-        emb = pipe.text_norm(precomputed_embeddings(data, "test", len(records))[0][:, 0])
+        records, pipe, emb = _load(run, data, raw)
+    G = pipe.stage1_generator.eval()
+    if getattr(G, "foreground", None) is None:
+        raise SystemExit(f"{run}: not a layered generator (model.g_layered)")
     z = torch.randn(len(records), G.z_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         zc = torch.cat([z, G.ca(emb)[0]], 1)
