@@ -439,6 +439,18 @@ def test_stage1_image_only_head_ignores_the_text_and_is_off_by_default():
         build_discriminator(apply_overrides(on, ["model.d_arch=resnet"]).model, 1)
 
 
+def _batch(cfg):
+    """A Stage-I batch of 4 for the loss-term tests: real images, text and wrong text (12 dims), z."""
+    real, text, wrong = torch.rand(4, 3, 64, 64) * 2 - 1, torch.randn(4, 12), torch.randn(4, 12)
+    return real, text, wrong, torch.randn(4, cfg.model.z_dim)
+
+
+def _seeded_nets(cfg):
+    """Stage I's G and D as built after ``torch.manual_seed(0)`` (the same weights for each setting)."""
+    torch.manual_seed(0)
+    return build_generator(cfg.model, 1), build_discriminator(cfg.model, 1)
+
+
 def _one_update(cfg, G, D, real, text, wrong, z):
     """One ``Updater`` step of Stage I with SGD (G's learning rate 0.1, D's 0: D stays as built):
     the logged losses by name and G's weights after it."""
@@ -453,13 +465,11 @@ def test_mode_seeking_term_is_the_inverse_of_image_distance_over_noise_distance(
     over the first half of the batch, z2 being the next draw of the random state, and it changes
     G's update."""
     cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12"])
-    real, text, wrong = torch.rand(4, 3, 64, 64) * 2 - 1, torch.randn(4, 12), torch.randn(4, 12)
-    z = torch.randn(4, cfg.model.z_dim)
+    real, text, wrong, z = _batch(cfg)
     after = {}
     for weight in (0.0, 1.0):
         c = apply_overrides(cfg, [f"stage1.ms_weight={weight}"])
-        torch.manual_seed(0)
-        G, D = build_generator(c.model, 1), build_discriminator(c.model, 1)
+        G, D = _seeded_nets(c)
         with torch.no_grad():
             fake = G(z, text).image
         torch.manual_seed(1)
@@ -638,13 +648,11 @@ def test_info_codes_are_read_back_by_d_and_teach_g():
     cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.info_codes=3"])
     plain = build_discriminator(apply_overrides(cfg, ["model.info_codes=0"]).model, 1)
     assert plain.info(torch.zeros(2, 8 * cfg.model.ndf1, 4, 4)) is None
-    real, text, wrong = torch.rand(4, 3, 64, 64) * 2 - 1, torch.randn(4, 12), torch.randn(4, 12)
-    z = torch.randn(4, cfg.model.z_dim)
+    real, text, wrong, z = _batch(cfg)
     after = {}
     for weight in (0.0, 1.0):
         c = apply_overrides(cfg, [f"stage1.info_weight={weight}"])
-        torch.manual_seed(0)
-        G, D = build_generator(c.model, 1), build_discriminator(c.model, 1)
+        G, D = _seeded_nets(c)
         with torch.no_grad():
             read = D.info(D(G(z, text).image))
         assert read.shape == (4, 3)
@@ -664,13 +672,11 @@ def test_mask_area_prior_is_the_mean_placed_mask_and_shrinks_it():
     layered generator and acts on Stage I only."""
     cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.g_layered=true",
                                                                 "model.g_layer_background=smooth"])
-    real, text, wrong = torch.rand(4, 3, 64, 64) * 2 - 1, torch.randn(4, 12), torch.randn(4, 12)
-    z = torch.randn(4, cfg.model.z_dim)
+    real, text, wrong, z = _batch(cfg)
     area = {}
     for weight in (0.0, 50.0):
         c = apply_overrides(cfg, [f"stage1.mask_weight={weight}"])
-        torch.manual_seed(0)
-        G, D = build_generator(c.model, 1), build_discriminator(c.model, 1)
+        G, D = _seeded_nets(c)
         G.eval()  # BatchNorm in the canvas path: eval, so that the mask read here is the one trained on
         with torch.no_grad():
             G(z, text)
