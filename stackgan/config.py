@@ -58,6 +58,8 @@ class ModelConfig:
     info_codes: int = 0  # not in the paper (InfoGAN): the first N dims of z are codes that a head on the Stage-I D's
     #   4x4 code must read back from the generated image (weight stage1.info_weight), so that z changes the image
     d_mbstd: bool = False  # resnet D and the Stage-I dcgan D: a minibatch standard-deviation feature before the head
+    d_contrast: int = 0  # not in the paper (XMC-GAN): width of a contrastive embedding head on D's 4x4 code and
+    #   its text code (0: none); trained with stage<N>.contrast_weight
     d_gate: float = 0.0  # resnet D: initial gate of each residual branch (DF-GAN: 0, the block starts as its shortcut)
 
 
@@ -98,6 +100,9 @@ class StageConfig:
     #   object mask over the image (an area prior): mask where the layer only copies the background costs
     mask_warmup: int = 0  # the area prior's weight rises linearly from 0 to mask_weight over this many steps (at
     #   full weight from the first step, the prior closes the mask before D asks for an object)
+    contrast_weight: float = 0.0  # with model.d_contrast > 0: D learns to pick each real image's caption among the
+    #   batch's captions through its contrastive head (InfoNCE), and G minimizes the same loss on its images
+    contrast_temp: float = 0.1  # that loss's temperature (cosine similarity / temp)
 
 
 @dataclass(frozen=True)
@@ -323,6 +328,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("stage2.mask_weight must be 0: the area prior acts on Stage I's layered generator")
     if cfg.stage1.mask_weight and not m.g_layered:
         raise ConfigError("stage1.mask_weight needs the layered generator (model.g_layered=true)")
+    if m.d_contrast < 0:
+        raise ConfigError(f"model.d_contrast must be >= 0, got {m.d_contrast}")
+    for n in (1, 2):
+        if cfg.stage(n).contrast_weight and not m.d_contrast:
+            raise ConfigError(f"stage{n}.contrast_weight needs D's contrastive head (model.d_contrast, e.g. 128)")
+        if cfg.stage(n).contrast_temp <= 0:
+            raise ConfigError(f"stage{n}.contrast_temp must be > 0, got {cfg.stage(n).contrast_temp}")
     if not 0 < m.g_layer_scale0 <= 1:
         raise ConfigError(f"model.g_layer_scale0 must be in (0, 1], got {m.g_layer_scale0}")
     if m.g_layer_scale0 != ModelConfig.g_layer_scale0 and not m.g_layered:
@@ -354,7 +366,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"stage{n}.batch_size must be >= 2 (wrong pairs need two), got {s.batch_size}")
         for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs", "match_weight",
                      "match_warmup", "recon_weight", "latent_kl_weight", "d_translate", "d_noise", "gp_weight",
-                     "info_weight", "mask_weight", "mask_warmup"):
+                     "info_weight", "mask_weight", "mask_warmup", "contrast_weight"):
             if getattr(s, name) < 0:
                 raise ConfigError(f"stage{n}.{name} must be >= 0, got {getattr(s, name)}")
         if not 0 <= s.ema_decay < 1:

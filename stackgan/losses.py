@@ -94,3 +94,17 @@ def matching_aware_gradient_penalty(logits: torch.Tensor, inputs: tuple[torch.Te
     grads = torch.autograd.grad(logits.float().sum(), inputs, create_graph=True)
     flat = torch.cat([g.reshape(g.shape[0], -1).float() for g in grads], dim=1)  # [B, sum of sizes]
     return flat.pow(2).sum(1).pow(power / 2).mean()  # ||g||^p, no sqrt: a finite gradient at g = 0
+
+
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, condition: torch.Tensor,
+                     temperature: float = 0.1) -> torch.Tensor:
+    """InfoNCE from images to texts (XMC-GAN's image-sentence term, Zhang et al., CVPR 2021):
+    each image's embedding ``image [B, E]`` must pick its own text's embedding among the batch's
+    ``text [B, E]`` (both L2-normalised here; cosine over ``temperature``). Captions whose
+    ``condition [B, T]`` (the embedding they came from) is identical are all right answers, each with
+    an equal share of the target, so that a repeated caption is not a negative of itself."""
+    image, text = F.normalize(image.float(), dim=1), F.normalize(text.float(), dim=1)
+    logits = image @ text.T / temperature  # [B, B]
+    same = (condition[:, None, :] == condition[None, :, :]).all(-1).float()  # [B, B], 1 on the diagonal
+    target = same / same.sum(1, keepdim=True)
+    return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()

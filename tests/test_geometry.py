@@ -1,5 +1,6 @@
 """The geometry design's switches: fusion blocks, the BN-free residual D, the matching-aware
 gradient penalty, one-word foils and the D check (docs/training-recipe.md)."""
+import copy
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ from stackgan.data.foils import ONE_HOT_DIM, foil_weights, make_foils, one_hot, 
 from stackgan.data.shapes import ATTRIBUTES
 from stackgan.data.shapes_text import make_caption, parse_caption
 from stackgan.evaluation.d_check import preference_rate
-from stackgan.losses import matching_aware_gradient_penalty
+from stackgan.losses import contrastive_loss, matching_aware_gradient_penalty
 from stackgan.models.blocks import CondAffine
 from stackgan.models.build import build_discriminator, build_generator
 from stackgan.models.resnet_d import GatedDownBlock, MinibatchStd
@@ -695,3 +696,45 @@ def test_mask_area_prior_is_the_mean_placed_mask_and_shrinks_it():
     from stackgan.training.step import mask_weight
     warm = apply_overrides(cfg, ["stage1.mask_weight=4", "stage1.mask_warmup=100"]).stage1
     assert [mask_weight(warm, s) for s in (0, 25, 100, 900)] == [0.0, 1.0, 4.0, 4.0]
+
+
+def test_contrastive_loss_matches_a_hand_computation_and_shares_repeated_captions():
+    """stackgan.losses.contrastive_loss: cross-entropy of cosine / temperature from each image to the
+    batch's texts; two captions with one condition are both right answers for either image."""
+    image = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+    text = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    condition = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # captions 1 and 2 are one condition
+    cos = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.6, 0.8, 0.8]])
+    logp = cos / 0.5 - np.log(np.exp(cos / 0.5).sum(1, keepdims=True))
+    expected = -np.mean([logp[0, 0], (logp[1, 1] + logp[1, 2]) / 2, (logp[2, 1] + logp[2, 2]) / 2])
+    assert contrastive_loss(image, text, condition, 0.5).item() == pytest.approx(expected, rel=1e-6)
+    # an image that points at its own text scores lower than one that points at another's
+    assert contrastive_loss(text, text, text, 0.1) < contrastive_loss(text.flip(0), text, text, 0.1)
+
+
+def test_contrastive_head_trains_d_on_real_pairs_and_g_on_its_own():
+    """model.d_contrast + stage1.contrast_weight (XMC-GAN): D's head embeds its 4x4 code and its text
+    code; the logged D/contrast is the loss on (real image, its text) and G/contrast the loss on
+    (G's image, its text) under D's weights as built (its learning rate is 0 here); the term changes G's
+    update. The weight needs the head."""
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.d_contrast=8"])
+    real, text, wrong, z = _batch(cfg)
+    after = {}
+    for weight in (0.0, 1.0):
+        c = apply_overrides(cfg, [f"stage1.contrast_weight={weight}"])
+        G, D = _seeded_nets(c)
+        with torch.no_grad():  # on a copy of D: its spectral norm's power iteration steps at each call
+            Dc, fake = copy.deepcopy(D), G(z, text).image
+            head, t = Dc.contrast, Dc.text(text)
+            on_real = contrastive_loss(head.image(Dc(real)), head.text(t), text).item()
+            Dc(fake)  # D's update sees the fake batch once, then G's update scores it
+            on_fake = contrastive_loss(head.image(Dc(fake)), head.text(t), text).item()
+        logged, after[weight] = _one_update(c, G, D, real, text, wrong, z)
+        assert logged["D/contrast"] == pytest.approx(on_real if weight else 0.0, rel=1e-5)
+        assert logged["G/contrast"] == pytest.approx(on_fake if weight else 0.0, rel=1e-5)
+    assert any(not torch.equal(a, b) for a, b in zip(after[0.0], after[1.0]))
+    assert not hasattr(build_discriminator(get_preset("fast-sn-noca").model, 1), "contrast")
+    with pytest.raises(ValueError, match="contrast_weight needs D's contrastive head"):
+        apply_overrides(get_preset("fast-sn-noca"), ["stage1.contrast_weight=1"])
+    with pytest.raises(ValueError, match="contrast_temp must be > 0"):
+        apply_overrides(cfg, ["stage2.contrast_temp=0"])

@@ -317,6 +317,24 @@ class ConditionalHead(nn.Module):
         return logit
 
 
+class ContrastHead(nn.Module):
+    """Embeddings for a contrastive loss inside D (not in the paper; XMC-GAN, Zhang et al., CVPR 2021):
+    ``image(h)`` maps D's code ``[B, C, 4, 4]`` (flattened, so that where things are counts) to
+    ``[B, dim]``; ``text(t)`` maps D's text code ``[B, T]`` to ``[B, dim]``. Trained by D on real
+    pairs and used by G on its own (stackgan.losses.contrastive_loss).
+
+    Example::
+
+        head = ContrastHead(128, 64, dim=32)
+        head.image(torch.randn(4, 128, 4, 4)).shape, head.text(torch.randn(4, 64)).shape  # [4, 32] each
+    """
+
+    def __init__(self, img_ch: int, text_dim: int, dim: int = 128):
+        super().__init__()
+        self.image = nn.Sequential(nn.Flatten(), nn.Linear(img_ch * 16, dim))
+        self.text = nn.Linear(text_dim, dim)
+
+
 def init_weights(module: nn.Module) -> None:
     """Conv / linear weights N(0, 0.02); BN weight N(1, 0.02), bias 0 (reference init)."""
     for m in module.modules():

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from ..augment import augment_for_d
 from ..config import Config
 from ..distributed import no_sync, unwrap
-from ..losses import (discriminator_loss_fake, discriminator_loss_real, generator_loss, kl_loss,
+from ..losses import (contrastive_loss, discriminator_loss_fake, discriminator_loss_real, generator_loss, kl_loss,
                       matching_aware_gradient_penalty)
 
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
-          "G/ms", "G/info", "G/mask", "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
+          "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
 
 
 def _low_res(real: torch.Tensor) -> torch.Tensor:
@@ -84,6 +84,13 @@ class Updater:
             return torch.zeros((), device=self.device)
         return F.mse_loss(read.float(), z[:, :read.shape[1]].float())
 
+    def _contrast(self, D_heads, h: torch.Tensor, text: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """InfoNCE of D's contrastive head: images ``h`` to the batch's texts (0 when it is off)."""
+        if not self.sc.contrast_weight:
+            return torch.zeros((), device=self.device)
+        head = D_heads.contrast
+        return contrastive_loss(head.image(h), head.text(D_heads.text(text)), condition, self.sc.contrast_temp)
+
     def _d_view(self, x: torch.Tensor) -> torch.Tensor:  # what D sees: optionally augmented (stackgan.augment)
         sc = self.sc
         return augment_for_d(x, sc.d_translate, sc.d_noise) if sc.d_translate or sc.d_noise else x
@@ -123,7 +130,9 @@ class Updater:
                                                  D_heads.uncond_logits(h_real), sc.gan_loss)
                 gp = (matching_aware_gradient_penalty(real_logits, (real_in, right_in), sc.gp_power) if penalise
                       else zero)
-            self.scaler_d.scale(d_real["total"] + sc.gp_weight * sc.gp_every * gp).backward()
+                contrast_d = self._contrast(D_heads, h_real, right_t, text)  # D learns to match real pairs
+            self.scaler_d.scale(d_real["total"] + sc.gp_weight * sc.gp_every * gp
+                                + sc.contrast_weight * contrast_d).backward()
         del h_real
         with self.autocast():
             h_fake = D(self._d_view(fake.detach()))
@@ -147,7 +156,8 @@ class Updater:
                                        D_heads.uncond_logits(h_fake), sc.gan_loss)
                 kl = kl_loss(mu, logvar) if logvar is not None else zero
                 info = self._info_loss(D_heads, h_fake, z)  # ... and G to draw them so that it can
-                g_total = g_adv + sc.kl_weight * kl + sc.info_weight * info
+                contrast = self._contrast(D_heads, h_fake, right_t, text)  # ... and G to draw its own caption
+                g_total = g_adv + sc.kl_weight * kl + sc.info_weight * info + sc.contrast_weight * contrast
                 match = self.matcher.loss(fake, text, cfg.data.matcher_hard) if self.matcher is not None else zero
                 g_total = g_total + match_weight(sc, step) * match
                 recon = latent_kl = zero
@@ -181,4 +191,4 @@ class Updater:
             self.ema.update_parameters(unwrap(G))
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], gp.detach(), g_adv, kl, match, recon,
-                            latent_kl, ms.detach(), info.detach(), mask.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
+                            latent_kl, ms.detach(), info.detach(), mask.detach(), contrast_d.detach(), contrast.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
