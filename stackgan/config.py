@@ -103,6 +103,8 @@ class StageConfig:
     contrast_weight: float = 0.0  # with model.d_contrast > 0: D learns to pick each real image's caption among the
     #   batch's captions through its contrastive head (InfoNCE), and G minimizes the same loss on its images
     contrast_temp: float = 0.1  # that loss's temperature (cosine similarity / temp)
+    contrast_wrong: bool = False  # that loss's candidates also include D's wrong captions (with data.foil_share > 0,
+    #   one-word foils: an image must then tell its caption from the same caption with one word changed)
 
 
 @dataclass(frozen=True)

@@ -97,14 +97,21 @@ def matching_aware_gradient_penalty(logits: torch.Tensor, inputs: tuple[torch.Te
 
 
 def contrastive_loss(image: torch.Tensor, text: torch.Tensor, condition: torch.Tensor,
-                     temperature: float = 0.1) -> torch.Tensor:
+                     temperature: float = 0.1, candidates: torch.Tensor | None = None,
+                     candidate_condition: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE from images to texts (XMC-GAN's image-sentence term, Zhang et al., CVPR 2021):
     each image's embedding ``image [B, E]`` must pick its own text's embedding among the batch's
-    ``text [B, E]`` (both L2-normalised here; cosine over ``temperature``). Captions whose
-    ``condition [B, T]`` (the embedding they came from) is identical are all right answers, each with
-    an equal share of the target, so that a repeated caption is not a negative of itself."""
+    ``text [B, E]`` (both L2-normalised here; cosine over ``temperature``), and among the extra
+    ``candidates [M, E]`` when given (e.g. one-word foils of the batch's captions, whose
+    ``candidate_condition [M, T]`` says which caption each came from). Captions whose condition
+    (the embedding they came from, ``condition [B, T]``) is identical to an image's own are all
+    right answers, each with an equal share of the target, so that a repeated caption is not a
+    negative of itself."""
+    conditions = condition
+    if candidates is not None:
+        text, conditions = torch.cat([text, candidates]), torch.cat([condition, candidate_condition])
     image, text = F.normalize(image.float(), dim=1), F.normalize(text.float(), dim=1)
-    logits = image @ text.T / temperature  # [B, B]
-    same = (condition[:, None, :] == condition[None, :, :]).all(-1).float()  # [B, B], 1 on the diagonal
+    logits = image @ text.T / temperature  # [B, B (+ M)]
+    same = (condition[:, None, :] == conditions[None, :, :]).all(-1).float()  # [B, B (+ M)], 1 at (i, i)
     target = same / same.sum(1, keepdim=True)
     return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()

@@ -708,6 +708,13 @@ def test_contrastive_loss_matches_a_hand_computation_and_shares_repeated_caption
     logp = cos / 0.5 - np.log(np.exp(cos / 0.5).sum(1, keepdims=True))
     expected = -np.mean([logp[0, 0], (logp[1, 1] + logp[1, 2]) / 2, (logp[2, 1] + logp[2, 2]) / 2])
     assert contrastive_loss(image, text, condition, 0.5).item() == pytest.approx(expected, rel=1e-6)
+    # extra candidates (D's wrong captions): more columns; one from the image's own condition is right too
+    extra, extra_condition = torch.tensor([[1.0, 1.0], [1.0, 0.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    cos = np.concatenate([cos, [[0.5 ** 0.5, 1.0], [0.5 ** 0.5, 0.0], [1.4 / 2 ** 0.5, 0.6]]], axis=1)
+    logp = cos / 0.5 - np.log(np.exp(cos / 0.5).sum(1, keepdims=True))
+    expected = -np.mean([(logp[0, 0] + logp[0, 4]) / 2, (logp[1, 1] + logp[1, 2]) / 2, (logp[2, 1] + logp[2, 2]) / 2])
+    got = contrastive_loss(image, text, condition, 0.5, extra, extra_condition).item()
+    assert got == pytest.approx(expected, rel=1e-6)
     # an image that points at its own text scores lower than one that points at another's
     assert contrastive_loss(text, text, text, 0.1) < contrastive_loss(text.flip(0), text, text, 0.1)
 

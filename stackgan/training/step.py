@@ -84,12 +84,16 @@ class Updater:
             return torch.zeros((), device=self.device)
         return F.mse_loss(read.float(), z[:, :read.shape[1]].float())
 
-    def _contrast(self, D_heads, h: torch.Tensor, text: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """InfoNCE of D's contrastive head: images ``h`` to the batch's texts (0 when it is off)."""
-        if not self.sc.contrast_weight:
+    def _contrast(self, D_heads, h: torch.Tensor, text: torch.Tensor, condition: torch.Tensor,
+                  wrong: torch.Tensor, wrong_condition: torch.Tensor) -> torch.Tensor:
+        """InfoNCE of D's contrastive head: images ``h`` to the batch's texts, and to D's wrong texts
+        with ``contrast_wrong`` (0 when it is off)."""
+        sc = self.sc
+        if not sc.contrast_weight:
             return torch.zeros((), device=self.device)
         head = D_heads.contrast
-        return contrastive_loss(head.image(h), head.text(D_heads.text(text)), condition, self.sc.contrast_temp)
+        extra = (head.text(D_heads.text(wrong)), wrong_condition) if sc.contrast_wrong else (None, None)
+        return contrastive_loss(head.image(h), head.text(D_heads.text(text)), condition, sc.contrast_temp, *extra)
 
     def _d_view(self, x: torch.Tensor) -> torch.Tensor:  # what D sees: optionally augmented (stackgan.augment)
         sc = self.sc
@@ -130,7 +134,7 @@ class Updater:
                                                  D_heads.uncond_logits(h_real), sc.gan_loss)
                 gp = (matching_aware_gradient_penalty(real_logits, (real_in, right_in), sc.gp_power) if penalise
                       else zero)
-                contrast_d = self._contrast(D_heads, h_real, right_t, text)  # D learns to match real pairs
+                contrast_d = self._contrast(D_heads, h_real, right_t, text, wrong_t, wrong)  # D: match real pairs
             self.scaler_d.scale(d_real["total"] + sc.gp_weight * sc.gp_every * gp
                                 + sc.contrast_weight * contrast_d).backward()
         del h_real
@@ -156,7 +160,7 @@ class Updater:
                                        D_heads.uncond_logits(h_fake), sc.gan_loss)
                 kl = kl_loss(mu, logvar) if logvar is not None else zero
                 info = self._info_loss(D_heads, h_fake, z)  # ... and G to draw them so that it can
-                contrast = self._contrast(D_heads, h_fake, right_t, text)  # ... and G to draw its own caption
+                contrast = self._contrast(D_heads, h_fake, right_t, text, wrong_t, wrong)  # G: draw its caption
                 g_total = g_adv + sc.kl_weight * kl + sc.info_weight * info + sc.contrast_weight * contrast
                 match = self.matcher.loss(fake, text, cfg.data.matcher_hard) if self.matcher is not None else zero
                 g_total = g_total + match_weight(sc, step) * match
