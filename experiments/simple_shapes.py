@@ -66,7 +66,8 @@ def _load(run: Path, data: Path, raw: bool):
 
 
 @torch.no_grad()
-def score(run: Path, data: Path, checker_dir: Path, seed: int, raw: bool = False) -> dict[str, float]:
+def score(run: Path, data: Path, checker_dir: Path, seed: int, raw: bool = False,
+          sheet: Path | None = None) -> dict[str, float]:
     from stackgan.evaluation.checker import WEIGHTS_NAME, load_checker, predict
     from stackgan.utils import from_uint8
 
@@ -74,6 +75,10 @@ def score(run: Path, data: Path, checker_dir: Path, seed: int, raw: bool = False
     images = pipe.generate(embeddings=cond, seed=seed, stage=1).stage1  # uint8 [N, 3, 64, 64]
     predicted = predict(load_checker(checker_dir / WEIGHTS_NAME, "cpu"), from_uint8(images))
     truth = torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
+    if sheet is not None:  # one row per shape word: its first 8 test conditions
+        from torchvision.utils import save_image
+        rows = [images[truth == k][:8] for k in range(len(ATTRIBUTES["shape"]))]
+        save_image(torch.cat(rows).float() / 255, sheet, nrow=8, padding=2, pad_value=0.5)
     hits = predicted["shape"] == truth
     report = {"shape": round(hits.float().mean().item(), 3), "n": len(records)}
     sizes = [r["attributes"]["size"] for r in records]
@@ -162,6 +167,8 @@ def main() -> None:
     s.add_argument("--checker", type=Path, default=Path("data/shapes"), help="a Shapes folder with its checker")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--raw", action="store_true", help="RUN is a state file: score its raw generator, not its average")
+    s.add_argument("--sheet", type=Path, help="also save the images of the first 8 test conditions of each shape word "
+                   "(one row per word: circle, square, triangle, star) to this PNG")
     q = sub.add_parser("pose", help="what a layered run's pose head does with size and position")
     q.add_argument("run", type=Path)
     q.add_argument("--data", type=Path, required=True)
@@ -179,7 +186,7 @@ def main() -> None:
     elif a.cmd == "pose":
         print(json.dumps(pose(a.run, a.data, a.seed, a.raw, a.text)))
     else:
-        print(json.dumps(score(a.run, a.data, a.checker, a.seed, a.raw)))
+        print(json.dumps(score(a.run, a.data, a.checker, a.seed, a.raw, a.sheet)))
 
 
 if __name__ == "__main__":

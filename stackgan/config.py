@@ -44,8 +44,9 @@ class ModelConfig:
     #   over it by an affine transform predicted from cat(z, c) (LR-GAN; stackgan.models.layered)
     g_layer_canvas: str = "conv"  # how that object is drawn in its frame: conv (up-blocks) or mlp (a per-pixel MLP
     #   of the coordinates, modulated by cat(z, c))
-    g_layer_background: str = "full"  # under that object: full (the usual path) or smooth (a 4x4 image enlarged
-    #   bilinearly, which cannot draw the object itself)
+    g_layer_background: str = "full"  # under that object: full (the usual path), smooth (a 4x4 image enlarged
+    #   bilinearly, which cannot draw the object itself) or vertical (4 rows x 1 column: a colour that changes only
+    #   from top to bottom, which cannot put a blob of the object's colour under it either)
     g_layer_spin: bool = False  # that object is also turned by the angle of z's first two dims (uniform): every
     #   rotation without G learning to vary it (data whose objects appear at every rotation)
     g_layer_taper: bool = False  # that object's mask falls to 0 over its canvas's outer 3 pixels (no canvas frame)
@@ -200,7 +201,7 @@ CHOICES = {
     "gan_loss": ("bce", "hinge"),
     "d_arch": ("dcgan", "resnet"),
     "g_layer_canvas": ("conv", "mlp"),
-    "g_layer_background": ("full", "smooth"),
+    "g_layer_background": ("full", "smooth", "vertical"),
     "on_divergence": ("stop", "rollback"),
 }
 

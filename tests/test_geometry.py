@@ -596,7 +596,8 @@ def test_implicit_canvas_reads_coordinates_and_starts_blind_to_the_condition():
 
 def test_smooth_background_cannot_hold_an_object():
     """model.g_layer_background=smooth: Stage I has no up-sampling path; what lies under the
-    layer is a 4x4 image enlarged bilinearly (no detail finer than a quarter of the image), and
+    layer is a 4x4 image enlarged bilinearly (no detail finer than a quarter of the image; with
+    ``vertical``, 4 rows of 1 column: nothing changes along a row), and
     the object comes from the layer alone (export: tests/test_pipeline.py)."""
     from stackgan.models.build import generator_args, generator_from_args
     from stackgan.models.layered import SmoothBackground
@@ -610,6 +611,13 @@ def test_smooth_background_cannot_hold_an_object():
     # bilinear from 4x4 to 64x64: neighbouring pixels differ by at most 2 / 16 (an edge: about 2)
     assert (img[..., 1:] - img[..., :-1]).abs().max() <= 2 / 16 + 1e-6
     assert (img[..., 1:, :] - img[..., :-1, :]).abs().max() <= 2 / 16 + 1e-6
+    # vertical (model.g_layer_background=vertical): 4 rows, 1 column: no change along a row at all
+    torch.manual_seed(0)
+    rows = SmoothBackground(6, columns=1)
+    with torch.no_grad():
+        rows.fc.weight.mul_(100.0)
+        img = rows(torch.randn(3, 6))
+    assert (img - img[..., :1]).abs().max() < 1e-6 and (img[..., 0, 0] - img[..., -1, 0]).abs().max() > 0.5
     cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.g_layered=true",
                                                                 "model.g_layer_background=smooth"])
     G = generator_from_args(generator_args(cfg.model, 1))
@@ -623,6 +631,8 @@ def test_smooth_background_cannot_hold_an_object():
         G.foreground.to_rgba.bias[3:] = -30.0  # the layer's mask off: only the background is left
         assert torch.allclose(G(z, text).image, G.background(zc), atol=1e-5)
     assert generator_args(cfg.model, 1)["stage1"]["background"] == "smooth"
+    vertical = generator_from_args(generator_args(apply_overrides(cfg, ["model.g_layer_background=vertical"]).model, 1))
+    assert vertical.background.columns == 1 and not hasattr(vertical, "up")
     assert "background" not in generator_args(apply_overrides(cfg, ["model.g_layer_background=full"]).model, 1)["stage1"]
     with pytest.raises(ValueError, match="needs the layered generator"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_background=smooth"])

@@ -43,9 +43,12 @@ def fourier_features(size: int, octaves: int = 4) -> torch.Tensor:
 
 class SmoothBackground(nn.Module):
     """``cat(z, c) [B, K]`` -> a background ``[B, 3, size, size]`` that cannot hold an object: one linear
-    layer to a ``3 x 4 x 4`` image (tanh), bilinearly enlarged. A full-resolution background path can
+    layer to a ``3 x grid x columns`` image (tanh), bilinearly enlarged. A full-resolution background path can
     draw the object itself and leave the foreground layer unused; this one can draw only a colour
-    and a slow gradient (a Shapes background: a colour times a vertical ramp).
+    and a slow gradient (a Shapes background: a colour times a vertical ramp). With ``columns=1``
+    (``model.g_layer_background=vertical``) it varies only from top to bottom, so that it cannot put a
+    blob of the object's colour where the object goes either (the 4x4 one can: docs/training-recipe.md,
+    eleventh round).
 
     Example::
 
@@ -53,13 +56,13 @@ class SmoothBackground(nn.Module):
         bg(torch.randn(2, 228)).shape  # torch.Size([2, 3, 64, 64])
     """
 
-    def __init__(self, in_dim: int, size: int = 64, grid: int = 4):
+    def __init__(self, in_dim: int, size: int = 64, grid: int = 4, columns: int | None = None):
         super().__init__()
-        self.size, self.grid = size, grid
-        self.fc = nn.Linear(in_dim, 3 * grid * grid)
+        self.size, self.grid, self.columns = size, grid, grid if columns is None else columns
+        self.fc = nn.Linear(in_dim, 3 * grid * self.columns)
 
     def forward(self, zc: torch.Tensor) -> torch.Tensor:
-        low = torch.tanh(self.fc(zc)).view(-1, 3, self.grid, self.grid)  # [B, 3, 4, 4]
+        low = torch.tanh(self.fc(zc)).view(-1, 3, self.grid, self.columns)  # [B, 3, 4, 4 or 1]
         return F.interpolate(low, size=self.size, mode="bilinear", align_corners=False)
 
 

@@ -49,7 +49,7 @@ class Stage1Generator(nn.Module):
     an object drawn in its own frame from ``cat(z, c)`` and placed over it by a predicted affine transform;
     ``canvas`` ("conv" or "mlp") says how that frame is drawn. ``background="smooth"`` (with ``layered``)
     replaces the usual path by a :class:`~stackgan.models.layered.SmoothBackground`, which cannot draw the
-    object, so that the layer has to; ``spin=True`` turns the layer's object by the angle of z's first
+    object, so that the layer has to (``"vertical"``: one that changes only from top to bottom); ``spin=True`` turns the layer's object by the angle of z's first
     two dimensions as well (every rotation, without learning to vary it); ``taper=True`` keeps the
     canvas's edge out of the image.
 
@@ -79,9 +79,9 @@ class Stage1Generator(nn.Module):
             raise ConfigError(f"Stage-I generator variant must be 'pt', 'tf' or 'dfgan', got {variant!r}")
         if ngf % 2:
             raise ConfigError(f"Stage-I ngf must be even (the last block has ngf/2 channels), got {ngf}")
-        if coords and background == "smooth":
+        if coords and background != "full":
             raise ConfigError("coordinate channels (model.g_coords) act on the up-sampling path, which a smooth "
-                              "background (model.g_layer_background=smooth) removes; set one of them off")
+                              "background (model.g_layer_background=smooth or vertical) removes; set one of them off")
         if coords and variant == "dfgan":
             raise ConfigError("coordinate channels (model.g_coords) are for the 'pt' and 'tf' generators, not 'dfgan'")
         fusion = fusion or variant == "dfgan"
@@ -91,7 +91,8 @@ class Stage1Generator(nn.Module):
         self.foreground = (ForegroundLayer(z_dim + cond_dim, ngf, k, scale0=scale0, canvas=canvas, spin=spin,
                                            taper=taper)
                            if layered else None)
-        self.background = SmoothBackground(z_dim + cond_dim) if background == "smooth" else None
+        self.background = (SmoothBackground(z_dim + cond_dim, columns=1 if background == "vertical" else None)
+                           if background != "full" else None)
         if self.background is not None:  # no usual path: the layer draws the object over a smooth background
             init_weights(self)
             self.foreground.start_upright()
