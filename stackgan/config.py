@@ -50,6 +50,8 @@ class ModelConfig:
     g_layer_spin: bool = False  # that object is also turned by the angle of z's first two dims (uniform): every
     #   rotation without G learning to vary it (data whose objects appear at every rotation)
     g_layer_taper: bool = False  # that object's mask falls to 0 over its canvas's outer 3 pixels (no canvas frame)
+    g_layer_normalize: bool = False  # that object is placed by its mask's own centre and RMS radius: only the pose
+    #   sets its position and size, and the frame has only the outline to draw
     g_layer_scale0: float = 0.35  # that object's starting scale: its frame's half-width over the image's, before
     #   the pose head learns (a frame too tight for the largest objects makes them fill it and take its corners)
     d_arch: str = "dcgan"  # dcgan: the paper's D; resnet: BN-free gated residual D, one-way head
@@ -324,7 +326,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.ngf1 must be even (Stage I ends with ngf1/2 channels), got {m.ngf1}")
     if m.ngf2 % 4:
         raise ConfigError(f"model.ngf2 must be divisible by 4 (Stage II ends with ngf2/4), got {m.ngf2}")
-    for name in ("g_layer_spin", "g_layer_taper"):
+    for name in ("g_layer_spin", "g_layer_taper", "g_layer_normalize"):
         if getattr(m, name) and not m.g_layered:
             raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
     if cfg.stage2.mask_weight:

@@ -533,6 +533,38 @@ def test_foreground_layer_places_its_canvas_by_the_predicted_pose():
     assert torch.allclose(turned[1, :, :2], torch.tensor([[-2.0, 0.0], [0.0, -2.0]]), atol=1e-6)  # half a turn
 
 
+def test_normalized_layer_places_any_canvas_object_by_the_pose_alone():
+    """model.g_layer_normalize: a disc drawn small and off-centre in the canvas, or large and centred,
+    lands at the pose's translation with an RMS radius of scale * RMS_RADIUS (image half-widths);
+    without it the small disc lands small and off-centre."""
+    from stackgan.models.layered import RMS_RADIUS, ForegroundLayer
+
+    t = (torch.arange(32) * 2 + 1) / 32 - 1
+    y, x = torch.meshgrid(t, t, indexing="ij")
+
+    def disc(cx, cy, r):  # a soft disc in the canvas's [-1, 1] frame
+        return torch.sigmoid((r - ((x - cx) ** 2 + (y - cy) ** 2).sqrt()) * 40)[None, None]
+
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+
+    def placed(normalize, mask):
+        layer = ForegroundLayer(6, ngf=4, scale0=0.5, normalize=normalize).eval()
+        layer.canvas = lambda zc: (torch.ones(len(zc), 3, 32, 32), mask.expand(len(zc), 1, 32, 32))
+        with torch.no_grad():
+            layer.pose.bias.copy_(torch.tensor([0.0, 0.0, 0.3, -0.2]))
+            m = (layer(torch.zeros(1, 6), -torch.ones(1, 3, 64, 64))[0, 0] + 1) / 2
+        total = m.sum()
+        cx, cy = (m * xs).sum() / total, (m * ys).sum() / total
+        return cx.item(), cy.item(), (((xs - cx) ** 2 + (ys - cy) ** 2) * m).sum().div(total).sqrt().item()
+
+    for mask in (disc(0.4, 0.3, 0.25), disc(0.0, 0.0, 0.8)):
+        cx, cy, rms = placed(True, mask)
+        assert cx == pytest.approx(0.3, abs=0.02) and cy == pytest.approx(-0.2, abs=0.02)
+        assert rms == pytest.approx(0.5 * RMS_RADIUS, rel=0.05)
+    cx, cy, rms = placed(False, disc(0.4, 0.3, 0.25))  # the canvas's own offset and size show
+    assert cx == pytest.approx(0.3 + 0.5 * 0.4, abs=0.02) and rms < 0.5 * 0.25
+
+
 def test_tapered_canvas_never_draws_its_edge():
     """model.g_layer_taper: the canvas's mask is 0 on its outer pixel ring, rises over 3 pixels and
     is untouched inside; without it, a mask that is 1 everywhere reaches the edge."""
@@ -643,7 +675,7 @@ def test_smooth_background_cannot_hold_an_object():
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_scale0=0.6"])
     with pytest.raises(ValueError, match=r"g_layer_scale0 must be in \(0, 1\]"):
         apply_overrides(cfg, ["model.g_layer_scale0=0"])
-    for switch in ("g_layer_spin", "g_layer_taper"):
+    for switch in ("g_layer_spin", "g_layer_taper", "g_layer_normalize"):
         with pytest.raises(ValueError, match=f"{switch} needs the layered generator"):
             apply_overrides(get_preset("fast-sn-noca"), [f"model.{switch}=true"])
     with pytest.raises(ValueError, match="which a smooth background"):

@@ -27,6 +27,7 @@ CANVASES = CHOICES["g_layer_canvas"]  # how the object is drawn in its frame
 BACKGROUNDS = CHOICES["g_layer_background"]  # what lies under the layer: the usual path, or SmoothBackground
 CANVAS_SIZE = 32  # the canvas's pixels per side
 MLP_LAYERS = 4  # the implicit canvas's hidden layers
+RMS_RADIUS = 0.5  # with normalize: the canvas mask's RMS radius (in its [-1, 1] frame) that scale 1 places as is
 
 
 def fourier_features(size: int, octaves: int = 4) -> torch.Tensor:
@@ -84,7 +85,10 @@ class ForegroundLayer(nn.Module):
     on the circle for Gaussian z), so that every rotation is drawn without G having to learn to
     vary it (for data whose objects appear at every rotation, as in Shapes). With ``taper=True`` the
     mask falls to 0 over the canvas's outer 3 pixels, so that the canvas's edge (a square frame
-    around the object) cannot show in the image. After each call, ``mask`` holds the placed mask
+    around the object) cannot show in the image. With ``normalize=True`` the canvas mask's centre and
+    RMS radius are taken out before placing it (:meth:`transform`): the pose alone says where the object
+    goes and how large it is, so the canvas cannot draw a small object small (or off-centre) and has
+    only the outline left to draw. After each call, ``mask`` holds the placed mask
     ``[B, 1, S, S]`` (with its graph), which the training step penalises by area (``stage1.mask_weight``).
 
     Example::
@@ -94,8 +98,9 @@ class ForegroundLayer(nn.Module):
     """
 
     def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0,
-                 canvas: str = "conv", spin: bool = False, taper: bool = False):
+                 canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False):
         super().__init__()
+        self.normalize = normalize
         if canvas not in CANVASES:
             raise ConfigError(f"the foreground canvas must be one of {', '.join(CANVASES)}, got {canvas!r}")
         self.ngf, self.kind, self.spin = ngf, canvas, spin
@@ -120,6 +125,8 @@ class ForegroundLayer(nn.Module):
             self.film = nn.ModuleList([CondAffine(in_dim, width) for _ in range(MLP_LAYERS)])
             self.to_rgba = nn.Conv2d(width, 4, 1)
         self.pose = nn.Linear(in_dim, 4)
+        t = (torch.arange(CANVAS_SIZE, dtype=torch.float32) * 2 + 1) / CANVAS_SIZE - 1  # pixel centres in [-1, 1]
+        self.register_buffer("coords", torch.stack(torch.meshgrid(t, t, indexing="xy")), persistent=False)  # [2, 32, 32]
         self.log_scale0, self.mask_bias = math.log(scale0), mask_bias
         self.start_upright()
 
@@ -149,23 +156,40 @@ class ForegroundLayer(nn.Module):
         mask = torch.sigmoid(rgba[:, 3:])
         return torch.tanh(rgba[:, :3]), mask if self.window is None else mask * self.window.to(mask.dtype)
 
-    def transform(self, zc: torch.Tensor) -> torch.Tensor:
+    def moments(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The canvas mask's centre ``[B, 2]`` (x, y in the canvas's [-1, 1]) and its spread ``[B]``: the
+        root-mean-square distance of the mask from that centre, over ``RMS_RADIUS``."""
+        m = mask[:, 0].float()  # [B, 32, 32]
+        total = m.sum((1, 2)) + 1e-4
+        centre = (m[:, None] * self.coords).sum((2, 3)) / total[:, None]  # [B, 2]
+        d2 = (self.coords[None] - centre[:, :, None, None]).square().sum(1)  # [B, 32, 32]
+        radius = ((m * d2).sum((1, 2)) / total + 1e-4).sqrt()
+        return centre, radius / RMS_RADIUS
+
+    def transform(self, zc: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``affine_grid``'s matrices ``[B, 2, 3]``: from the image's coordinates to the canvas's.
-        An object at ``t``, scaled by ``s`` and turned by ``a``: ``p_canvas = R(-a) (p - t) / s``."""
+        An object at ``t``, scaled by ``s`` and turned by ``a``: ``p_canvas = R(-a) (p - t) / s``. With
+        ``normalize`` and the canvas ``mask``, the mask's own centre ``c`` and spread ``k`` (:meth:`moments`)
+        are taken out: ``p_canvas = c + k R(-a) (p - t) / s``, so that wherever and however large the
+        canvas draws its object, it lands at ``t`` with an RMS radius of ``s * RMS_RADIUS``."""
         p = self.pose(zc).float()
         scale = torch.exp(p[:, 0] + self.log_scale0)
         angle = math.pi * p[:, 1]
         if self.spin:  # the angle of (z_0, z_1)
             angle = angle + torch.atan2(zc[:, 1].float(), zc[:, 0].float())
+        centre = torch.zeros_like(p[:, 2:])
+        if mask is not None and self.normalize:
+            centre, spread = self.moments(mask)
+            scale = scale / spread
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         tx, ty = p[:, 2], p[:, 3]
-        row0 = torch.stack([cos, sin, -(cos * tx + sin * ty)], dim=1)
-        row1 = torch.stack([-sin, cos, sin * tx - cos * ty], dim=1)
+        row0 = torch.stack([cos, sin, centre[:, 0] - (cos * tx + sin * ty)], dim=1)
+        row1 = torch.stack([-sin, cos, centre[:, 1] + sin * tx - cos * ty], dim=1)
         return torch.stack([row0, row1], dim=1)
 
     def forward(self, zc: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
         rgb, mask = self.canvas(zc)
-        grid = F.affine_grid(self.transform(zc).to(rgb.dtype), list(background.shape), align_corners=False)
+        grid = F.affine_grid(self.transform(zc, mask).to(rgb.dtype), list(background.shape), align_corners=False)
         placed = F.grid_sample(torch.cat([rgb, mask], dim=1), grid, mode="bilinear", padding_mode="zeros",
                                align_corners=False)  # outside the canvas: mask 0
         fg, m = placed[:, :3], placed[:, 3:]

@@ -51,7 +51,8 @@ class Stage1Generator(nn.Module):
     replaces the usual path by a :class:`~stackgan.models.layered.SmoothBackground`, which cannot draw the
     object, so that the layer has to (``"vertical"``: one that changes only from top to bottom); ``spin=True`` turns the layer's object by the angle of z's first
     two dimensions as well (every rotation, without learning to vary it); ``taper=True`` keeps the
-    canvas's edge out of the image.
+    canvas's edge out of the image; ``normalize=True`` places the canvas's object by its own centre and
+    RMS radius, so that only the pose sets where it goes and how large it is.
 
     Example::
 
@@ -64,13 +65,13 @@ class Stage1Generator(nn.Module):
     def __init__(self, text_dim: int, ngf: int = 128, z_dim: int = 100, cond_dim: int = 128,
                  ca_variant: str = "pt", variant: str = "pt", fusion: bool = False, coords: bool = False,
                  layered: bool = False, canvas: str = "conv", background: str = "full",
-                 spin: bool = False, taper: bool = False, scale0: float = 0.35):
+                 spin: bool = False, taper: bool = False, scale0: float = 0.35, normalize: bool = False):
         super().__init__()
         if background not in BACKGROUNDS:
             raise ConfigError(f"the layered generator's background must be one of {', '.join(BACKGROUNDS)}, "
                               f"got {background!r}")
-        if (spin or taper) and not layered:
-            raise ConfigError("model.g_layer_spin and model.g_layer_taper need the layered generator "
+        if (spin or taper or normalize) and not layered:
+            raise ConfigError("model.g_layer_spin, g_layer_taper and g_layer_normalize need the layered generator "
                               "(model.g_layered=true)")
         if background != "full" and not layered:
             raise ConfigError("a smooth background (model.g_layer_background) needs the layered generator "
@@ -89,7 +90,7 @@ class Stage1Generator(nn.Module):
         k = z_dim + cond_dim if fusion else 0  # the modulating condition: cat(z, c)
         self.ca = ConditioningAugmentation(text_dim, cond_dim, ca_variant)
         self.foreground = (ForegroundLayer(z_dim + cond_dim, ngf, k, scale0=scale0, canvas=canvas, spin=spin,
-                                           taper=taper)
+                                           taper=taper, normalize=normalize)
                            if layered else None)
         self.background = (SmoothBackground(z_dim + cond_dim, columns=1 if background == "vertical" else None)
                            if background != "full" else None)
