@@ -7,7 +7,8 @@ the attributes named by ``--vary``. Turn it into a one-hot condition with ``stac
 attributes``, train on it, and ``score`` a run's Stage I with the attribute checker of the real
 Shapes set (these images are a corner of its distribution) on the folder's test conditions;
 ``--raw`` scores a state file's raw generator instead of its moving average. ``pose`` reads what
-a layered generator's pose head does with the size and position of the condition.
+a layered generator's pose head does with the size and position of the condition; ``frames``
+draws its frame masks per size and shape word.
 docs/training-recipe.md, ninth and tenth rounds, report what they found.
 
     python experiments/simple_shapes.py make data/simple-raw
@@ -148,6 +149,30 @@ def pose(run: Path, data: Path, seed: int, raw: bool = False, text: bool = False
     return report
 
 
+@torch.no_grad()
+def frames(run: Path, data: Path, out: Path, seed: int, raw: bool = False, noises: int = 6) -> None:
+    """Save what a layered run's frame draws before it is placed: the canvas mask for the first test
+    condition of each (size, shape word), ``noises`` noises each, one row per pair (sizes small to
+    large, shapes in the contract's order)."""
+    from torchvision.utils import save_image
+
+    records, pipe, cond = _load(run, data, raw)
+    G = pipe.stage1_generator.eval()
+    if getattr(G, "foreground", None) is None:
+        raise SystemExit(f"{run}: not a layered generator (model.g_layered)")
+    z = torch.randn(noises, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    rows = []
+    for size in ATTRIBUTES["size"]:
+        for shape in ATTRIBUTES["shape"]:
+            first = next((i for i, r in enumerate(records) if r["attributes"]["shape"] == shape
+                          and r["attributes"]["size"] == size), None)
+            if first is not None:
+                zc = torch.cat([z, G.ca(cond[[first] * noises])[0]], 1)
+                rows.append(G.foreground.canvas(zc)[1].expand(-1, 3, -1, -1))  # [noises, 3, 32, 32]
+    save_image(torch.cat(rows), out, nrow=noises, padding=1, pad_value=0.5)
+    print(f"wrote {out}: {len(rows)} rows (size x shape word), {noises} noises each")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -176,6 +201,12 @@ def main() -> None:
     q.add_argument("--raw", action="store_true", help="RUN is a state file: its raw generator, not its average")
     q.add_argument("--text", action="store_true", help="condition on full captions through the run's text encoder "
                    "(the real Shapes) instead of the folder's one-hot conditions")
+    f = sub.add_parser("frames", help="save a layered run's frame masks per size and shape word to a PNG")
+    f.add_argument("run", type=Path)
+    f.add_argument("--data", type=Path, required=True)
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--raw", action="store_true", help="RUN is a state file: its raw generator, not its average")
     a = p.parse_args()
     if a.cmd == "make":
         fixed = {k: getattr(a, k) for k in ("color", "size", "texture", "position", "background")}
@@ -183,6 +214,8 @@ def main() -> None:
         if unknown := set(vary) - set(fixed):
             p.error(f"--vary: unknown attribute(s) {sorted(unknown)}; choose from {sorted(fixed)}")
         make(a.out, a.train, a.test, fixed, not a.no_rotate, a.seed, vary)
+    elif a.cmd == "frames":
+        frames(a.run, a.data, a.out, a.seed, a.raw)
     elif a.cmd == "pose":
         print(json.dumps(pose(a.run, a.data, a.seed, a.raw, a.text)))
     else:
