@@ -195,4 +195,5 @@ class Updater:
             self.ema.update_parameters(unwrap(G))
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], gp.detach(), g_adv, kl, match, recon,
-                            latent_kl, ms.detach(), info.detach(), mask.detach(), contrast_d.detach(), contrast.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
+                            latent_kl, ms.detach(), info.detach(), mask.detach(), contrast_d.detach(), contrast.detach(),
+                            acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
