@@ -82,6 +82,13 @@ def score(run: Path, data: Path, checker_dir: Path, seed: int, raw: bool = False
         save_image(torch.cat(rows).float() / 255, sheet, nrow=8, padding=2, pad_value=0.5)
     hits = predicted["shape"] == truth
     report = {"shape": round(hits.float().mean().item(), 3), "n": len(records)}
+    # images that are not of the set at all (a condition written into the background, say): the
+    # checker's background differs from the condition's
+    bg = torch.tensor([ATTRIBUTES["background"].index(r["attributes"]["background"]) for r in records])
+    right_bg = predicted["background"] == bg
+    report["wrong_background"] = round(1 - right_bg.float().mean().item(), 3)
+    if right_bg.any():  # shape accuracy over the images that are of the set
+        report["shape_right_background"] = round(hits[right_bg].float().mean().item(), 3)
     sizes = [r["attributes"]["size"] for r in records]
     if len(set(sizes)) > 1:  # shape accuracy for each size word present
         for size in sorted(set(sizes), key=ATTRIBUTES["size"].index):
