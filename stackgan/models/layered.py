@@ -125,8 +125,8 @@ class ForegroundLayer(nn.Module):
             self.film = nn.ModuleList([CondAffine(in_dim, width) for _ in range(MLP_LAYERS)])
             self.to_rgba = nn.Conv2d(width, 4, 1)
         self.pose = nn.Linear(in_dim, 4)
-        t = (torch.arange(CANVAS_SIZE, dtype=torch.float32) * 2 + 1) / CANVAS_SIZE - 1  # pixel centres in [-1, 1]
-        self.register_buffer("coords", torch.stack(torch.meshgrid(t, t, indexing="xy")), persistent=False)  # [2, 32, 32]
+        if normalize:  # each canvas pixel's (u, v), for the mask's moments
+            self.register_buffer("coords", fourier_features(CANVAS_SIZE, octaves=0)[0], persistent=False)  # [2, 32, 32]
         self.log_scale0, self.mask_bias = math.log(scale0), mask_bias
         self.start_upright()
 
