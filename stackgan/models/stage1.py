@@ -49,8 +49,9 @@ class Stage1Generator(nn.Module):
     an object drawn in its own frame from ``cat(z, c)`` and placed over it by a predicted affine transform;
     ``canvas`` ("conv" or "mlp") says how that frame is drawn. ``background="smooth"`` (with ``layered``)
     replaces the usual path by a :class:`~stackgan.models.layered.SmoothBackground`, which cannot draw the
-    object, so that the layer has to (``"vertical"``: one that changes only from top to bottom); ``spin=True`` turns the layer's object by the angle of z's first
-    two dimensions as well (every rotation, without learning to vary it); ``taper=True`` keeps the
+    object, so that the layer has to (``"vertical"``: one that changes only from top to bottom);
+    ``spin=True`` turns the layer's object by the angle of z's first two dimensions as well (every
+    rotation, without learning to vary it); ``taper=True`` keeps the
     canvas's edge out of the image; ``normalize=True`` places the canvas's object by its own centre and
     RMS radius, so that only the pose sets where it goes and how large it is.
 
