@@ -565,6 +565,38 @@ def test_normalized_layer_places_any_canvas_object_by_the_pose_alone():
     assert cx == pytest.approx(0.3 + 0.5 * 0.4, abs=0.02) and rms < 0.5 * 0.25
 
 
+def test_mask_templates_are_chosen_by_the_condition_and_learn_from_the_image():
+    """model.g_layer_templates: the canvas's mask is the sigmoid of a softmax mixture of learned
+    template logits; a selection that puts all its weight on one template draws exactly that one,
+    the templates start as different noisy discs, and the image's loss reaches them and the choice."""
+    from stackgan.models.layered import ForegroundLayer
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, templates=3)
+    centre, corner = layer.templates[:, 0, 16, 16], layer.templates[:, 0, 0, 0]
+    assert (centre > 2).all() and (corner < -2).all() and not torch.equal(layer.templates[0], layer.templates[1])
+    with torch.no_grad():
+        layer.select.weight.zero_()
+        layer.select.weight[2, 0] = 100.0  # input 0 > 0: template 2; input 0 < 0: template 1
+        layer.select.weight[1, 0] = -100.0
+        layer.select.bias.zero_()
+    zc = torch.zeros(2, 6)
+    zc[0, 0], zc[1, 0] = 1.0, -1.0
+    _, mask = layer.canvas(zc)
+    assert torch.allclose(mask[0], torch.sigmoid(layer.templates[2]), atol=1e-6)
+    assert torch.allclose(mask[1], torch.sigmoid(layer.templates[1]), atol=1e-6)
+    with torch.no_grad():
+        layer.select.weight.zero_()  # an even mixture: the mean of the logits
+    _, mask = layer.canvas(zc)
+    assert torch.allclose(mask[0], torch.sigmoid(layer.templates.mean(0)), atol=1e-5)
+    layer(torch.randn(4, 6), torch.zeros(4, 3, 64, 64)).square().mean().backward()
+    assert layer.templates.grad.abs().sum() > 0 and layer.select.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="templates must be >= 0"):
+        ForegroundLayer(6, ngf=4, templates=-1)
+    with pytest.raises(ValueError, match="g_layer_templates needs the layered generator"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_templates=4"])
+
+
 def test_tapered_canvas_never_draws_its_edge():
     """model.g_layer_taper: the canvas's mask is 0 on its outer pixel ring, rises over 3 pixels and
     is untouched inside; without it, a mask that is 1 everywhere reaches the edge."""

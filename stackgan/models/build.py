@@ -35,6 +35,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
             args["stage1"]["taper"] = True
         if m.g_layer_normalize:
             args["stage1"]["normalize"] = True
+        if m.g_layer_templates:
+            args["stage1"]["templates"] = int(m.g_layer_templates)
         if m.g_layer_scale0 != ModelConfig.g_layer_scale0:
             args["stage1"]["scale0"] = float(m.g_layer_scale0)
     if stage == 2:

@@ -88,7 +88,11 @@ class ForegroundLayer(nn.Module):
     around the object) cannot show in the image. With ``normalize=True`` the canvas mask's centre and
     RMS radius are taken out before placing it (:meth:`transform`): the pose alone says where the object
     goes and how large it is, so the canvas cannot draw a small object small (or off-centre) and has
-    only the outline left to draw. After each call, ``mask`` holds the placed mask
+    only the outline left to draw. With ``templates=K > 0`` the canvas's mask is not drawn by its path but
+    chosen: ``K`` learned mask templates (logits, ``[K, 1, 32, 32]``, each starting as a disc with its own
+    noise) are mixed by a softmax over ``K`` predicted from ``cat(z, c)`` (object prototypes, as in
+    DTI-Sprites, Monnier et al., NeurIPS 2021): an outline is then a parameter learned from every image
+    that shows it, and the sentence only has to pick it; the canvas path still draws the colour. After each call, ``mask`` holds the placed mask
     ``[B, 1, S, S]`` (with its graph), which the training step penalises by area (``stage1.mask_weight``).
 
     Example::
@@ -98,8 +102,11 @@ class ForegroundLayer(nn.Module):
     """
 
     def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0,
-                 canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False):
+                 canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False,
+                 templates: int = 0):
         super().__init__()
+        if templates < 0:
+            raise ConfigError(f"the number of mask templates must be >= 0, got {templates}")
         self.normalize = normalize
         if canvas not in CANVASES:
             raise ConfigError(f"the foreground canvas must be one of {', '.join(CANVASES)}, got {canvas!r}")
@@ -125,6 +132,14 @@ class ForegroundLayer(nn.Module):
             self.film = nn.ModuleList([CondAffine(in_dim, width) for _ in range(MLP_LAYERS)])
             self.to_rgba = nn.Conv2d(width, 4, 1)
         self.pose = nn.Linear(in_dim, 4)
+        if templates:  # K prototype masks: discs of radius 0.6 (logit 0 on the rim), each with its own noise
+            radius = fourier_features(CANVAS_SIZE, octaves=0)[0].square().sum(0).sqrt()  # [32, 32]
+            disc = 8.0 * (0.6 - radius)
+            self.templates = nn.Parameter(disc.expand(templates, 1, -1, -1) + 
+                                          0.5 * torch.randn(templates, 1, CANVAS_SIZE, CANVAS_SIZE))
+            self.select = nn.Linear(in_dim, templates)
+        else:
+            self.templates = None
         if normalize:  # each canvas pixel's (u, v), for the mask's moments
             self.register_buffer("coords", fourier_features(CANVAS_SIZE, octaves=0)[0], persistent=False)  # [2, 32, 32]
         self.log_scale0, self.mask_bias = math.log(scale0), mask_bias
@@ -153,7 +168,11 @@ class ForegroundLayer(nn.Module):
                     h = self.hidden[i - 1](h)
                 h = F.relu(film(h, zc))
         rgba = self.to_rgba(h)
-        mask = torch.sigmoid(rgba[:, 3:])
+        if self.templates is None:
+            mask = torch.sigmoid(rgba[:, 3:])
+        else:  # a softmax mixture of the prototype masks' logits
+            weights = torch.softmax(self.select(zc).float(), dim=1)  # [B, K]
+            mask = torch.sigmoid(torch.einsum("bk,kchw->bchw", weights, self.templates.float())).to(rgba.dtype)
         return torch.tanh(rgba[:, :3]), mask if self.window is None else mask * self.window.to(mask.dtype)
 
     def moments(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
