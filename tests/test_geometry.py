@@ -573,8 +573,9 @@ def test_mask_templates_are_chosen_by_the_condition_and_learn_from_the_image():
 
     torch.manual_seed(0)
     layer = ForegroundLayer(6, ngf=4, templates=3)
-    centre, corner = layer.templates[:, 0, 16, 16], layer.templates[:, 0, 0, 0]
-    assert (centre > 2).all() and (corner < -2).all() and not torch.equal(layer.templates[0], layer.templates[1])
+    logits = layer.template_logits().detach()
+    centre, corner = logits[:, 0, 16, 16], logits[:, 0, 0, 0]
+    assert (centre > 2).all() and (corner < -2).all() and not torch.equal(logits[0], logits[1])
     with torch.no_grad():
         layer.select.weight.zero_()
         layer.select.weight[2, 0] = 100.0  # input 0 > 0: template 2; input 0 < 0: template 1
@@ -583,12 +584,12 @@ def test_mask_templates_are_chosen_by_the_condition_and_learn_from_the_image():
     zc = torch.zeros(2, 6)
     zc[0, 0], zc[1, 0] = 1.0, -1.0
     _, mask = layer.canvas(zc)
-    assert torch.allclose(mask[0], torch.sigmoid(layer.templates[2]), atol=1e-6)
-    assert torch.allclose(mask[1], torch.sigmoid(layer.templates[1]), atol=1e-6)
+    assert torch.allclose(mask[0], torch.sigmoid(logits[2]), atol=1e-6)
+    assert torch.allclose(mask[1], torch.sigmoid(logits[1]), atol=1e-6)
     with torch.no_grad():
         layer.select.weight.zero_()  # an even mixture: the mean of the logits
     _, mask = layer.canvas(zc)
-    assert torch.allclose(mask[0], torch.sigmoid(layer.templates.mean(0)), atol=1e-5)
+    assert torch.allclose(mask[0], torch.sigmoid(logits.mean(0)), atol=1e-5)
     layer(torch.randn(4, 6), torch.zeros(4, 3, 64, 64)).square().mean().backward()
     assert layer.templates.grad.abs().sum() > 0 and layer.select.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="templates must be >= 0"):

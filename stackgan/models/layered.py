@@ -27,6 +27,7 @@ CANVASES = CHOICES["g_layer_canvas"]  # how the object is drawn in its frame
 BACKGROUNDS = CHOICES["g_layer_background"]  # what lies under the layer: the usual path, or SmoothBackground
 CANVAS_SIZE = 32  # the canvas's pixels per side
 MLP_LAYERS = 4  # the implicit canvas's hidden layers
+TEMPLATE_GAIN = 25.0  # mask templates are stored over this factor: Adam moves a logit by about gain x lr per step
 RMS_RADIUS = 0.5  # with normalize: the canvas mask's RMS radius (in its [-1, 1] frame) that scale 1 places as is
 
 
@@ -172,8 +173,12 @@ class ForegroundLayer(nn.Module):
             mask = torch.sigmoid(rgba[:, 3:])
         else:  # a softmax mixture of the prototype masks' logits
             weights = torch.softmax(self.select(zc).float(), dim=1)  # [B, K]
-            mask = torch.sigmoid(torch.einsum("bk,kchw->bchw", weights, self.templates.float())).to(rgba.dtype)
+            mask = torch.sigmoid(torch.einsum("bk,kchw->bchw", weights, self.template_logits().float())).to(rgba.dtype)
         return torch.tanh(rgba[:, :3]), mask if self.window is None else mask * self.window.to(mask.dtype)
+
+    def template_logits(self) -> torch.Tensor:
+        """The mask templates' logits ``[K, 1, 32, 32]`` (``model.g_layer_templates``)."""
+        return self.templates * TEMPLATE_GAIN
 
     def moments(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The canvas mask's centre ``[B, 2]`` (x, y in the canvas's [-1, 1]) and its spread ``[B]``: the
