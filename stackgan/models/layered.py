@@ -27,7 +27,9 @@ CANVASES = CHOICES["g_layer_canvas"]  # how the object is drawn in its frame
 BACKGROUNDS = CHOICES["g_layer_background"]  # what lies under the layer: the usual path, or SmoothBackground
 CANVAS_SIZE = 32  # the canvas's pixels per side
 MLP_LAYERS = 4  # the implicit canvas's hidden layers
-TEMPLATE_GAIN = 25.0  # mask templates are stored over this factor: Adam moves a logit by about gain x lr per step
+TEMPLATE_GAIN = 10.0  # mask templates are stored over this factor: Adam moves a logit by about gain x lr per step
+TEMPLATE_LIMIT = 6.0  # ... and their logits are bounded by LIMIT * tanh(. / LIMIT): a saturated pixel still learns
+TEMPLATE_SIZE = 16  # ... and drawn at 16 x 16, enlarged bilinearly to the canvas: smooth outlines, fewer pixels
 RMS_RADIUS = 0.5  # with normalize: the canvas mask's RMS radius (in its [-1, 1] frame) that scale 1 places as is
 
 
@@ -90,7 +92,7 @@ class ForegroundLayer(nn.Module):
     RMS radius are taken out before placing it (:meth:`transform`): the pose alone says where the object
     goes and how large it is, so the canvas cannot draw a small object small (or off-centre) and has
     only the outline left to draw. With ``templates=K > 0`` the canvas's mask is not drawn by its path but
-    chosen: ``K`` learned mask templates (logits, ``[K, 1, 32, 32]``, each starting as a disc with its own
+    chosen: ``K`` learned mask templates (logits at 16 x 16, bounded to (-6, 6), each starting as a disc with its own
     noise) are mixed by a softmax over ``K`` predicted from ``cat(z, c)`` (object prototypes, as in
     DTI-Sprites, Monnier et al., NeurIPS 2021): an outline is then a parameter learned from every image
     that shows it, and the sentence only has to pick it; the canvas path still draws the colour. After each call, ``mask`` holds the placed mask
@@ -177,8 +179,10 @@ class ForegroundLayer(nn.Module):
         return torch.tanh(rgba[:, :3]), mask if self.window is None else mask * self.window.to(mask.dtype)
 
     def template_logits(self) -> torch.Tensor:
-        """The mask templates' logits ``[K, 1, 32, 32]`` (``model.g_layer_templates``)."""
-        return self.templates * TEMPLATE_GAIN
+        """The mask templates' logits ``[K, 1, 32, 32]`` (``model.g_layer_templates``): the stored
+        ``[K, 1, 16, 16]`` times the gain, bounded to (-6, 6), enlarged bilinearly to the canvas."""
+        bounded = TEMPLATE_LIMIT * torch.tanh(self.templates * (TEMPLATE_GAIN / TEMPLATE_LIMIT))
+        return F.interpolate(bounded, size=CANVAS_SIZE, mode="bilinear", align_corners=False)
 
     def moments(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The canvas mask's centre ``[B, 2]`` (x, y in the canvas's [-1, 1]) and its spread ``[B]``: the
