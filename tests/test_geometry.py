@@ -574,6 +574,7 @@ def test_mask_templates_are_chosen_by_the_condition_and_learn_from_the_image():
     torch.manual_seed(0)
     layer = ForegroundLayer(6, ngf=4, templates=3)
     logits = layer.template_logits().detach()
+    assert layer.templates.shape == (3, 1, 16, 16) and logits.shape == (3, 1, 32, 32) and logits.abs().max() < 6
     centre, corner = logits[:, 0, 16, 16], logits[:, 0, 0, 0]
     assert (centre > 2).all() and (corner < -2).all() and not torch.equal(logits[0], logits[1])
     with torch.no_grad():

@@ -137,10 +137,12 @@ class ForegroundLayer(nn.Module):
             self.to_rgba = nn.Conv2d(width, 4, 1)
         self.pose = nn.Linear(in_dim, 4)
         if templates:  # K prototype masks: discs of radius 0.6 (logit 0 on the rim), each with its own noise
-            radius = fourier_features(CANVAS_SIZE, octaves=0)[0].square().sum(0).sqrt()  # [32, 32]
+            radius = fourier_features(TEMPLATE_SIZE, octaves=0)[0].square().sum(0).sqrt()  # [16, 16]
             disc = 8.0 * (0.6 - radius)
-            self.templates = nn.Parameter(disc.expand(templates, 1, -1, -1) + 
-                                          0.5 * torch.randn(templates, 1, CANVAS_SIZE, CANVAS_SIZE))
+            logits = disc.expand(templates, 1, -1, -1) + 0.5 * torch.randn(templates, 1, TEMPLATE_SIZE, TEMPLATE_SIZE)
+            # stored as atanh(logit / LIMIT) * LIMIT / GAIN, the inverse of template_logits (before enlarging)
+            bounded = logits.clamp(-0.99 * TEMPLATE_LIMIT, 0.99 * TEMPLATE_LIMIT) / TEMPLATE_LIMIT
+            self.templates = nn.Parameter(torch.atanh(bounded) * (TEMPLATE_LIMIT / TEMPLATE_GAIN))
             self.select = nn.Linear(in_dim, templates)
         else:
             self.templates = None
