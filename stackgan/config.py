@@ -344,6 +344,9 @@ def validate(cfg: Config) -> Config:
     for n in (1, 2):
         if cfg.stage(n).contrast_weight and not m.d_contrast:
             raise ConfigError(f"stage{n}.contrast_weight needs D's contrastive head (model.d_contrast, e.g. 128)")
+        if cfg.stage(n).contrast_wrong and not cfg.stage(n).contrast_weight:
+            raise ConfigError(f"stage{n}.contrast_wrong picks candidates for the contrastive loss, which is off: "
+                              f"set stage{n}.contrast_weight (e.g. 0.2) too")
         if cfg.stage(n).contrast_temp <= 0:
             raise ConfigError(f"stage{n}.contrast_temp must be > 0, got {cfg.stage(n).contrast_temp}")
     if not 0 < m.g_layer_scale0 <= 1:

@@ -821,3 +821,5 @@ def test_contrastive_head_trains_d_on_real_pairs_and_g_on_its_own():
         apply_overrides(get_preset("fast-sn-noca"), ["stage1.contrast_weight=1"])
     with pytest.raises(ValueError, match="contrast_temp must be > 0"):
         apply_overrides(cfg, ["stage2.contrast_temp=0"])
+    with pytest.raises(ValueError, match="stage1.contrast_wrong picks candidates for the contrastive loss, which is off"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.d_contrast=8", "stage1.contrast_wrong=true"])
