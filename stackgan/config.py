@@ -54,6 +54,8 @@ class ModelConfig:
     #   sets its position and size, and the frame has only the outline to draw
     g_layer_templates: int = 0  # > 0: that object's mask is a softmax mixture, chosen from cat(z, c), of this
     #   many learned mask templates (object prototypes) instead of being drawn by its canvas path
+    g_layer_pose_hidden: int = 0  # > 0: that object's pose head has a hidden layer of this width (LeakyReLU)
+    #   before its linear output, so that it can read a position the text code holds non-linearly
     g_layer_scale0: float = 0.35  # that object's starting scale: its frame's half-width over the image's, before
     #   the pose head learns (a frame too tight for the largest objects makes them fill it and take its corners)
     d_arch: str = "dcgan"  # dcgan: the paper's D; resnet: BN-free gated residual D, one-way head
@@ -331,10 +333,11 @@ def validate(cfg: Config) -> Config:
     for name in ("g_layer_spin", "g_layer_taper", "g_layer_normalize"):
         if getattr(m, name) and not m.g_layered:
             raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
-    if m.g_layer_templates < 0:
-        raise ConfigError(f"model.g_layer_templates must be >= 0, got {m.g_layer_templates}")
-    if m.g_layer_templates and not m.g_layered:
-        raise ConfigError("model.g_layer_templates needs the layered generator (model.g_layered=true)")
+    for name in ("g_layer_templates", "g_layer_pose_hidden"):
+        if getattr(m, name) < 0:
+            raise ConfigError(f"model.{name} must be >= 0, got {getattr(m, name)}")
+        if getattr(m, name) and not m.g_layered:
+            raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
     if cfg.stage2.mask_weight:
         raise ConfigError("stage2.mask_weight must be 0: the area prior acts on Stage I's layered generator")
     if cfg.stage1.mask_weight and not m.g_layered:

@@ -599,6 +599,27 @@ def test_mask_templates_are_chosen_by_the_condition_and_learn_from_the_image():
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_templates=4"])
 
 
+def test_pose_head_with_a_hidden_layer_starts_upright_and_reads_the_code_non_linearly():
+    """model.g_layer_pose_hidden: the pose is Linear(LeakyReLU(Linear(cat(z, c)))); its output layer
+    starts at zero (every object upright, centred, at scale0) like the linear head's."""
+    from stackgan.models.layered import ForegroundLayer
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.5, pose_hidden=8)
+    zc = torch.randn(5, 6)
+    assert torch.allclose(layer.transform(zc), torch.tensor([[2.0, 0, 0], [0, 2.0, 0]]).expand(5, 2, 3))
+    with torch.no_grad():
+        layer.pose.weight.normal_()
+    hidden = torch.nn.functional.leaky_relu(zc @ layer.pose_in[0].weight.T + layer.pose_in[0].bias, 0.2)
+    assert torch.allclose(layer.pose_params(zc), hidden @ layer.pose.weight.T + layer.pose.bias, atol=1e-6)
+    # not odd around the bias as a linear head is: pose(zc) + pose(-zc) != 2 bias
+    assert not torch.allclose(layer.pose_params(-zc) + layer.pose_params(zc), 2 * layer.pose.bias)
+    with pytest.raises(ValueError, match="g_layer_pose_hidden needs the layered generator"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_pose_hidden=8"])
+    with pytest.raises(ValueError, match="g_layer_pose_hidden must be >= 0"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_pose_hidden=-1"])
+
+
 def test_tapered_canvas_never_draws_its_edge():
     """model.g_layer_taper: the canvas's mask is 0 on its outer pixel ring, rises over 3 pixels and
     is untouched inside; without it, a mask that is 1 everywhere reaches the edge."""

@@ -82,7 +82,9 @@ class ForegroundLayer(nn.Module):
     ``cond_dim > 0`` the conv canvas's up-blocks are modulated by ``cat(z, c)`` as the main path's
     are (``model.g_fusion``).
 
-    The pose head is one linear layer to ``(log-scale, angle / pi, tx, ty)``, zero-initialised:
+    The pose head is one linear layer to ``(log-scale, angle / pi, tx, ty)``, zero-initialised (with
+    ``pose_hidden=H > 0``, after a hidden layer of width H with LeakyReLU, so that a position the text
+    code holds only non-linearly can be read):
     every object starts at ``scale0`` of the image, upright, in the centre. With ``spin=True`` the
     object is also turned by the angle of the first two inputs (z's first two dimensions: uniform
     on the circle for Gaussian z), so that every rotation is drawn without G having to learn to
@@ -107,8 +109,10 @@ class ForegroundLayer(nn.Module):
 
     def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0,
                  canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False,
-                 templates: int = 0):
+                 templates: int = 0, pose_hidden: int = 0):
         super().__init__()
+        if pose_hidden < 0:
+            raise ConfigError(f"the pose head's hidden width must be >= 0, got {pose_hidden}")
         if templates < 0:
             raise ConfigError(f"the number of mask templates must be >= 0, got {templates}")
         self.normalize = normalize
@@ -135,7 +139,10 @@ class ForegroundLayer(nn.Module):
             self.hidden = nn.ModuleList([nn.Conv2d(width, width, 1) for _ in range(MLP_LAYERS - 1)])
             self.film = nn.ModuleList([CondAffine(in_dim, width) for _ in range(MLP_LAYERS)])
             self.to_rgba = nn.Conv2d(width, 4, 1)
-        self.pose = nn.Linear(in_dim, 4)
+        # the pose head: one linear layer, or (pose_hidden > 0) one hidden LeakyReLU layer and then that one
+        self.pose_in = (nn.Sequential(nn.Linear(in_dim, pose_hidden), nn.LeakyReLU(0.2)) if pose_hidden
+                        else nn.Identity())
+        self.pose = nn.Linear(pose_hidden or in_dim, 4)
         if templates:  # K prototype masks: discs of radius 0.6 (logit 0 on the rim), each with its own noise
             radius = fourier_features(TEMPLATE_SIZE, octaves=0)[0].square().sum(0).sqrt()  # [16, 16]
             disc = 8.0 * (0.6 - radius)
@@ -181,6 +188,10 @@ class ForegroundLayer(nn.Module):
             mask = torch.sigmoid(torch.einsum("bk,kchw->bchw", weights, self.template_logits().float())).to(rgba.dtype)
         return torch.tanh(rgba[:, :3]), mask if self.window is None else mask * self.window.to(mask.dtype)
 
+    def pose_params(self, zc: torch.Tensor) -> torch.Tensor:
+        """The pose head's output ``[B, 4]``: log-scale (over ``scale0``), angle / pi, tx, ty."""
+        return self.pose(self.pose_in(zc)).float()
+
     def template_logits(self) -> torch.Tensor:
         """The mask templates' logits ``[K, 1, 32, 32]`` (``model.g_layer_templates``): the stored
         ``[K, 1, 16, 16]`` times the gain, bounded to (-6, 6), enlarged bilinearly to the canvas."""
@@ -203,7 +214,7 @@ class ForegroundLayer(nn.Module):
         ``normalize`` and the canvas ``mask``, the mask's own centre ``c`` and spread ``k`` (:meth:`moments`)
         are taken out: ``p_canvas = c + k R(-a) (p - t) / s``, so that wherever and however large the
         canvas draws its object, it lands at ``t`` with an RMS radius of ``s * RMS_RADIUS``."""
-        p = self.pose(zc).float()
+        p = self.pose_params(zc)
         scale = torch.exp(p[:, 0] + self.log_scale0)
         angle = math.pi * p[:, 1]
         if self.spin:  # the angle of (z_0, z_1)

@@ -67,14 +67,14 @@ class Stage1Generator(nn.Module):
                  ca_variant: str = "pt", variant: str = "pt", fusion: bool = False, coords: bool = False,
                  layered: bool = False, canvas: str = "conv", background: str = "full",
                  spin: bool = False, taper: bool = False, scale0: float = 0.35, normalize: bool = False,
-                 templates: int = 0):
+                 templates: int = 0, pose_hidden: int = 0):
         super().__init__()
         if background not in BACKGROUNDS:
             raise ConfigError(f"the layered generator's background must be one of {', '.join(BACKGROUNDS)}, "
                               f"got {background!r}")
-        if (spin or taper or normalize or templates) and not layered:
-            raise ConfigError("model.g_layer_spin, g_layer_taper, g_layer_normalize and g_layer_templates need the "
-                              "layered generator (model.g_layered=true)")
+        if (spin or taper or normalize or templates or pose_hidden) and not layered:
+            raise ConfigError("model.g_layer_spin, g_layer_taper, g_layer_normalize, g_layer_templates and "
+                              "g_layer_pose_hidden need the layered generator (model.g_layered=true)")
         if background != "full" and not layered:
             raise ConfigError("a smooth background (model.g_layer_background) needs the layered generator "
                               "(model.g_layered=true)")
@@ -92,7 +92,8 @@ class Stage1Generator(nn.Module):
         k = z_dim + cond_dim if fusion else 0  # the modulating condition: cat(z, c)
         self.ca = ConditioningAugmentation(text_dim, cond_dim, ca_variant)
         self.foreground = (ForegroundLayer(z_dim + cond_dim, ngf, k, scale0=scale0, canvas=canvas, spin=spin,
-                                           taper=taper, normalize=normalize, templates=templates)
+                                           taper=taper, normalize=normalize, templates=templates,
+                                           pose_hidden=pose_hidden)
                            if layered else None)
         self.background = (SmoothBackground(z_dim + cond_dim, columns=1 if background == "vertical" else None)
                            if background != "full" else None)
