@@ -29,6 +29,7 @@ CANVAS_SIZE = 32  # the canvas's pixels per side
 MLP_LAYERS = 4  # the implicit canvas's hidden layers
 TEMPLATE_GAIN = 10.0  # mask templates are stored over this factor: Adam moves a logit by about gain x lr per step
 TEMPLATE_LIMIT = 6.0  # ... and their logits are bounded by LIMIT * tanh(. / LIMIT): a saturated pixel still learns
+TEMPLATE_LUMPS = 2.5  # ... and start as discs plus this much smooth (4 x 4, enlarged) noise, each its own
 TEMPLATE_SIZE = 16  # ... and drawn at 16 x 16, enlarged bilinearly to the canvas: smooth outlines, fewer pixels
 RMS_RADIUS = 0.5  # with normalize: the canvas mask's RMS radius (in its [-1, 1] frame) that scale 1 places as is
 
@@ -143,10 +144,13 @@ class ForegroundLayer(nn.Module):
         self.pose_in = (nn.Sequential(nn.Linear(in_dim, pose_hidden), nn.LeakyReLU(0.2)) if pose_hidden
                         else nn.Identity())
         self.pose = nn.Linear(pose_hidden or in_dim, 4)
-        if templates:  # K prototype masks: discs of radius 0.6 (logit 0 on the rim), each with its own noise
+        if templates:  # K prototype masks: lumpy discs of radius 0.6 (logit 0 on the rim), each with its own noise
             radius = fourier_features(TEMPLATE_SIZE, octaves=0)[0].square().sum(0).sqrt()  # [16, 16]
             disc = 8.0 * (0.6 - radius)
-            logits = disc.expand(templates, 1, -1, -1) + 0.5 * torch.randn(templates, 1, TEMPLATE_SIZE, TEMPLATE_SIZE)
+            # lumpy: a disc's gradient, under random turns (spin), is the same at every angle and keeps it a disc
+            lumps = F.interpolate(torch.randn(templates, 1, 4, 4), size=TEMPLATE_SIZE, mode="bicubic",
+                                  align_corners=False)
+            logits = disc + TEMPLATE_LUMPS * lumps + 0.5 * torch.randn(templates, 1, TEMPLATE_SIZE, TEMPLATE_SIZE)
             # stored as atanh(logit / LIMIT) * LIMIT / GAIN, the inverse of template_logits (before enlarging)
             bounded = logits.clamp(-0.99 * TEMPLATE_LIMIT, 0.99 * TEMPLATE_LIMIT) / TEMPLATE_LIMIT
             self.templates = nn.Parameter(torch.atanh(bounded) * (TEMPLATE_LIMIT / TEMPLATE_GAIN))
