@@ -132,7 +132,7 @@ def pose(run: Path, data: Path, seed: int, raw: bool = False, text: bool = False
     z = torch.randn(len(records), G.z_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         zc = torch.cat([z, G.ca(emb)[0]], 1)
-        p = G.foreground.pose_params(zc)
+        p = G.foreground.pose_params(zc, emb)
         frame_cover = G.foreground.canvas(zc)[1].mean(dim=(1, 2, 3))  # [N]: the mask's share of the frame
     scale = (p[:, 0] + G.foreground.log_scale0).exp().numpy()
     t = {"x": p[:, 2].numpy(), "y": p[:, 3].numpy()}

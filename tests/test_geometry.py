@@ -620,6 +620,32 @@ def test_pose_head_with_a_hidden_layer_starts_upright_and_reads_the_code_non_lin
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_pose_hidden=-1"])
 
 
+def test_pose_head_can_read_the_sentence_embedding_itself():
+    """model.g_layer_pose_text: the pose head reads cat(z, c, embedding); it starts upright like the
+    others, the embedding's part of its weights moves the object, and a missing embedding is an error."""
+    from stackgan.models.build import generator_args, generator_from_args
+
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.g_layered=true",
+                                                             "model.g_layer_pose_text=true"])
+    torch.manual_seed(0)
+    G = generator_from_args(generator_args(cfg.model, 1)).eval()
+    layer = G.foreground
+    z, emb = torch.randn(3, cfg.model.z_dim), torch.randn(3, 12)
+    zc = torch.cat([z, G.ca(emb)[0]], 1)
+    assert layer.pose.in_features == zc.shape[1] + 12
+    assert torch.count_nonzero(layer.pose_params(zc, emb)) == 0
+    with torch.no_grad():
+        upright = G(z, emb).image
+        layer.pose.weight[2, zc.shape[1]] = 1.0  # tx = the embedding's first dimension
+        moved = G(z, emb).image
+    assert torch.allclose(layer.pose_params(zc, emb)[:, 2], emb[:, 0])
+    assert not torch.allclose(moved, upright)  # that weight reaches the image
+    with pytest.raises(ValueError, match="reads a sentence embedding of 12 dims"):
+        layer.pose_params(zc)
+    with pytest.raises(ValueError, match="g_layer_pose_text needs the layered generator"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_pose_text=true"])
+
+
 def test_tapered_canvas_never_draws_its_edge():
     """model.g_layer_taper: the canvas's mask is 0 on its outer pixel ring, rises over 3 pixels and
     is untouched inside; without it, a mask that is 1 everywhere reaches the edge."""

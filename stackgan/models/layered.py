@@ -85,7 +85,8 @@ class ForegroundLayer(nn.Module):
 
     The pose head is one linear layer to ``(log-scale, angle / pi, tx, ty)``, zero-initialised (with
     ``pose_hidden=H > 0``, after a hidden layer of width H with LeakyReLU, so that a position the text
-    code holds only non-linearly can be read):
+    code holds only non-linearly can be read; with ``pose_text=D > 0`` it also reads the sentence
+    embedding ``[B, D]`` itself, passed to ``forward`` as ``text``):
     every object starts at ``scale0`` of the image, upright, in the centre. With ``spin=True`` the
     object is also turned by the angle of the first two inputs (z's first two dimensions: uniform
     on the circle for Gaussian z), so that every rotation is drawn without G having to learn to
@@ -110,7 +111,7 @@ class ForegroundLayer(nn.Module):
 
     def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0,
                  canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False,
-                 templates: int = 0, pose_hidden: int = 0):
+                 templates: int = 0, pose_hidden: int = 0, pose_text: int = 0):
         super().__init__()
         if pose_hidden < 0:
             raise ConfigError(f"the pose head's hidden width must be >= 0, got {pose_hidden}")
@@ -141,9 +142,12 @@ class ForegroundLayer(nn.Module):
             self.film = nn.ModuleList([CondAffine(in_dim, width) for _ in range(MLP_LAYERS)])
             self.to_rgba = nn.Conv2d(width, 4, 1)
         # the pose head: one linear layer, or (pose_hidden > 0) one hidden LeakyReLU layer and then that one
-        self.pose_in = (nn.Sequential(nn.Linear(in_dim, pose_hidden), nn.LeakyReLU(0.2)) if pose_hidden
+        # pose_text = D > 0: it also reads the sentence embedding [B, D] itself (passed to forward as text)
+        self.pose_text = pose_text
+        pose_dim = in_dim + pose_text
+        self.pose_in = (nn.Sequential(nn.Linear(pose_dim, pose_hidden), nn.LeakyReLU(0.2)) if pose_hidden
                         else nn.Identity())
-        self.pose = nn.Linear(pose_hidden or in_dim, 4)
+        self.pose = nn.Linear(pose_hidden or pose_dim, 4)
         if templates:  # K prototype masks: lumpy discs of radius 0.6 (logit 0 on the rim), each with its own noise
             radius = fourier_features(TEMPLATE_SIZE, octaves=0)[0].square().sum(0).sqrt()  # [16, 16]
             disc = 8.0 * (0.6 - radius)
@@ -192,8 +196,14 @@ class ForegroundLayer(nn.Module):
             mask = torch.sigmoid(torch.einsum("bk,kchw->bchw", weights, self.template_logits().float())).to(rgba.dtype)
         return torch.tanh(rgba[:, :3]), mask if self.window is None else mask * self.window.to(mask.dtype)
 
-    def pose_params(self, zc: torch.Tensor) -> torch.Tensor:
-        """The pose head's output ``[B, 4]``: log-scale (over ``scale0``), angle / pi, tx, ty."""
+    def pose_params(self, zc: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """The pose head's output ``[B, 4]``: log-scale (over ``scale0``), angle / pi, tx, ty. With
+        ``pose_text`` it also reads ``text``, the sentence embedding ``[B, pose_text]``."""
+        if self.pose_text:
+            if text is None or text.shape[-1] != self.pose_text:
+                raise ValueError(f"this pose head reads a sentence embedding of {self.pose_text} dims beside "
+                                 f"cat(z, c); got {None if text is None else tuple(text.shape)}")
+            zc = torch.cat([zc, text.to(zc.dtype)], dim=1)
         return self.pose(self.pose_in(zc)).float()
 
     def template_logits(self) -> torch.Tensor:
@@ -212,13 +222,14 @@ class ForegroundLayer(nn.Module):
         radius = ((m * d2).sum((1, 2)) / total + 1e-4).sqrt()
         return centre, radius / RMS_RADIUS
 
-    def transform(self, zc: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def transform(self, zc: torch.Tensor, mask: torch.Tensor | None = None,
+                  text: torch.Tensor | None = None) -> torch.Tensor:
         """``affine_grid``'s matrices ``[B, 2, 3]``: from the image's coordinates to the canvas's.
         An object at ``t``, scaled by ``s`` and turned by ``a``: ``p_canvas = R(-a) (p - t) / s``. With
         ``normalize`` and the canvas ``mask``, the mask's own centre ``c`` and spread ``k`` (:meth:`moments`)
         are taken out: ``p_canvas = c + k R(-a) (p - t) / s``, so that wherever and however large the
         canvas draws its object, it lands at ``t`` with an RMS radius of ``s * RMS_RADIUS``."""
-        p = self.pose_params(zc)
+        p = self.pose_params(zc, text)
         scale = torch.exp(p[:, 0] + self.log_scale0)
         angle = math.pi * p[:, 1]
         if self.spin:  # the angle of (z_0, z_1)
@@ -233,9 +244,10 @@ class ForegroundLayer(nn.Module):
         row1 = torch.stack([-sin, cos, centre[:, 1] + sin * tx - cos * ty], dim=1)
         return torch.stack([row0, row1], dim=1)
 
-    def forward(self, zc: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    def forward(self, zc: torch.Tensor, background: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         rgb, mask = self.canvas(zc)
-        grid = F.affine_grid(self.transform(zc, mask).to(rgb.dtype), list(background.shape), align_corners=False)
+        grid = F.affine_grid(self.transform(zc, mask, text).to(rgb.dtype), list(background.shape),
+                             align_corners=False)
         placed = F.grid_sample(torch.cat([rgb, mask], dim=1), grid, mode="bilinear", padding_mode="zeros",
                                align_corners=False)  # outside the canvas: mask 0
         fg, m = placed[:, :3], placed[:, 3:]

@@ -67,14 +67,15 @@ class Stage1Generator(nn.Module):
                  ca_variant: str = "pt", variant: str = "pt", fusion: bool = False, coords: bool = False,
                  layered: bool = False, canvas: str = "conv", background: str = "full",
                  spin: bool = False, taper: bool = False, scale0: float = 0.35, normalize: bool = False,
-                 templates: int = 0, pose_hidden: int = 0):
+                 templates: int = 0, pose_hidden: int = 0, pose_text: bool = False):
         super().__init__()
         if background not in BACKGROUNDS:
             raise ConfigError(f"the layered generator's background must be one of {', '.join(BACKGROUNDS)}, "
                               f"got {background!r}")
-        if (spin or taper or normalize or templates or pose_hidden) and not layered:
-            raise ConfigError("model.g_layer_spin, g_layer_taper, g_layer_normalize, g_layer_templates and "
-                              "g_layer_pose_hidden need the layered generator (model.g_layered=true)")
+        if (spin or taper or normalize or templates or pose_hidden or pose_text) and not layered:
+            raise ConfigError("model.g_layer_spin, g_layer_taper, g_layer_normalize, g_layer_templates, "
+                              "g_layer_pose_hidden and g_layer_pose_text need the layered generator "
+                              "(model.g_layered=true)")
         if background != "full" and not layered:
             raise ConfigError("a smooth background (model.g_layer_background) needs the layered generator "
                               "(model.g_layered=true)")
@@ -93,7 +94,7 @@ class Stage1Generator(nn.Module):
         self.ca = ConditioningAugmentation(text_dim, cond_dim, ca_variant)
         self.foreground = (ForegroundLayer(z_dim + cond_dim, ngf, k, scale0=scale0, canvas=canvas, spin=spin,
                                            taper=taper, normalize=normalize, templates=templates,
-                                           pose_hidden=pose_hidden)
+                                           pose_hidden=pose_hidden, pose_text=text_dim if pose_text else 0)
                            if layered else None)
         self.background = (SmoothBackground(z_dim + cond_dim, columns=1 if background == "vertical" else None)
                            if background != "full" else None)
@@ -137,12 +138,12 @@ class Stage1Generator(nn.Module):
         c, mu, logvar = self.ca(emb, eps)  # [B, cond]
         zc = torch.cat([z, c], dim=1)  # [B, z + cond]
         if self.background is not None:
-            img = self.foreground(zc, self.background(zc))  # [B, 3, 64, 64]
+            img = self.foreground(zc, self.background(zc), emb)  # [B, 3, 64, 64]
             return GeneratorOutput(img, img, mu, logvar)
         h = self.fc(zc).view(-1, 8 * self.ngf, 4, 4)  # [B, 8ngf, 4, 4]
         img = run_up_path(self.up, self.to_rgb, h, self.recompute_blocks, zc if self.fusion else None)  # [B, 3, 64, 64]
         if self.foreground is not None:
-            img = self.foreground(zc, img)  # the object placed over the background
+            img = self.foreground(zc, img, emb)  # the object placed over the background
         return GeneratorOutput(img, img, mu, logvar)  # Stage I: its image is also the low-resolution one
 
 
