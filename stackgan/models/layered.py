@@ -97,7 +97,7 @@ class ForegroundLayer(nn.Module):
     goes and how large it is, so the canvas cannot draw a small object small (or off-centre) and has
     only the outline left to draw. With ``templates=K > 0`` the canvas's mask is not drawn by its path
     but chosen: ``K`` learned mask templates (logits at 16 x 16, bounded to (-6, 6), each starting as a
-    disc with its own noise) are mixed by a softmax over ``K`` predicted from ``cat(z, c)`` (object
+    lumpy disc of its own) are mixed by a softmax over ``K`` predicted from ``cat(z, c)`` (object
     prototypes, as in DTI-Sprites, Monnier et al., NeurIPS 2021): an outline is then a parameter
     learned from every image that shows it, and the sentence only has to pick it; the canvas path
     still draws the colour. After each call, ``mask`` holds the placed mask
