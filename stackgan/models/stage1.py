@@ -53,7 +53,9 @@ class Stage1Generator(nn.Module):
     ``spin=True`` turns the layer's object by the angle of z's first two dimensions as well (every
     rotation, without learning to vary it); ``taper=True`` keeps the
     canvas's edge out of the image; ``normalize=True`` places the canvas's object by its own centre and
-    RMS radius, so that only the pose sets where it goes and how large it is.
+    RMS radius, so that only the pose sets where it goes and how large it is; ``templates=K`` mixes the
+    object's mask from K learned templates; ``pose_hidden=H`` gives the pose head a hidden layer, and
+    ``pose_text=True`` lets it read the sentence embedding ``emb`` itself.
 
     Example::
 
