@@ -332,12 +332,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.ngf1 must be even (Stage I ends with ngf1/2 channels), got {m.ngf1}")
     if m.ngf2 % 4:
         raise ConfigError(f"model.ngf2 must be divisible by 4 (Stage II ends with ngf2/4), got {m.ngf2}")
-    for name in ("g_layer_spin", "g_layer_taper", "g_layer_normalize", "g_layer_pose_text"):
-        if getattr(m, name) and not m.g_layered:
-            raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
     for name in ("g_layer_templates", "g_layer_pose_hidden"):
         if getattr(m, name) < 0:
             raise ConfigError(f"model.{name} must be >= 0, got {getattr(m, name)}")
+    for name in ("g_layer_spin", "g_layer_taper", "g_layer_normalize", "g_layer_pose_text", "g_layer_templates",
+                 "g_layer_pose_hidden"):
         if getattr(m, name) and not m.g_layered:
             raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
     if cfg.stage2.mask_weight:
