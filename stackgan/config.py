@@ -64,11 +64,15 @@ class ModelConfig:
     d_batchnorm: bool = True  # dcgan D: false removes its BatchNorm layers (pair with d_spectral_norm)
     d_blur: bool = False  # dcgan D: a fixed 3x3 binomial blur before each stride-2 conv (anti-aliased down-sampling)
     d_projection: bool = False  # dcgan D: its conditional head adds a projection term <W text, sum of 4x4 features>
+    d_stem: bool = False  # Stage-I dcgan D: a stride-1 3x3 conv stage at 64 px before the down-blocks, whose first
+    #   block then keeps ndf channels (the first stride-2 conv no longer sees raw pixels: thin outlines survive)
     info_codes: int = 0  # not in the paper (InfoGAN): the first N dims of z are codes that a head on the Stage-I D's
     #   4x4 code must read back from the generated image (weight stage1.info_weight), so that z changes the image
     d_mbstd: bool = False  # resnet D and the Stage-I dcgan D: a minibatch standard-deviation feature before the head
     d_contrast: int = 0  # not in the paper (XMC-GAN): width of a contrastive embedding head on D's 4x4 code and
     #   its text code (0: none); trained with stage<N>.contrast_weight
+    d_contrast_fake: bool = False  # that head also has a learned "generated image" text: D trains G's images to pick
+    #   it and real images not to, so that G cannot satisfy the head with images a real one would not match
     d_gate: float = 0.0  # resnet D: initial gate of each residual branch (DF-GAN: 0, the block starts as its shortcut)
 
 
@@ -343,6 +347,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("stage2.mask_weight must be 0: the area prior acts on Stage I's layered generator")
     if cfg.stage1.mask_weight and not m.g_layered:
         raise ConfigError("stage1.mask_weight needs the layered generator (model.g_layered=true)")
+    if m.d_contrast_fake and not m.d_contrast:
+        raise ConfigError("model.d_contrast_fake needs D's contrastive head (model.d_contrast, e.g. 128)")
     if m.d_contrast < 0:
         raise ConfigError(f"model.d_contrast must be >= 0, got {m.d_contrast}")
     for n in (1, 2):

@@ -98,7 +98,8 @@ def matching_aware_gradient_penalty(logits: torch.Tensor, inputs: tuple[torch.Te
 
 def contrastive_loss(image: torch.Tensor, text: torch.Tensor, condition: torch.Tensor,
                      temperature: float = 0.1, candidates: torch.Tensor | None = None,
-                     candidate_condition: torch.Tensor | None = None) -> torch.Tensor:
+                     candidate_condition: torch.Tensor | None = None, fake: torch.Tensor | None = None,
+                     generated: bool = False) -> torch.Tensor:
     """InfoNCE from images to texts (XMC-GAN's image-sentence term, Zhang et al., CVPR 2021):
     each image's embedding ``image [B, E]`` must pick its own text's embedding among the batch's
     ``text [B, E]`` (both L2-normalised here; cosine over ``temperature``), and among the extra
@@ -106,12 +107,22 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, condition: torch.T
     ``candidate_condition [M, T]`` says which caption each came from). Captions whose condition
     (the embedding they came from, ``condition [B, T]``) is identical to an image's own are all
     right answers, each with an equal share of the target, so that a repeated caption is not a
-    negative of itself."""
+    negative of itself.
+
+    ``fake [E]`` (not in XMC-GAN; ``model.d_contrast_fake``) is one more candidate, a learned
+    "generated image" text: never the right answer, unless ``generated``, when it is the only one
+    (D's update on G's images), so that the head cannot be satisfied by images that are not real."""
     conditions = condition
     if candidates is not None:
         text, conditions = torch.cat([text, candidates]), torch.cat([condition, candidate_condition])
     image, text = F.normalize(image.float(), dim=1), F.normalize(text.float(), dim=1)
     logits = image @ text.T / temperature  # [B, B (+ M)]
     same = (condition[:, None, :] == conditions[None, :, :]).all(-1).float()  # [B, B (+ M)], 1 at (i, i)
+    if fake is not None:
+        fake_logit = image @ F.normalize(fake.float(), dim=0) / temperature  # [B]
+        logits = torch.cat([logits, fake_logit[:, None]], 1)  # [B, B (+ M) + 1]
+        same = torch.cat([torch.zeros_like(same) if generated else same, torch.full_like(same[:, :1], float(generated))], 1)
+    elif generated:
+        raise ValueError("generated=True needs the fake candidate")
     target = same / same.sum(1, keepdim=True)
     return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()

@@ -870,3 +870,62 @@ def test_contrastive_head_trains_d_on_real_pairs_and_g_on_its_own():
         apply_overrides(cfg, ["stage2.contrast_temp=0"])
     with pytest.raises(ValueError, match="stage1.contrast_wrong picks candidates for the contrastive loss, which is off"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.d_contrast=8", "stage1.contrast_wrong=true"])
+
+
+def test_contrastive_loss_fake_candidate_is_never_right_for_real_images_and_the_only_answer_for_generated():
+    """model.d_contrast_fake: the head's learned "generated" text is one more column of the softmax;
+    for images in D's real / G's update it is a wrong answer, for G's images in D's update (generated)
+    the only right one."""
+    image = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    text = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    fake = torch.tensor([3.0, 3.0])  # cosine 0.5 ** 0.5 with either image
+    c = 0.5 ** 0.5
+    cos = np.array([[1.0, 0.0, c], [0.0, 1.0, c]])
+    logp = cos / 0.5 - np.log(np.exp(cos / 0.5).sum(1, keepdims=True))
+    real = contrastive_loss(image, text, text, 0.5, fake=fake).item()
+    assert real == pytest.approx(-np.mean([logp[0, 0], logp[1, 1]]), rel=1e-6)
+    generated = contrastive_loss(image, text, text, 0.5, fake=fake, generated=True).item()
+    assert generated == pytest.approx(-np.mean(logp[:, 2]), rel=1e-6)
+    with pytest.raises(ValueError, match="needs the fake candidate"):
+        contrastive_loss(image, text, text, 0.5, generated=True)
+
+
+def test_contrastive_head_fake_text_is_trained_by_d_on_g_images():
+    """model.d_contrast_fake: D's update adds the head's loss on G's images with the "generated" text as
+    their answer (logged inside D/contrast), and only D's update moves that text; it needs the head."""
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.d_contrast=8",
+                                                             "stage1.contrast_weight=1", "model.d_contrast_fake=true",
+                                                             "model.d_spectral_norm=false"])  # no power iteration per call
+    real, text, wrong, z = _batch(cfg)
+    G, D = _seeded_nets(cfg)
+    assert D.contrast.fake.shape == (8,)
+    with torch.no_grad():
+        Dc, fake = copy.deepcopy(D), G(z, text).image
+        head = Dc.contrast
+        on_real = contrastive_loss(head.image(Dc(real)), head.text(Dc.text(text)), text, fake=head.fake).item()
+        on_gen = contrastive_loss(head.image(Dc(fake)), head.text(Dc.text(text)), text, fake=head.fake,
+                                  generated=True).item()
+    from stackgan.training.step import LOGGED, Updater
+    before = D.contrast.fake.detach().clone()
+    opt_g, opt_d = torch.optim.SGD(G.parameters(), 0.0), torch.optim.SGD(D.parameters(), 0.1)
+    logged = dict(zip(LOGGED, Updater(cfg, 1, G, D, opt_g, opt_d, device=torch.device("cpu"))(real, text, wrong, z)))
+    assert logged["D/contrast"] == pytest.approx(on_real + on_gen, rel=1e-5)
+    assert not torch.equal(D.contrast.fake.detach(), before)
+    assert not hasattr(build_discriminator(apply_overrides(cfg, ["model.d_contrast_fake=false"]).model, 1).contrast.fake,
+                       "shape")
+    with pytest.raises(ValueError, match="d_contrast_fake needs D's contrastive head"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.d_contrast_fake=true"])
+
+
+def test_discriminator_stem_keeps_the_code_shape_and_adds_a_full_resolution_stage():
+    """model.d_stem: a stride-1 conv at 64 px before the down-blocks; D's 4x4 code is unchanged in
+    shape; the paper's D only."""
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12"])
+    plain, stem = (build_discriminator(apply_overrides(cfg, [f"model.d_stem={on}"]).model, 1) for on in ("false", "true"))
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert plain(x).shape == stem(x).shape
+    first = stem.encode[0]
+    assert isinstance(first, nn.Conv2d) and first.stride == (1, 1) and first.kernel_size == (3, 3)
+    assert stem.encode[0](x).shape[-1] == 64
+    with pytest.raises(ValueError, match="d_stem applies to the paper's D"):
+        build_discriminator(apply_overrides(cfg, ["model.d_stem=true", "model.d_arch=resnet"]).model, 1)

@@ -321,7 +321,8 @@ class ContrastHead(nn.Module):
     """Embeddings for a contrastive loss inside D (not in the paper; XMC-GAN, Zhang et al., CVPR 2021):
     ``image(h)`` maps D's code ``[B, C, 4, 4]`` (flattened, so that where things are counts) to
     ``[B, dim]``; ``text(t)`` maps D's text code ``[B, T]`` to ``[B, dim]``. Trained by D on real
-    pairs and used by G on its own (stackgan.losses.contrastive_loss).
+    pairs and used by G on its own (stackgan.losses.contrastive_loss). ``fake=True`` adds ``fake``,
+    a learned text embedding that D trains G's images to pick (and real images not to).
 
     Example::
 
@@ -329,10 +330,12 @@ class ContrastHead(nn.Module):
         head.image(torch.randn(4, 128, 4, 4)).shape, head.text(torch.randn(4, 64)).shape  # [4, 32] each
     """
 
-    def __init__(self, img_ch: int, text_dim: int, dim: int = 128):
+    def __init__(self, img_ch: int, text_dim: int, dim: int = 128, fake: bool = False):
         super().__init__()
         self.image = nn.Sequential(nn.Flatten(), nn.Linear(img_ch * 16, dim))
         self.text = nn.Linear(text_dim, dim)
+        # a learned "generated image" text embedding [dim] (stackgan.losses.contrastive_loss's ``fake``)
+        self.fake = nn.Parameter(torch.randn(dim)) if fake else None
 
 
 def init_weights(module: nn.Module) -> None:

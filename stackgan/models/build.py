@@ -64,12 +64,14 @@ def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:
         raise ConfigError("model.info_codes needs the paper's D (model.d_arch=dcgan)")
     if m.d_arch == "resnet" and m.uncond_head1 and stage == 1:
         raise ConfigError("model.uncond_head1 applies to the paper's D (model.d_arch=dcgan)")
+    if m.d_stem and m.d_arch != "dcgan":
+        raise ConfigError("model.d_stem applies to the paper's D (model.d_arch=dcgan)")
     if m.d_arch == "resnet":
         d = ResNetDiscriminator(m.text_dim, m.ndf1 if stage == 1 else m.ndf2, m.cond_dim, m.d_text_path,
                                 64 if stage == 1 else 256, m.d_mbstd, m.d_gate)
     elif stage == 1:
         d = Stage1Discriminator(m.text_dim, m.ndf1, m.cond_dim, m.d_text_path, m.d_head_kernel, m.d_projection,
-                                m.uncond_head1, m.d_mbstd, m.info_codes)
+                                m.uncond_head1, m.d_mbstd, m.info_codes, m.d_stem)
     elif m.d_mbstd:
         raise ConfigError("model.d_mbstd with the paper's D (model.d_arch=dcgan) is for Stage I only")
     else:
@@ -77,7 +79,7 @@ def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:
                                 m.d_projection)
     if m.d_contrast:  # a contrastive embedding head on D's 4x4 code (8 ndf channels, + 1 with minibatch std)
         ndf = m.ndf1 if stage == 1 else m.ndf2
-        d.contrast = ContrastHead(8 * ndf + int(m.d_mbstd), m.cond_dim, m.d_contrast)
+        d.contrast = ContrastHead(8 * ndf + int(m.d_mbstd), m.cond_dim, m.d_contrast, m.d_contrast_fake)
     if m.d_blur:  # anti-aliased down-sampling: a fixed low-pass before each stride-2 conv
         if m.d_arch != "dcgan":
             raise ConfigError("model.d_blur applies to the paper's D (model.d_arch=dcgan)")

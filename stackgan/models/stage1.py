@@ -164,10 +164,12 @@ class Stage1Discriminator(nn.Module):
 
     def __init__(self, text_dim: int, ndf: int = 64, cond_dim: int = 128, text_path: str = "mu",
                  head_kernel: int = 3, projection: bool = False, uncond_head: bool = False, mbstd: bool = False,
-                 info_codes: int = 0):
+                 info_codes: int = 0, stem: bool = False):
         super().__init__()
+        first = [nn.Conv2d(3, ndf, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True), DownBlock(ndf, ndf, bn=False)] if stem \
+            else [DownBlock(3, ndf, bn=False)]  # 64 -> 32
         self.encode = nn.Sequential(
-            DownBlock(3, ndf, bn=False),  # 32
+            *first,  # 32
             DownBlock(ndf, 2 * ndf),  # 16
             DownBlock(2 * ndf, 4 * ndf),  # 8
             DownBlock(4 * ndf, 8 * ndf),  # 4

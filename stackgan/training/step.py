@@ -85,15 +85,17 @@ class Updater:
         return F.mse_loss(read.float(), z[:, :read.shape[1]].float())
 
     def _contrast(self, D_heads, h: torch.Tensor, text: torch.Tensor, condition: torch.Tensor,
-                  wrong: torch.Tensor, wrong_condition: torch.Tensor) -> torch.Tensor:
+                  wrong: torch.Tensor, wrong_condition: torch.Tensor, generated: bool = False) -> torch.Tensor:
         """InfoNCE of D's contrastive head: images ``h`` to the batch's texts, and to D's wrong texts
-        with ``contrast_wrong`` (0 when it is off)."""
+        with ``contrast_wrong``, and to the head's "generated" text with ``model.d_contrast_fake``,
+        which is the answer when ``generated`` (D's update on G's images); 0 when it is off."""
         sc = self.sc
         if not sc.contrast_weight:
             return torch.zeros((), device=self.device)
         head = D_heads.contrast
         extra = (head.text(D_heads.text(wrong)), wrong_condition) if sc.contrast_wrong else (None, None)
-        return contrastive_loss(head.image(h), head.text(D_heads.text(text)), condition, sc.contrast_temp, *extra)
+        return contrastive_loss(head.image(h), head.text(D_heads.text(text)), condition, sc.contrast_temp, *extra,
+                                fake=head.fake, generated=generated)
 
     def _d_view(self, x: torch.Tensor) -> torch.Tensor:  # what D sees: optionally augmented (stackgan.augment)
         sc = self.sc
@@ -144,7 +146,11 @@ class Updater:
             d_fake = discriminator_loss_fake(fake_logits, D_heads.uncond_logits(h_fake),
                                              sc.gan_loss)
             info_d = self._info_loss(D_heads, h_fake, z)  # the info head learns to read the codes
-        self.scaler_d.scale(d_fake["total"] + sc.info_weight * info_d).backward()
+            fake_d = zero  # with model.d_contrast_fake: G's images pick the head's "generated" text
+            if cfg.model.d_contrast_fake and sc.contrast_weight:
+                fake_d = self._contrast(D_heads, h_fake, right_t, text, wrong_t, wrong, generated=True)
+                contrast_d = contrast_d.detach() + fake_d.detach()
+        self.scaler_d.scale(d_fake["total"] + sc.info_weight * info_d + sc.contrast_weight * fake_d).backward()
         del h_fake
         d = {**d_real, **d_fake, "total": d_real["total"].detach() + d_fake["total"].detach()}
         self.scaler_d.step(self.opt_d)

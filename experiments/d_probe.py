@@ -1,0 +1,160 @@
+"""Probe: can this discriminator learn to read the sentence at all, with no generator in the game?
+
+Trains a fresh D of the given configuration on real training images only, on the matching half
+of its usual loss: (real image, its caption) against (real image, D's wrong caption, a share of
+them one-word foils as in training). No fakes, no G. Every ``--every`` steps it runs the D check
+(:func:`stackgan.evaluation.d_check.foil_preference`, 500 real test images, one attribute's words
+swapped) and prints the rate per attribute. If D reads the shape word here and not inside the
+GAN, the game is what keeps D from shape; if it does not read it here either, D's design is.
+docs/training-recipe.md, thirteenth round, reports what it found.
+
+    python experiments/d_probe.py data/shapes --steps 3000 --set data.foil_share=0.5
+    python experiments/d_probe.py data/shapes --steps 3000 --set data.foil_share=0.5 --set model.d_spectral_norm=false
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from stackgan.checkpoint import load_state
+from stackgan.config import apply_overrides, from_dict, get_preset, validate
+from stackgan.data.foils import one_hot, one_hot_foil
+from stackgan.data.manifest import read_manifest
+from stackgan.data.shapes import ATTRIBUTES
+from stackgan.evaluation.checker import WEIGHTS_NAME, AttributeChecker, load_checker, predict
+from stackgan.pipeline import StackGANPipeline
+from stackgan.utils import from_uint8
+from stackgan.evaluation.d_check import foil_preference
+from stackgan.losses import contrastive_loss, discriminator_loss_real
+from stackgan.models.build import build_discriminator
+from stackgan.text.norm import TextNorm
+from stackgan.training.data import load_train_data
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("data", help="a Shapes folder (captions cached by a training run, or precomputed)")
+    p.add_argument("--preset", default="fast-sn-noca")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--every", type=int, default=500)
+    p.add_argument("--samples", type=int, default=500, help="test images in each D check")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the checks as JSON lines here")
+    p.add_argument("--trunk", choices=("d", "checker"), default="d",
+                   help="checker: replace D's image encoder by the attribute checker's trunk (BatchNorm, 128 px, a "
+                        "stride-1 stage), pooled to D's 4x4 code: how fast a trunk that is known to read shape learns "
+                        "the matching")
+    p.add_argument("--contrast", action="store_true",
+                   help="also train D's contrastive head (model.d_contrast, stage1.contrast_weight, contrast_wrong) "
+                        "and score the check with its cosine instead of the matching-aware logit")
+    p.add_argument("--fakes", action="store_true",
+                   help="with --state on one-hot data (stackgan data attributes): the contrastive head's shape "
+                        "preference on the state's raw G images of the test conditions, split by whether the "
+                        "attribute checker (of --checker) reads their shape right: does G draw the shape, or fool the head?")
+    p.add_argument("--checker", default="data/shapes", help="the folder of the attribute checker (--fakes)")
+    p.add_argument("--state", help="no training: check the contrastive head of this training state file's D "
+                   "(the matching-aware logit: stackgan evaluate --metrics dcheck)")
+    args = p.parse_args()
+    if args.state:
+        return check_state(args)
+
+    cfg = validate(apply_overrides(get_preset(args.preset), args.set))
+    sc = cfg.stage1
+    torch.manual_seed(args.seed)
+    data, norm = load_train_data(args.data, cfg.data, 64)
+    cfg = replace(cfg, model=replace(cfg.model, text_dim=data.embeddings.shape[-1]))  # as training sets it
+    D = build_discriminator(cfg.model, 1)
+    if args.trunk == "checker":
+        trunk = AttributeChecker().trunk  # [B, 128, 8, 8] from 128 px
+        D.encode = nn.Sequential(nn.Upsample(size=128, mode="bilinear"), trunk, nn.AdaptiveAvgPool2d(4),
+                                 nn.Conv2d(128, 8 * cfg.model.ndf1, 1))
+    opt = torch.optim.Adam(D.parameters(), lr=sc.lr_d, betas=(sc.beta1, sc.beta2))
+    rows = []
+
+    score = contrast_score(D) if args.contrast else (lambda x, t: D.cond_logits(D(x), t))
+
+    def check(step: int) -> None:
+        D.eval()
+        rates = foil_preference(score, args.data, cfg.data.text_encoder, norm, 64, args.samples, args.seed)
+        D.train()
+        rows.append({"step": step, **rates})
+        print(f"step {step:>6}: " + "  ".join(f"{k} {v:.3f}" for k, v in rates.items()), flush=True)
+
+    start = time.time()
+    for step in tqdm(range(args.steps), desc="D alone", mininterval=10):
+        real, text, wrong = data.batch(step, sc.batch_size)
+        h = D(real)
+        loss = discriminator_loss_real(D.cond_logits(h, text), D.cond_logits(h, wrong), None, sc.gan_loss)["total"]
+        if args.contrast:
+            head = D.contrast
+            extra = (head.text(D.text(wrong)), wrong) if sc.contrast_wrong else (None, None)
+            loss = loss + sc.contrast_weight * contrastive_loss(head.image(h), head.text(D.text(text)), text,
+                                                                sc.contrast_temp, *extra)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % args.every == 0:
+            check(step + 1)
+    print(f"{args.steps} steps in {time.time() - start:.0f} s")
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def contrast_score(D: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``score(images, text) [N]``: the cosine of D's contrastive image and text embeddings."""
+    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        head = D.contrast
+        return F.cosine_similarity(head.image(D(x)), head.text(D.text(t)), dim=1)
+    return score
+
+
+def check_state(args) -> None:
+    state = load_state(args.state)
+    cfg = from_dict(state["config"])
+    D = build_discriminator(cfg.model, 1)
+    D.load_state_dict(state["discriminator"])
+    D.eval()
+    if getattr(D, "contrast", None) is None:
+        raise SystemExit(f"{args.state}: this D has no contrastive head (model.d_contrast=0)")
+    norm = TextNorm(cfg.model.text_dim)
+    norm.load_state_dict(state["text_norm"])
+    if args.fakes:
+        return check_fakes(args, D, norm)
+    rates = foil_preference(contrast_score(D), args.data, cfg.data.text_encoder, norm, 64, args.samples, args.seed)
+    print(json.dumps({"state": args.state, "head": "contrast", **rates}))
+
+
+@torch.no_grad()
+def check_fakes(args, D: nn.Module, norm: TextNorm) -> None:
+    records = read_manifest(args.data, "test")[:args.samples]
+    rng = np.random.default_rng(args.seed)
+    right = norm(torch.tensor(np.stack([one_hot(r["attributes"]) for r in records])))
+    foil = norm(torch.tensor(np.stack([one_hot_foil(r["attributes"], rng, {"shape": 1.0}) for r in records])))
+    pipe = StackGANPipeline.from_state(args.state, raw=True)
+    images = from_uint8(pipe.generate(embeddings=right, seed=args.seed, stage=1).stage1)  # [N, 3, 64, 64]
+    truth = torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
+    drawn = predict(load_checker(Path(args.checker) / WEIGHTS_NAME, "cpu"), images)["shape"] == truth  # [N]
+    score = contrast_score(D)
+    prefers = torch.cat([(score(images[i:i + 64], right[i:i + 64]) > score(images[i:i + 64], foil[i:i + 64])).float()
+                         for i in range(0, len(records), 64)])  # [N]
+    report = {"state": args.state, "checker_shape": drawn.float().mean().item(),
+              "head_prefers_right_shape": prefers.mean().item(),
+              "head_prefers_right_shape_when_drawn": prefers[drawn].mean().item() if drawn.any() else None,
+              "head_prefers_right_shape_when_not_drawn": prefers[~drawn].mean().item() if (~drawn).any() else None}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
