@@ -6,10 +6,14 @@ them one-word foils as in training). No fakes, no G. Every ``--every`` steps it 
 (:func:`stackgan.evaluation.d_check.foil_preference`, 500 real test images, one attribute's words
 swapped) and prints the rate per attribute. If D reads the shape word here and not inside the
 GAN, the game is what keeps D from shape; if it does not read it here either, D's design is.
+``--contrast`` trains and scores D's contrastive head instead. ``--state`` trains nothing: it
+checks a training run's contrastive head, on real test images or (``--fakes``) on its
+generator's images, split by whether the attribute checker reads their shape right.
 docs/training-recipe.md, thirteenth round, reports what it found.
 
     python experiments/d_probe.py data/shapes --steps 3000 --set data.foil_share=0.5
     python experiments/d_probe.py data/shapes --steps 3000 --set data.foil_share=0.5 --set model.d_spectral_norm=false
+    python experiments/d_probe.py data/shapes-onehot --state RUN/stage1/checkpoints/step-00009000.pt --fakes
 """
 from __future__ import annotations
 
@@ -26,10 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from stackgan.augment import zoom
 from stackgan.checkpoint import load_state
 from stackgan.config import apply_overrides, from_dict, get_preset, validate
-from stackgan.data.foils import one_hot, one_hot_foil
-from stackgan.data.manifest import read_manifest
+from stackgan.data.foils import ORACLE_MARK, one_hot, one_hot_foil, shapes_foil
+from stackgan.data.manifest import load_images, read_manifest
 from stackgan.data.shapes import ATTRIBUTES
 from stackgan.evaluation.checker import WEIGHTS_NAME, AttributeChecker, load_checker, predict
 from stackgan.pipeline import StackGANPipeline
@@ -37,6 +42,7 @@ from stackgan.utils import from_uint8
 from stackgan.evaluation.d_check import foil_preference
 from stackgan.losses import contrastive_loss, discriminator_loss_real
 from stackgan.models.build import build_discriminator
+from stackgan.text import get_encoder
 from stackgan.text.norm import TextNorm
 from stackgan.training.data import load_train_data
 
@@ -59,9 +65,14 @@ def main() -> None:
                    help="also train D's contrastive head (model.d_contrast, stage1.contrast_weight, contrast_wrong) "
                         "and score the check with its cosine instead of the matching-aware logit")
     p.add_argument("--fakes", action="store_true",
-                   help="with --state on one-hot data (stackgan data attributes): the contrastive head's shape "
+                   help="with --state: the contrastive head's shape "
                         "preference on the state's raw G images of the test conditions, split by whether the "
                         "attribute checker (of --checker) reads their shape right: does G draw the shape, or fool the head?")
+    p.add_argument("--zoom", type=float, nargs="+",
+                   help="with --state on one-hot data: the contrastive head's preference for the true shape over each "
+                        "other shape word on real test images zoomed by these factors about their centre (edges "
+                        "replicated), beside the checker's shape accuracy on them: does the head read the outline, or "
+                        "the area?")
     p.add_argument("--checker", default="data/shapes", help="the folder of the attribute checker (--fakes)")
     p.add_argument("--state", help="no training: check the contrastive head of this training state file's D "
                    "(the matching-aware logit: stackgan evaluate --metrics dcheck)")
@@ -99,7 +110,8 @@ def main() -> None:
         if args.contrast:
             head = D.contrast
             extra = (head.text(D.text(wrong)), wrong) if sc.contrast_wrong else (None, None)
-            loss = loss + sc.contrast_weight * contrastive_loss(head.image(h), head.text(D.text(text)), text,
+            hz = D(zoom(real, sc.contrast_zoom)) if sc.contrast_zoom > 1 else h  # stage1.contrast_zoom
+            loss = loss + sc.contrast_weight * contrastive_loss(head.image(hz), head.text(D.text(text)), text,
                                                                 sc.contrast_temp, *extra)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -132,6 +144,8 @@ def check_state(args) -> None:
     norm.load_state_dict(state["text_norm"])
     if args.fakes:
         return check_fakes(args, D, norm)
+    if args.zoom:
+        return check_zoom(args, D, norm)
     rates = foil_preference(contrast_score(D), args.data, cfg.data.text_encoder, norm, 64, args.samples, args.seed)
     print(json.dumps({"state": args.state, "head": "contrast", **rates}))
 
@@ -140,8 +154,14 @@ def check_state(args) -> None:
 def check_fakes(args, D: nn.Module, norm: TextNorm) -> None:
     records = read_manifest(args.data, "test")[:args.samples]
     rng = np.random.default_rng(args.seed)
-    right = norm(torch.tensor(np.stack([one_hot(r["attributes"]) for r in records])))
-    foil = norm(torch.tensor(np.stack([one_hot_foil(r["attributes"], rng, {"shape": 1.0}) for r in records])))
+    if (Path(args.data) / ORACLE_MARK).exists():  # one-hot attribute vectors
+        right = norm(torch.tensor(np.stack([one_hot(r["attributes"]) for r in records])))
+        foil = norm(torch.tensor(np.stack([one_hot_foil(r["attributes"], rng, {"shape": 1.0}) for r in records])))
+    else:  # the full captions and their shape foils, encoded by the run's text encoder
+        encoder = get_encoder(from_dict(load_state(args.state)["config"]).data.text_encoder)
+        captions = [r.get("full_caption") or r["captions"][0] for r in records]
+        right = norm(encoder.encode(captions))
+        foil = norm(encoder.encode([shapes_foil(c, rng, {"shape": 1.0})[0] for c in captions]))
     pipe = StackGANPipeline.from_state(args.state, raw=True)
     images = from_uint8(pipe.generate(embeddings=right, seed=args.seed, stage=1).stage1)  # [N, 3, 64, 64]
     truth = torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
@@ -154,6 +174,37 @@ def check_fakes(args, D: nn.Module, norm: TextNorm) -> None:
               "head_prefers_right_shape_when_drawn": prefers[drawn].mean().item() if drawn.any() else None,
               "head_prefers_right_shape_when_not_drawn": prefers[~drawn].mean().item() if (~drawn).any() else None}
     print(json.dumps(report))
+
+
+def zoom_by(images: torch.Tensor, factor: float) -> torch.Tensor:
+    """``images [N, 3, S, S]`` scaled by ``factor`` about their centre, edges replicated."""
+    s = images.shape[-1]
+    theta = torch.tensor([[1 / factor, 0.0, 0.0], [0.0, 1 / factor, 0.0]]).expand(len(images), 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+@torch.no_grad()
+def check_zoom(args, D: nn.Module, norm: TextNorm) -> None:
+    records = read_manifest(args.data, "test")[:args.samples]
+    images = from_uint8(load_images(args.data, "test", records, 64, progress=False))
+    right = norm(torch.tensor(np.stack([one_hot(r["attributes"]) for r in records])))
+    truth = torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
+    checker = load_checker(Path(args.checker) / WEIGHTS_NAME, "cpu")
+    score = contrast_score(D)
+    shapes = ATTRIBUTES["shape"]
+    for factor in args.zoom:
+        x = zoom_by(images, factor) if factor != 1 else images
+        base = torch.cat([score(x[i:i + 64], right[i:i + 64]) for i in range(0, len(x), 64)])
+        row = {"zoom": factor, "checker_shape": (predict(checker, x)["shape"] == truth).float().mean().item()}
+        for j, other in enumerate(shapes):  # the same captions with the shape word set to `other`
+            foil = norm(torch.tensor(np.stack([one_hot({**r["attributes"], "shape": other}) for r in records])))
+            alt = torch.cat([score(x[i:i + 64], foil[i:i + 64]) for i in range(0, len(x), 64)])
+            for k, name in enumerate(shapes):
+                chosen = truth == k
+                if k != j and chosen.any():
+                    row[f"{name}>{other}"] = round((base[chosen] > alt[chosen]).float().mean().item(), 3)
+        print(json.dumps(row))
 
 
 if __name__ == "__main__":

@@ -13,11 +13,17 @@ only these two are offered:
 - ``noise``: add Gaussian noise of this standard deviation (images in [-1, 1]), the "instance
   noise" of Sønderby et al. (ICLR 2017).
 
+``zoom`` (for D's contrastive head only, ``stage<N>.contrast_zoom``) scales each image about its
+centre by a random factor: it changes the size word's truth, so it is not for D's other heads.
+
 Example::
 
     x = augment_for_d(images, translate=4, noise=0.05)  # same shape, still differentiable
+    y = zoom(images, 1.4)  # each image scaled by a factor in [1/1.4, 1.4], edges repeated
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -38,3 +44,19 @@ def augment_for_d(x: torch.Tensor, translate: int = 0, noise: float = 0.0) -> to
     if noise > 0:
         x = x + noise * torch.randn_like(x)
     return x
+
+
+def zoom(x: torch.Tensor, max_factor: float) -> torch.Tensor:
+    """``x [B, C, H, W]`` with each image scaled about its centre by its own factor, log-uniform in
+    ``[1 / max_factor, max_factor]`` (bilinear, edges repeated); differentiable; draws from torch's RNG.
+    An object's area then varies by up to ``max_factor ** 2`` either way, so that it no longer tells
+    which shape a caption names (docs/training-recipe.md, thirteenth round)."""
+    if max_factor <= 1:
+        return x
+    b = x.shape[0]
+    log = math.log(max_factor)
+    factor = torch.exp((torch.rand(b, device=x.device) * 2 - 1) * log)  # [B]
+    theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / factor  # output pixel p samples the input at p / factor
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -118,6 +118,8 @@ class StageConfig:
     contrast_temp: float = 0.1  # that loss's temperature (cosine similarity / temp)
     contrast_wrong: bool = False  # that loss's candidates also include D's wrong captions (with data.foil_share > 0,
     #   one-word foils: an image must then tell its caption from the same caption with one word changed)
+    contrast_zoom: float = 1.0  # > 1: that head sees real and generated images zoomed about their centre by a random
+    #   factor in [1 / zoom, zoom] (its own D pass), so that an object's area no longer tells its shape (1: off)
 
 
 @dataclass(frozen=True)
@@ -397,6 +399,11 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"stage{n}.ema_decay must be in [0, 1), got {s.ema_decay}")
         if s.gp_power <= 0:
             raise ConfigError(f"stage{n}.gp_power must be > 0, got {s.gp_power}")
+        if s.contrast_zoom < 1:
+            raise ConfigError(f"stage{n}.contrast_zoom must be >= 1 (1: off), got {s.contrast_zoom}")
+        if s.contrast_zoom > 1 and not s.contrast_weight:
+            raise ConfigError(f"stage{n}.contrast_zoom zooms the images of the contrastive loss, which is off "
+                              f"(stage{n}.contrast_weight is 0)")
         for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "gp_every"):
             if getattr(s, name) < 1:
                 raise ConfigError(f"stage{n}.{name} must be >= 1, got {getattr(s, name)}")

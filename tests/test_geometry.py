@@ -929,3 +929,49 @@ def test_discriminator_stem_keeps_the_code_shape_and_adds_a_full_resolution_stag
     assert stem.encode[0](x).shape[-1] == 64
     with pytest.raises(ValueError, match="d_stem applies to the paper's D"):
         build_discriminator(apply_overrides(cfg, ["model.d_stem=true", "model.d_arch=resnet"]).model, 1)
+
+
+def test_zoom_scales_each_image_about_its_centre_by_its_own_random_factor():
+    """stackgan.augment.zoom: a centred 16 px square becomes 16 f px wide, f log-uniform in
+    [1 / m, m] drawn per image from torch's RNG; 1 is the identity; gradients pass."""
+    from stackgan.augment import zoom
+    x = -torch.ones(6, 1, 64, 64)
+    x[:, :, 24:40, 24:40] = 1.0
+    assert torch.equal(zoom(x, 1.0), x)
+    torch.manual_seed(3)
+    factors = torch.exp((torch.rand(6) * 2 - 1) * math.log(2.0))
+    torch.manual_seed(3)
+    x.requires_grad_(True)
+    y = zoom(x, 2.0)
+    widths = ((y[:, 0, 32] > 0).sum(1)).float()  # the square's width along the middle row
+    assert torch.allclose(widths, 16 * factors, atol=1.5)
+    assert factors.min() >= 0.5 and factors.max() <= 2.0 and factors.std() > 0.05
+    y.sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_contrast_zoom_gives_the_contrastive_head_a_pass_of_its_own_and_needs_the_loss():
+    """stage1.contrast_zoom: the logged D/contrast is the head's loss on zoomed copies of the real images
+    (stackgan.augment.zoom, from the same random state) while the matching-aware terms stay; 1 is off;
+    below 1, or without the contrastive loss, is an error."""
+    from stackgan.augment import zoom
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.d_contrast=8",
+                                                             "stage1.contrast_weight=1", "model.d_spectral_norm=false"])
+    real, text, wrong, z = _batch(cfg)
+    logged, expected = {}, {}
+    for factor in (1.0, 2.0):
+        c = apply_overrides(cfg, [f"stage1.contrast_zoom={factor}"])
+        G, D = _seeded_nets(c)
+        with torch.no_grad():  # by hand: the head on zoomed copies drawn from the same random state
+            torch.manual_seed(5)
+            head = D.contrast
+            expected[factor] = contrastive_loss(head.image(D(zoom(real, factor))), head.text(D.text(text)), text).item()
+        torch.manual_seed(5)
+        logged[factor], _ = _one_update(c, G, D, real, text, wrong, z)
+        assert logged[factor]["D/contrast"].item() == pytest.approx(expected[factor], rel=1e-5)
+    assert logged[1.0]["D/real"].item() == pytest.approx(logged[2.0]["D/real"].item(), rel=1e-6)
+    assert expected[1.0] != pytest.approx(expected[2.0], rel=1e-6)
+    with pytest.raises(ValueError, match="contrast_zoom must be >= 1"):
+        apply_overrides(cfg, ["stage1.contrast_zoom=0.5"])
+    with pytest.raises(ValueError, match="contrast_zoom zooms the images of the contrastive loss, which is off"):
+        apply_overrides(get_preset("fast-sn-noca"), ["stage1.contrast_zoom=1.4"])

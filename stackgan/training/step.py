@@ -10,7 +10,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from ..augment import augment_for_d
+from ..augment import augment_for_d, zoom
 from ..config import Config
 from ..distributed import no_sync, unwrap
 from ..losses import (contrastive_loss, discriminator_loss_fake, discriminator_loss_real, generator_loss, kl_loss,
@@ -97,6 +97,13 @@ class Updater:
         return contrastive_loss(head.image(h), head.text(D_heads.text(text)), condition, sc.contrast_temp, *extra,
                                 fake=head.fake, generated=generated)
 
+    def _zoomed(self, D, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """D's code of ``x`` for the contrastive head: ``h`` (the code D computed for its other heads), or
+        with ``contrast_zoom`` the code of a randomly zoomed copy (stackgan.augment.zoom) in a pass of its own."""
+        if self.sc.contrast_zoom <= 1 or not self.sc.contrast_weight:
+            return h
+        return D(zoom(x, self.sc.contrast_zoom))
+
     def _d_view(self, x: torch.Tensor) -> torch.Tensor:  # what D sees: optionally augmented (stackgan.augment)
         sc = self.sc
         return augment_for_d(x, sc.d_translate, sc.d_noise) if sc.d_translate or sc.d_noise else x
@@ -136,7 +143,8 @@ class Updater:
                                                  D_heads.uncond_logits(h_real), sc.gan_loss)
                 gp = (matching_aware_gradient_penalty(real_logits, (real_in, right_in), sc.gp_power) if penalise
                       else zero)
-                contrast_d = self._contrast(D_heads, h_real, right_t, text, wrong_t, wrong)  # D: match real pairs
+                contrast_d = self._contrast(D_heads, self._zoomed(D, real, h_real), right_t, text, wrong_t,
+                                            wrong)  # D: match real pairs
             self.scaler_d.scale(d_real["total"] + sc.gp_weight * sc.gp_every * gp
                                 + sc.contrast_weight * contrast_d).backward()
         del h_real
@@ -148,7 +156,8 @@ class Updater:
             info_d = self._info_loss(D_heads, h_fake, z)  # the info head learns to read the codes
             fake_d = zero  # with model.d_contrast_fake: G's images pick the head's "generated" text
             if cfg.model.d_contrast_fake and sc.contrast_weight:
-                fake_d = self._contrast(D_heads, h_fake, right_t, text, wrong_t, wrong, generated=True)
+                fake_d = self._contrast(D_heads, self._zoomed(D, fake.detach(), h_fake), right_t, text, wrong_t, wrong,
+                                        generated=True)
                 contrast_d = contrast_d.detach() + fake_d.detach()
         self.scaler_d.scale(d_fake["total"] + sc.info_weight * info_d + sc.contrast_weight * fake_d).backward()
         del h_fake
@@ -166,7 +175,8 @@ class Updater:
                                        D_heads.uncond_logits(h_fake), sc.gan_loss)
                 kl = kl_loss(mu, logvar) if logvar is not None else zero
                 info = self._info_loss(D_heads, h_fake, z)  # ... and G to draw them so that it can
-                contrast = self._contrast(D_heads, h_fake, right_t, text, wrong_t, wrong)  # G: draw its caption
+                contrast = self._contrast(D_heads, self._zoomed(self.D_for_g, fake, h_fake), right_t, text, wrong_t,
+                                          wrong)  # G: draw its caption
                 g_total = g_adv + sc.kl_weight * kl + sc.info_weight * info + sc.contrast_weight * contrast
                 match = self.matcher.loss(fake, text, cfg.data.matcher_hard) if self.matcher is not None else zero
                 g_total = g_total + match_weight(sc, step) * match
