@@ -61,6 +61,9 @@ def main() -> None:
                    help="checker: replace D's image encoder by the attribute checker's trunk (BatchNorm, 128 px, a "
                         "stride-1 stage), pooled to D's 4x4 code: how fast a trunk that is known to read shape learns "
                         "the matching")
+    p.add_argument("--pooled-head", action="store_true",
+                   help="the contrastive head's image side reads the 4x4 code's mean and max over positions and a "
+                        "1x1 conv of it to 8 channels, flattened (the checker's head), instead of the flattened code")
     p.add_argument("--contrast", action="store_true",
                    help="also train D's contrastive head (model.d_contrast, stage1.contrast_weight, contrast_wrong) "
                         "and score the check with its cosine instead of the matching-aware logit")
@@ -69,7 +72,7 @@ def main() -> None:
                         "preference on the state's raw G images of the test conditions, split by whether the "
                         "attribute checker (of --checker) reads their shape right: does G draw the shape, or fool the head?")
     p.add_argument("--zoom", type=float, nargs="+",
-                   help="with --state on one-hot data: the contrastive head's preference for the true shape over each "
+                   help="with --contrast or --state, on one-hot data: the contrastive head's preference for the true shape over each "
                         "other shape word on real test images zoomed by these factors about their centre (edges "
                         "replicated), beside the checker's shape accuracy on them: does the head read the outline, or "
                         "the area?")
@@ -90,6 +93,8 @@ def main() -> None:
         trunk = AttributeChecker().trunk  # [B, 128, 8, 8] from 128 px
         D.encode = nn.Sequential(nn.Upsample(size=128, mode="bilinear"), trunk, nn.AdaptiveAvgPool2d(4),
                                  nn.Conv2d(128, 8 * cfg.model.ndf1, 1))
+    if args.pooled_head:
+        D.contrast.image = PooledImageHead(8 * cfg.model.ndf1, cfg.model.d_contrast)
     opt = torch.optim.Adam(D.parameters(), lr=sc.lr_d, betas=(sc.beta1, sc.beta2))
     rows = []
 
@@ -119,9 +124,25 @@ def main() -> None:
         if (step + 1) % args.every == 0:
             check(step + 1)
     print(f"{args.steps} steps in {time.time() - start:.0f} s")
+    if args.zoom:  # the trained head on zoomed real test images, per pair of shape words
+        D.eval()
+        check_zoom(args, D, norm)
     if args.out:
         with open(args.out, "w") as f:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
+class PooledImageHead(nn.Module):
+    """[B, C, 4, 4] -> [B, dim]: a linear map of the code's mean and max over positions (what is there,
+    wherever it is) and of a 1x1 conv of it to 8 channels, flattened (where)."""
+
+    def __init__(self, channels: int, dim: int):
+        super().__init__()
+        self.where = nn.Conv2d(channels, 8, 1)
+        self.out = nn.Linear(2 * channels + 8 * 16, dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.cat([h.mean((2, 3)), h.amax((2, 3)), self.where(h).flatten(1)], 1))
 
 
 def contrast_score(D: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
