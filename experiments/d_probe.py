@@ -57,13 +57,21 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=500, help="test images in each D check")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the checks as JSON lines here")
-    p.add_argument("--trunk", choices=("d", "checker"), default="d",
+    p.add_argument("--trunk", choices=("d", "checker", "checker-nobn", "d-up"), default="d",
                    help="checker: replace D's image encoder by the attribute checker's trunk (BatchNorm, 128 px, a "
                         "stride-1 stage), pooled to D's 4x4 code: how fast a trunk that is known to read shape learns "
-                        "the matching")
+                        "the matching; checker-nobn: the same without its BatchNorm; d-up: D's own encoder on the "
+                        "image enlarged to 128 px, its 8x8 code averaged to 4x4")
+    p.add_argument("--torch-init", action="store_true",
+                   help="D's convs and linears start from PyTorch's default initialization (Kaiming-uniform) instead "
+                        "of the reference N(0, 0.02)")
     p.add_argument("--pooled-head", action="store_true",
                    help="the contrastive head's image side reads the 4x4 code's mean and max over positions and a "
                         "1x1 conv of it to 8 channels, flattened (the checker's head), instead of the flattened code")
+    p.add_argument("--classify", action="store_true",
+                   help="on one-hot data: train D's trunk with a linear 4-way shape classifier on its flattened code "
+                        "(the shape label read from the one-hot condition) instead of any matching loss, and report "
+                        "its shape accuracy on the test images: can this trunk tell the shapes apart at all?")
     p.add_argument("--contrast", action="store_true",
                    help="also train D's contrastive head (model.d_contrast, stage1.contrast_weight, contrast_wrong) "
                         "and score the check with its cosine instead of the matching-aware logit")
@@ -89,10 +97,21 @@ def main() -> None:
     data, norm = load_train_data(args.data, cfg.data, 64)
     cfg = replace(cfg, model=replace(cfg.model, text_dim=data.embeddings.shape[-1]))  # as training sets it
     D = build_discriminator(cfg.model, 1)
-    if args.trunk == "checker":
+    if args.torch_init:
+        for m in D.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                if hasattr(m, "parametrizations"):  # spectral norm: initialize the weight it normalizes
+                    nn.init.kaiming_uniform_(m.parametrizations.weight.original, a=5 ** 0.5)
+                else:
+                    m.reset_parameters()
+    if args.trunk.startswith("checker"):
         trunk = AttributeChecker().trunk  # [B, 128, 8, 8] from 128 px
+        if args.trunk == "checker-nobn":
+            trunk = nn.Sequential(*[nn.Identity() if isinstance(m, nn.BatchNorm2d) else m for m in trunk])
         D.encode = nn.Sequential(nn.Upsample(size=128, mode="bilinear"), trunk, nn.AdaptiveAvgPool2d(4),
                                  nn.Conv2d(128, 8 * cfg.model.ndf1, 1))
+    elif args.trunk == "d-up":
+        D.encode = nn.Sequential(nn.Upsample(size=128, mode="bilinear"), D.encode, nn.AvgPool2d(2))
     if args.pooled_head:
         D.contrast.image = PooledImageHead(8 * cfg.model.ndf1, cfg.model.d_contrast)
     opt = torch.optim.Adam(D.parameters(), lr=sc.lr_d, betas=(sc.beta1, sc.beta2))
@@ -107,6 +126,8 @@ def main() -> None:
         rows.append({"step": step, **rates})
         print(f"step {step:>6}: " + "  ".join(f"{k} {v:.3f}" for k, v in rates.items()), flush=True)
 
+    if args.classify:
+        return classify(args, cfg, data, D)
     start = time.time()
     for step in tqdm(range(args.steps), desc="D alone", mininterval=10):
         real, text, wrong = data.batch(step, sc.batch_size)
@@ -130,6 +151,31 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as f:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def classify(args, cfg, data, D: nn.Module) -> None:
+    shapes = len(ATTRIBUTES["shape"])  # the one-hot condition's first dimensions
+    head = nn.Linear(8 * cfg.model.ndf1 * 16, shapes)
+    sc = cfg.stage1
+    opt = torch.optim.Adam([*D.parameters(), *head.parameters()], lr=sc.lr_d, betas=(sc.beta1, sc.beta2))
+    records = read_manifest(args.data, "test")[:args.samples]
+    images = from_uint8(load_images(args.data, "test", records, 64, progress=False))
+    truth = torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
+    for step in tqdm(range(args.steps), desc="D trunk, shape classifier", mininterval=10):
+        real, text, _ = data.batch(step, sc.batch_size)
+        loss = F.cross_entropy(head(D(real).flatten(1)), text[:, :shapes].argmax(1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % args.every == 0:
+            D.eval()
+            with torch.no_grad():
+                pred = torch.cat([head(D(images[i:i + 64]).flatten(1)).argmax(1) for i in range(0, len(images), 64)])
+            D.train()
+            confusion = {ATTRIBUTES["shape"][k]: [round((pred[truth == k] == j).float().mean().item(), 3)
+                                                   for j in range(shapes)] for k in range(shapes)}
+            print(json.dumps({"step": step + 1, "shape": (pred == truth).float().mean().item(), **confusion}),
+                  flush=True)
 
 
 class PooledImageHead(nn.Module):

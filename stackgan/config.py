@@ -64,6 +64,9 @@ class ModelConfig:
     d_batchnorm: bool = True  # dcgan D: false removes its BatchNorm layers (pair with d_spectral_norm)
     d_blur: bool = False  # dcgan D: a fixed 3x3 binomial blur before each stride-2 conv (anti-aliased down-sampling)
     d_projection: bool = False  # dcgan D: its conditional head adds a projection term <W text, sum of 4x4 features>
+    d_deep: bool = False  # Stage-I dcgan D: its encoder reads the image enlarged to 128 px through 3x3 convs with ReLU
+    #   (widths ndf, 2, 4, 6, 8 ndf; a stride-1 stage at 8x8, averaged to 4x4), the attribute checker's layout
+    #   with fresh weights: trained alone to name the shape, it learns in 3,000 steps what the usual encoder does not
     d_stem: bool = False  # Stage-I dcgan D: a stride-1 3x3 conv stage at 64 px before the down-blocks, whose first
     #   block then keeps ndf channels (the first stride-2 conv no longer sees raw pixels: thin outlines survive)
     info_codes: int = 0  # not in the paper (InfoGAN): the first N dims of z are codes that a head on the Stage-I D's

@@ -975,3 +975,22 @@ def test_contrast_zoom_gives_the_contrastive_head_a_pass_of_its_own_and_needs_th
         apply_overrides(cfg, ["stage1.contrast_zoom=0.5"])
     with pytest.raises(ValueError, match="contrast_zoom zooms the images of the contrastive loss, which is off"):
         apply_overrides(get_preset("fast-sn-noca"), ["stage1.contrast_zoom=1.4"])
+
+
+def test_discriminator_deep_encoder_reads_128_px_through_3x3_convs_into_the_same_code():
+    """model.d_deep: the image enlarged to 128 px, a 4x4 stride-2 stem, 3x3 convs (the last at stride 1),
+    ReLU and no BatchNorm, averaged to D's usual 4x4 code of 8 ndf channels; not with d_stem or the
+    residual D."""
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.d_deep=true"])
+    D = build_discriminator(cfg.model, 1)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert D(x).shape == (2, 8 * cfg.model.ndf1, 4, 4)
+    convs = [m for m in D.encode if isinstance(m, nn.Conv2d)]
+    assert [c.kernel_size[0] for c in convs] == [4, 3, 3, 3, 3] and [c.stride[0] for c in convs] == [2, 2, 2, 2, 1]
+    assert [c.out_channels // cfg.model.ndf1 for c in convs] == [1, 2, 4, 6, 8]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
+    assert D.encode[0](x).shape[-1] == 128
+    with pytest.raises(ValueError, match="two encoders; choose one"):
+        build_discriminator(apply_overrides(cfg, ["model.d_stem=true"]).model, 1)
+    with pytest.raises(ValueError, match="d_deep applies to the paper's D"):
+        build_discriminator(apply_overrides(cfg, ["model.d_arch=resnet"]).model, 1)

@@ -64,14 +64,17 @@ def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:
         raise ConfigError("model.info_codes needs the paper's D (model.d_arch=dcgan)")
     if m.d_arch == "resnet" and m.uncond_head1 and stage == 1:
         raise ConfigError("model.uncond_head1 applies to the paper's D (model.d_arch=dcgan)")
-    if m.d_stem and m.d_arch != "dcgan":
-        raise ConfigError("model.d_stem applies to the paper's D (model.d_arch=dcgan)")
+    for name in ("d_stem", "d_deep"):
+        if getattr(m, name) and m.d_arch != "dcgan":
+            raise ConfigError(f"model.{name} applies to the paper's D (model.d_arch=dcgan)")
+    if m.d_stem and m.d_deep:
+        raise ConfigError("model.d_stem and model.d_deep are two encoders; choose one")
     if m.d_arch == "resnet":
         d = ResNetDiscriminator(m.text_dim, m.ndf1 if stage == 1 else m.ndf2, m.cond_dim, m.d_text_path,
                                 64 if stage == 1 else 256, m.d_mbstd, m.d_gate)
     elif stage == 1:
         d = Stage1Discriminator(m.text_dim, m.ndf1, m.cond_dim, m.d_text_path, m.d_head_kernel, m.d_projection,
-                                m.uncond_head1, m.d_mbstd, m.info_codes, m.d_stem)
+                                m.uncond_head1, m.d_mbstd, m.info_codes, m.d_stem, m.d_deep)
     elif m.d_mbstd:
         raise ConfigError("model.d_mbstd with the paper's D (model.d_arch=dcgan) is for Stage I only")
     else:

@@ -164,11 +164,11 @@ class Stage1Discriminator(nn.Module):
 
     def __init__(self, text_dim: int, ndf: int = 64, cond_dim: int = 128, text_path: str = "mu",
                  head_kernel: int = 3, projection: bool = False, uncond_head: bool = False, mbstd: bool = False,
-                 info_codes: int = 0, stem: bool = False):
+                 info_codes: int = 0, stem: bool = False, deep: bool = False):
         super().__init__()
         first = [nn.Conv2d(3, ndf, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True), DownBlock(ndf, ndf, bn=False)] if stem \
             else [DownBlock(3, ndf, bn=False)]  # 64 -> 32
-        self.encode = nn.Sequential(
+        self.encode = deep_encoder(ndf) if deep else nn.Sequential(
             *first,  # 32
             DownBlock(ndf, 2 * ndf),  # 16
             DownBlock(2 * ndf, 4 * ndf),  # 8
@@ -196,6 +196,18 @@ class Stage1Discriminator(nn.Module):
     def info(self, h: torch.Tensor) -> torch.Tensor | None:
         """The latent codes read back from the 4x4 code ``[B, K]`` (None without an info head)."""
         return None if self.info_head is None else self.info_head(h)
+
+
+def deep_encoder(ndf: int) -> nn.Sequential:
+    """64 px image -> ``[B, 8ndf, 4, 4]`` by the attribute checker's layout (stackgan.evaluation.checker)
+    with fresh weights and no BatchNorm: enlarged to 128 px, a 4x4 stride-2 stem, three 3x3 stride-2
+    convs and a 3x3 stride-1 one at 8x8 (widths ndf, 2, 4, 6, 8 ndf), ReLU, then a 2x2 average."""
+    widths, layers, cin = (ndf, 2 * ndf, 4 * ndf, 6 * ndf, 8 * ndf), [nn.Upsample(size=128, mode="bilinear")], 3
+    for i, (w, stride) in enumerate(zip(widths, (2, 2, 2, 2, 1))):
+        k = 4 if i == 0 else 3
+        layers += [nn.Conv2d(cin, w, k, stride, 1, bias=False), nn.ReLU(inplace=True)]
+        cin = w
+    return nn.Sequential(*layers, nn.AvgPool2d(2))  # [B, 8ndf, 4, 4]
 
 
 def make_text_path(kind: str, text_dim: int, cond_dim: int) -> nn.Module:
