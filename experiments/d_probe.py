@@ -6,7 +6,9 @@ them one-word foils as in training). No fakes, no G. Every ``--every`` steps it 
 (:func:`stackgan.evaluation.d_check.foil_preference`, 500 real test images, one attribute's words
 swapped) and prints the rate per attribute. If D reads the shape word here and not inside the
 GAN, the game is what keeps D from shape; if it does not read it here either, D's design is.
-``--contrast`` trains and scores D's contrastive head instead. ``--state`` trains nothing: it
+``--contrast`` trains and scores D's contrastive head instead; ``--classify`` trains D's encoder
+with a shape classifier and no text at all (can it tell the shapes apart?); ``--trunk`` swaps the
+encoder for another layout. ``--state`` trains nothing: it
 checks a training run's contrastive head, on real test images or (``--fakes``) on its
 generator's images, split by whether the attribute checker reads their shape right.
 docs/training-recipe.md, thirteenth round, reports what it found.
