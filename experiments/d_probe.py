@@ -59,7 +59,8 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=500, help="test images in each D check")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the checks as JSON lines here")
-    p.add_argument("--trunk", choices=("d", "checker", "checker-nobn", "d-up"), default="d",
+    p.add_argument("--trunk", choices=("d", "checker", "checker-nobn", "d-up", "deep-k4", "deep-lrelu", "deep-nostage"),
+                   default="d",
                    help="checker: replace D's image encoder by the attribute checker's trunk (BatchNorm, 128 px, a "
                         "stride-1 stage), pooled to D's 4x4 code: how fast a trunk that is known to read shape learns "
                         "the matching; checker-nobn: the same without its BatchNorm; d-up: D's own encoder on the "
@@ -112,6 +113,8 @@ def main() -> None:
             trunk = nn.Sequential(*[nn.Identity() if isinstance(m, nn.BatchNorm2d) else m for m in trunk])
         D.encode = nn.Sequential(nn.Upsample(size=128, mode="bilinear"), trunk, nn.AdaptiveAvgPool2d(4),
                                  nn.Conv2d(128, 8 * cfg.model.ndf1, 1))
+    elif args.trunk.startswith("deep-"):
+        D.encode = deep_variant(cfg.model.ndf1, args.trunk[5:])
     elif args.trunk == "d-up":
         D.encode = nn.Sequential(nn.Upsample(size=128, mode="bilinear"), D.encode, nn.AvgPool2d(2))
     if args.pooled_head:
@@ -178,6 +181,22 @@ def classify(args, cfg, data, D: nn.Module) -> None:
                                                    for j in range(shapes)] for k in range(shapes)}
             print(json.dumps({"step": step + 1, "shape": (pred == truth).float().mean().item(), **confusion}),
                   flush=True)
+
+
+def deep_variant(ndf: int, change: str) -> nn.Sequential:
+    """model.d_deep's encoder (stackgan.models.stage1.deep_encoder) with one change, no spectral norm."""
+    strides = (2, 2, 2, 2) if change == "nostage" else (2, 2, 2, 2, 1)
+    widths = (ndf, 2 * ndf, 4 * ndf, 6 * ndf, 8 * ndf)[:len(strides)]
+    layers, cin = [nn.Upsample(size=128, mode="bilinear")], 3
+    for i, (w, stride) in enumerate(zip(widths, strides)):
+        k = 4 if i == 0 or change == "k4" else 3
+        pad = 1 if k == 4 and stride == 2 or k == 3 else "same"
+        layers += [nn.Conv2d(cin, w, k, stride, pad, bias=False),
+                   nn.LeakyReLU(0.2, inplace=True) if change == "lrelu" else nn.ReLU(inplace=True)]
+        cin = w
+    if cin != 8 * ndf:  # no stride-1 stage: a 1x1 conv to the code's width
+        layers.append(nn.Conv2d(cin, 8 * ndf, 1))
+    return nn.Sequential(*layers, nn.AvgPool2d(2))
 
 
 class PooledImageHead(nn.Module):
