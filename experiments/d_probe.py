@@ -64,7 +64,9 @@ def main() -> None:
                    help="checker: replace D's image encoder by the attribute checker's trunk (BatchNorm, 128 px, a "
                         "stride-1 stage), pooled to D's 4x4 code: how fast a trunk that is known to read shape learns "
                         "the matching; checker-nobn: the same without its BatchNorm; d-up: D's own encoder on the "
-                        "image enlarged to 128 px, its 8x8 code averaged to 4x4")
+                        "image enlarged to 128 px, its 8x8 code averaged to 4x4; deep-k4 / deep-lrelu / deep-nostage: "
+                        "model.d_deep's layout without spectral norm, with 4x4 kernels / LeakyReLU(0.2) / no "
+                        "stride-1 stage (one change each)")
     p.add_argument("--torch-init", action="store_true",
                    help="D's convs and linears start from PyTorch's default initialization (Kaiming-uniform) instead "
                         "of the reference N(0, 0.02)")
@@ -220,6 +222,12 @@ def contrast_score(D: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch
     return score
 
 
+def batched(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], images: torch.Tensor, text: torch.Tensor,
+            batch_size: int = 64) -> torch.Tensor:
+    """``score(images, text)`` ``[N]``, computed ``batch_size`` images at a time."""
+    return torch.cat([score(images[i:i + batch_size], text[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
 def check_state(args) -> None:
     state = load_state(args.state)
     cfg = from_dict(state["config"])
@@ -231,7 +239,7 @@ def check_state(args) -> None:
     norm = TextNorm(cfg.model.text_dim)
     norm.load_state_dict(state["text_norm"])
     if args.fakes:
-        return check_fakes(args, D, norm)
+        return check_fakes(args, D, norm, cfg.data.text_encoder)
     if args.zoom:
         return check_zoom(args, D, norm)
     rates = foil_preference(contrast_score(D), args.data, cfg.data.text_encoder, norm, 64, args.samples, args.seed)
@@ -239,14 +247,14 @@ def check_state(args) -> None:
 
 
 @torch.no_grad()
-def check_fakes(args, D: nn.Module, norm: TextNorm) -> None:
+def check_fakes(args, D: nn.Module, norm: TextNorm, text_encoder: str) -> None:
     records = read_manifest(args.data, "test")[:args.samples]
     rng = np.random.default_rng(args.seed)
     if (Path(args.data) / ORACLE_MARK).exists():  # one-hot attribute vectors
         right = norm(torch.tensor(np.stack([one_hot(r["attributes"]) for r in records])))
         foil = norm(torch.tensor(np.stack([one_hot_foil(r["attributes"], rng, {"shape": 1.0}) for r in records])))
     else:  # the full captions and their shape foils, encoded by the run's text encoder
-        encoder = get_encoder(from_dict(load_state(args.state)["config"]).data.text_encoder)
+        encoder = get_encoder(text_encoder)
         captions = [r.get("full_caption") or r["captions"][0] for r in records]
         right = norm(encoder.encode(captions))
         foil = norm(encoder.encode([shapes_foil(c, rng, {"shape": 1.0})[0] for c in captions]))
@@ -255,8 +263,7 @@ def check_fakes(args, D: nn.Module, norm: TextNorm) -> None:
     truth = torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
     drawn = predict(load_checker(Path(args.checker) / WEIGHTS_NAME, "cpu"), images)["shape"] == truth  # [N]
     score = contrast_score(D)
-    prefers = torch.cat([(score(images[i:i + 64], right[i:i + 64]) > score(images[i:i + 64], foil[i:i + 64])).float()
-                         for i in range(0, len(records), 64)])  # [N]
+    prefers = (batched(score, images, right) > batched(score, images, foil)).float()  # [N]
     report = {"state": args.state, "checker_shape": drawn.float().mean().item(),
               "head_prefers_right_shape": prefers.mean().item(),
               "head_prefers_right_shape_when_drawn": prefers[drawn].mean().item() if drawn.any() else None,
@@ -283,11 +290,11 @@ def check_zoom(args, D: nn.Module, norm: TextNorm) -> None:
     shapes = ATTRIBUTES["shape"]
     for factor in args.zoom:
         x = zoom_by(images, factor) if factor != 1 else images
-        base = torch.cat([score(x[i:i + 64], right[i:i + 64]) for i in range(0, len(x), 64)])
+        base = batched(score, x, right)
         row = {"zoom": factor, "checker_shape": (predict(checker, x)["shape"] == truth).float().mean().item()}
         for j, other in enumerate(shapes):  # the same captions with the shape word set to `other`
             foil = norm(torch.tensor(np.stack([one_hot({**r["attributes"], "shape": other}) for r in records])))
-            alt = torch.cat([score(x[i:i + 64], foil[i:i + 64]) for i in range(0, len(x), 64)])
+            alt = batched(score, x, foil)
             for k, name in enumerate(shapes):
                 chosen = truth == k
                 if k != j and chosen.any():
