@@ -43,6 +43,7 @@ from stackgan.pipeline import StackGANPipeline
 from stackgan.utils import from_uint8
 from stackgan.evaluation.d_check import foil_preference
 from stackgan.losses import contrastive_loss, discriminator_loss_real
+from stackgan.matching import load_matcher
 from stackgan.models.build import build_discriminator
 from stackgan.text import get_encoder
 from stackgan.text.norm import TextNorm
@@ -92,6 +93,8 @@ def main() -> None:
     p.add_argument("--checker", default="data/shapes", help="the folder of the attribute checker (--fakes)")
     p.add_argument("--state", help="no training: check the contrastive head of this training state file's D "
                    "(the matching-aware logit: stackgan evaluate --metrics dcheck)")
+    p.add_argument("--matcher", help="with --state: score with this frozen image-text matcher (a "
+                   "DATA/.stackgan-cache/matcher-*.safetensors the run trained) instead of D's contrastive head")
     args = p.parse_args()
     if args.state:
         return check_state(args)
@@ -234,20 +237,27 @@ def check_state(args) -> None:
     D = build_discriminator(cfg.model, 1)
     D.load_state_dict(state["discriminator"])
     D.eval()
-    if getattr(D, "contrast", None) is None:
-        raise SystemExit(f"{args.state}: this D has no contrastive head (model.d_contrast=0)")
+    if args.matcher:
+        matcher = load_matcher(args.matcher)
+
+        def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return (matcher.encode_image(x) * matcher.encode_text(t)).sum(1)  # cosine [N]
+    elif getattr(D, "contrast", None) is None:
+        raise SystemExit(f"{args.state}: this D has no contrastive head (model.d_contrast=0); give --matcher")
+    else:
+        score = contrast_score(D)
     norm = TextNorm(cfg.model.text_dim)
     norm.load_state_dict(state["text_norm"])
     if args.fakes:
-        return check_fakes(args, D, norm, cfg.data.text_encoder)
+        return check_fakes(args, score, norm, cfg.data.text_encoder)
     if args.zoom:
-        return check_zoom(args, D, norm)
-    rates = foil_preference(contrast_score(D), args.data, cfg.data.text_encoder, norm, 64, args.samples, args.seed)
-    print(json.dumps({"state": args.state, "head": "contrast", **rates}))
+        return check_zoom(args, score, norm)
+    rates = foil_preference(score, args.data, cfg.data.text_encoder, norm, 64, args.samples, args.seed)
+    print(json.dumps({"state": args.state, "head": "matcher" if args.matcher else "contrast", **rates}))
 
 
 @torch.no_grad()
-def check_fakes(args, D: nn.Module, norm: TextNorm, text_encoder: str) -> None:
+def check_fakes(args, score: Callable, norm: TextNorm, text_encoder: str) -> None:
     records = read_manifest(args.data, "test")[:args.samples]
     rng = np.random.default_rng(args.seed)
     if (Path(args.data) / ORACLE_MARK).exists():  # one-hot attribute vectors
@@ -262,7 +272,6 @@ def check_fakes(args, D: nn.Module, norm: TextNorm, text_encoder: str) -> None:
     images = from_uint8(pipe.generate(embeddings=right, seed=args.seed, stage=1).stage1)  # [N, 3, 64, 64]
     truth = torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
     drawn = predict(load_checker(Path(args.checker) / WEIGHTS_NAME, "cpu"), images)["shape"] == truth  # [N]
-    score = contrast_score(D)
     prefers = (batched(score, images, right) > batched(score, images, foil)).float()  # [N]
     report = {"state": args.state, "checker_shape": drawn.float().mean().item(),
               "head_prefers_right_shape": prefers.mean().item(),
@@ -280,13 +289,12 @@ def zoom_by(images: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def check_zoom(args, D: nn.Module, norm: TextNorm) -> None:
+def check_zoom(args, score: Callable, norm: TextNorm) -> None:
     records = read_manifest(args.data, "test")[:args.samples]
     images = from_uint8(load_images(args.data, "test", records, 64, progress=False))
     right = norm(torch.tensor(np.stack([one_hot(r["attributes"]) for r in records])))
     truth = torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
     checker = load_checker(Path(args.checker) / WEIGHTS_NAME, "cpu")
-    score = contrast_score(D)
     shapes = ATTRIBUTES["shape"]
     for factor in args.zoom:
         x = zoom_by(images, factor) if factor != 1 else images

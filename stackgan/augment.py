@@ -46,16 +46,18 @@ def augment_for_d(x: torch.Tensor, translate: int = 0, noise: float = 0.0) -> to
     return x
 
 
-def zoom(x: torch.Tensor, max_factor: float) -> torch.Tensor:
+def zoom(x: torch.Tensor, max_factor: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """``x [B, C, H, W]`` with each image scaled about its centre by its own factor, log-uniform in
-    ``[1 / max_factor, max_factor]`` (bilinear, edges repeated); differentiable; draws from torch's RNG.
+    ``[1 / max_factor, max_factor]`` (bilinear, edges repeated); differentiable; draws from torch's RNG
+    (or from ``generator``, a CPU generator).
     An object's area then varies by up to ``max_factor ** 2`` either way, so that it no longer tells
     which shape a caption names (docs/training-recipe.md, thirteenth round)."""
     if max_factor <= 1:
         return x
     b = x.shape[0]
     log = math.log(max_factor)
-    factor = torch.exp((torch.rand(b, device=x.device) * 2 - 1) * log)  # [B]
+    u = torch.rand(b, device=x.device) if generator is None else torch.rand(b, generator=generator).to(x.device)
+    factor = torch.exp((u * 2 - 1) * log)  # [B]
     theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
     theta[:, 0, 0] = theta[:, 1, 1] = 1 / factor  # output pixel p samples the input at p / factor
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)

@@ -99,6 +99,8 @@ class StageConfig:
     # not in the paper (fast recipe switches; 0 = off):
     match_weight: float = 0.0  # G also minimizes an image-text matching loss (stackgan.matching)
     match_warmup: int = 0  # the matching loss's weight rises linearly from 0 to match_weight over this many steps
+    match_foils: bool = False  # G's matching loss also counts D's wrong captions that are no caption of the batch
+    #   (the one-word foils, with data.foil_share > 0) as wrong texts for each image, as the matcher learned them
     ema_decay: float = 0.0  # sample and save an exponential moving average of G's weights
     gan_loss: str = "bce"  # bce: the paper's (non-saturating G); hinge: SN-GAN / BigGAN hinge loss
     recon_weight: float = 0.0  # cVAE-GAN branch: L1 of G's redraw of the real image from its encoded z
@@ -138,6 +140,10 @@ class DataConfig:
     matcher_steps: int = 1500
     matcher_batch: int = 64
     matcher_widths: tuple = (16, 32, 64, 128)  # one stride-2 conv stage each: 64 px -> 4 px
+    matcher_trunk: str = "strided"  # strided: 4x4 stride-2 convs, LeakyReLU; checker: the attribute checker's
+    #   layout (image enlarged 2x, 3x3 convs, ReLU, the last stage stride 1, pooled to 4x4)
+    matcher_zoom: float = 1.0  # > 1: the matcher trains on images zoomed about their centre by a random factor in
+    #   [1 / zoom, zoom], so that an object's area does not tell its shape word (1: off)
     matcher_hard: float = 0.0  # weight of VSE++'s hardest-negative hinge, in training the matcher and in G's loss
     foil_share: float = 0.0  # share of D's wrong captions that are one-word foils (stackgan.data.foils)
     matcher_foils: bool = False  # the matcher also tells each image from one-word foils of its captions
@@ -387,6 +393,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"data.foils_per_image must be >= 1, got {cfg.data.foils_per_image}")
     if cfg.data.matcher_hard < 0:
         raise ConfigError(f"data.matcher_hard must be >= 0, got {cfg.data.matcher_hard}")
+    if cfg.data.matcher_trunk not in ("strided", "checker"):
+        raise ConfigError(f"data.matcher_trunk must be 'strided' or 'checker', got {cfg.data.matcher_trunk!r}")
+    if cfg.data.matcher_zoom < 1:
+        raise ConfigError(f"data.matcher_zoom must be >= 1 (1: off), got {cfg.data.matcher_zoom}")
     if not 1 <= len(cfg.data.matcher_widths) <= 6:
         raise ConfigError(f"data.matcher_widths needs 1 to 6 stages (64 px halves each), got {cfg.data.matcher_widths}")
     for n in (1, 2):
@@ -402,6 +412,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"stage{n}.ema_decay must be in [0, 1), got {s.ema_decay}")
         if s.gp_power <= 0:
             raise ConfigError(f"stage{n}.gp_power must be > 0, got {s.gp_power}")
+        if s.match_foils and not (s.match_weight and cfg.data.foil_share):
+            raise ConfigError(f"stage{n}.match_foils adds D's one-word foils to the matching loss: it needs "
+                              f"stage{n}.match_weight > 0 and data.foil_share > 0")
         if s.contrast_zoom < 1:
             raise ConfigError(f"stage{n}.contrast_zoom must be >= 1 (1: off), got {s.contrast_zoom}")
         if s.contrast_zoom > 1 and not s.contrast_weight:

@@ -23,8 +23,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .augment import zoom
 from .config import DataConfig
 from .data.manifest import load_images, read_manifest
+from .errors import ConfigError
 from .text.cache import split_embeddings
 from .text.encoders import cache_key
 from .text.norm import TextNorm
@@ -38,15 +40,29 @@ class ImageTextMatcher(nn.Module):
     unit-length space; `logit_scale` is CLIP's learned inverse temperature."""
 
     def __init__(self, text_dim: int, embed_dim: int = 128, widths: tuple[int, ...] = (16, 32, 64, 128),
-                 size: int = 64):
+                 size: int = 64, trunk: str = "strided"):
         super().__init__()
         self.config = {"text_dim": text_dim, "embed_dim": embed_dim, "widths": list(widths), "size": size}
+        if trunk != "strided":  # (absent when default: matchers cached before the switch keep their key)
+            self.config["trunk"] = trunk
         layers, cin = [], 3
-        for w in widths:  # stride 2 each: 64 -> 4 with four stages
-            layers += [nn.Conv2d(cin, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.LeakyReLU(0.2, inplace=True)]
-            cin = w
+        if trunk == "strided":
+            for w in widths:  # stride 2 each: 64 -> 4 with four stages
+                layers += [nn.Conv2d(cin, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.LeakyReLU(0.2, inplace=True)]
+                cin = w
+            side = size // 2 ** len(widths)
+        elif trunk == "checker":  # the attribute checker's layout: 2x enlarged, 3x3 convs, ReLU, last stage stride 1
+            layers.append(nn.Upsample(size=2 * size, mode="bilinear"))
+            for i, w in enumerate(widths):
+                last = i == len(widths) - 1 and len(widths) > 1
+                layers += [nn.Conv2d(cin, w, 4 if i == 0 else 3, 1 if last else 2, 1, bias=False),
+                           nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+                cin = w
+            layers.append(nn.AdaptiveAvgPool2d(4))
+            side = 4
+        else:
+            raise ConfigError(f"data.matcher_trunk must be 'strided' or 'checker', got {trunk!r}")
         self.trunk = nn.Sequential(*layers)
-        side = size // 2 ** len(widths)
         self.image_proj = nn.Linear(cin * side * side, embed_dim)  # flattened: keeps where things are
         self.text_proj = nn.Sequential(nn.Linear(text_dim, 256), nn.LeakyReLU(0.2, inplace=True),
                                        nn.Linear(256, embed_dim))
@@ -131,9 +147,13 @@ def retrieval_accuracy(matcher: ImageTextMatcher, images: torch.Tensor, text: to
 
 def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, out_path: str | Path,
                   steps: int = 1500, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, hard_weight: float = 0.0,
-                  progress: bool = True, device: str | torch.device = "cpu", **model_kwargs) -> ImageTextMatcher:
+                  progress: bool = True, device: str | torch.device = "cpu", zoom_factor: float = 1.0,
+                  **model_kwargs) -> ImageTextMatcher:
     """Train on the real train split (a random caption of each image per step), score top-1
-    retrieval on the test split, save weights + json to `out_path`."""
+    retrieval on the test split, save weights + json to `out_path`. ``zoom_factor > 1``: each
+    training image is scaled about its centre by a random factor in ``[1 / zoom, zoom]``
+    (:func:`stackgan.augment.zoom`), so that the matcher cannot tell a shape word by the object's area
+    alone (docs/training-recipe.md, fourteenth round); it also makes the size word less certain."""
     data_dir, out_path = Path(data_dir), Path(out_path)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -156,6 +176,8 @@ def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, ou
         x = from_uint8(images[idx].to(device))  # [B, 3, s, s]
         x = x + 0.05 * torch.rand(batch_size, 1, 1, 1, generator=gen).to(device) * torch.randn(
             x.shape, generator=gen).to(device)
+        if zoom_factor > 1:  # each image scaled about its centre: the object's area no longer tells its shape
+            x = zoom(x, zoom_factor, gen)
         foil = None
         if foils is not None:  # one foil of each image (images without one add none)
             has = foil_counts[idx] > 0
@@ -168,7 +190,7 @@ def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, ou
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     matcher.eval().requires_grad_(False)
-    meta = {"steps": steps, "batch_size": batch_size, "seed": seed, "train_seconds": round(time.monotonic() - start, 1),
+    meta = {"steps": steps, "batch_size": batch_size, "seed": seed, **({"zoom": zoom_factor} if zoom_factor > 1 else {}), "train_seconds": round(time.monotonic() - start, 1),
             "data": asdict(data_cfg)}
     if (data_dir / "test.jsonl").exists():
         test, test_emb, _ = _split(data_dir, "test", data_cfg, norm, size, progress)
@@ -198,16 +220,19 @@ def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: Text
     """The cached matcher for this data set, text encoder, normalization and `data.matcher_*`
     settings, else a new one trained with them."""
     data_dir = Path(data_dir)
-    config = ImageTextMatcher(norm.mean.numel(), widths=data_cfg.matcher_widths).config
+    config = ImageTextMatcher(norm.mean.numel(), widths=data_cfg.matcher_widths, trunk=data_cfg.matcher_trunk).config
     settings = {**config, "batch": data_cfg.matcher_batch}
     if data_cfg.matcher_hard:  # (absent when off: caches made before the switch stay valid)
         settings["hard"] = data_cfg.matcher_hard
     if data_cfg.matcher_foils:
         settings["foils"] = data_cfg.foils_per_image
+    if data_cfg.matcher_zoom > 1:
+        settings["zoom"] = data_cfg.matcher_zoom
     key = _key(data_dir, data_cfg, settings, data_cfg.matcher_steps, seed)
     path = cache_dir(data_dir) / f"matcher-{key}.safetensors"
     if path.exists() and path.with_suffix(".json").exists():
         return load_matcher(path, device)
     return train_matcher(data_dir, data_cfg, norm, path, steps=data_cfg.matcher_steps,
                          batch_size=data_cfg.matcher_batch, seed=seed, hard_weight=data_cfg.matcher_hard,
-                         progress=progress, device=device, widths=data_cfg.matcher_widths)
+                         progress=progress, device=device, widths=data_cfg.matcher_widths,
+                         trunk=data_cfg.matcher_trunk, zoom_factor=data_cfg.matcher_zoom)

@@ -193,3 +193,25 @@ def test_shipped_checker_matches_the_default_data_set_spec():
     assert meta["format_version"] == ck.FORMAT_VERSION
     assert min(meta["test_accuracy"]["64"][a] for a in ATTRIBUTES) > ck.SHIPPED_MIN_ACCURACY
     ck.load_checker(ck.SHIPPED)  # the weights load into today's network
+
+
+def _shape_index(records):
+    return torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
+
+
+def test_outline_judge_reads_real_shapes_and_not_a_blob(shapes_dir):
+    from stackgan.data.manifest import load_images, read_manifest
+    from stackgan.evaluation.outline import OutlineJudge, features
+    train, test = read_manifest(shapes_dir, "train"), read_manifest(shapes_dir, "test")
+    judge = OutlineJudge.fit(from_uint8(load_images(shapes_dir, "train", train, 64, progress=False)), _shape_index(train))
+    real = from_uint8(load_images(shapes_dir, "test", test, 64, progress=False))
+    assert (judge.predict(real) == _shape_index(test)).float().mean() >= 0.9  # (1.0 for this set; 0.95 turned)
+    turned = torch.rot90(real, 1, dims=(2, 3))  # a quarter turn: the outline's numbers do not change
+    assert (judge.predict(turned) == _shape_index(test)).float().mean() >= 0.9
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    disc = ((yy - 30) ** 2 + (xx - 34) ** 2 < 14 ** 2).float()  # one red disc on grey, for every caption
+    blobs = torch.stack([torch.stack([disc * 0.9 - 0.1 * (1 - disc), -0.1 + 0 * disc, -0.1 + 0 * disc])] * 8)
+    assert (judge.predict(blobs) == ATTRIBUTES["shape"].index("circle")).all()
+    assert (features(torch.zeros(2, 3, 64, 64)) == 0).all()  # no object: no outline, no error
+    with pytest.raises(ValueError, match="two shapes"):
+        OutlineJudge.fit(real[:3], torch.zeros(3, dtype=torch.long))

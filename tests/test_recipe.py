@@ -1,4 +1,6 @@
 """The fast recipe's switches do what they claim."""
+import json
+
 import pytest
 import torch
 from dataclasses import replace
@@ -254,3 +256,75 @@ def test_d_augmentation_switch_reaches_every_d_call(tiny_shapes, tmp_path, monke
     assert calls == []
     with pytest.raises(ValueError, match="d_translate"):
         apply_overrides(cfg, ["stage2.d_translate=-1"])
+
+
+def test_matcher_checker_trunk_layout_cache_and_reload(tiny_shapes, tmp_path):
+    from stackgan.matching import load_matcher, save_matcher
+    m = ImageTextMatcher(12, widths=(4, 8, 8), trunk="checker").eval()
+    convs = [x for x in m.trunk if isinstance(x, torch.nn.Conv2d)]
+    assert [c.stride[0] for c in convs] == [2, 2, 1] and [c.kernel_size[0] for c in convs] == [4, 3, 3]
+    assert any(isinstance(x, torch.nn.ReLU) for x in m.trunk)
+    assert not any(isinstance(x, torch.nn.LeakyReLU) for x in m.trunk)
+    assert m.trunk[0].size == 128  # the checker's input size: the 64 px image enlarged 2x
+    emb = m.encode_image(torch.randn(3, 3, 64, 64))
+    assert emb.shape == (3, 128) and torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert "trunk" not in ImageTextMatcher(12).config  # the default keeps the caches made before the switch
+    save_matcher(m, tmp_path / "m.safetensors", {})
+    back = load_matcher(tmp_path / "m.safetensors")
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(back.encode_image(x), m.encode_image(x))
+    with pytest.raises(ValueError, match="matcher_trunk"):
+        apply_overrides(get_preset("fast"), ["data.matcher_trunk=resnet"])
+    cfg = apply_overrides(get_preset("fast"), ["data.matcher_steps=2", "data.matcher_batch=8"]).data
+    _, norm = load_train_data(tiny_shapes, cfg, 64, progress=False)
+    cache = tiny_shapes / ".stackgan-cache"
+    before = set(cache.glob("matcher-*.safetensors"))
+    load_or_train_matcher(tiny_shapes, cfg, norm, progress=False)
+    load_or_train_matcher(tiny_shapes, replace(cfg, matcher_trunk="checker"), norm, progress=False)
+    assert len(set(cache.glob("matcher-*.safetensors")) - before) == 2  # one cache file each
+
+
+def test_matcher_zoom_draws_from_its_generator_and_keys_its_own_cache(tiny_shapes, tmp_path):
+    from stackgan.augment import zoom
+    x = torch.zeros(4, 3, 64, 64)
+    x[:, :, 24:40, 24:40] = 1.0  # a 16 px square in the middle
+    a = zoom(x, 1.5, torch.Generator().manual_seed(3))
+    assert torch.equal(a, zoom(x, 1.5, torch.Generator().manual_seed(3)))  # the generator decides, not the global RNG
+    side = (a[:, 0] > 0.5).sum((1, 2)).float().sqrt()  # the square's side after zooming
+    assert ((side >= 16 / 1.5 - 1.5) & (side <= 16 * 1.5 + 1.5)).all() and side.std() > 0.5
+    with pytest.raises(ValueError, match="matcher_zoom"):
+        apply_overrides(get_preset("fast"), ["data.matcher_zoom=0.5"])
+    cfg = apply_overrides(get_preset("fast"), ["data.matcher_steps=2", "data.matcher_batch=4"]).data
+    _, norm = load_train_data(tiny_shapes, cfg, 64, progress=False)
+    cache = tiny_shapes / ".stackgan-cache"
+    before = set(cache.glob("matcher-*.json"))
+    load_or_train_matcher(tiny_shapes, cfg, norm, progress=False)
+    load_or_train_matcher(tiny_shapes, replace(cfg, matcher_zoom=1.4), norm, progress=False)
+    made = set(cache.glob("matcher-*.json")) - before
+    assert len(made) == 2 and sorted(json.loads(p.read_text()).get("zoom") for p in made
+                                     if "zoom" in json.loads(p.read_text())) == [1.4]
+
+
+def test_match_foils_adds_only_the_foils_to_the_matching_loss(tiny_shapes, tmp_path, monkeypatch):
+    from stackgan.training.step import foil_rows
+    text = torch.arange(12.0).view(4, 3)
+    foil = torch.full((1, 3), -1.0)
+    wrong = torch.cat([text.roll(1, 0)[:3], foil])  # three of the batch's own captions, one foil
+    assert torch.equal(foil_rows(text, wrong), foil)
+    assert foil_rows(text, text.roll(1, 0)).shape == (0, 3)  # shifted captions are nobody's foil
+    m = ImageTextMatcher(3, widths=(4, 8)).eval()
+    images = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():  # a foil is one more wrong text for every image: the image->text term can only grow
+        assert m.loss(images, text, foils=foil) > m.loss(images, text)
+    with pytest.raises(ValueError, match="match_foils"):
+        apply_overrides(get_preset("fast"), ["stage1.match_foils=true"])  # no foils in the data config
+    cfg = apply_overrides(get_preset("fast"), TINY + ["data.matcher_steps=2", "data.foil_share=0.5", "data.foils_per_image=1",
+                                                      "stage1.match_foils=true", "stage1.max_steps=2", "stage1.log_every=1"])
+    seen, loss = [], ImageTextMatcher.loss
+
+    def spy(self, images, text, hard_weight=0.0, margin=0.2, foils=None):
+        seen.append(None if foils is None else foils.shape[0])
+        return loss(self, images, text, hard_weight, margin, foils)
+    monkeypatch.setattr(ImageTextMatcher, "loss", spy)
+    train(cfg, tiny_shapes, tmp_path / "a", 1, progress=False)
+    assert seen[-2:] and all(n is not None and n > 0 for n in seen[-2:])  # G's two steps passed foils

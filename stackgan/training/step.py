@@ -44,6 +44,13 @@ def mask_weight(sc, step: int) -> float:
     return _warmed(sc.mask_weight, sc.mask_warmup, step)
 
 
+def foil_rows(text: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
+    """The rows of ``wrong [B, D]`` that are no caption of ``text [B, D]``: with ``data.foil_share`` the
+    one-word foils, without the wrong captions that are another image's caption of the batch (``[F, D]``)."""
+    same = (wrong[:, None, :] == text[None, :, :]).all(-1).any(1)  # [B]
+    return wrong[~same]
+
+
 class Updater:
     """``updater(real, text, wrong, z, step)`` runs one D update and one G update and returns the
     logged losses as one tensor ``[len(LOGGED)]``, left on the device (reading it would wait for
@@ -178,7 +185,10 @@ class Updater:
                 contrast = self._contrast(D_heads, self._zoomed(self.D_for_g, fake, h_fake), right_t, text, wrong_t,
                                           wrong)  # G: draw its caption
                 g_total = g_adv + sc.kl_weight * kl + sc.info_weight * info + sc.contrast_weight * contrast
-                match = self.matcher.loss(fake, text, cfg.data.matcher_hard) if self.matcher is not None else zero
+                match = zero
+                if self.matcher is not None:  # with match_foils, D's wrong captions that are not the batch's own
+                    foils = foil_rows(text, wrong) if sc.match_foils else None  # (the one-word foils) count too
+                    match = self.matcher.loss(fake, text, cfg.data.matcher_hard, foils=foils)
                 g_total = g_total + match_weight(sc, step) * match
                 recon = latent_kl = zero
                 if self.encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z

@@ -1,0 +1,101 @@
+"""A second judge of a Shapes object's shape that reads only its outline: no network to fool.
+
+The attribute checker (:mod:`.checker`) is a CNN. A generator trained against another CNN of the
+same layout on the same images (the image-text matcher with ``data.matcher_trunk=checker``) can
+learn pixel patterns that both networks read as a shape word while the eye sees another shape
+(docs/training-recipe.md, fourteenth round). This judge cannot be moved by such patterns: it cuts
+the object out of the background (pixels far from their row's border colour, holes filled, the
+largest connected piece), reads its outline as the distance from the centroid to the edge at 72
+angles, and classifies the shape from rotation-free numbers of that outline: the magnitudes of its
+Fourier coefficients 1-8 (which count corners: 3 for a triangle, 4 for a square, 5 for a star) and
+the object's area over its squared largest and mean radius. A logistic regression (scikit-learn)
+maps them to the four shape words; it is fitted on real training images each time it is built
+(about 15 s for 2,000 images) and reads real test images about perfectly.
+
+    judge = OutlineJudge.fit(train_images, train_shapes)   # images [N, 3, H, W] in [-1, 1], labels [N]
+    judge.predict(generated)                               # LongTensor [N] of ATTRIBUTES["shape"] indices
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+SIZE = 64  # images are judged at this size (larger ones are area-resized first)
+UP = 4  # ... and enlarged this much before the object is cut out: smoother outlines of small objects
+BORDER = 3  # the border columns (at SIZE) whose colour is each row's background
+THRESHOLD = 0.2  # a pixel is object where some channel is this far (images in [-1, 1]) from its row's border
+BINS = 72  # angles of the outline signature
+HARMONICS = 8  # its Fourier magnitudes 1..HARMONICS are features
+
+
+def object_masks(x: torch.Tensor) -> np.ndarray:
+    """``x [N, 3, H, W]`` in [-1, 1] -> boolean masks ``[N, UP*SIZE, UP*SIZE]``: the largest connected
+    piece of the pixels that differ from their row's border colour (the median of the outer columns)."""
+    x = x.float()
+    if x.shape[-1] != SIZE:
+        x = F.interpolate(x, size=(SIZE, SIZE), mode="area" if x.shape[-1] > SIZE else "bilinear")
+    x = F.interpolate(x, scale_factor=UP, mode="bilinear", align_corners=False)
+    b = BORDER * UP
+    border = torch.cat([x[..., :b], x[..., -b:]], dim=-1).median(dim=-1, keepdim=True).values  # [N, 3, H, 1]
+    raw = ((x - border).abs().amax(1) > THRESHOLD).cpu().numpy()  # [N, H, W]
+    out = np.zeros_like(raw)
+    for i, m in enumerate(raw):
+        m = ndimage.binary_fill_holes(ndimage.binary_opening(m))
+        labels, n = ndimage.label(m)
+        if n:
+            sizes = ndimage.sum(m, labels, range(1, n + 1))
+            out[i] = labels == 1 + int(np.argmax(sizes))
+    return out
+
+
+def outline_features(mask: np.ndarray) -> np.ndarray:
+    """One mask ``[H, W]`` -> ``[HARMONICS + 2]``: the Fourier magnitudes 1..HARMONICS of the edge radius
+    over angle (divided by its mean), area / largest radius^2 and area / mean radius^2 (a circle:
+    pi and pi; a square: 2 and about 2.5). Zeros for an (almost) empty mask."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 8:
+        return np.zeros(HARMONICS + 2)
+    dy, dx = ys - ys.mean(), xs - xs.mean()
+    r = np.hypot(dx, dy)
+    bins = ((np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * BINS).astype(int) % BINS
+    edge = np.zeros(BINS)
+    np.maximum.at(edge, bins, r)  # the farthest pixel at each angle: the outline
+    filled = edge > 0
+    if not filled.all():  # angles no pixel fell into (tiny objects): their neighbours' radius
+        idx = np.arange(BINS)
+        edge = np.interp(idx, idx[filled], edge[filled], period=BINS)
+    mean = edge.mean() + 1e-6
+    spectrum = np.abs(np.fft.rfft(edge / mean))[1:HARMONICS + 1] / BINS
+    area = float(len(xs))
+    return np.concatenate([spectrum, [area / (edge.max() ** 2 + 1e-6), area / mean ** 2]])
+
+
+def features(x: torch.Tensor) -> np.ndarray:
+    """``x [N, 3, H, W]`` in [-1, 1] -> ``[N, HARMONICS + 2]``."""
+    return np.stack([outline_features(m) for m in object_masks(x)])
+
+
+class OutlineJudge:
+    """Shape from the outline alone (see the module's text); ``fit`` it on real images first."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @classmethod
+    def fit(cls, images: torch.Tensor, shapes: torch.Tensor) -> "OutlineJudge":
+        """``images [N, 3, H, W]`` in [-1, 1] and their shape indices ``[N]`` (every shape at least once)."""
+        if len(set(shapes.tolist())) < 2:
+            raise ValueError("the outline judge needs images of at least two shapes to fit")
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=10.0))
+        model.fit(features(images), shapes.numpy())
+        return cls(model)
+
+    def predict(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """Shape indices ``[N]`` (LongTensor) of ``images [N, 3, H, W]`` in [-1, 1]."""
+        out = [self.model.predict(features(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+        return torch.from_numpy(np.concatenate(out)).long() if out else torch.zeros(0, dtype=torch.long)
