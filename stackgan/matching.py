@@ -28,7 +28,7 @@ from .config import DataConfig
 from .data.manifest import load_images, read_manifest
 from .errors import ConfigError
 from .text.cache import split_embeddings
-from .text.encoders import cache_key
+from .text.encoders import PRECOMPUTED, cache_key
 from .text.norm import TextNorm
 from .utils import cache_dir, from_uint8, load_module_files, save_module
 
@@ -108,6 +108,10 @@ class ImageTextMatcher(nn.Module):
 
 def _key(data_dir: Path, data_cfg: DataConfig, config: dict, steps: int, seed: int) -> str:
     h = hashlib.sha256((data_dir / "train.jsonl").read_bytes())
+    if data_cfg.text_encoder == PRECOMPUTED:  # vectors written into the folder: rewritten ones, a new key
+        for name in ("embeddings-train.npy",) + (("foils-train.npy",) if data_cfg.matcher_foils else ()):
+            if (data_dir / name).exists():
+                h.update(name.encode() + (data_dir / name).read_bytes())
     h.update(json.dumps([FORMAT_VERSION, cache_key(data_cfg.text_encoder), data_cfg.text_norm, config, steps,
                          seed]).encode())  # a retrained encoder folder: a new key
     return h.hexdigest()[:16]

@@ -328,3 +328,21 @@ def test_match_foils_adds_only_the_foils_to_the_matching_loss(tiny_shapes, tmp_p
     monkeypatch.setattr(ImageTextMatcher, "loss", spy)
     train(cfg, tiny_shapes, tmp_path / "a", 1, progress=False)
     assert seen[-2:] and all(n is not None and n > 0 for n in seen[-2:])  # G's two steps passed foils
+
+
+def test_matcher_key_follows_precomputed_vectors(tiny_shapes, tmp_path):
+    import numpy as np
+    from stackgan.data.foils import write_attribute_embeddings
+    from stackgan.matching import _key
+    oracle = write_attribute_embeddings(tiny_shapes, tmp_path / "oracle", foils_per_image=1)
+    cfg = apply_overrides(get_preset("fast"), ["data.text_encoder=precomputed", "data.matcher_foils=true"]).data
+    before = _key(oracle, cfg, {}, 10, 0)
+    assert _key(oracle, cfg, {}, 10, 0) == before  # stable
+    emb = np.load(oracle / "foils-train.npy")
+    np.save(oracle / "foils-train.npy", emb[:, :, ::-1].copy())  # the same shape, other vectors
+    after_foils = _key(oracle, cfg, {}, 10, 0)
+    assert after_foils != before
+    assert _key(oracle, replace(cfg, matcher_foils=False), {}, 10, 0) != after_foils
+    emb = np.load(oracle / "embeddings-train.npy")
+    np.save(oracle / "embeddings-train.npy", emb[:, :, ::-1].copy())
+    assert _key(oracle, cfg, {}, 10, 0) != after_foils
