@@ -148,6 +148,8 @@ class DataConfig:
     foil_share: float = 0.0  # share of D's wrong captions that are one-word foils (stackgan.data.foils)
     matcher_foils: bool = False  # the matcher also tells each image from one-word foils of its captions
     foils_per_image: int = 4  # foils made (and encoded, cached) per train image
+    foil_attributes: str = ""  # Shapes captions: the attributes a foil may change, e.g. "shape" ("": all six,
+    #   weighted toward shape and texture); precomputed vectors bring their own (stackgan data attributes)
     seed: int = 0
 
 
@@ -389,6 +391,12 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"data.{name} must be >= 1, got {getattr(cfg.data, name)}")
     if not 0 <= cfg.data.foil_share <= 1:
         raise ConfigError(f"data.foil_share must be in [0, 1], got {cfg.data.foil_share}")
+    if cfg.data.foil_attributes:
+        from .data.foils import foil_weights
+        foil_weights(cfg.data.foil_attributes)  # a ConfigError naming the bad attribute
+        if cfg.data.text_encoder == "precomputed":
+            raise ConfigError("data.foil_attributes picks the words of caption foils; precomputed vectors bring "
+                              "their own foils (stackgan data attributes --foil-attributes)")
     if cfg.data.foils_per_image < 1:
         raise ConfigError(f"data.foils_per_image must be >= 1, got {cfg.data.foils_per_image}")
     if cfg.data.matcher_hard < 0:

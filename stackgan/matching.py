@@ -230,6 +230,8 @@ def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: Text
         settings["hard"] = data_cfg.matcher_hard
     if data_cfg.matcher_foils:
         settings["foils"] = data_cfg.foils_per_image
+        if data_cfg.foil_attributes:
+            settings["foil_attributes"] = data_cfg.foil_attributes
     if data_cfg.matcher_zoom > 1:
         settings["zoom"] = data_cfg.matcher_zoom
     key = _key(data_dir, data_cfg, settings, data_cfg.matcher_steps, seed)

@@ -346,3 +346,28 @@ def test_matcher_key_follows_precomputed_vectors(tiny_shapes, tmp_path):
     emb = np.load(oracle / "embeddings-train.npy")
     np.save(oracle / "embeddings-train.npy", emb[:, :, ::-1].copy())
     assert _key(oracle, cfg, {}, 10, 0) != after_foils
+
+
+def test_foil_attributes_make_caption_foils_of_those_words_only(tiny_shapes):
+    from stackgan.data.foils import foil_weights, make_foils
+    from stackgan.data.manifest import read_manifest
+    from stackgan.data.shapes_text import parse_caption
+    records = read_manifest(tiny_shapes, "train")[:20]
+    foils = make_foils(records, 3, 0, foil_weights("shape"))
+    checked = 0
+    for r, fs in zip(records, foils):
+        for foil in fs:  # every foil names another shape and keeps every other attribute its captions name
+            named = parse_caption(foil)
+            assert named["shape"] != r["attributes"]["shape"]
+            assert all(v == r["attributes"][k] for k, v in named.items() if k != "shape")
+            checked += 1
+    assert checked >= 40
+    cfg = apply_overrides(get_preset("fast"), ["data.foil_share=0.5", "data.foils_per_image=2",
+                                               "data.foil_attributes=shape"]).data
+    data, _ = load_train_data(tiny_shapes, cfg, 64, progress=False)
+    assert data.foils.shape[:2] == (64, 2)
+    assert list((tiny_shapes / ".stackgan-cache").glob("*train-foils2-shape*"))  # a cache of their own
+    with pytest.raises(ValueError, match="foil attributes"):
+        apply_overrides(get_preset("fast"), ["data.foil_attributes=shape,smell"])
+    with pytest.raises(ValueError, match="precomputed"):
+        apply_overrides(get_preset("fast"), ["data.foil_attributes=shape", "data.text_encoder=precomputed"])

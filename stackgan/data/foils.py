@@ -84,10 +84,11 @@ def color_foil(caption: str, rng: np.random.Generator) -> str | None:
     return text[:m.start()] + others[int(rng.integers(len(others)))] + text[m.end():]
 
 
-def make_foils(records: list[dict], per_image: int, seed: int = 0) -> list[list[str]]:
+def make_foils(records: list[dict], per_image: int, seed: int = 0,
+               weights: dict[str, float] = FOIL_WEIGHTS) -> list[list[str]]:
     """Up to ``per_image`` foils per manifest record, from its captions in a random order (cycling
     when it has fewer captions than foils); deterministic in ``seed``. Shapes records (with
-    ``attributes``) get :func:`shapes_foil`, others :func:`color_foil`."""
+    ``attributes``) get :func:`shapes_foil` (the attribute drawn by ``weights``), others :func:`color_foil`."""
     out = []
     for i, r in enumerate(records):
         rng = np.random.default_rng((seed, 7, i))
@@ -100,7 +101,7 @@ def make_foils(records: list[dict], per_image: int, seed: int = 0) -> list[list[
             if j in barren:
                 continue
             if "attributes" in r:
-                made = shapes_foil(captions[j], rng)
+                made = shapes_foil(captions[j], rng, weights)
                 foil = made[0] if made else None
             else:
                 foil = color_foil(captions[j], rng)
@@ -140,7 +141,7 @@ def foil_weights(names: str) -> dict[str, float]:
     chosen = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in chosen if n not in ATTRIBUTES]
     if unknown or not chosen:
-        raise ConfigError(f"--foil-attributes must be among {', '.join(ATTRIBUTES)}; got {names!r}")
+        raise ConfigError(f"foil attributes must be among {', '.join(ATTRIBUTES)}; got {names!r}")
     return {n: 1.0 for n in chosen}
 
 
