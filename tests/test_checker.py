@@ -215,3 +215,11 @@ def test_outline_judge_reads_real_shapes_and_not_a_blob(shapes_dir):
     assert (features(torch.zeros(2, 3, 64, 64)) == 0).all()  # no object: no outline, no error
     with pytest.raises(ValueError, match="two shapes"):
         OutlineJudge.fit(real[:3], torch.zeros(3, dtype=torch.long))
+
+
+def test_outline_judge_is_skipped_without_a_training_split(shapes_dir, tmp_path, capsys):
+    from stackgan.evaluation.shapes_eval import _outline_judge
+    assert _outline_judge(shapes_dir) is not None
+    (tmp_path / "test.jsonl").write_text((shapes_dir / "test.jsonl").read_text())
+    assert _outline_judge(tmp_path) is None
+    assert "shape_outline not reported" in capsys.readouterr().out

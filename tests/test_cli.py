@@ -102,8 +102,9 @@ def test_evaluate_reports_both_stages(cli_run, tiny_shapes):
     assert report["num_samples"] == 8
     for stage in ("stage1", "stage2"):
         assert set(report[stage]) >= {"shape", "color", "size", "texture", "position", "background", "all"}
-        assert all(0.0 <= report[stage][k] <= 1.0 for k in ("shape", "color", "all"))
-    assert "| Stage 2 |" in (run / "eval.md").read_text()
+        assert all(0.0 <= report[stage][k] <= 1.0 for k in ("shape", "color", "all", "shape_outline"))
+    assert report["outline_on_real_images"] >= 0.75  # the outline judge, fitted on the 64 train images
+    assert "| Stage 2 |" in (run / "eval.md").read_text() and "shape_outline" in (run / "eval.md").read_text()
 
 
 def test_captions_are_read_one_way_for_every_command(tmp_path):

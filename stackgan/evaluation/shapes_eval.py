@@ -52,10 +52,9 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
         embeddings = pipe.text_norm(emb[:len(records), 0])
     images = pipe.generate(None if embeddings is not None else captions, embeddings=embeddings, seed=seed,
                            batch_size=32, progress=progress).stages
-    train = read_manifest(data_dir, "train")[:OUTLINE_TRAIN]
-    judge = OutlineJudge.fit(from_uint8(load_images(data_dir, "train", train, 64, progress=False)),
-                             _shapes(train))
-    real_outline = _accuracy(judge, from_uint8(load_images(data_dir, "test", records, 64, progress=False)), records)
+    judge = _outline_judge(data_dir)
+    real_outline = (_accuracy(judge, from_uint8(load_images(data_dir, "test", records, 64, progress=False)), records)
+                    if judge is not None else None)
     report = {"checkpoint": str(checkpoint), "data": str(data_dir), "num_samples": len(records),
               "condition": "precomputed test embeddings" if embeddings is not None else "full test captions",
               "held_out_samples": int(held_out.sum()), "seed": seed, "checker_on_real_images": real,
@@ -63,8 +62,9 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
     for stage in ("stage1", "stage2"):
         if stage in images:
             x = from_uint8(images[stage])
-            report[stage] = {**attribute_accuracy(checker, x, attributes, held_out),
-                             "shape_outline": _accuracy(judge, x, records)}
+            report[stage] = attribute_accuracy(checker, x, attributes, held_out)
+            if judge is not None:
+                report[stage]["shape_outline"] = _accuracy(judge, x, records)
 
     out_dir = Path(out_dir) if out_dir else (checkpoint if checkpoint.is_dir() else checkpoint.parent)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +79,16 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
     return report
 
 
+def _outline_judge(data_dir: Path) -> OutlineJudge | None:
+    """The outline judge fitted on the first OUTLINE_TRAIN real training images, or None (and a note)
+    when the folder has no training split of Shapes records to fit it on."""
+    train = read_manifest(data_dir, "train")[:OUTLINE_TRAIN] if (data_dir / "train.jsonl").exists() else []
+    if len({r.get("attributes", {}).get("shape") for r in train} - {None}) < 2:
+        print(f"{data_dir}: no training images of Shapes to fit the outline judge on; shape_outline not reported")
+        return None
+    return OutlineJudge.fit(from_uint8(load_images(data_dir, "train", train, 64, progress=False)), _shapes(train))
+
+
 def _shapes(records: list[dict]) -> torch.Tensor:
     return torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
 
@@ -90,7 +100,7 @@ def _accuracy(judge: OutlineJudge, images: torch.Tensor, records: list[dict]) ->
 def markdown_table(report: dict) -> str:
     rows = []
     real = {k: dict(v) for k, v in report["checker_on_real_images"].items()}
-    if "outline_on_real_images" in report:  # (reports written before the outline judge have none)
+    if report.get("outline_on_real_images") is not None:  # (none: no train split, or an older report)
         for v in real.values():
             v["shape_outline"] = report["outline_on_real_images"]
     for name, scores in [(f"real images ({k}px)", v) for k, v in real.items()] + [
