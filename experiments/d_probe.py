@@ -9,8 +9,9 @@ GAN, the game is what keeps D from shape; if it does not read it here either, D'
 ``--contrast`` trains and scores D's contrastive head instead; ``--classify`` trains D's encoder
 with a shape classifier and no text at all (can it tell the shapes apart?); ``--trunk`` swaps the
 encoder for another layout. ``--state`` trains nothing: it
-checks a training run's contrastive head, on real test images or (``--fakes``) on its
-generator's images, split by whether the attribute checker reads their shape right.
+checks a training run's contrastive head (or, with ``--matcher``, a trained image-text matcher), on
+real test images or (``--fakes``) on its generator's images, split by whether the attribute checker
+reads their shape right.
 docs/training-recipe.md, thirteenth round, reports what it found.
 
     python experiments/d_probe.py data/shapes --steps 3000 --set data.foil_share=0.5
@@ -82,11 +83,11 @@ def main() -> None:
                    help="also train D's contrastive head (model.d_contrast, stage1.contrast_weight, contrast_wrong) "
                         "and score the check with its cosine instead of the matching-aware logit")
     p.add_argument("--fakes", action="store_true",
-                   help="with --state: the contrastive head's shape "
+                   help="with --state: the contrastive head's (or --matcher's) shape "
                         "preference on the state's raw G images of the test conditions, split by whether the "
                         "attribute checker (of --checker) reads their shape right: does G draw the shape, or fool the head?")
     p.add_argument("--zoom", type=float, nargs="+",
-                   help="with --contrast or --state, on one-hot data: the contrastive head's preference for the true shape over each "
+                   help="with --contrast or --state, on one-hot data: the contrastive head's (or --matcher's) preference for the true shape over each "
                         "other shape word on real test images zoomed by these factors about their centre (edges "
                         "replicated), beside the checker's shape accuracy on them: does the head read the outline, or "
                         "the area?")
