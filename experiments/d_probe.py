@@ -239,10 +239,7 @@ def check_state(args) -> None:
     D.load_state_dict(state["discriminator"])
     D.eval()
     if args.matcher:
-        matcher = load_matcher(args.matcher)
-
-        def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return (matcher.encode_image(x) * matcher.encode_text(t)).sum(1)  # cosine [N]
+        score = load_matcher(args.matcher).similarity  # cosine [N]
     elif getattr(D, "contrast", None) is None:
         raise SystemExit(f"{args.state}: this D has no contrastive head (model.d_contrast=0); give --matcher")
     else:

@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--scale", type=int, default=1, help="enlarge the sheet this many times (nearest)")
     p.add_argument("--out", required=True, help="PNG file to write")
     args = p.parse_args()
-    pipe = StackGANPipeline.from_state(args.state) if args.state.endswith(".pt") else StackGANPipeline.load(args.state)
+    pipe = StackGANPipeline.load(args.state)
     large = [r for r in read_manifest(args.data, "test") if r["attributes"]["size"] == "large"]
     rows = []
     for shape in ATTRIBUTES["shape"]:

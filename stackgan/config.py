@@ -228,6 +228,7 @@ CHOICES = {
     "g_layer_canvas": ("conv", "mlp"),
     "g_layer_background": ("full", "smooth", "vertical"),
     "on_divergence": ("stop", "rollback"),
+    "matcher_trunk": ("strided", "checker"),
 }
 
 
@@ -401,8 +402,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"data.foils_per_image must be >= 1, got {cfg.data.foils_per_image}")
     if cfg.data.matcher_hard < 0:
         raise ConfigError(f"data.matcher_hard must be >= 0, got {cfg.data.matcher_hard}")
-    if cfg.data.matcher_trunk not in ("strided", "checker"):
-        raise ConfigError(f"data.matcher_trunk must be 'strided' or 'checker', got {cfg.data.matcher_trunk!r}")
     if cfg.data.matcher_zoom < 1:
         raise ConfigError(f"data.matcher_zoom must be >= 1 (1: off), got {cfg.data.matcher_zoom}")
     if not 1 <= len(cfg.data.matcher_widths) <= 6:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .augment import zoom
-from .config import DataConfig
+from .config import CHOICES, DataConfig
 from .data.manifest import load_images, read_manifest
 from .errors import ConfigError
 from .text.cache import split_embeddings
@@ -61,7 +61,7 @@ class ImageTextMatcher(nn.Module):
             layers.append(nn.AdaptiveAvgPool2d(4))
             side = 4
         else:
-            raise ConfigError(f"data.matcher_trunk must be 'strided' or 'checker', got {trunk!r}")
+            raise ConfigError(f"data.matcher_trunk must be one of {', '.join(CHOICES['matcher_trunk'])}, got {trunk!r}")
         self.trunk = nn.Sequential(*layers)
         self.image_proj = nn.Linear(cin * side * side, embed_dim)  # flattened: keeps where things are
         self.text_proj = nn.Sequential(nn.Linear(text_dim, 256), nn.LeakyReLU(0.2, inplace=True),
@@ -78,6 +78,10 @@ class ImageTextMatcher(nn.Module):
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
         """Normalized sentence embeddings [B, D] -> [B, E], unit length."""
         return F.normalize(self.text_proj(text), dim=1)
+
+    def similarity(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The cosine of each image with its own text: ``[N]`` for images ``[N, 3, H, W]`` and texts ``[N, D]``."""
+        return (self.encode_image(images) * self.encode_text(text)).sum(1)
 
     def loss(self, images: torch.Tensor, text: torch.Tensor, hard_weight: float = 0.0,
              margin: float = 0.2, foils: torch.Tensor | None = None) -> torch.Tensor:
@@ -194,8 +198,8 @@ def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, ou
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     matcher.eval().requires_grad_(False)
-    meta = {"steps": steps, "batch_size": batch_size, "seed": seed, **({"zoom": zoom_factor} if zoom_factor > 1 else {}), "train_seconds": round(time.monotonic() - start, 1),
-            "data": asdict(data_cfg)}
+    meta = {"steps": steps, "batch_size": batch_size, "seed": seed, "train_seconds": round(time.monotonic() - start, 1),
+            "data": asdict(data_cfg), **({"zoom": zoom_factor} if zoom_factor > 1 else {})}
     if (data_dir / "test.jsonl").exists():
         test, test_emb, _ = _split(data_dir, "test", data_cfg, norm, size, progress)
         meta["test_top1_of_100"] = retrieval_accuracy(matcher, from_uint8(test.to(device)),
@@ -214,7 +218,7 @@ def _foil_preference(matcher: ImageTextMatcher, data_dir: Path, data_cfg: DataCo
         return None
 
     def score(x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        return (matcher.encode_image(x.to(device)) * matcher.encode_text(text)).sum(1)  # cosine [N]
+        return matcher.similarity(x.to(device), text)  # cosine [N]
     rates = foil_preference(score, data_dir, data_cfg.text_encoder, norm, matcher.config["size"], 300, device=device)
     return {k: round(v, 3) for k, v in rates.items()}
 

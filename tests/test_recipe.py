@@ -15,6 +15,16 @@ from stackgan.utils import from_uint8
 from conftest import TINY
 
 
+def _matchers_made(data_dir, *cfgs) -> set:
+    """The matcher cache files (json) that loading or training a matcher for each data config adds."""
+    _, norm = load_train_data(data_dir, cfgs[0], 64, progress=False)
+    cache = data_dir / ".stackgan-cache"
+    before = set(cache.glob("matcher-*.json"))
+    for cfg in cfgs:
+        load_or_train_matcher(data_dir, cfg, norm, progress=False)
+    return set(cache.glob("matcher-*.json")) - before
+
+
 def test_ema_weights_are_kept_and_used_for_sampling(tiny_shapes, tmp_path):
     cfg = apply_overrides(get_preset("shapes-cpu"), TINY + ["stage1.ema_decay=0.5", "stage1.max_steps=4"])
     train(cfg, tiny_shapes, tmp_path, 1, progress=False)
@@ -205,12 +215,7 @@ def test_matcher_hard_negative_term_and_its_own_cache(tiny_shapes, tmp_path):
         images, text = torch.randn(6, 3, 64, 64), torch.randn(6, 12)
         assert m.loss(images, text, hard_weight=1.0) >= m.loss(images, text)
     cfg = apply_overrides(get_preset("fast"), ["data.matcher_steps=3", "data.matcher_batch=8"]).data
-    _, norm = load_train_data(tiny_shapes, cfg, 64, progress=False)
-    cache = tiny_shapes / ".stackgan-cache"
-    before = set(cache.glob("matcher-*.safetensors"))
-    load_or_train_matcher(tiny_shapes, cfg, norm, progress=False)
-    load_or_train_matcher(tiny_shapes, replace(cfg, matcher_hard=1.0), norm, progress=False)
-    assert len(set(cache.glob("matcher-*.safetensors")) - before) == 2  # one cache file each
+    assert len(_matchers_made(tiny_shapes, cfg, replace(cfg, matcher_hard=1.0))) == 2  # one cache file each
 
 
 def test_d_augmentation_shifts_by_whole_pixels_within_bounds_and_keeps_gradients():
@@ -276,12 +281,7 @@ def test_matcher_checker_trunk_layout_cache_and_reload(tiny_shapes, tmp_path):
     with pytest.raises(ValueError, match="matcher_trunk"):
         apply_overrides(get_preset("fast"), ["data.matcher_trunk=resnet"])
     cfg = apply_overrides(get_preset("fast"), ["data.matcher_steps=2", "data.matcher_batch=8"]).data
-    _, norm = load_train_data(tiny_shapes, cfg, 64, progress=False)
-    cache = tiny_shapes / ".stackgan-cache"
-    before = set(cache.glob("matcher-*.safetensors"))
-    load_or_train_matcher(tiny_shapes, cfg, norm, progress=False)
-    load_or_train_matcher(tiny_shapes, replace(cfg, matcher_trunk="checker"), norm, progress=False)
-    assert len(set(cache.glob("matcher-*.safetensors")) - before) == 2  # one cache file each
+    assert len(_matchers_made(tiny_shapes, cfg, replace(cfg, matcher_trunk="checker"))) == 2  # one cache file each
 
 
 def test_matcher_zoom_draws_from_its_generator_and_keys_its_own_cache(tiny_shapes, tmp_path):
@@ -295,12 +295,7 @@ def test_matcher_zoom_draws_from_its_generator_and_keys_its_own_cache(tiny_shape
     with pytest.raises(ValueError, match="matcher_zoom"):
         apply_overrides(get_preset("fast"), ["data.matcher_zoom=0.5"])
     cfg = apply_overrides(get_preset("fast"), ["data.matcher_steps=2", "data.matcher_batch=4"]).data
-    _, norm = load_train_data(tiny_shapes, cfg, 64, progress=False)
-    cache = tiny_shapes / ".stackgan-cache"
-    before = set(cache.glob("matcher-*.json"))
-    load_or_train_matcher(tiny_shapes, cfg, norm, progress=False)
-    load_or_train_matcher(tiny_shapes, replace(cfg, matcher_zoom=1.4), norm, progress=False)
-    made = set(cache.glob("matcher-*.json")) - before
+    made = _matchers_made(tiny_shapes, cfg, replace(cfg, matcher_zoom=1.4))
     assert len(made) == 2 and sorted(json.loads(p.read_text()).get("zoom") for p in made
                                      if "zoom" in json.loads(p.read_text())) == [1.4]
 

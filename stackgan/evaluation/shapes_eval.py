@@ -1,6 +1,7 @@
 """`stackgan evaluate` on Shapes: how often generated images show the attributes of their caption."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -79,9 +80,11 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
     return report
 
 
+@functools.lru_cache(maxsize=4)
 def _outline_judge(data_dir: Path) -> OutlineJudge | None:
     """The outline judge fitted on the first OUTLINE_TRAIN real training images, or None (and a note)
-    when the folder has no training split of Shapes records to fit it on."""
+    when the folder has no training split of Shapes records to fit it on. Fitted once per folder and
+    process: `stackgan evaluate` with several checkpoints reuses it."""
     train = read_manifest(data_dir, "train")[:OUTLINE_TRAIN] if (data_dir / "train.jsonl").exists() else []
     if len({r.get("attributes", {}).get("shape") for r in train} - {None}) < 2:
         print(f"{data_dir}: no training images of Shapes to fit the outline judge on; shape_outline not reported")

@@ -13,7 +13,7 @@ import torch
 
 from ..config import DataConfig
 from ..data.manifest import DataError, load_images, read_manifest
-from ..data.foils import foil_weights, make_foils
+from ..data.foils import FOIL_WEIGHTS, foil_weights, make_foils
 from ..text.cache import caption_embeddings, precomputed_embeddings, split_embeddings
 from ..text.encoders import PRECOMPUTED
 from ..text.norm import TextNorm
@@ -183,9 +183,9 @@ def foil_embeddings(data_dir: str | Path, records: list[dict], cfg: DataConfig, 
         return precomputed_embeddings(data_dir, "train", len(records), stem="foils", missing=(
             "data.foil_share > 0 with precomputed embeddings reads the foils' embeddings there ([N, F, D], rows in "
             "manifest order; `stackgan data attributes` writes them for Shapes); or set data.foil_share=0"))
+    name, weights = f"train-foils{cfg.foils_per_image}", FOIL_WEIGHTS
     if cfg.foil_attributes:  # foils that change only these attributes (Shapes captions): their own cache
-        foils = make_foils(records, cfg.foils_per_image, cfg.seed, foil_weights(cfg.foil_attributes))
-        name = f"train-foils{cfg.foils_per_image}-" + "-".join(sorted(foil_weights(cfg.foil_attributes)))
-    else:
-        foils, name = make_foils(records, cfg.foils_per_image, cfg.seed), f"train-foils{cfg.foils_per_image}"
+        weights = foil_weights(cfg.foil_attributes)
+        name += "-" + "-".join(sorted(weights))
+    foils = make_foils(records, cfg.foils_per_image, cfg.seed, weights)
     return caption_embeddings(data_dir, name, foils, cfg.text_encoder, progress)
