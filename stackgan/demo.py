@@ -38,7 +38,19 @@ def print_tables(run_dir: Path, pretrained: Path = PRETRAINED_SHAPES) -> None:
     for name, path in (("this run", run_dir), ("pretrained", pretrained)):
         if (path / "eval.md").exists():
             print(f"\n{name} ({path / 'eval.md'}):")
-            print("\n".join(line for line in (path / "eval.md").read_text().splitlines() if line.startswith("|")))
+            print(tables_only((path / "eval.md").read_text()))
+
+
+def tables_only(markdown: str) -> str:
+    """The Markdown tables of ``markdown`` (runs of lines that start with "|"), a blank line between two."""
+    blocks, current = [], []
+    for line in markdown.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            blocks.append("\n".join(current))
+            current = []
+    return "\n\n".join(blocks)
 
 
 class Timeline:

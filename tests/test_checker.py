@@ -223,3 +223,25 @@ def test_outline_judge_is_skipped_without_a_training_split(shapes_dir, tmp_path,
     (tmp_path / "test.jsonl").write_text((shapes_dir / "test.jsonl").read_text())
     assert _outline_judge(tmp_path) is None
     assert "shape_outline not reported" in capsys.readouterr().out
+
+
+def test_outline_reads_are_the_confusions_rows():
+    from stackgan.evaluation.shapes_eval import outline_reads, reads_table
+    records = [{"attributes": {"shape": s}} for s in ("circle", "circle", "triangle", "triangle", "triangle", "star")]
+    idx = ATTRIBUTES["shape"].index
+    # circles read right; triangles read square, square, triangle; the star read circle
+    predicted = torch.tensor([idx("circle"), idx("circle"), idx("square"), idx("square"), idx("triangle"), idx("circle")])
+    reads = outline_reads(predicted, records)
+    assert set(reads) == {"circle", "triangle", "star"}  # no square among the captions: no row for it
+    assert reads["circle"]["circle"] == 1.0
+    assert reads["triangle"]["square"] == pytest.approx(2 / 3) and reads["triangle"]["triangle"] == pytest.approx(1 / 3)
+    assert reads["star"] == {"circle": 1.0, "square": 0.0, "triangle": 0.0, "star": 0.0}
+    table = reads_table({"stage1": {"outline_reads": reads}})
+    assert "| Stage 1 | triangle | 0.00 | 0.67 | 0.33 | 0.00 |" in table
+    assert reads_table({"stage1": {"shape": 0.5}}) == ""
+
+
+def test_demo_prints_each_table_of_eval_md_apart():
+    from stackgan.demo import tables_only
+    md = "# title\n\nintro\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nWhat the judge reads:\n\n| c |\n|---|\n"
+    assert tables_only(md) == "| a | b |\n|---|---|\n| 1 | 2 |\n\n| c |\n|---|"

@@ -78,7 +78,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data_dir: str | Path, metrics: l
                               retrain_checker=retrain_checker)
         for stage in ("stage1", "stage2"):
             if stage in rep:
-                result.metrics.setdefault(stage, {}).update({f"attr_{k}": round(v, 4) for k, v in rep[stage].items()})
+                result.metrics.setdefault(stage, {}).update({f"attr_{k}": round(v, 4) for k, v in rep[stage].items()
+                                                                if isinstance(v, float)})
     generation = [m for m in metrics if m != "attributes"]
     if generation:
         from .generation import evaluate_generation, save_report

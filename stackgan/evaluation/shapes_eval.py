@@ -65,17 +65,21 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
             x = from_uint8(images[stage])
             report[stage] = attribute_accuracy(checker, x, attributes, held_out)
             if judge is not None:
-                report[stage]["shape_outline"] = _accuracy(judge, x, records)
+                predicted = judge.predict(x)
+                report[stage]["shape_outline"] = (predicted == _shapes(records)).float().mean().item()
+                report[stage]["outline_reads"] = outline_reads(predicted, records)
 
     out_dir = Path(out_dir) if out_dir else (checkpoint if checkpoint.is_dir() else checkpoint.parent)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "eval.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
-    table = markdown_table(report)
+    table, reads = markdown_table(report), reads_table(report)
+    if reads:
+        reads = f"\nWhat the outline judge reads for each shape word:\n\n{reads}\n"
     with atomic_path(out_dir / "eval.md") as tmp:
         tmp.write_text(f"# Shapes attribute accuracy\n\n{checkpoint} on {len(records)} test captions "
-                       f"({report['held_out_samples']} held-out pairs), seed {seed}\n\n{table}\n")
-    print(table)
+                       f"({report['held_out_samples']} held-out pairs), seed {seed}\n\n{table}\n{reads}")
+    print(table + ("\n" + reads if reads else ""))
     print(f"report: {out_dir / 'eval.json'}, {out_dir / 'eval.md'}")
     return report
 
@@ -98,6 +102,29 @@ def _shapes(records: list[dict]) -> torch.Tensor:
 
 def _accuracy(judge: OutlineJudge, images: torch.Tensor, records: list[dict]) -> float:
     return (judge.predict(images) == _shapes(records)).float().mean().item()
+
+
+def outline_reads(predicted: torch.Tensor, records: list[dict]) -> dict[str, dict[str, float]]:
+    """For each shape word of the captions, the share of its images that the outline judge reads as
+    each shape: ``{"triangle": {"circle": 0.0, "square": 0.9, ...}, ...}`` (the confusion's rows)."""
+    true, names = _shapes(records), ATTRIBUTES["shape"]
+    return {names[t]: {names[p]: (predicted[true == t] == p).float().mean().item() for p in range(len(names))}
+            for t in range(len(names)) if (true == t).any()}
+
+
+def reads_table(report: dict) -> str:
+    """The outline judge's reads per shape word (rows) for each stage, as markdown; "" without them."""
+    rows = []
+    for stage in ("stage1", "stage2"):
+        reads = report.get(stage, {}).get("outline_reads")
+        for word, row in (reads or {}).items():
+            rows.append(f"| {stage.replace('stage', 'Stage ')} | {word} | "
+                        + " | ".join(f"{row[p]:.2f}" for p in ATTRIBUTES["shape"]) + " |")
+    if not rows:
+        return ""
+    header = ("| images | caption says | " + " | ".join(f"read {p}" for p in ATTRIBUTES["shape"])
+              + " |\n|" + "---|" * (len(ATTRIBUTES["shape"]) + 2))
+    return header + "\n" + "\n".join(rows)
 
 
 def markdown_table(report: dict) -> str:
