@@ -58,6 +58,8 @@ class ModelConfig:
     #   before its linear output, so that it can read a position the text code holds non-linearly
     g_layer_pose_text: bool = False  # that object's pose head also reads the sentence embedding itself, not only
     #   cat(z, c) (a linear read-out of left / right reached 0.60 from R1's c and 0.875 from the embedding)
+    g_layer_anchors: int = 0  # A > 1: that object is placed at each point of an A x A grid (plus the pose's
+    #   translation), the placements mixed by a softmax the pose head predicts: every position gets a gradient
     g_layer_scale0: float = 0.35  # that object's starting scale: its frame's half-width over the image's, before
     #   the pose head learns (a frame too tight for the largest objects makes them fill it and take its corners)
     d_arch: str = "dcgan"  # dcgan: the paper's D; resnet: BN-free gated residual D, one-way head
@@ -353,8 +355,10 @@ def validate(cfg: Config) -> Config:
     for name in ("g_layer_templates", "g_layer_pose_hidden"):
         if getattr(m, name) < 0:
             raise ConfigError(f"model.{name} must be >= 0, got {getattr(m, name)}")
+    if m.g_layer_anchors < 0 or m.g_layer_anchors == 1:
+        raise ConfigError(f"model.g_layer_anchors must be 0 (off) or at least 2 (an A x A grid), got {m.g_layer_anchors}")
     for name in ("g_layer_spin", "g_layer_taper", "g_layer_normalize", "g_layer_pose_text", "g_layer_templates",
-                 "g_layer_pose_hidden"):
+                 "g_layer_pose_hidden", "g_layer_anchors"):
         if getattr(m, name) and not m.g_layered:
             raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
     if cfg.stage2.mask_weight:

@@ -994,3 +994,41 @@ def test_discriminator_deep_encoder_reads_128_px_through_3x3_convs_into_the_same
         build_discriminator(apply_overrides(cfg, ["model.d_stem=true"]).model, 1)
     with pytest.raises(ValueError, match="d_deep applies to the paper's D"):
         build_discriminator(apply_overrides(cfg, ["model.d_arch=resnet"]).model, 1)
+
+
+def test_anchor_grid_places_the_layer_at_each_point_and_every_anchor_learns_from_the_image():
+    """model.g_layer_anchors: with one anchor's logit far above the others the image is the plain
+    layer's with its translation at that anchor; at the start the weights are uniform; an image loss
+    that wants the object in the top-left corner moves that anchor's logit up (a gradient from the
+    whole image, not only from the object's edges)."""
+    from stackgan.models.layered import ForegroundLayer
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.3, anchors=3).eval()
+    plain = ForegroundLayer(6, ngf=4, scale0=0.3).eval()
+    plain.load_state_dict({k: v[:4] if k.startswith("pose.") else v for k, v in layer.state_dict().items()})
+    assert layer.anchor_xy.tolist()[0] == pytest.approx([-2 / 3, -2 / 3])  # top left, row by row
+    assert layer.anchor_xy.tolist()[5] == pytest.approx([2 / 3, 0.0])  # middle row, right
+    zc, bg = torch.randn(2, 6), torch.full((2, 3, 64, 64), -1.0)
+    with torch.no_grad():
+        layer.to_rgba.bias[3:] = 5.0  # a visible object
+        plain.to_rgba.bias[3:] = 5.0
+    assert torch.allclose(layer.anchor_weights(zc), torch.full((2, 9), 1 / 9))
+    with torch.no_grad():
+        layer.pose.bias[4 + 5] = 50.0  # anchor 5 (middle row, right) wins
+        plain.pose.bias[2:4] = torch.tensor([2 / 3, 0.0])
+    assert torch.allclose(layer(zc, bg), plain(zc, bg), atol=1e-5)
+    assert torch.allclose(layer.mask, plain.mask, atol=1e-5)
+    with torch.no_grad():
+        layer.pose.bias[4:] = 0.0
+    target = torch.full((2, 3, 64, 64), -1.0)
+    target[..., :22, :22] = 1.0  # a white object in the top-left cell
+    (layer(zc, bg) - target).square().mean().backward()
+    grad = layer.pose.bias.grad[4:]
+    assert grad[0] < 0 and (grad[1:] > 0).all()  # gradient descent raises the top-left anchor only
+    with pytest.raises(ValueError, match="at least 2 per side"):
+        ForegroundLayer(6, ngf=4, anchors=1)
+    with pytest.raises(ValueError, match="g_layer_anchors needs the layered generator"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_anchors=3"])
+    with pytest.raises(ValueError, match="at least 2"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_anchors=1"])

@@ -100,7 +100,11 @@ class ForegroundLayer(nn.Module):
     lumpy disc of its own) are mixed by a softmax over ``K`` predicted from ``cat(z, c)`` (object
     prototypes, as in DTI-Sprites, Monnier et al., NeurIPS 2021): an outline is then a parameter
     learned from every image that shows it, and the sentence only has to pick it; the canvas path
-    still draws the colour. After each call, ``mask`` holds the placed mask
+    still draws the colour. With ``anchors=A > 1`` the layer is placed at every point of an ``A x A``
+    grid (cell centres, plus the pose's translation) and the placements are mixed by a softmax that the
+    pose head predicts: a translation alone learns only from the object's edges, so an object started
+    on the wrong side gets little signal to cross the image; an anchor's weight is moved by the whole
+    image (D pushes the mixture toward one anchor: a faint object at each point is no real image). After each call, ``mask`` holds the placed mask
     ``[B, 1, S, S]`` (with its graph), which the training step penalises by area (``stage1.mask_weight``).
 
     Example::
@@ -111,8 +115,10 @@ class ForegroundLayer(nn.Module):
 
     def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0,
                  canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False,
-                 templates: int = 0, pose_hidden: int = 0, pose_text: int = 0):
+                 templates: int = 0, pose_hidden: int = 0, pose_text: int = 0, anchors: int = 0):
         super().__init__()
+        if anchors == 1 or anchors < 0:
+            raise ConfigError(f"the anchor grid must be 0 (off) or at least 2 per side, got {anchors}")
         if pose_hidden < 0:
             raise ConfigError(f"the pose head's hidden width must be >= 0, got {pose_hidden}")
         if templates < 0:
@@ -147,7 +153,15 @@ class ForegroundLayer(nn.Module):
         pose_dim = in_dim + pose_text
         self.pose_in = (nn.Sequential(nn.Linear(pose_dim, pose_hidden), nn.LeakyReLU(0.2)) if pose_hidden
                         else nn.Identity())
-        self.pose = nn.Linear(pose_hidden or pose_dim, 4)
+        # anchors = A > 1: the layer is placed at each point of an A x A grid (cell centres in [-1, 1],
+        # plus the pose's translation) and the placements are mixed by a softmax over A^2 logits, which
+        # the pose head predicts after its four numbers
+        self.anchors = anchors
+        if anchors:
+            t = (torch.arange(anchors, dtype=torch.float32) * 2 + 1) / anchors - 1
+            ay, ax = torch.meshgrid(t, t, indexing="ij")
+            self.register_buffer("anchor_xy", torch.stack([ax.flatten(), ay.flatten()], 1), persistent=False)
+        self.pose = nn.Linear(pose_hidden or pose_dim, 4 + anchors * anchors)
         if templates:  # K prototype masks: lumpy discs of radius 0.6 (logit 0 on the rim), each with its own noise
             radius = fourier_features(TEMPLATE_SIZE, octaves=0)[0].square().sum(0).sqrt()  # [16, 16]
             disc = 8.0 * (0.6 - radius)
@@ -222,13 +236,21 @@ class ForegroundLayer(nn.Module):
         radius = ((m * d2).sum((1, 2)) / total + 1e-4).sqrt()
         return centre, radius / RMS_RADIUS
 
+    def anchor_weights(self, zc: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """With ``anchors``: the softmax ``[B, A*A]`` that mixes the placements at the anchor grid's points
+        (row by row from the top left, as ``anchor_xy`` lists them)."""
+        if not self.anchors:
+            raise ValueError("this layer has no anchor grid (model.g_layer_anchors)")
+        return torch.softmax(self.pose_params(zc, text)[:, 4:], dim=1)
+
     def transform(self, zc: torch.Tensor, mask: torch.Tensor | None = None,
-                  text: torch.Tensor | None = None) -> torch.Tensor:
+                  text: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
         """``affine_grid``'s matrices ``[B, 2, 3]``: from the image's coordinates to the canvas's.
         An object at ``t``, scaled by ``s`` and turned by ``a``: ``p_canvas = R(-a) (p - t) / s``. With
         ``normalize`` and the canvas ``mask``, the mask's own centre ``c`` and spread ``k`` (:meth:`moments`)
         are taken out: ``p_canvas = c + k R(-a) (p - t) / s``, so that wherever and however large the
-        canvas draws its object, it lands at ``t`` with an RMS radius of ``s * RMS_RADIUS``."""
+        canvas draws its object, it lands at ``t`` with an RMS radius of ``s * RMS_RADIUS``. ``shift [B, 2]``
+        is added to ``t`` (an anchor's point)."""
         p = self.pose_params(zc, text)
         scale = torch.exp(p[:, 0] + self.log_scale0)
         angle = math.pi * p[:, 1]
@@ -239,17 +261,30 @@ class ForegroundLayer(nn.Module):
             centre, spread = self.moments(mask)
             scale = scale / spread
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        tx, ty = p[:, 2], p[:, 3]
+        tx, ty = (p[:, 2], p[:, 3]) if shift is None else (p[:, 2] + shift[:, 0], p[:, 3] + shift[:, 1])
         row0 = torch.stack([cos, sin, centre[:, 0] - (cos * tx + sin * ty)], dim=1)
         row1 = torch.stack([-sin, cos, centre[:, 1] + sin * tx - cos * ty], dim=1)
         return torch.stack([row0, row1], dim=1)
 
     def forward(self, zc: torch.Tensor, background: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         rgb, mask = self.canvas(zc)
-        grid = F.affine_grid(self.transform(zc, mask, text).to(rgb.dtype), list(background.shape),
-                             align_corners=False)
-        placed = F.grid_sample(torch.cat([rgb, mask], dim=1), grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=False)  # outside the canvas: mask 0
-        fg, m = placed[:, :3], placed[:, 3:]
-        self.mask = m  # [B, 1, S, S]: the last placed mask, for an area penalty (stage1.mask_weight)
-        return m * fg + (1.0 - m) * background
+        rgba = torch.cat([rgb, mask], dim=1)
+        if not self.anchors:
+            grid = F.affine_grid(self.transform(zc, mask, text).to(rgb.dtype), list(background.shape),
+                                 align_corners=False)
+            placed = F.grid_sample(rgba, grid, mode="bilinear", padding_mode="zeros",
+                                   align_corners=False)  # outside the canvas: mask 0
+            fg, m = placed[:, :3], placed[:, 3:]
+            self.mask = m  # [B, 1, S, S]: the last placed mask, for an area penalty (stage1.mask_weight)
+            return m * fg + (1.0 - m) * background
+        # the layer at every anchor, mixed: each anchor's weight gets a gradient from the whole image
+        b, k = len(zc), len(self.anchor_xy)
+        rep = lambda x: None if x is None else x.repeat_interleave(k, dim=0)  # noqa: E731
+        theta = self.transform(rep(zc), rep(mask), rep(text), shift=self.anchor_xy.repeat(b, 1))
+        grid = F.affine_grid(theta.to(rgb.dtype), [b * k, 4, *background.shape[2:]], align_corners=False)
+        placed = F.grid_sample(rep(rgba), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        placed = placed.view(b, k, 4, *background.shape[2:])
+        w = self.anchor_weights(zc, text).to(rgb.dtype)[:, :, None, None, None]  # [B, K, 1, 1, 1]
+        m = (w * placed[:, :, 3:]).sum(1)  # [B, 1, S, S]: at most 1 (the weights sum to 1)
+        self.mask = m
+        return (w * placed[:, :, 3:] * placed[:, :, :3]).sum(1) + (1.0 - m) * background
