@@ -1032,3 +1032,23 @@ def test_anchor_grid_places_the_layer_at_each_point_and_every_anchor_learns_from
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_anchors=3"])
     with pytest.raises(ValueError, match="at least 2"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_anchors=1"])
+
+
+def test_round_frame_leaves_no_corner_to_draw_in():
+    """model.g_layer_round: the canvas mask is 0 outside the frame's inscribed circle (its corners
+    included), untouched near the centre, and the same at the four ends of the circle's axes."""
+    from stackgan.models.layered import ForegroundLayer
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, taper=True, round_frame=True).eval()
+    with torch.no_grad():
+        layer.to_rgba.bias[3:] = 30.0  # the mask logit: sigmoid = 1 everywhere
+        layer.to_rgba.weight.zero_()
+        _, mask = layer.canvas(torch.randn(2, 6))
+    m = mask[0, 0]
+    assert m[0, 0] == 0 and m[2, 2] == 0 and m[-3, -3] == 0  # the corners: nothing
+    assert torch.allclose(m[8:24, 8:24], torch.ones(1))  # well inside the circle: as drawn
+    assert m[16, 0] == 0 and m[16, 3] > 0  # the circle's edge on the middle row, like a square taper's there
+    assert torch.allclose(m, m.flip(0)) and torch.allclose(m, m.T)  # round: the same on every axis
+    with pytest.raises(ValueError, match="g_layer_round needs the layered generator"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_round=true"])

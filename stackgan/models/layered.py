@@ -92,7 +92,9 @@ class ForegroundLayer(nn.Module):
     on the circle for Gaussian z), so that every rotation is drawn without G having to learn to
     vary it (for data whose objects appear at every rotation, as in Shapes). With ``taper=True`` the
     mask falls to 0 over the canvas's outer 3 pixels, so that the canvas's edge (a square frame
-    around the object) cannot show in the image. With ``normalize=True`` the canvas mask's centre and
+    around the object) cannot show in the image; with ``round_frame=True`` it falls to 0 over 3 pixels
+    inside the frame's inscribed circle instead, so that the frame has no corners for a pointed
+    object's tips to run into (a square frame's four corners are the farthest points it has). With ``normalize=True`` the canvas mask's centre and
     RMS radius are taken out before placing it (:meth:`transform`): the pose alone says where the object
     goes and how large it is, so the canvas cannot draw a small object small (or off-centre) and has
     only the outline left to draw. With ``templates=K > 0`` the canvas's mask is not drawn by its path
@@ -115,7 +117,8 @@ class ForegroundLayer(nn.Module):
 
     def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0,
                  canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False,
-                 templates: int = 0, pose_hidden: int = 0, pose_text: int = 0, anchors: int = 0):
+                 templates: int = 0, pose_hidden: int = 0, pose_text: int = 0, anchors: int = 0,
+                 round_frame: bool = False):
         super().__init__()
         if anchors == 1 or anchors < 0:
             raise ConfigError(f"the anchor grid must be 0 (off) or at least 2 per side, got {anchors}")
@@ -127,7 +130,12 @@ class ForegroundLayer(nn.Module):
         if canvas not in CANVASES:
             raise ConfigError(f"the foreground canvas must be one of {', '.join(CANVASES)}, got {canvas!r}")
         self.ngf, self.kind, self.spin = ngf, canvas, spin
-        if taper:  # the mask falls to 0 over the canvas's outer 3 pixels: its edge is never drawn
+        if round_frame:  # the mask falls to 0 over 3 pixels inside the frame's inscribed circle: no corners to fill
+            u = torch.arange(CANVAS_SIZE, dtype=torch.float32) - (CANVAS_SIZE - 1) / 2
+            r = (u[:, None] ** 2 + u[None, :] ** 2).sqrt()  # each pixel centre's distance from the frame's centre
+            ramp = ((CANVAS_SIZE / 2 - 0.5 - r) / 3).clamp(0, 1)
+            self.register_buffer("window", ramp[None, None], persistent=False)
+        elif taper:  # the mask falls to 0 over the canvas's outer 3 pixels: its edge is never drawn
             i = torch.arange(CANVAS_SIZE)
             ramp = (torch.minimum(i, CANVAS_SIZE - 1 - i) / 3).clamp(max=1)  # [32]: 0, 1/3, 2/3, 1, ..., 1, ..., 0
             self.register_buffer("window", (ramp[:, None] * ramp[None, :])[None, None], persistent=False)
