@@ -62,3 +62,27 @@ def zoom(x: torch.Tensor, max_factor: float, generator: torch.Generator | None =
     theta[:, 0, 0] = theta[:, 1, 1] = 1 / factor  # output pixel p samples the input at p / factor
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def stretch(x: torch.Tensor, max_factor: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``x [B, C, H, W]`` with each image stretched about its centre along a random direction by its own
+    factor, log-uniform in ``[1 / max_factor, max_factor]``, and squeezed across it by the same factor
+    (area kept; bilinear, edges repeated); draws from torch's RNG (or from ``generator``, a CPU one).
+    A square becomes a rhombus or a rectangle, a triangle another triangle: the number of corners
+    stays, their angles and the outline's proportions do not, so that a reader trained on such images
+    has to count corners (docs/training-recipe.md, fifteenth round)."""
+    if max_factor <= 1:
+        return x
+    b = x.shape[0]
+    draw = (lambda: torch.rand(b)) if generator is None else (lambda: torch.rand(b, generator=generator))
+    factor = torch.exp((draw() * 2 - 1) * math.log(max_factor))  # [B]
+    phi = draw() * math.pi  # the stretch's direction
+    c, s = torch.cos(phi), torch.sin(phi)
+    # output pixel p samples the input at R(phi) diag(1 / f, f) R(-phi) p: stretched by f along phi
+    a, d = 1 / factor, factor
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = a * c * c + d * s * s
+    theta[:, 0, 1] = theta[:, 1, 0] = (a - d) * c * s
+    theta[:, 1, 1] = a * s * s + d * c * c
+    grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

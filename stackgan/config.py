@@ -148,6 +148,8 @@ class DataConfig:
     #   layout (image enlarged 2x, 3x3 convs, ReLU, the last stage stride 1, pooled to 4x4)
     matcher_zoom: float = 1.0  # > 1: the matcher trains on images zoomed about their centre by a random factor in
     #   [1 / zoom, zoom], so that an object's area does not tell its shape word (1: off)
+    matcher_stretch: float = 1.0  # > 1: ... and stretched along a random direction by a random factor in
+    #   [1 / stretch, stretch] (squeezed across it: area kept), so that it must count an outline's corners (1: off)
     matcher_hard: float = 0.0  # weight of VSE++'s hardest-negative hinge, in training the matcher and in G's loss
     foil_share: float = 0.0  # share of D's wrong captions that are one-word foils (stackgan.data.foils)
     matcher_foils: bool = False  # the matcher also tells each image from one-word foils of its captions
@@ -408,8 +410,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"data.foils_per_image must be >= 1, got {cfg.data.foils_per_image}")
     if cfg.data.matcher_hard < 0:
         raise ConfigError(f"data.matcher_hard must be >= 0, got {cfg.data.matcher_hard}")
-    if cfg.data.matcher_zoom < 1:
-        raise ConfigError(f"data.matcher_zoom must be >= 1 (1: off), got {cfg.data.matcher_zoom}")
+    for name in ("matcher_zoom", "matcher_stretch"):
+        if getattr(cfg.data, name) < 1:
+            raise ConfigError(f"data.{name} must be >= 1 (1: off), got {getattr(cfg.data, name)}")
     if not 1 <= len(cfg.data.matcher_widths) <= 6:
         raise ConfigError(f"data.matcher_widths needs 1 to 6 stages (64 px halves each), got {cfg.data.matcher_widths}")
     for n in (1, 2):

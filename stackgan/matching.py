@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .augment import zoom
+from .augment import stretch, zoom
 from .config import CHOICES, DataConfig
 from .data.manifest import load_images, read_manifest
 from .errors import ConfigError
@@ -156,12 +156,14 @@ def retrieval_accuracy(matcher: ImageTextMatcher, images: torch.Tensor, text: to
 def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, out_path: str | Path,
                   steps: int = 1500, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, hard_weight: float = 0.0,
                   progress: bool = True, device: str | torch.device = "cpu", zoom_factor: float = 1.0,
-                  **model_kwargs) -> ImageTextMatcher:
+                  stretch_factor: float = 1.0, **model_kwargs) -> ImageTextMatcher:
     """Train on the real train split (a random caption of each image per step), score top-1
     retrieval on the test split, save weights + json to `out_path`. ``zoom_factor > 1``: each
     training image is scaled about its centre by a random factor in ``[1 / zoom, zoom]``
     (:func:`stackgan.augment.zoom`), so that the matcher cannot tell a shape word by the object's area
-    alone (docs/training-recipe.md, fourteenth round); it also makes the size word less certain."""
+    alone (docs/training-recipe.md, fourteenth round); it also makes the size word less certain.
+    ``stretch_factor > 1``: each is also stretched along a random direction (:func:`stackgan.augment.stretch`),
+    so that it has to count an outline's corners rather than read its angles (fifteenth round)."""
     data_dir, out_path = Path(data_dir), Path(out_path)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -186,6 +188,8 @@ def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, ou
             x.shape, generator=gen).to(device)
         if zoom_factor > 1:  # each image scaled about its centre: the object's area no longer tells its shape
             x = zoom(x, zoom_factor, gen)
+        if stretch_factor > 1:  # ... and stretched: corners stay, angles and proportions do not
+            x = stretch(x, stretch_factor, gen)
         foil = None
         if foils is not None:  # one foil of each image (images without one add none)
             has = foil_counts[idx] > 0
@@ -199,7 +203,8 @@ def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, ou
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     matcher.eval().requires_grad_(False)
     meta = {"steps": steps, "batch_size": batch_size, "seed": seed, "train_seconds": round(time.monotonic() - start, 1),
-            "data": asdict(data_cfg), **({"zoom": zoom_factor} if zoom_factor > 1 else {})}
+            "data": asdict(data_cfg), **({"zoom": zoom_factor} if zoom_factor > 1 else {}),
+            **({"stretch": stretch_factor} if stretch_factor > 1 else {})}
     if (data_dir / "test.jsonl").exists():
         test, test_emb, _ = _split(data_dir, "test", data_cfg, norm, size, progress)
         meta["test_top1_of_100"] = retrieval_accuracy(matcher, from_uint8(test.to(device)),
@@ -238,6 +243,8 @@ def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: Text
             settings["foil_attributes"] = data_cfg.foil_attributes
     if data_cfg.matcher_zoom > 1:
         settings["zoom"] = data_cfg.matcher_zoom
+    if data_cfg.matcher_stretch > 1:
+        settings["stretch"] = data_cfg.matcher_stretch
     key = _key(data_dir, data_cfg, settings, data_cfg.matcher_steps, seed)
     path = cache_dir(data_dir) / f"matcher-{key}.safetensors"
     if path.exists() and path.with_suffix(".json").exists():
@@ -245,4 +252,5 @@ def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: Text
     return train_matcher(data_dir, data_cfg, norm, path, steps=data_cfg.matcher_steps,
                          batch_size=data_cfg.matcher_batch, seed=seed, hard_weight=data_cfg.matcher_hard,
                          progress=progress, device=device, widths=data_cfg.matcher_widths,
-                         trunk=data_cfg.matcher_trunk, zoom_factor=data_cfg.matcher_zoom)
+                         trunk=data_cfg.matcher_trunk, zoom_factor=data_cfg.matcher_zoom,
+                         stretch_factor=data_cfg.matcher_stretch)

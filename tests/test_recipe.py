@@ -300,6 +300,27 @@ def test_matcher_zoom_draws_from_its_generator_and_keys_its_own_cache(tiny_shape
                                      if "zoom" in json.loads(p.read_text())) == [1.4]
 
 
+def test_matcher_stretch_keeps_area_and_corners_changes_proportions_and_keys_its_own_cache(tiny_shapes, tmp_path):
+    from stackgan.augment import stretch
+    x = torch.zeros(6, 3, 64, 64)
+    x[:, :, 24:40, 24:40] = 1.0  # a 16 px square in the middle
+    a = stretch(x, 1.6, torch.Generator().manual_seed(3))
+    assert torch.equal(a, stretch(x, 1.6, torch.Generator().manual_seed(3)))  # the generator decides
+    assert torch.equal(stretch(x, 1.0), x)  # 1: off
+    obj = a[:, 0] > 0.5
+    area = obj.sum((1, 2)).float()
+    assert ((area - 256).abs() < 256 * 0.12).all()  # the area is kept
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    width = torch.stack([xs[o].max() - xs[o].min() for o in obj])
+    height = torch.stack([ys[o].max() - ys[o].min() for o in obj])
+    assert (width - height).abs().max() > 3  # ... but not its proportions: a rectangle or a rhombus
+    with pytest.raises(ValueError, match="matcher_stretch"):
+        apply_overrides(get_preset("fast"), ["data.matcher_stretch=0.5"])
+    cfg = apply_overrides(get_preset("fast"), ["data.matcher_steps=2", "data.matcher_batch=5"]).data  # (a new base)
+    made = _matchers_made(tiny_shapes, cfg, replace(cfg, matcher_stretch=1.5))
+    assert len(made) == 2 and [json.loads(p.read_text()).get("stretch") for p in made].count(1.5) == 1
+
+
 def test_match_foils_adds_only_the_foils_to_the_matching_loss(tiny_shapes, tmp_path, monkeypatch):
     from stackgan.training.step import foil_rows
     text = torch.arange(12.0).view(4, 3)
