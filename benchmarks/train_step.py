@@ -32,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from stackgan.config import apply_overrides, get_preset
 from stackgan.losses import discriminator_loss, generator_loss, kl_loss
+from stackgan.matching import ImageTextMatcher
 from stackgan.models.blocks import UpBlock
 from stackgan.models.build import build_discriminator, build_generator
 from stackgan.training.step import Updater
@@ -161,7 +162,10 @@ def train_rows(preset: str, stage: int, device, precision: str, compile_: bool, 
             fn = plain_step(cfg, stage, G, D, opt_g, opt_d)
         else:
             Gr, Dr = (torch.compile(G), torch.compile(D)) if compile_ else (G, D)
-            fn = Updater(cfg, stage, Gr, Dr, opt_g, opt_d, device=device, D_for_g=Dr)
+            # a recipe with G's matching loss runs its frozen matcher (untrained here: the same cost)
+            matcher = (ImageTextMatcher(TEXT_DIM, widths=cfg.data.matcher_widths, trunk=cfg.data.matcher_trunk)
+                       .to(device).eval().requires_grad_(False) if cfg.stage(stage).match_weight > 0 else None)
+            fn = Updater(cfg, stage, Gr, Dr, opt_g, opt_d, device=device, D_for_g=Dr, matcher=matcher)
         res = measure(fn, args, device, warmup + (3 if compile_ and variant == "project" else 0), steps)
         rows.append({"what": f"train stage {stage}", "preset": preset, "batch": B, "variant": variant,
                      "precision": "fp32" if variant == "plain" else precision, **res,
