@@ -80,6 +80,8 @@ class ModelConfig:
     #   its text code (0: none); trained with stage<N>.contrast_weight
     d_contrast_fake: bool = False  # that head also has a learned "generated image" text: D trains G's images to pick
     #   it and real images not to, so that G cannot satisfy the head with images a real one would not match
+    d_contrast_trunk: str = "d"  # what that head's image side reads: d, D's own 4x4 code; checker, an encoder of its
+    #   own in the attribute checker's layout (widths ndf, 2, 4, 6, 8 ndf; D's spectral norm and BatchNorm settings)
     d_gate: float = 0.0  # resnet D: initial gate of each residual branch (DF-GAN: 0, the block starts as its shortcut)
 
 
@@ -235,6 +237,7 @@ CHOICES = {
     "g_layer_background": ("full", "smooth", "vertical"),
     "on_divergence": ("stop", "rollback"),
     "matcher_trunk": ("strided", "checker"),
+    "d_contrast_trunk": ("d", "checker"),
 }
 
 
@@ -369,6 +372,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("stage2.mask_weight must be 0: the area prior acts on Stage I's layered generator")
     if cfg.stage1.mask_weight and not m.g_layered:
         raise ConfigError("stage1.mask_weight needs the layered generator (model.g_layered=true)")
+    if m.d_contrast_trunk != "d" and not m.d_contrast:
+        raise ConfigError("model.d_contrast_trunk needs D's contrastive head (model.d_contrast, e.g. 128)")
     if m.d_contrast_fake and not m.d_contrast:
         raise ConfigError("model.d_contrast_fake needs D's contrastive head (model.d_contrast, e.g. 128)")
     if m.d_contrast < 0:

@@ -30,6 +30,7 @@ from .errors import ConfigError
 from .text.cache import split_embeddings
 from .text.encoders import PRECOMPUTED, cache_key
 from .text.norm import TextNorm
+from .models.blocks import image_trunk
 from .utils import cache_dir, from_uint8, load_module_files, save_module
 
 FORMAT_VERSION = 1
@@ -45,24 +46,9 @@ class ImageTextMatcher(nn.Module):
         self.config = {"text_dim": text_dim, "embed_dim": embed_dim, "widths": list(widths), "size": size}
         if trunk != "strided":  # (absent when default: matchers cached before the switch keep their key)
             self.config["trunk"] = trunk
-        layers, cin = [], 3
-        if trunk == "strided":
-            for w in widths:  # stride 2 each: 64 -> 4 with four stages
-                layers += [nn.Conv2d(cin, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.LeakyReLU(0.2, inplace=True)]
-                cin = w
-            side = size // 2 ** len(widths)
-        elif trunk == "checker":  # the attribute checker's layout: 2x enlarged, 3x3 convs, ReLU, last stage stride 1
-            layers.append(nn.Upsample(size=2 * size, mode="bilinear"))
-            for i, w in enumerate(widths):
-                last = i == len(widths) - 1 and len(widths) > 1
-                layers += [nn.Conv2d(cin, w, 4 if i == 0 else 3, 1 if last else 2, 1, bias=False),
-                           nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-                cin = w
-            layers.append(nn.AdaptiveAvgPool2d(4))
-            side = 4
-        else:
+        if trunk not in CHOICES["matcher_trunk"]:
             raise ConfigError(f"data.matcher_trunk must be one of {', '.join(CHOICES['matcher_trunk'])}, got {trunk!r}")
-        self.trunk = nn.Sequential(*layers)
+        self.trunk, cin, side = image_trunk(trunk, widths, size)
         self.image_proj = nn.Linear(cin * side * side, embed_dim)  # flattened: keeps where things are
         self.text_proj = nn.Sequential(nn.Linear(text_dim, 256), nn.LeakyReLU(0.2, inplace=True),
                                        nn.Linear(256, embed_dim))

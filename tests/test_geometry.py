@@ -977,6 +977,41 @@ def test_contrast_zoom_gives_the_contrastive_head_a_pass_of_its_own_and_needs_th
         apply_overrides(get_preset("fast-sn-noca"), ["stage1.contrast_zoom=1.4"])
 
 
+def test_contrast_trunk_gives_the_head_an_encoder_of_its_own_in_the_checkers_layout():
+    """model.d_contrast_trunk=checker: the logged D/contrast is the head's loss on its own encoder's code
+    of the real images (the checker's layout: 3x3 convs, stride-1 last stage, pooled to 4x4, widths
+    1, 2, 4, 6, 8 ndf), which follows D's BatchNorm and spectral-norm settings and gets D's gradient."""
+    from torch.nn.utils.parametrize import is_parametrized
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.d_contrast=8",
+                                                             "stage1.contrast_weight=1", "model.d_contrast_trunk=checker"])
+    real, text, wrong, z = _batch(cfg)
+    G, D = _seeded_nets(cfg)
+    convs = [m for m in D.contrast_trunk if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels // cfg.model.ndf1 for c in convs] == [1, 2, 4, 6, 8] and convs[-1].stride[0] == 1
+    assert all(is_parametrized(c, "weight") for c in convs)  # D's spectral norm
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())  # this D has no BatchNorm, nor has its trunk
+    assert D.contrast_trunk(real).shape == (len(real), 8 * cfg.model.ndf1, 4, 4)
+    cfg = apply_overrides(cfg, ["model.d_spectral_norm=false"])  # (its power iteration steps at every call)
+    G, D = _seeded_nets(cfg)
+    with torch.no_grad():
+        Dc = copy.deepcopy(D)
+        expected = contrastive_loss(Dc.contrast.image(Dc.contrast_trunk(real)), Dc.contrast.text(Dc.text(text)),
+                                    text).item()
+    logged, _ = _one_update(cfg, G, D, real, text, wrong, z)
+    assert logged["D/contrast"].item() == pytest.approx(expected, rel=1e-5)
+    from stackgan.training.step import Updater  # D's update moves the trunk (the weights of its last conv here)
+    G, D = _seeded_nets(cfg)
+    last = [m for m in D.contrast_trunk if isinstance(m, nn.Conv2d)][-1].weight
+    before = last.detach().clone()
+    Updater(cfg, 1, G, D, torch.optim.SGD(G.parameters(), 0.0), torch.optim.SGD(D.parameters(), 0.1),
+            device=torch.device("cpu"))(real, text, wrong, z)
+    assert not torch.equal(before, last.detach())
+    with pytest.raises(ValueError, match="d_contrast_trunk needs D's contrastive head"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.d_contrast_trunk=checker"])
+    with pytest.raises(ValueError, match="d_contrast_trunk"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.d_contrast=8", "model.d_contrast_trunk=resnet"])
+
+
 def test_discriminator_deep_encoder_reads_128_px_through_3x3_convs_into_the_same_code():
     """model.d_deep: the image enlarged to 128 px, a 4x4 stride-2 stem, 3x3 convs (the last at stride 1),
     ReLU and no BatchNorm, averaged to D's usual 4x4 code of 8 ndf channels; not with d_stem or the

@@ -338,6 +338,30 @@ class ContrastHead(nn.Module):
         self.fake = nn.Parameter(torch.randn(dim)) if fake else None
 
 
+def image_trunk(kind: str, widths: tuple[int, ...], size: int = 64) -> tuple[nn.Sequential, int, int]:
+    """An image encoder ``[B, 3, size, size] -> [B, C, side, side]`` and its ``(C, side)``: ``strided``, one
+    4x4 stride-2 conv stage per width (BatchNorm, LeakyReLU); ``checker``, the attribute checker's layout
+    (the image enlarged 2x, a 4x4 stem and 3x3 convs, BatchNorm, ReLU, the last stage stride 1, pooled to 4x4)."""
+    layers, cin = [], 3
+    if kind == "strided":
+        for w in widths:  # stride 2 each: 64 -> 4 with four stages
+            layers += [nn.Conv2d(cin, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.LeakyReLU(0.2, inplace=True)]
+            cin = w
+        side = size // 2 ** len(widths)
+    elif kind == "checker":
+        layers.append(nn.Upsample(size=2 * size, mode="bilinear"))
+        for i, w in enumerate(widths):
+            last = i == len(widths) - 1 and len(widths) > 1
+            layers += [nn.Conv2d(cin, w, 4 if i == 0 else 3, 1 if last else 2, 1, bias=False),
+                       nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            cin = w
+        layers.append(nn.AdaptiveAvgPool2d(4))
+        side = 4
+    else:
+        raise ValueError(f"an image trunk is 'strided' or 'checker', got {kind!r}")
+    return nn.Sequential(*layers), cin, side
+
+
 def init_weights(module: nn.Module) -> None:
     """Conv / linear weights N(0, 0.02); BN weight N(1, 0.02), bias 0 (reference init)."""
     for m in module.modules():

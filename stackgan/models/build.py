@@ -6,7 +6,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .blocks import ContrastHead, blur_downsampling
+from .blocks import ContrastHead, blur_downsampling, image_trunk
 from .resnet_d import ResNetDiscriminator
 from .stage1 import Stage1Discriminator, Stage1Generator
 from .stage2 import Stage2Discriminator, Stage2Generator
@@ -86,7 +86,10 @@ def build_discriminator(m: ModelConfig, stage: int) -> nn.Module:
                                 m.d_projection)
     if m.d_contrast:  # a contrastive embedding head on D's 4x4 code (8 ndf channels, + 1 with minibatch std)
         ndf = m.ndf1 if stage == 1 else m.ndf2
-        d.contrast = ContrastHead(8 * ndf + int(m.d_mbstd), m.cond_dim, m.d_contrast, m.d_contrast_fake)
+        channels = 8 * ndf + int(m.d_mbstd)
+        if m.d_contrast_trunk == "checker":  # ... or on an encoder of its own in the attribute checker's layout
+            d.contrast_trunk, channels, _ = image_trunk("checker", tuple(k * ndf for k in (1, 2, 4, 6, 8)))
+        d.contrast = ContrastHead(channels, m.cond_dim, m.d_contrast, m.d_contrast_fake)
     if m.d_blur:  # anti-aliased down-sampling: a fixed low-pass before each stride-2 conv
         if m.d_arch != "dcgan":
             raise ConfigError("model.d_blur applies to the paper's D (model.d_arch=dcgan)")

@@ -106,10 +106,14 @@ class Updater:
 
     def _zoomed(self, D, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """D's code of ``x`` for the contrastive head: ``h`` (the code D computed for its other heads), or
-        with ``contrast_zoom`` the code of a randomly zoomed copy (stackgan.augment.zoom) in a pass of its own."""
-        if self.sc.contrast_zoom <= 1 or not self.sc.contrast_weight:
+        with ``contrast_zoom`` the code of a randomly zoomed copy (stackgan.augment.zoom) in a pass of its own;
+        with ``model.d_contrast_trunk=checker`` the code of the head's own encoder (of the zoomed copy)."""
+        trunk = getattr(unwrap(D), "contrast_trunk", None)
+        if self.sc.contrast_zoom > 1 and self.sc.contrast_weight:
+            x = zoom(x, self.sc.contrast_zoom)
+        elif trunk is None:
             return h
-        return D(zoom(x, self.sc.contrast_zoom))
+        return D(x) if trunk is None else trunk(x)
 
     def _d_view(self, x: torch.Tensor) -> torch.Tensor:  # what D sees: optionally augmented (stackgan.augment)
         sc = self.sc
