@@ -225,20 +225,41 @@ def test_outline_judge_is_skipped_without_a_training_split(shapes_dir, tmp_path,
     assert "shape_outline not reported" in capsys.readouterr().out
 
 
-def test_outline_reads_are_the_confusions_rows():
-    from stackgan.evaluation.shapes_eval import outline_reads, reads_table
+def test_shape_reads_are_the_confusions_rows_with_none():
+    from stackgan.evaluation.shapes_eval import reads_table, shape_reads
     records = [{"attributes": {"shape": s}} for s in ("circle", "circle", "triangle", "triangle", "triangle", "star")]
     idx = ATTRIBUTES["shape"].index
-    # circles read right; triangles read square, square, triangle; the star read circle
-    predicted = torch.tensor([idx("circle"), idx("circle"), idx("square"), idx("square"), idx("triangle"), idx("circle")])
-    reads = outline_reads(predicted, records)
+    # circles read right; triangles read square, none, triangle; the star read circle
+    read = torch.tensor([idx("circle"), idx("circle"), idx("square"), -1, idx("triangle"), idx("circle")])
+    reads = shape_reads(read, records)
     assert set(reads) == {"circle", "triangle", "star"}  # no square among the captions: no row for it
     assert reads["circle"]["circle"] == 1.0
-    assert reads["triangle"]["square"] == pytest.approx(2 / 3) and reads["triangle"]["triangle"] == pytest.approx(1 / 3)
-    assert reads["star"] == {"circle": 1.0, "square": 0.0, "triangle": 0.0, "star": 0.0}
-    table = reads_table({"stage1": {"outline_reads": reads}})
-    assert "| Stage 1 | triangle | 0.00 | 0.67 | 0.33 | 0.00 |" in table
+    assert reads["triangle"]["square"] == pytest.approx(1 / 3) and reads["triangle"]["none"] == pytest.approx(1 / 3)
+    assert reads["star"] == {"circle": 1.0, "square": 0.0, "triangle": 0.0, "star": 0.0, "none": 0.0}
+    table = reads_table({"stage1": {"shape_reads": reads}})
+    assert "| Stage 1 | triangle | 0.00 | 0.33 | 0.33 | 0.00 | 0.33 |" in table and "read none" in table
     assert reads_table({"stage1": {"shape": 0.5}}) == ""
+
+
+def test_overlap_judge_reads_real_shapes_and_calls_a_lumpy_blob_none(shapes_dir):
+    """stackgan.evaluation.outline.read_shapes: every real test image overlaps its own ideal shape best
+    (also mirrored); a disc reads circle; a disc with bites taken out of its rim, a four-pointed star and
+    an empty image overlap no shape by 0.75 and read none (-1)."""
+    from stackgan.data.manifest import load_images, read_manifest
+    from stackgan.evaluation.outline import overlap_shapes, read_shapes
+    test = read_manifest(shapes_dir, "test")
+    real = from_uint8(load_images(shapes_dir, "test", test, 64, progress=False))
+    assert torch.equal(read_shapes(real), _shape_index(test))
+    assert torch.equal(read_shapes(real.flip(-1)), _shape_index(test))  # mirrored (the background's ramp runs down)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    r, angle = ((yy - 30) ** 2 + (xx - 34) ** 2).sqrt(), torch.atan2(yy - 30, xx - 34)
+    disc = (r < 14).float()
+    bitten = disc * (1 - ((torch.cos(3 * angle) > 0.5) & (r > 7)).float())  # three deep bites
+    four = (r < 6 + 12 * torch.cos(2 * angle).abs() ** 4).float()  # a four-pointed star
+    on_grey = lambda m: torch.stack([m * 0.9 - 0.1 * (1 - m), -0.1 + 0 * m, -0.1 + 0 * m])  # noqa: E731
+    images = torch.stack([on_grey(disc), on_grey(bitten), on_grey(four), on_grey(0 * disc)])
+    assert read_shapes(images).tolist() == [ATTRIBUTES["shape"].index("circle"), -1, -1, -1]
+    assert overlap_shapes(images[:1])[0, 0] > 0.9 and (overlap_shapes(images[3:]) == 0).all()
 
 
 def test_demo_prints_each_table_of_eval_md_apart():

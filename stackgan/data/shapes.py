@@ -197,7 +197,7 @@ def _paint_object(image: np.ndarray, attrs: dict[str, str], g: Geometry) -> None
     u = dx[None, :] * c + dy[:, None] * sn  # [H*4, W*4] along theta
     v = dy[:, None] * c - dx[None, :] * sn  # [H*4, W*4] across
 
-    inside = _inside(attrs["shape"], u, v, g.radius)  # [H*4, W*4] bool
+    inside = inside_shape(attrs["shape"], u, v, g.radius)  # [H*4, W*4] bool
     shaded = inside & _pattern(attrs["texture"], u, v)
     n_in, n_shaded = _count_rows(inside, w), _count_rows(shaded, w)  # [H*4, W] in 0..4
     ramp = _ramp(np.arange(y0 * s, y1 * s, dtype=np.float64))[:, None]  # [H*4, 1]
@@ -219,7 +219,9 @@ def _count_rows(mask: np.ndarray, w: int) -> np.ndarray:
     return sum(runs[..., k] for k in range(1, SUPERSAMPLE)) + runs[..., 0]
 
 
-def _inside(shape: str, u: np.ndarray, v: np.ndarray, radius: float) -> np.ndarray:
+def inside_shape(shape: str, u: np.ndarray, v: np.ndarray, radius: float) -> np.ndarray:
+    """Which points (u, v) of the object's frame (upright, centred, image axes) lie inside ``shape`` of
+    circumradius ``radius``."""
     if shape == "circle":
         return u * u + v * v <= np.float32(radius * radius)
     points, inner, first = _POLYGONS[shape]

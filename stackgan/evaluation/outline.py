@@ -14,13 +14,27 @@ maps them to the four shape words; it is fitted on real training images each tim
 
     judge = OutlineJudge.fit(train_images, train_shapes)   # images [N, 3, H, W] in [-1, 1], labels [N]
     judge.predict(generated)                               # LongTensor [N] of ATTRIBUTES["shape"] indices
+
+That judge can still be pleased by an outline that is no shape at all: Fourier magnitudes of a lumpy
+blob look like a star's. :func:`overlap_shapes` is stricter and learns nothing: it lays each of the
+four ideal shapes of the data set's own geometry (:func:`stackgan.data.shapes.inside_shape`) over the
+object's mask, with the mask's centroid and area, at every rotation (3 degree steps), and reads the
+shape whose overlap (intersection over union) is highest, or none when even that one is below
+``IOU_THRESHOLD`` (every real test image overlaps its own shape by at least 0.8).
+
+    read_shapes(generated)                                 # LongTensor [N]: shape indices, -1 for none
 """
 from __future__ import annotations
+
+import functools
+import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+
+from ..data.shapes import ATTRIBUTES, inside_shape
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -31,6 +45,8 @@ BORDER = 3  # the border columns (at SIZE) whose colour is each row's background
 THRESHOLD = 0.2  # a pixel is object where some channel is this far (images in [-1, 1]) from its row's border
 BINS = 72  # angles of the outline signature
 HARMONICS = 8  # its Fourier magnitudes 1..HARMONICS are features
+IOU_THRESHOLD = 0.75  # overlap_shapes: a mask that overlaps no ideal shape this well is no shape (reads -1)
+IOU_GRID, IOU_EXTENT, IOU_STEP = 48, 1.25, 3  # ... compared on a 48 x 48 grid over [-1.25, 1.25]^2 (unit area), 3 deg
 
 
 def object_masks(x: torch.Tensor) -> np.ndarray:
@@ -99,3 +115,62 @@ class OutlineJudge:
         """Shape indices ``[N]`` (LongTensor) of ``images [N, 3, H, W]`` in [-1, 1]."""
         out = [self.model.predict(features(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
         return torch.from_numpy(np.concatenate(out)).long() if out else torch.zeros(0, dtype=torch.long)
+
+
+@functools.lru_cache(maxsize=1)
+def ideal_shapes() -> tuple[torch.Tensor, ...]:
+    """For each shape of ``ATTRIBUTES["shape"]``, its masks of unit area centred in the comparison grid at
+    every rotation of its symmetry period (3 degree steps; one for the circle): ``[angles, GRID * GRID]``."""
+    t = (torch.arange(IOU_GRID, dtype=torch.float32) * 2 + 1) / IOU_GRID - 1
+    v, u = torch.meshgrid(t * IOU_EXTENT, t * IOU_EXTENT, indexing="ij")
+    fine = np.linspace(-1.5, 1.5, 601, dtype=np.float32)
+    fu, fv = np.meshgrid(fine, fine)
+    out = []
+    for shape in ATTRIBUTES["shape"]:
+        radius = 1 / math.sqrt(inside_shape(shape, fu, fv, 1.0).mean() * 9.0)  # circumradius of unit area
+        period = 360 // {"circle": 360, "square": 4, "triangle": 3, "star": 5}.get(shape, 1)
+        masks = []
+        for degrees in range(0, period, IOU_STEP if shape != "circle" else period):
+            c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+            ur, vr = (c * u + s * v).numpy(), (-s * u + c * v).numpy()
+            masks.append(torch.from_numpy(inside_shape(shape, ur, vr, radius)).float().flatten())
+        out.append(torch.stack(masks))
+    return tuple(out)
+
+
+def overlap_shapes(x: torch.Tensor) -> torch.Tensor:
+    """``x [N, 3, H, W]`` in [-1, 1] -> ``[N, 4]``: for each shape, the best intersection over union of the
+    object's mask (:func:`object_masks`) with that ideal shape at the mask's centroid and area, over
+    rotations; 0 for an (almost) empty image."""
+    masks = torch.from_numpy(object_masks(x)).float()  # [N, H, W]
+    n, h, w = masks.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    area = masks.sum((1, 2))
+    cx = (masks * xs).sum((1, 2)) / area.clamp(min=1)
+    cy = (masks * ys).sum((1, 2)) / area.clamp(min=1)
+    t = (torch.arange(IOU_GRID, dtype=torch.float32) * 2 + 1) / IOU_GRID - 1
+    v, u = torch.meshgrid(t * IOU_EXTENT, t * IOU_EXTENT, indexing="ij")
+    k = area.clamp(min=1).sqrt()[:, None, None]  # pixels per unit of the grid: the mask at unit area
+    gx = (cx[:, None, None] + u * k) / (w - 1) * 2 - 1
+    gy = (cy[:, None, None] + v * k) / (h - 1) * 2 - 1
+    grid = torch.stack([gx, gy], dim=-1)  # [N, G, G, 2]
+    sampled = (F.grid_sample(masks[:, None], grid, align_corners=True)[:, 0].flatten(1) > 0.5).float()
+    best = []
+    for ideal in ideal_shapes():
+        inter = sampled @ ideal.T  # [N, angles]
+        union = sampled.sum(1, keepdim=True) + ideal.sum(1) - inter
+        best.append((inter / union.clamp(min=1)).amax(1))
+    best = torch.stack(best, dim=1)
+    best[area < 8 * UP * UP] = 0.0  # fewer than ~8 pixels at 64 px: no object to read
+    return best
+
+
+def read_shapes(x: torch.Tensor, threshold: float = IOU_THRESHOLD, batch_size: int = 500) -> torch.Tensor:
+    """``x [N, 3, H, W]`` in [-1, 1] -> LongTensor ``[N]``: the index of the shape that the object's mask
+    overlaps best (:func:`overlap_shapes`), or -1 where no shape overlaps it by ``threshold``."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        iou = overlap_shapes(x[i:i + batch_size])
+        best, idx = iou.max(dim=1)
+        out.append(torch.where(best >= threshold, idx, torch.full_like(idx, -1)))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)

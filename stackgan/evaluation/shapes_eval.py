@@ -15,9 +15,9 @@ from ..text.cache import precomputed_embeddings
 from ..text.encoders import PRECOMPUTED
 from ..utils import atomic_path, from_uint8
 from .checker import WEIGHTS_NAME, attribute_accuracy, load_or_train_checker
-from .outline import OutlineJudge
+from .outline import OutlineJudge, read_shapes
 
-COLUMNS = list(ATTRIBUTES) + ["all", "held_out_pair", "shape_outline"]
+COLUMNS = list(ATTRIBUTES) + ["all", "held_out_pair", "shape_outline", "shape_overlap"]
 OUTLINE_TRAIN = 2000  # real training images the outline judge is fitted on
 
 
@@ -28,7 +28,9 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
     the checker trained on real Shapes images, and report accuracy per attribute, all six
     together and shape+color on the held-out pairs, for Stage I and Stage II; and the shape as a
     second judge that reads only the object's outline sees it (``shape_outline``, :mod:`.outline`),
-    which a generator cannot satisfy with patterns that a CNN reads as a shape.
+    which a generator cannot satisfy with patterns that a CNN reads as a shape, and as a third that
+    lays the four ideal shapes over the object's mask (``shape_overlap``; ``shape_reads``, what it reads
+    for each shape word, "none" where no shape overlaps the object by 0.75).
 
     Writes ``eval.json`` and ``eval.md`` to ``out_dir`` (default: the run or model folder).
     ``retrain_checker`` trains the checker again instead of using the cached or shipped one.
@@ -54,20 +56,22 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
     images = pipe.generate(None if embeddings is not None else captions, embeddings=embeddings, seed=seed,
                            batch_size=32, progress=progress).stages
     judge = _outline_judge(data_dir)
-    real_outline = (_accuracy(judge, from_uint8(load_images(data_dir, "test", records, 64, progress=False)), records)
-                    if judge is not None else None)
+    real_images = from_uint8(load_images(data_dir, "test", records, 64, progress=False))
+    real_outline = _accuracy(judge, real_images, records) if judge is not None else None
+    real_overlap = (read_shapes(real_images) == _shapes(records)).float().mean().item()
     report = {"checkpoint": str(checkpoint), "data": str(data_dir), "num_samples": len(records),
               "condition": "precomputed test embeddings" if embeddings is not None else "full test captions",
               "held_out_samples": int(held_out.sum()), "seed": seed, "checker_on_real_images": real,
-              "outline_on_real_images": real_outline}
+              "outline_on_real_images": real_outline, "overlap_on_real_images": real_overlap}
     for stage in ("stage1", "stage2"):
         if stage in images:
             x = from_uint8(images[stage])
             report[stage] = attribute_accuracy(checker, x, attributes, held_out)
             if judge is not None:
-                predicted = judge.predict(x)
-                report[stage]["shape_outline"] = (predicted == _shapes(records)).float().mean().item()
-                report[stage]["outline_reads"] = outline_reads(predicted, records)
+                report[stage]["shape_outline"] = _accuracy(judge, x, records)
+            read = read_shapes(x)
+            report[stage]["shape_overlap"] = (read == _shapes(records)).float().mean().item()
+            report[stage]["shape_reads"] = shape_reads(read, records)
 
     out_dir = Path(out_dir) if out_dir else (checkpoint if checkpoint.is_dir() else checkpoint.parent)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +79,8 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
         tmp.write_text(json.dumps(report, indent=2))
     table, reads = markdown_table(report), reads_table(report)
     if reads:
-        reads = f"\nWhat the outline judge reads for each shape word:\n\n{reads}\n"
+        reads = (f"\nWhat the overlap judge reads for each shape word (none: no ideal shape overlaps the "
+                 f"object by 0.75):\n\n{reads}\n")
     with atomic_path(out_dir / "eval.md") as tmp:
         tmp.write_text(f"# Shapes attribute accuracy\n\n{checkpoint} on {len(records)} test captions "
                        f"({report['held_out_samples']} held-out pairs), seed {seed}\n\n{table}\n{reads}")
@@ -104,35 +109,39 @@ def _accuracy(judge: OutlineJudge, images: torch.Tensor, records: list[dict]) ->
     return (judge.predict(images) == _shapes(records)).float().mean().item()
 
 
-def outline_reads(predicted: torch.Tensor, records: list[dict]) -> dict[str, dict[str, float]]:
-    """For each shape word of the captions, the share of its images that the outline judge reads as
-    each shape: ``{"triangle": {"circle": 0.0, "square": 0.9, ...}, ...}`` (the confusion's rows)."""
+READS = list(ATTRIBUTES["shape"]) + ["none"]  # what the overlap judge can read (-1: none)
+
+
+def shape_reads(read: torch.Tensor, records: list[dict]) -> dict[str, dict[str, float]]:
+    """For each shape word of the captions, the share of its images that the overlap judge reads as each
+    shape or as none (index -1): ``{"triangle": {"circle": 0.0, ..., "none": 0.9}, ...}`` (the confusion's rows)."""
     true, names = _shapes(records), ATTRIBUTES["shape"]
-    return {names[t]: {names[p]: (predicted[true == t] == p).float().mean().item() for p in range(len(names))}
+    index = {name: i for i, name in enumerate(names)} | {"none": -1}
+    return {names[t]: {r: (read[true == t] == index[r]).float().mean().item() for r in READS}
             for t in range(len(names)) if (true == t).any()}
 
 
 def reads_table(report: dict) -> str:
-    """The outline judge's reads per shape word (rows) for each stage, as markdown; "" without them."""
+    """The overlap judge's reads per shape word (rows) for each stage, as markdown; "" without them."""
     rows = []
     for stage in ("stage1", "stage2"):
-        reads = report.get(stage, {}).get("outline_reads")
+        reads = report.get(stage, {}).get("shape_reads")
         for word, row in (reads or {}).items():
-            rows.append(f"| {stage.replace('stage', 'Stage ')} | {word} | "
-                        + " | ".join(f"{row[p]:.2f}" for p in ATTRIBUTES["shape"]) + " |")
+            rows.append(f"| {stage.replace('stage', 'Stage ')} | {word} | " + " | ".join(f"{row[r]:.2f}" for r in READS)
+                        + " |")
     if not rows:
         return ""
-    header = ("| images | caption says | " + " | ".join(f"read {p}" for p in ATTRIBUTES["shape"])
-              + " |\n|" + "---|" * (len(ATTRIBUTES["shape"]) + 2))
+    header = "| images | caption says | " + " | ".join(f"read {r}" for r in READS) + " |\n|" + "---|" * (len(READS) + 2)
     return header + "\n" + "\n".join(rows)
 
 
 def markdown_table(report: dict) -> str:
     rows = []
     real = {k: dict(v) for k, v in report["checker_on_real_images"].items()}
-    if report.get("outline_on_real_images") is not None:  # (none: no train split, or an older report)
-        for v in real.values():
-            v["shape_outline"] = report["outline_on_real_images"]
+    for key, column in (("outline_on_real_images", "shape_outline"), ("overlap_on_real_images", "shape_overlap")):
+        if report.get(key) is not None:  # (none: no train split for the outline judge, or an older report)
+            for v in real.values():
+                v[column] = report[key]
     for name, scores in [(f"real images ({k}px)", v) for k, v in real.items()] + [
             (s.replace("stage", "Stage "), report[s]) for s in ("stage1", "stage2") if s in report]:
         cells = ["-" if scores.get(c) is None or math.isnan(scores[c]) else f"{scores[c]:.3f}" for c in COLUMNS]
