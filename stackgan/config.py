@@ -50,6 +50,8 @@ class ModelConfig:
     g_layer_spin: bool = False  # that object is also turned by the angle of z's first two dims (uniform): every
     #   rotation without G learning to vary it (data whose objects appear at every rotation)
     g_layer_taper: bool = False  # that object's mask falls to 0 over its canvas's outer 3 pixels (no canvas frame)
+    g_layer_radial: int = 0  # > 0: that object's mask is the inside of an outline whose radius over angle is a
+    #   Fourier series of this many harmonics predicted from cat(z, c) (a disc at the start), not drawn by its canvas
     g_layer_round: bool = False  # that object's mask falls to 0 inside its frame's inscribed circle (not at the
     #   square frame's edge): no corners for a pointed object's tips to run into
     g_layer_normalize: bool = False  # that object is placed by its mask's own centre and RMS radius: only the pose
@@ -359,12 +361,14 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.ngf1 must be even (Stage I ends with ngf1/2 channels), got {m.ngf1}")
     if m.ngf2 % 4:
         raise ConfigError(f"model.ngf2 must be divisible by 4 (Stage II ends with ngf2/4), got {m.ngf2}")
-    for name in ("g_layer_templates", "g_layer_pose_hidden"):
+    if m.g_layer_radial and m.g_layer_templates:
+        raise ConfigError("model.g_layer_radial and model.g_layer_templates both make the object's mask; set one")
+    for name in ("g_layer_templates", "g_layer_pose_hidden", "g_layer_radial"):
         if getattr(m, name) < 0:
             raise ConfigError(f"model.{name} must be >= 0, got {getattr(m, name)}")
     if m.g_layer_anchors < 0 or m.g_layer_anchors == 1:
         raise ConfigError(f"model.g_layer_anchors must be 0 (off) or at least 2 (an A x A grid), got {m.g_layer_anchors}")
-    for name in ("g_layer_spin", "g_layer_taper", "g_layer_round", "g_layer_normalize", "g_layer_pose_text", "g_layer_templates",
+    for name in ("g_layer_spin", "g_layer_taper", "g_layer_round", "g_layer_radial", "g_layer_normalize", "g_layer_pose_text", "g_layer_templates",
                  "g_layer_pose_hidden", "g_layer_anchors"):
         if getattr(m, name) and not m.g_layered:
             raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")

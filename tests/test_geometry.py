@@ -1087,3 +1087,34 @@ def test_round_frame_leaves_no_corner_to_draw_in():
     assert torch.allclose(m, m.flip(0)) and torch.allclose(m, m.T)  # round: the same on every axis
     with pytest.raises(ValueError, match="g_layer_round needs the layered generator"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_round=true"])
+
+
+def test_radial_outline_starts_as_a_disc_and_its_harmonics_draw_corners():
+    """model.g_layer_radial: the mask is the inside of r(theta) = 0.6 exp(sum a_k cos k theta + b_k sin k
+    theta); zero coefficients draw a disc of radius 0.6 for every condition; a third-harmonic
+    coefficient draws three lobes (a mask with the triangle's symmetry: unchanged by a turn of 120
+    degrees, changed by one of 90); not with mask templates, only with the layered generator."""
+    import math
+
+    from stackgan.models.layered import CANVAS_SIZE, ForegroundLayer
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, radial=5).eval()
+    _, disc = layer.canvas(torch.randn(3, 6))
+    assert torch.equal(disc[0], disc[1])  # the condition does not matter yet
+    inside = disc[0, 0] > 0.5
+    assert abs(inside.float().sum().item() - math.pi * (0.6 * CANVAS_SIZE / 2) ** 2) < 12  # a disc of radius 0.6
+    with torch.no_grad():
+        layer.outline.bias[2] = 0.4  # a_3: cos(3 theta)
+        _, lobes = layer.canvas(torch.zeros(1, 6))
+    m = lobes[0, 0]
+    theta = torch.tensor([0.0, 2 * math.pi / 3, math.pi / 3, math.pi / 2])
+    r = 0.6 * torch.exp(0.4 * torch.cos(3 * theta))
+    assert r[0] == pytest.approx(r[1].item(), rel=1e-5) and r[0] > r[2]  # the outline the mask follows
+    row, col = CANVAS_SIZE // 2, int(CANVAS_SIZE / 2 * (1 + 0.8))  # on the +u axis at radius 0.8: a lobe
+    assert m[row, col] > 0.5 and m[int(CANVAS_SIZE / 2 * (1 - 0.8)), row] < 0.5  # at -v, between lobes: outside
+    with pytest.raises(ValueError, match="both make the object's mask"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_radial=5",
+                                                    "model.g_layer_templates=2"])
+    with pytest.raises(ValueError, match="g_layer_radial needs the layered generator"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_radial=5"])

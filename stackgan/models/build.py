@@ -33,6 +33,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
             args["stage1"]["spin"] = True
         if m.g_layer_taper:
             args["stage1"]["taper"] = True
+        if m.g_layer_radial:
+            args["stage1"]["radial"] = int(m.g_layer_radial)
         if m.g_layer_round:
             args["stage1"]["round_frame"] = True
         if m.g_layer_normalize:

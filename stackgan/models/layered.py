@@ -31,6 +31,7 @@ TEMPLATE_GAIN = 10.0  # mask templates are stored over this factor: Adam moves a
 TEMPLATE_LIMIT = 6.0  # ... and their logits are bounded by LIMIT * tanh(. / LIMIT): a saturated pixel still learns
 TEMPLATE_LUMPS = 2.5  # ... and start as discs plus this much smooth (4 x 4, enlarged) noise, each its own
 TEMPLATE_SIZE = 16  # ... and drawn at 16 x 16, enlarged bilinearly to the canvas: smooth outlines, fewer pixels
+RADIAL_R0 = 0.6  # model.g_layer_radial: the outline's radius (in the canvas's [-1, 1] frame) before it learns
 RMS_RADIUS = 0.5  # with normalize: the canvas mask's RMS radius (in its [-1, 1] frame) that scale 1 places as is
 
 
@@ -102,7 +103,10 @@ class ForegroundLayer(nn.Module):
     lumpy disc of its own) are mixed by a softmax over ``K`` predicted from ``cat(z, c)`` (object
     prototypes, as in DTI-Sprites, Monnier et al., NeurIPS 2021): an outline is then a parameter
     learned from every image that shows it, and the sentence only has to pick it; the canvas path
-    still draws the colour. With ``anchors=A > 1`` the layer is placed at every point of an ``A x A``
+    still draws the colour. With ``radial=K > 0`` the mask is the inside of a star-convex outline whose
+    radius over angle is ``0.6 * exp(sum_k a_k cos k theta + b_k sin k theta)``, the ``2K`` coefficients a
+    linear function of ``cat(z, c)`` (zero at the start: a disc): three corners, four or five are then
+    equally easy to draw, where the conv canvas's square grid makes four the easiest. With ``anchors=A > 1`` the layer is placed at every point of an ``A x A``
     grid (cell centres, plus the pose's translation) and the placements are mixed by a softmax that the
     pose head predicts: a translation alone learns only from the object's edges, so an object started
     on the wrong side gets little signal to cross the image; an anchor's weight is moved by the whole
@@ -118,8 +122,10 @@ class ForegroundLayer(nn.Module):
     def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0,
                  canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False,
                  templates: int = 0, pose_hidden: int = 0, pose_text: int = 0, anchors: int = 0,
-                 round_frame: bool = False):
+                 round_frame: bool = False, radial: int = 0):
         super().__init__()
+        if radial < 0 or (radial and templates):
+            raise ConfigError(f"the radial outline's harmonics must be >= 0 and not with mask templates, got {radial}")
         if anchors == 1 or anchors < 0:
             raise ConfigError(f"the anchor grid must be 0 (off) or at least 2 per side, got {anchors}")
         if pose_hidden < 0:
@@ -183,6 +189,18 @@ class ForegroundLayer(nn.Module):
             self.select = nn.Linear(in_dim, templates)
         else:
             self.templates = None
+        # radial = K > 0: the mask is the inside of an outline whose radius over angle is RADIAL_R0 times
+        # exp(a Fourier series of K harmonics) predicted from cat(z, c); zero-initialised: a disc
+        self.radial = radial
+        if radial:
+            t = (torch.arange(CANVAS_SIZE, dtype=torch.float32) * 2 + 1) / CANVAS_SIZE - 1
+            v, u = torch.meshgrid(t, t, indexing="ij")
+            k = torch.arange(1, radial + 1, dtype=torch.float32)[:, None, None]
+            angle = torch.atan2(v, u)
+            self.register_buffer("polar_rho", (u * u + v * v).sqrt()[None], persistent=False)  # [1, 32, 32]
+            self.register_buffer("polar_basis", torch.cat([torch.cos(k * angle), torch.sin(k * angle)]),
+                                 persistent=False)  # [2K, 32, 32]
+            self.outline = nn.Linear(in_dim, 2 * radial)
         if normalize:  # each canvas pixel's (u, v), for the mask's moments
             self.register_buffer("coords", fourier_features(CANVAS_SIZE, octaves=0)[0], persistent=False)  # [2, 32, 32]
         self.log_scale0, self.mask_bias = math.log(scale0), mask_bias
@@ -194,6 +212,9 @@ class ForegroundLayer(nn.Module):
         (Called again by a generator whose weight initialisation runs over this layer too.)"""
         nn.init.zeros_(self.pose.weight)
         nn.init.zeros_(self.pose.bias)
+        if getattr(self, "radial", 0):  # the outline starts as a disc of radius RADIAL_R0
+            nn.init.zeros_(self.outline.weight)
+            nn.init.zeros_(self.outline.bias)
         nn.init.constant_(self.to_rgba.bias[3:], self.mask_bias)
         for film in getattr(self, "film", ()):
             film.start_as_identity()
@@ -211,7 +232,11 @@ class ForegroundLayer(nn.Module):
                     h = self.hidden[i - 1](h)
                 h = F.relu(film(h, zc))
         rgba = self.to_rgba(h)
-        if self.templates is None:
+        if self.radial:  # inside the predicted outline, the edge about one canvas pixel wide
+            coef = self.outline(zc).float()  # [B, 2K]
+            radius = RADIAL_R0 * torch.exp(torch.einsum("bk,khw->bhw", coef, self.polar_basis))  # [B, 32, 32]
+            mask = torch.sigmoid((radius - self.polar_rho) * (CANVAS_SIZE / 2))[:, None].to(rgba.dtype)
+        elif self.templates is None:
             mask = torch.sigmoid(rgba[:, 3:])
         else:  # a softmax mixture of the prototype masks' logits
             weights = torch.softmax(self.select(zc).float(), dim=1)  # [B, K]
