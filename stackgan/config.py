@@ -64,6 +64,8 @@ class ModelConfig:
     #   cat(z, c) (a linear read-out of left / right reached 0.60 from R1's c and 0.875 from the embedding)
     g_layer_anchors: int = 0  # A > 1: that object is placed at each point of an A x A grid (plus the pose's
     #   translation), the placements mixed by a softmax the pose head predicts: every position gets a gradient
+    g_layer_anchor_sample: bool = False  # with g_layer_anchors: each image shows the object at one anchor, drawn
+    #   from that softmax in training (the likeliest in eval), the softmax learning straight-through
     g_layer_scale0: float = 0.35  # that object's starting scale: its frame's half-width over the image's, before
     #   the pose head learns (a frame too tight for the largest objects makes them fill it and take its corners)
     d_arch: str = "dcgan"  # dcgan: the paper's D; resnet: BN-free gated residual D, one-way head
@@ -361,6 +363,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.ngf1 must be even (Stage I ends with ngf1/2 channels), got {m.ngf1}")
     if m.ngf2 % 4:
         raise ConfigError(f"model.ngf2 must be divisible by 4 (Stage II ends with ngf2/4), got {m.ngf2}")
+    if m.g_layer_anchor_sample and not m.g_layer_anchors:
+        raise ConfigError("model.g_layer_anchor_sample needs the anchor grid (model.g_layer_anchors, e.g. 3)")
     if m.g_layer_radial and m.g_layer_templates:
         raise ConfigError("model.g_layer_radial and model.g_layer_templates both make the object's mask; set one")
     for name in ("g_layer_templates", "g_layer_pose_hidden", "g_layer_radial"):

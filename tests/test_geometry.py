@@ -1118,3 +1118,40 @@ def test_radial_outline_starts_as_a_disc_and_its_harmonics_draw_corners():
                                                     "model.g_layer_templates=2"])
     with pytest.raises(ValueError, match="g_layer_radial needs the layered generator"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_radial=5"])
+
+
+def test_sampled_anchor_shows_one_placement_and_every_anchor_still_learns():
+    """model.g_layer_anchor_sample: in training each image is the plain layer at one anchor, drawn from the
+    softmax (seeded by torch's RNG); in eval the likeliest anchor; the softmax's logits all get a gradient
+    (straight-through); it needs the anchor grid."""
+    from stackgan.models.layered import ForegroundLayer
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.3, anchors=3, anchor_sample=True)
+    with torch.no_grad():
+        layer.to_rgba.bias[3:] = 5.0
+    zc, bg = torch.randn(4, 6), torch.full((4, 3, 64, 64), -1.0)
+    singles = []
+    for a in range(9):  # the image with all weight on anchor a, by hand
+        with torch.no_grad():
+            layer.pose.bias[4:] = -50.0
+            layer.pose.bias[4 + a] = 50.0
+            singles.append(layer(zc, bg))
+        with torch.no_grad():
+            layer.pose.bias[4:] = 0.0
+    torch.manual_seed(3)
+    out = layer(zc, bg)  # uniform softmax: each image at one random anchor
+    for i in range(4):
+        assert any(torch.allclose(out[i], s[i], atol=1e-5) for s in singles)
+    out.square().mean().backward()
+    assert (layer.pose.bias.grad[4:] != 0).all()  # every anchor's logit learns
+    layer.eval()
+    with torch.no_grad():
+        layer.pose.bias[4:] = -50.0
+        layer.pose.bias[4 + 7] = 50.0
+        only7 = layer(zc, bg)  # (in eval the canvas's BatchNorm uses its running statistics)
+        layer.pose.bias[4:] = 0.0
+        layer.pose.bias[4 + 7] = 1.0  # the likeliest anchor: 7 (bottom row, middle)
+        assert torch.allclose(layer(zc, bg), only7, atol=1e-5)
+    with pytest.raises(ValueError, match="needs the anchor grid"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_anchor_sample=true"])

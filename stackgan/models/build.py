@@ -45,6 +45,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
             args["stage1"]["pose_text"] = True
         if m.g_layer_anchors:
             args["stage1"]["anchors"] = int(m.g_layer_anchors)
+        if m.g_layer_anchor_sample:
+            args["stage1"]["anchor_sample"] = True
         if m.g_layer_pose_hidden:
             args["stage1"]["pose_hidden"] = int(m.g_layer_pose_hidden)
         if m.g_layer_scale0 != ModelConfig.g_layer_scale0:

@@ -110,7 +110,10 @@ class ForegroundLayer(nn.Module):
     grid (cell centres, plus the pose's translation) and the placements are mixed by a softmax that the
     pose head predicts: a translation alone learns only from the object's edges, so an object started
     on the wrong side gets little signal to cross the image; an anchor's weight is moved by the whole
-    image (D pushes the mixture toward one anchor: a faint object at each point is no real image). After each call, ``mask`` holds the placed mask
+    image (D pushes the mixture toward one anchor: a faint object at each point is no real image).
+    With ``anchor_sample=True`` each image shows the layer at one anchor only, drawn from the softmax in
+    training (the likeliest one in eval), and the softmax gets the mixture's gradient (straight-through):
+    no faint copies for D to punish, and every anchor stays tried while its weight is above 0. After each call, ``mask`` holds the placed mask
     ``[B, 1, S, S]`` (with its graph), which the training step penalises by area (``stage1.mask_weight``).
 
     Example::
@@ -122,7 +125,7 @@ class ForegroundLayer(nn.Module):
     def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0,
                  canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False,
                  templates: int = 0, pose_hidden: int = 0, pose_text: int = 0, anchors: int = 0,
-                 round_frame: bool = False, radial: int = 0):
+                 round_frame: bool = False, radial: int = 0, anchor_sample: bool = False):
         super().__init__()
         if radial < 0 or (radial and templates):
             raise ConfigError(f"the radial outline's harmonics must be >= 0 and not with mask templates, got {radial}")
@@ -170,7 +173,9 @@ class ForegroundLayer(nn.Module):
         # anchors = A > 1: the layer is placed at each point of an A x A grid (cell centres in [-1, 1],
         # plus the pose's translation) and the placements are mixed by a softmax over A^2 logits, which
         # the pose head predicts after its four numbers
-        self.anchors = anchors
+        self.anchors, self.anchor_sample = anchors, anchor_sample
+        if anchor_sample and not anchors:
+            raise ConfigError("sampling one anchor (model.g_layer_anchor_sample) needs the anchor grid (model.g_layer_anchors)")
         if anchors:
             t = (torch.arange(anchors, dtype=torch.float32) * 2 + 1) / anchors - 1
             ay, ax = torch.meshgrid(t, t, indexing="ij")
@@ -317,7 +322,11 @@ class ForegroundLayer(nn.Module):
         grid = F.affine_grid(theta.to(rgb.dtype), [b * k, 4, *background.shape[2:]], align_corners=False)
         placed = F.grid_sample(rep(rgba), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         placed = placed.view(b, k, 4, *background.shape[2:])
-        w = self.anchor_weights(zc, text).to(rgb.dtype)[:, :, None, None, None]  # [B, K, 1, 1, 1]
+        w = self.anchor_weights(zc, text)
+        if self.anchor_sample:  # one anchor per image (drawn in training, the likeliest in eval), straight-through
+            pick = torch.multinomial(w.detach(), 1)[:, 0] if self.training else w.argmax(dim=1)
+            w = F.one_hot(pick, k).to(w.dtype) + w - w.detach()
+        w = w.to(rgb.dtype)[:, :, None, None, None]  # [B, K, 1, 1, 1]
         m = (w * placed[:, :, 3:]).sum(1)  # [B, 1, S, S]: at most 1 (the weights sum to 1)
         self.mask = m
         return (w * placed[:, :, 3:] * placed[:, :, :3]).sum(1) + (1.0 - m) * background

@@ -70,12 +70,13 @@ class Stage1Generator(nn.Module):
                  layered: bool = False, canvas: str = "conv", background: str = "full",
                  spin: bool = False, taper: bool = False, scale0: float = 0.35, normalize: bool = False,
                  templates: int = 0, pose_hidden: int = 0, pose_text: bool = False, anchors: int = 0,
-                 round_frame: bool = False, radial: int = 0):
+                 round_frame: bool = False, radial: int = 0, anchor_sample: bool = False):
         super().__init__()
         if background not in BACKGROUNDS:
             raise ConfigError(f"the layered generator's background must be one of {', '.join(BACKGROUNDS)}, "
                               f"got {background!r}")
-        if (spin or taper or normalize or templates or pose_hidden or pose_text or anchors or round_frame or radial) \
+        if (spin or taper or normalize or templates or pose_hidden or pose_text or anchors or round_frame or radial
+                or anchor_sample) \
                 and not layered:
             raise ConfigError("model.g_layer_spin, g_layer_taper, g_layer_round, g_layer_radial, g_layer_normalize, "
                               "g_layer_templates, "
@@ -100,7 +101,8 @@ class Stage1Generator(nn.Module):
         self.foreground = (ForegroundLayer(z_dim + cond_dim, ngf, k, scale0=scale0, canvas=canvas, spin=spin,
                                            taper=taper, normalize=normalize, templates=templates,
                                            pose_hidden=pose_hidden, pose_text=text_dim if pose_text else 0,
-                                           anchors=anchors, round_frame=round_frame, radial=radial)
+                                           anchors=anchors, round_frame=round_frame, radial=radial,
+                                           anchor_sample=anchor_sample)
                            if layered else None)
         self.background = (SmoothBackground(z_dim + cond_dim, columns=1 if background == "vertical" else None)
                            if background != "full" else None)
