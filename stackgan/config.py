@@ -371,9 +371,10 @@ def validate(cfg: Config) -> Config:
         if getattr(m, name) < 0:
             raise ConfigError(f"model.{name} must be >= 0, got {getattr(m, name)}")
     if m.g_layer_anchors < 0 or m.g_layer_anchors == 1:
-        raise ConfigError(f"model.g_layer_anchors must be 0 (off) or at least 2 (an A x A grid), got {m.g_layer_anchors}")
-    for name in ("g_layer_spin", "g_layer_taper", "g_layer_round", "g_layer_radial", "g_layer_normalize", "g_layer_pose_text", "g_layer_templates",
-                 "g_layer_pose_hidden", "g_layer_anchors"):
+        raise ConfigError(f"model.g_layer_anchors must be 0 (off) or at least 2 (an A x A grid), "
+                          f"got {m.g_layer_anchors}")
+    for name in ("g_layer_spin", "g_layer_taper", "g_layer_round", "g_layer_radial", "g_layer_normalize",
+                 "g_layer_pose_text", "g_layer_templates", "g_layer_pose_hidden", "g_layer_anchors"):
         if getattr(m, name) and not m.g_layered:
             raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
     if cfg.stage2.mask_weight:

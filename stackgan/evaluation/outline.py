@@ -33,11 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-
-from ..data.shapes import ATTRIBUTES, inside_shape
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from ..data.shapes import ATTRIBUTES, inside_shape
+from ..models.layered import fourier_features
 
 SIZE = 64  # images are judged at this size (larger ones are area-resized first)
 UP = 4  # ... and enlarged this much before the object is cut out: smoother outlines of small objects
@@ -47,6 +48,7 @@ BINS = 72  # angles of the outline signature
 HARMONICS = 8  # its Fourier magnitudes 1..HARMONICS are features
 IOU_THRESHOLD = 0.75  # overlap_shapes: a mask that overlaps no ideal shape this well is no shape (reads -1)
 IOU_GRID, IOU_EXTENT, IOU_STEP = 48, 1.25, 3  # ... compared on a 48 x 48 grid over [-1.25, 1.25]^2 (unit area), 3 deg
+SYMMETRY = {"circle": 0, "square": 4, "triangle": 3, "star": 5}  # ... turned through 360 / n degrees (0: not turned)
 
 
 def object_masks(x: torch.Tensor) -> np.ndarray:
@@ -118,19 +120,23 @@ class OutlineJudge:
 
 
 @functools.lru_cache(maxsize=1)
+def comparison_grid() -> torch.Tensor:
+    """The ``(u, v)`` of each point of the grid the masks are compared on: ``[2, GRID, GRID]``."""
+    return fourier_features(IOU_GRID, octaves=0)[0] * IOU_EXTENT
+
+
+@functools.lru_cache(maxsize=1)
 def ideal_shapes() -> tuple[torch.Tensor, ...]:
     """For each shape of ``ATTRIBUTES["shape"]``, its masks of unit area centred in the comparison grid at
     every rotation of its symmetry period (3 degree steps; one for the circle): ``[angles, GRID * GRID]``."""
-    t = (torch.arange(IOU_GRID, dtype=torch.float32) * 2 + 1) / IOU_GRID - 1
-    v, u = torch.meshgrid(t * IOU_EXTENT, t * IOU_EXTENT, indexing="ij")
+    u, v = comparison_grid()
     fine = np.linspace(-1.5, 1.5, 601, dtype=np.float32)
     fu, fv = np.meshgrid(fine, fine)
     out = []
     for shape in ATTRIBUTES["shape"]:
         radius = 1 / math.sqrt(inside_shape(shape, fu, fv, 1.0).mean() * 9.0)  # circumradius of unit area
-        period = 360 // {"circle": 360, "square": 4, "triangle": 3, "star": 5}.get(shape, 1)
         masks = []
-        for degrees in range(0, period, IOU_STEP if shape != "circle" else period):
+        for degrees in range(0, 360 // SYMMETRY[shape], IOU_STEP) if SYMMETRY[shape] else [0]:
             c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
             ur, vr = (c * u + s * v).numpy(), (-s * u + c * v).numpy()
             masks.append(torch.from_numpy(inside_shape(shape, ur, vr, radius)).float().flatten())
@@ -148,8 +154,7 @@ def overlap_shapes(x: torch.Tensor) -> torch.Tensor:
     area = masks.sum((1, 2))
     cx = (masks * xs).sum((1, 2)) / area.clamp(min=1)
     cy = (masks * ys).sum((1, 2)) / area.clamp(min=1)
-    t = (torch.arange(IOU_GRID, dtype=torch.float32) * 2 + 1) / IOU_GRID - 1
-    v, u = torch.meshgrid(t * IOU_EXTENT, t * IOU_EXTENT, indexing="ij")
+    u, v = comparison_grid()
     k = area.clamp(min=1).sqrt()[:, None, None]  # pixels per unit of the grid: the mask at unit area
     gx = (cx[:, None, None] + u * k) / (w - 1) * 2 - 1
     gy = (cy[:, None, None] + v * k) / (h - 1) * 2 - 1

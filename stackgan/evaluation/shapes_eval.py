@@ -55,10 +55,8 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
         embeddings = pipe.text_norm(emb[:len(records), 0])
     images = pipe.generate(None if embeddings is not None else captions, embeddings=embeddings, seed=seed,
                            batch_size=32, progress=progress).stages
-    judge = _outline_judge(data_dir)
-    real_images = from_uint8(load_images(data_dir, "test", records, 64, progress=False))
-    real_outline = _accuracy(judge, real_images, records) if judge is not None else None
-    real_overlap = (read_shapes(real_images) == _shapes(records)).float().mean().item()
+    judge, shapes = _outline_judge(data_dir), _shapes(records)
+    real_outline, real_overlap = _real_shape_scores(data_dir, len(records))
     report = {"checkpoint": str(checkpoint), "data": str(data_dir), "num_samples": len(records),
               "condition": "precomputed test embeddings" if embeddings is not None else "full test captions",
               "held_out_samples": int(held_out.sum()), "seed": seed, "checker_on_real_images": real,
@@ -68,9 +66,9 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
             x = from_uint8(images[stage])
             report[stage] = attribute_accuracy(checker, x, attributes, held_out)
             if judge is not None:
-                report[stage]["shape_outline"] = _accuracy(judge, x, records)
+                report[stage]["shape_outline"] = _accuracy(judge.predict(x), shapes)
             read = read_shapes(x)
-            report[stage]["shape_overlap"] = (read == _shapes(records)).float().mean().item()
+            report[stage]["shape_overlap"] = _accuracy(read, shapes)
             report[stage]["shape_reads"] = shape_reads(read, records)
 
     out_dir = Path(out_dir) if out_dir else (checkpoint if checkpoint.is_dir() else checkpoint.parent)
@@ -101,12 +99,23 @@ def _outline_judge(data_dir: Path) -> OutlineJudge | None:
     return OutlineJudge.fit(from_uint8(load_images(data_dir, "train", train, 64, progress=False)), _shapes(train))
 
 
+@functools.lru_cache(maxsize=4)
+def _real_shape_scores(data_dir: Path, count: int) -> tuple[float | None, float]:
+    """The outline judge's (None without one) and the overlap judge's accuracy on the first ``count`` real
+    test images: once per folder and process, as the outline judge is fitted."""
+    records = read_manifest(data_dir, "test")[:count]
+    images, shapes = from_uint8(load_images(data_dir, "test", records, 64, progress=False)), _shapes(records)
+    judge = _outline_judge(data_dir)
+    outline = _accuracy(judge.predict(images), shapes) if judge is not None else None
+    return outline, _accuracy(read_shapes(images), shapes)
+
+
 def _shapes(records: list[dict]) -> torch.Tensor:
     return torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
 
 
-def _accuracy(judge: OutlineJudge, images: torch.Tensor, records: list[dict]) -> float:
-    return (judge.predict(images) == _shapes(records)).float().mean().item()
+def _accuracy(read: torch.Tensor, shapes: torch.Tensor) -> float:
+    return (read == shapes).float().mean().item()
 
 
 READS = list(ATTRIBUTES["shape"]) + ["none"]  # what the overlap judge can read (-1: none)

@@ -87,34 +87,35 @@ class ForegroundLayer(nn.Module):
     The pose head is one linear layer to ``(log-scale, angle / pi, tx, ty)``, zero-initialised (with
     ``pose_hidden=H > 0``, after a hidden layer of width H with LeakyReLU, so that a position the text
     code holds only non-linearly can be read; with ``pose_text=D > 0`` it also reads the sentence
-    embedding ``[B, D]`` itself, passed to ``forward`` as ``text``):
-    every object starts at ``scale0`` of the image, upright, in the centre. With ``spin=True`` the
-    object is also turned by the angle of the first two inputs (z's first two dimensions: uniform
-    on the circle for Gaussian z), so that every rotation is drawn without G having to learn to
-    vary it (for data whose objects appear at every rotation, as in Shapes). With ``taper=True`` the
-    mask falls to 0 over the canvas's outer 3 pixels, so that the canvas's edge (a square frame
-    around the object) cannot show in the image; with ``round_frame=True`` it falls to 0 over 3 pixels
-    inside the frame's inscribed circle instead, so that the frame has no corners for a pointed
-    object's tips to run into (a square frame's four corners are the farthest points it has). With ``normalize=True`` the canvas mask's centre and
-    RMS radius are taken out before placing it (:meth:`transform`): the pose alone says where the object
-    goes and how large it is, so the canvas cannot draw a small object small (or off-centre) and has
-    only the outline left to draw. With ``templates=K > 0`` the canvas's mask is not drawn by its path
-    but chosen: ``K`` learned mask templates (logits at 16 x 16, bounded to (-6, 6), each starting as a
-    lumpy disc of its own) are mixed by a softmax over ``K`` predicted from ``cat(z, c)`` (object
-    prototypes, as in DTI-Sprites, Monnier et al., NeurIPS 2021): an outline is then a parameter
-    learned from every image that shows it, and the sentence only has to pick it; the canvas path
-    still draws the colour. With ``radial=K > 0`` the mask is the inside of a star-convex outline whose
-    radius over angle is ``0.6 * exp(sum_k a_k cos k theta + b_k sin k theta)``, the ``2K`` coefficients a
-    linear function of ``cat(z, c)`` (zero at the start: a disc): three corners, four or five are then
-    equally easy to draw, where the conv canvas's square grid makes four the easiest. With ``anchors=A > 1`` the layer is placed at every point of an ``A x A``
-    grid (cell centres, plus the pose's translation) and the placements are mixed by a softmax that the
-    pose head predicts: a translation alone learns only from the object's edges, so an object started
-    on the wrong side gets little signal to cross the image; an anchor's weight is moved by the whole
-    image (D pushes the mixture toward one anchor: a faint object at each point is no real image).
-    With ``anchor_sample=True`` each image shows the layer at one anchor only, drawn from the softmax in
-    training (the likeliest one in eval), and the softmax gets the mixture's gradient (straight-through):
-    no faint copies for D to punish, and every anchor stays tried while its weight is above 0. After each call, ``mask`` holds the placed mask
-    ``[B, 1, S, S]`` (with its graph), which the training step penalises by area (``stage1.mask_weight``).
+    embedding ``[B, D]`` itself, passed to ``forward`` as ``text``): every object starts at ``scale0``
+    of the image, upright, in the centre. With ``spin=True`` the object is also turned by the angle of
+    the first two inputs (z's first two dimensions: uniform on the circle for Gaussian z), so that every
+    rotation is drawn without G having to learn to vary it (for data whose objects appear at every
+    rotation, as in Shapes). With ``taper=True`` the mask falls to 0 over the canvas's outer 3 pixels,
+    so that the canvas's edge (a square frame around the object) cannot show in the image; with
+    ``round_frame=True`` it falls to 0 over 3 pixels inside the frame's inscribed circle instead, so
+    that the frame has no corners for a pointed object's tips to run into (a square frame's four corners
+    are the farthest points it has). With ``normalize=True`` the canvas mask's centre and RMS radius are
+    taken out before placing it (:meth:`transform`): the pose alone says where the object goes and how
+    large it is, so the canvas cannot draw a small object small (or off-centre) and has only the outline
+    left to draw. With ``templates=K > 0`` the canvas's mask is not drawn by its path but chosen: ``K``
+    learned mask templates (logits at 16 x 16, bounded to (-6, 6), each starting as a lumpy disc of its
+    own) are mixed by a softmax over ``K`` predicted from ``cat(z, c)`` (object prototypes, as in
+    DTI-Sprites, Monnier et al., NeurIPS 2021): an outline is then a parameter learned from every image
+    that shows it, and the sentence only has to pick it; the canvas path still draws the colour. With
+    ``radial=K > 0`` the mask is the inside of a star-convex outline whose radius over angle is ``0.6 *
+    exp(sum_k a_k cos k theta + b_k sin k theta)``, the ``2K`` coefficients a linear function of
+    ``cat(z, c)`` (zero at the start: a disc): three corners, four or five are then equally easy to
+    draw, where the conv canvas's square grid makes four the easiest. With ``anchors=A > 1`` the layer
+    is placed at every point of an ``A x A`` grid (cell centres, plus the pose's translation) and the
+    placements are mixed by a softmax that the pose head predicts: a translation alone learns only from
+    the object's edges, so an object started on the wrong side gets little signal to cross the image; an
+    anchor's weight is moved by the whole image (D pushes the mixture toward one anchor: a faint object
+    at each point is no real image). With ``anchor_sample=True`` each image shows the layer at one
+    anchor only, drawn from the softmax in training (the likeliest one in eval), and the softmax gets
+    the mixture's gradient (straight-through): no faint copies for D to punish, and every anchor stays
+    tried while its weight is above 0. After each call, ``mask`` holds the placed mask ``[B, 1, S, S]``
+    (with its graph), which the training step penalises by area (``stage1.mask_weight``).
 
     Example::
 
@@ -175,11 +176,11 @@ class ForegroundLayer(nn.Module):
         # the pose head predicts after its four numbers
         self.anchors, self.anchor_sample = anchors, anchor_sample
         if anchor_sample and not anchors:
-            raise ConfigError("sampling one anchor (model.g_layer_anchor_sample) needs the anchor grid (model.g_layer_anchors)")
-        if anchors:
-            t = (torch.arange(anchors, dtype=torch.float32) * 2 + 1) / anchors - 1
-            ay, ax = torch.meshgrid(t, t, indexing="ij")
-            self.register_buffer("anchor_xy", torch.stack([ax.flatten(), ay.flatten()], 1), persistent=False)
+            raise ConfigError("sampling one anchor (model.g_layer_anchor_sample) needs the anchor grid "
+                              "(model.g_layer_anchors)")
+        if anchors:  # the A x A cell centres (x, y), row by row from the top left: [A*A, 2]
+            self.register_buffer("anchor_xy", fourier_features(anchors, octaves=0)[0].flatten(1).T.contiguous(),
+                                 persistent=False)
         self.pose = nn.Linear(pose_hidden or pose_dim, 4 + anchors * anchors)
         if templates:  # K prototype masks: lumpy discs of radius 0.6 (logit 0 on the rim), each with its own noise
             radius = fourier_features(TEMPLATE_SIZE, octaves=0)[0].square().sum(0).sqrt()  # [16, 16]
@@ -198,8 +199,7 @@ class ForegroundLayer(nn.Module):
         # exp(a Fourier series of K harmonics) predicted from cat(z, c); zero-initialised: a disc
         self.radial = radial
         if radial:
-            t = (torch.arange(CANVAS_SIZE, dtype=torch.float32) * 2 + 1) / CANVAS_SIZE - 1
-            v, u = torch.meshgrid(t, t, indexing="ij")
+            u, v = fourier_features(CANVAS_SIZE, octaves=0)[0]  # each canvas pixel's (u, v) in [-1, 1]
             k = torch.arange(1, radial + 1, dtype=torch.float32)[:, None, None]
             angle = torch.atan2(v, u)
             self.register_buffer("polar_rho", (u * u + v * v).sqrt()[None], persistent=False)  # [1, 32, 32]

@@ -75,12 +75,11 @@ class Stage1Generator(nn.Module):
         if background not in BACKGROUNDS:
             raise ConfigError(f"the layered generator's background must be one of {', '.join(BACKGROUNDS)}, "
                               f"got {background!r}")
-        if (spin or taper or normalize or templates or pose_hidden or pose_text or anchors or round_frame or radial
-                or anchor_sample) \
-                and not layered:
+        if any((spin, taper, round_frame, radial, normalize, templates, pose_hidden, pose_text, anchors,
+                anchor_sample)) and not layered:
             raise ConfigError("model.g_layer_spin, g_layer_taper, g_layer_round, g_layer_radial, g_layer_normalize, "
-                              "g_layer_templates, "
-                              "g_layer_pose_hidden, g_layer_pose_text and g_layer_anchors need the layered generator "
+                              "g_layer_templates, g_layer_pose_hidden, g_layer_pose_text, g_layer_anchors and "
+                              "g_layer_anchor_sample need the layered generator "
                               "(model.g_layered=true)")
         if background != "full" and not layered:
             raise ConfigError("a smooth background (model.g_layer_background) needs the layered generator "
