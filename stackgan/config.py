@@ -52,6 +52,8 @@ class ModelConfig:
     g_layer_taper: bool = False  # that object's mask falls to 0 over its canvas's outer 3 pixels (no canvas frame)
     g_layer_radial: int = 0  # > 0: that object's mask is the inside of an outline whose radius over angle is a
     #   Fourier series of this many harmonics predicted from cat(z, c) (a disc at the start), not drawn by its canvas
+    g_layer_pattern: int = 0  # J > 0: that object's colour is darkened by a periodic map of J learned waves in its
+    #   own turned frame, amplitudes from cat(z, c) (stripes and dots as a few numbers; none at the start)
     g_layer_round: bool = False  # that object's mask falls to 0 inside its frame's inscribed circle (not at the
     #   square frame's edge): no corners for a pointed object's tips to run into
     g_layer_normalize: bool = False  # that object is placed by its mask's own centre and RMS radius: only the pose
@@ -126,6 +128,9 @@ class StageConfig:
     #   the codes, in D's loss and in G's (InfoGAN's mutual-information term, Gaussian with unit variance)
     mask_weight: float = 0.0  # with model.g_layered (Stage I): G also minimizes weight * the mean of the placed
     #   object mask over the image (an area prior): mask where the layer only copies the background costs
+    pose_pick_weight: float = 0.0  # with the layered G and the matcher (Stage I): each object is also placed at
+    #   its translation's mirror images (x, y or both signs flipped), the frozen matcher picks the placement that
+    #   best matches the caption, and G minimizes weight * the squared distance of its translation to the pick
     mask_warmup: int = 0  # the area prior's weight rises linearly from 0 to mask_weight over this many steps (at
     #   full weight from the first step, the prior closes the mask before D asks for an object)
     contrast_weight: float = 0.0  # with model.d_contrast > 0: D learns to pick each real image's caption among the
@@ -367,14 +372,16 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("model.g_layer_anchor_sample needs the anchor grid (model.g_layer_anchors, e.g. 3)")
     if m.g_layer_radial and m.g_layer_templates:
         raise ConfigError("model.g_layer_radial and model.g_layer_templates both make the object's mask; set one")
-    for name in ("g_layer_templates", "g_layer_pose_hidden", "g_layer_radial"):
+    if m.g_layer_pattern and m.g_layer_anchors:
+        raise ConfigError("model.g_layer_pattern is drawn at one placement; it does not go with model.g_layer_anchors")
+    for name in ("g_layer_templates", "g_layer_pose_hidden", "g_layer_radial", "g_layer_pattern"):
         if getattr(m, name) < 0:
             raise ConfigError(f"model.{name} must be >= 0, got {getattr(m, name)}")
     if m.g_layer_anchors < 0 or m.g_layer_anchors == 1:
         raise ConfigError(f"model.g_layer_anchors must be 0 (off) or at least 2 (an A x A grid), "
                           f"got {m.g_layer_anchors}")
-    for name in ("g_layer_spin", "g_layer_taper", "g_layer_round", "g_layer_radial", "g_layer_normalize",
-                 "g_layer_pose_text", "g_layer_templates", "g_layer_pose_hidden", "g_layer_anchors"):
+    for name in ("g_layer_spin", "g_layer_taper", "g_layer_round", "g_layer_radial", "g_layer_pattern",
+                 "g_layer_normalize", "g_layer_pose_text", "g_layer_templates", "g_layer_pose_hidden", "g_layer_anchors"):
         if getattr(m, name) and not m.g_layered:
             raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
     if cfg.stage2.mask_weight:
@@ -435,7 +442,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"stage{n}.batch_size must be >= 2 (wrong pairs need two), got {s.batch_size}")
         for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs", "match_weight",
                      "match_warmup", "recon_weight", "latent_kl_weight", "d_translate", "d_noise", "gp_weight",
-                     "info_weight", "mask_weight", "mask_warmup", "contrast_weight"):
+                     "info_weight", "mask_weight", "mask_warmup", "contrast_weight", "pose_pick_weight"):
             if getattr(s, name) < 0:
                 raise ConfigError(f"stage{n}.{name} must be >= 0, got {getattr(s, name)}")
         if not 0 <= s.ema_decay < 1:
@@ -445,6 +452,11 @@ def validate(cfg: Config) -> Config:
         if s.match_foils and not (s.match_weight and cfg.data.foil_share):
             raise ConfigError(f"stage{n}.match_foils adds D's one-word foils to the matching loss: it needs "
                               f"stage{n}.match_weight > 0 and data.foil_share > 0")
+        if s.pose_pick_weight and (n == 2 or not s.match_weight or not cfg.model.g_layered
+                                   or cfg.model.g_layer_anchors):
+            raise ConfigError(f"stage{n}.pose_pick_weight mirrors Stage I's layered object (model.g_layered, without "
+                              f"model.g_layer_anchors) and lets the frozen matcher pick: it needs stage1 and "
+                              f"stage1.match_weight > 0")
         if s.contrast_zoom < 1:
             raise ConfigError(f"stage{n}.contrast_zoom must be >= 1 (1: off), got {s.contrast_zoom}")
         if s.contrast_zoom > 1 and not s.contrast_weight:

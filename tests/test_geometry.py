@@ -1155,3 +1155,78 @@ def test_sampled_anchor_shows_one_placement_and_every_anchor_still_learns():
         assert torch.allclose(layer(zc, bg), only7, atol=1e-5)
     with pytest.raises(ValueError, match="needs the anchor grid"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_anchor_sample=true"])
+
+
+def test_pattern_starts_nearly_solid_and_one_wave_draws_stripes_of_a_fixed_period():
+    """model.g_layer_pattern: at the start the pattern darkens the object by sigmoid(-3) x half its
+    colour everywhere (nearly solid, the same for every condition); one wave of amplitude A along the
+    object's own u axis draws stripes whose period in image pixels is 2 pi / |f| and does not change
+    with the object's size; not with the anchor grid, only with the layered generator."""
+    import math
+
+    from stackgan.models.layered import PATTERN_FREQ, ForegroundLayer
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, pattern=2).eval()
+    with torch.no_grad():
+        layer.to_rgba.bias[:] = torch.tensor([3.0, 3.0, 3.0, 30.0])  # a white object, mask 1 in the whole frame
+        layer.to_rgba.weight.zero_()
+    bg = -torch.ones(2, 3, 64, 64)
+    image = layer(torch.randn(2, 6), bg)
+    white = math.tanh(3.0) + 1  # the colour in [0, 2] before the pattern
+    darkened = white * (1 - torch.sigmoid(torch.tensor(-3.0)).item() * 0.5) - 1
+    assert torch.allclose(image[:, :, 32, 32], torch.full((2, 3), darkened), atol=1e-5)
+    assert torch.equal(image[0], image[1])  # no condition reads it yet
+    with torch.no_grad():
+        layer.waves.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))  # f_1 along u: PATTERN_FREQ rad per half-width
+        layer.phases.zero_()
+        layer.pattern_head.bias.copy_(torch.tensor([40.0, 0.0, 0.0, -30.0]))  # A_1 = 40, b = 0, shade 0
+    period = 2 * math.pi / PATTERN_FREQ * 32  # in pixels of a 64 px image (half-width 32 px)
+    for log_scale in (0.0, 0.5):  # the same stripes at two object sizes
+        with torch.no_grad():
+            layer.pose.bias[0] = log_scale
+        row = layer(torch.zeros(1, 6), bg[:1])[0, 0, 32, 20:44]  # the object upright: u is the image's x
+        dark = (row < 0).float()  # shade 0: a stripe pixel is -1
+        edges = (dark[1:] != dark[:-1]).nonzero().flatten().float()
+        assert len(edges) >= 4 and (edges[2:] - edges[:-2]).mean().item() == pytest.approx(period, abs=0.6)
+    with pytest.raises(ValueError, match="not with the anchor grid"):
+        ForegroundLayer(6, ngf=4, pattern=2, anchors=2)
+    with pytest.raises(ValueError, match="g_layer_pattern needs the layered generator"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_pattern=2"])
+
+
+def test_pose_pick_pulls_the_translation_to_the_mirror_image_the_reader_prefers():
+    """stage1.pose_pick_weight: redraw mirrors the last object across the middle column (x sign flipped)
+    and leaves everything else as drawn; pose_pick_loss is 0 when the drawn placement reads best and
+    (2 t)^2 summed when the reader prefers the mirror image, its gradient pointing the translation
+    across; it needs Stage I's layered G, no anchor grid and the matcher."""
+    from stackgan.models.layered import ForegroundLayer
+    from stackgan.training.step import pose_pick_loss
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.2)
+    with torch.no_grad():
+        layer.to_rgba.bias[:] = torch.tensor([3.0, 3.0, 3.0, 30.0])
+        layer.to_rgba.weight.zero_()
+        layer.pose.bias[2:4] = torch.tensor([0.5, 0.0])  # the object right of the middle
+    zc, bg = torch.randn(2, 6), -torch.ones(2, 3, 64, 64)
+    drawn = layer(zc, bg)
+    mirrored = layer.redraw(torch.tensor([[-1.0, 1.0]]).expand(2, 2))
+    assert torch.allclose(mirrored, drawn.detach().flip(-1), atol=1e-5)  # an upright white disc: a true mirror
+
+    class Reads(nn.Module):  # a frozen reader whose similarity is the image's brightness on one side
+        def __init__(self, side):
+            super().__init__()
+            self.side = side
+
+        def similarity(self, images, text):
+            half = images[..., 32:] if self.side == "right" else images[..., :32]
+            return half.mean((1, 2, 3))
+
+    assert pose_pick_loss(layer, Reads("right"), torch.zeros(2, 3)).item() == 0.0
+    loss = pose_pick_loss(layer, Reads("left"), torch.zeros(2, 3))
+    assert loss.item() == pytest.approx((2 * 0.5) ** 2, rel=1e-5)
+    loss.backward()
+    assert layer.pose.bias.grad[2] > 0 and layer.pose.bias.grad[3] == 0  # descent moves x to the left only
+    with pytest.raises(ValueError, match="pose_pick_weight mirrors"):
+        apply_overrides(get_preset("fast-sn-noca"), ["stage1.pose_pick_weight=1"])

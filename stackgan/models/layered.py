@@ -32,6 +32,9 @@ TEMPLATE_LIMIT = 6.0  # ... and their logits are bounded by LIMIT * tanh(. / LIM
 TEMPLATE_LUMPS = 2.5  # ... and start as discs plus this much smooth (4 x 4, enlarged) noise, each its own
 TEMPLATE_SIZE = 16  # ... and drawn at 16 x 16, enlarged bilinearly to the canvas: smooth outlines, fewer pixels
 RADIAL_R0 = 0.6  # model.g_layer_radial: the outline's radius (in the canvas's [-1, 1] frame) before it learns
+PATTERN_FREQ = 50.0  # model.g_layer_pattern: wave vectors are stored over this factor (radians per image half-width:
+#   50 is a period of 4 px at 64 px), so that Adam moves a frequency by about 50 x lr per step
+PATTERN_BIAS = -3.0  # ... and the pattern map starts at sigmoid(-3) = 0.05 everywhere: nearly solid, still learning
 RMS_RADIUS = 0.5  # with normalize: the canvas mask's RMS radius (in its [-1, 1] frame) that scale 1 places as is
 
 
@@ -114,7 +117,14 @@ class ForegroundLayer(nn.Module):
     at each point is no real image). With ``anchor_sample=True`` each image shows the layer at one
     anchor only, drawn from the softmax in training (the likeliest one in eval), and the softmax gets
     the mixture's gradient (straight-through): no faint copies for D to punish, and every anchor stays
-    tried while its weight is above 0. After each call, ``mask`` holds the placed mask ``[B, 1, S, S]``
+    tried while its weight is above 0. With ``pattern=J > 0`` the object's colour is darkened where a
+    periodic map is high: ``p = sigmoid(sum_j A_j cos(f_j . uv + phi_j) + b)`` over the object's own
+    turned frame ``uv`` in image units (so a period is the same number of pixels at every size), ``J``
+    learned wave vectors ``f_j`` and phases, the amplitudes ``A_j``, the bias ``b`` and the shade (how
+    dark a fully patterned pixel is, a fraction of the colour) linear in ``cat(z, c)``; the amplitudes
+    start at 0 and ``b`` at -3 (nearly solid). One wave thresholded draws stripes, two crossing waves
+    draw a lattice of dots: texture as a parameter of a few numbers, where the canvas path must learn
+    to draw it pixel by pixel. After each call, ``mask`` holds the placed mask ``[B, 1, S, S]``
     (with its graph), which the training step penalises by area (``stage1.mask_weight``).
 
     Example::
@@ -126,8 +136,10 @@ class ForegroundLayer(nn.Module):
     def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0,
                  canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False,
                  templates: int = 0, pose_hidden: int = 0, pose_text: int = 0, anchors: int = 0,
-                 round_frame: bool = False, radial: int = 0, anchor_sample: bool = False):
+                 round_frame: bool = False, radial: int = 0, anchor_sample: bool = False, pattern: int = 0):
         super().__init__()
+        if pattern < 0 or (pattern and anchors):
+            raise ConfigError(f"the pattern's waves must be >= 0 and not with the anchor grid, got {pattern}")
         if radial < 0 or (radial and templates):
             raise ConfigError(f"the radial outline's harmonics must be >= 0 and not with mask templates, got {radial}")
         if anchors == 1 or anchors < 0:
@@ -208,6 +220,15 @@ class ForegroundLayer(nn.Module):
             self.outline = nn.Linear(in_dim, 2 * radial)
         if normalize:  # each canvas pixel's (u, v), for the mask's moments
             self.register_buffer("coords", fourier_features(CANVAS_SIZE, octaves=0)[0], persistent=False)  # [2, 32, 32]
+        # pattern = J > 0: the colour darkened where sigmoid(sum_j A_j cos(f_j . uv + phi_j) + b) is high;
+        # f_j (stored over PATTERN_FREQ) and phi_j learned, A_j, b and the shade's logit linear in cat(z, c)
+        self.pattern = pattern
+        if pattern:
+            turn = 2 * math.pi * torch.rand(pattern)
+            length = 0.6 + 0.8 * torch.rand(pattern)  # periods of about 3 to 10 px at 64 px
+            self.waves = nn.Parameter(torch.stack([torch.cos(turn), torch.sin(turn)], dim=1) * length[:, None])
+            self.phases = nn.Parameter(2 * math.pi * torch.rand(pattern))
+            self.pattern_head = nn.Linear(in_dim, pattern + 2)  # A_1..A_J, b, the shade's logit
         self.log_scale0, self.mask_bias = math.log(scale0), mask_bias
         self.start_upright()
 
@@ -220,6 +241,10 @@ class ForegroundLayer(nn.Module):
         if getattr(self, "radial", 0):  # the outline starts as a disc of radius RADIAL_R0
             nn.init.zeros_(self.outline.weight)
             nn.init.zeros_(self.outline.bias)
+        if getattr(self, "pattern", 0):  # no waves, the bias at PATTERN_BIAS, the shade half the colour
+            nn.init.zeros_(self.pattern_head.weight)
+            nn.init.zeros_(self.pattern_head.bias)
+            self.pattern_head.bias[self.pattern] = PATTERN_BIAS
         nn.init.constant_(self.to_rgba.bias[3:], self.mask_bias)
         for film in getattr(self, "film", ()):
             film.start_as_identity()
@@ -281,14 +306,11 @@ class ForegroundLayer(nn.Module):
             raise ValueError("this layer has no anchor grid (model.g_layer_anchors)")
         return torch.softmax(self.pose_params(zc, text)[:, 4:], dim=1)
 
-    def transform(self, zc: torch.Tensor, mask: torch.Tensor | None = None,
-                  text: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
-        """``affine_grid``'s matrices ``[B, 2, 3]``: from the image's coordinates to the canvas's.
-        An object at ``t``, scaled by ``s`` and turned by ``a``: ``p_canvas = R(-a) (p - t) / s``. With
-        ``normalize`` and the canvas ``mask``, the mask's own centre ``c`` and spread ``k`` (:meth:`moments`)
-        are taken out: ``p_canvas = c + k R(-a) (p - t) / s``, so that wherever and however large the
-        canvas draws its object, it lands at ``t`` with an RMS radius of ``s * RMS_RADIUS``. ``shift [B, 2]``
-        is added to ``t`` (an anchor's point)."""
+    def placement(self, zc: torch.Tensor, mask: torch.Tensor | None = None,
+                  text: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The object's ``(angle, scale, centre, tx, ty)`` (``[B]``, ``[B]``, ``[B, 2]``, ``[B]``, ``[B]``): its
+        turn, its frame's scale (over the canvas mask's spread with ``normalize``), the canvas point placed
+        at ``(tx, ty)`` (the mask's own centre with ``normalize``, else 0)."""
         p = self.pose_params(zc, text)
         scale = torch.exp(p[:, 0] + self.log_scale0)
         angle = math.pi * p[:, 1]
@@ -298,35 +320,91 @@ class ForegroundLayer(nn.Module):
         if mask is not None and self.normalize:
             centre, spread = self.moments(mask)
             scale = scale / spread
+        return angle, scale, centre, p[:, 2], p[:, 3]
+
+    def transform(self, zc: torch.Tensor, mask: torch.Tensor | None = None,
+                  text: torch.Tensor | None = None, shift: torch.Tensor | None = None,
+                  flip: torch.Tensor | None = None) -> torch.Tensor:
+        """``affine_grid``'s matrices ``[B, 2, 3]``: from the image's coordinates to the canvas's.
+        An object at ``t``, scaled by ``s`` and turned by ``a``: ``p_canvas = R(-a) (p - t) / s``. With
+        ``normalize`` and the canvas ``mask``, the mask's own centre ``c`` and spread ``k`` (:meth:`moments`)
+        are taken out: ``p_canvas = c + k R(-a) (p - t) / s``, so that wherever and however large the
+        canvas draws its object, it lands at ``t`` with an RMS radius of ``s * RMS_RADIUS``. ``flip [B, 2]``
+        multiplies ``t`` (signs: the object mirrored across the image's middle, :meth:`redraw`) and
+        ``shift [B, 2]`` is then added to it (an anchor's point)."""
+        return self._theta(self.placement(zc, mask, text), shift, flip)
+
+    @staticmethod
+    def _theta(placement: tuple[torch.Tensor, ...], shift: torch.Tensor | None = None,
+               flip: torch.Tensor | None = None) -> torch.Tensor:
+        angle, scale, centre, tx, ty = placement
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        tx, ty = (p[:, 2], p[:, 3]) if shift is None else (p[:, 2] + shift[:, 0], p[:, 3] + shift[:, 1])
+        if flip is not None:
+            tx, ty = tx * flip[:, 0], ty * flip[:, 1]
+        if shift is not None:
+            tx, ty = tx + shift[:, 0], ty + shift[:, 1]
         row0 = torch.stack([cos, sin, centre[:, 0] - (cos * tx + sin * ty)], dim=1)
         row1 = torch.stack([-sin, cos, centre[:, 1] + sin * tx - cos * ty], dim=1)
         return torch.stack([row0, row1], dim=1)
 
+    def pattern_map(self, zc: torch.Tensor, grid: torch.Tensor, scale: torch.Tensor,
+                    centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """With ``pattern``: the map ``p [B, 1, S, S]`` in (0, 1) where the colour is darkened, and the
+        shade ``[B, 1, 1, 1]`` (a fully patterned pixel's colour over the object's). ``grid [B, S, S, 2]``
+        is ``affine_grid``'s (each image pixel's canvas point), ``scale`` and ``centre`` :meth:`placement`'s:
+        ``(grid - centre) * scale`` is each pixel in the object's turned frame, in image units."""
+        head = self.pattern_head(zc).float()  # [B, J + 2]
+        uv = (grid.float() - centre[:, None, None, :]) * scale[:, None, None, None]  # [B, S, S, 2]
+        phase = torch.einsum("bhwc,jc->bjhw", uv, PATTERN_FREQ * self.waves) + self.phases[None, :, None, None]
+        logit = (head[:, :self.pattern, None, None] * torch.cos(phase)).sum(1, keepdim=True)
+        p = torch.sigmoid(logit + head[:, self.pattern, None, None, None])
+        return p, torch.sigmoid(head[:, -1])[:, None, None, None]
+
     def forward(self, zc: torch.Tensor, background: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         rgb, mask = self.canvas(zc)
         rgba = torch.cat([rgb, mask], dim=1)
+        image, self.mask, self.offset = self._place(zc, rgba, mask, background, text)
+        self.drawn = tuple(None if t is None else t.detach() for t in (zc, rgba, mask, background, text))  # redraw
+        return image
+
+    @torch.no_grad()
+    def redraw(self, flip: torch.Tensor) -> torch.Tensor:
+        """The last call's images ``[B, 3, S, S]`` again, each object's translation multiplied by ``flip
+        [B, 2]`` (signs): mirrored across the middle column with ``(-1, 1)``, the middle row with ``(1, -1)``;
+        its outline, colour, size and turn unchanged. No gradient (``stage1.pose_pick_weight`` compares
+        the placements with a frozen reader)."""
+        if self.anchors:
+            raise ValueError("redraw moves the one placement; with the anchor grid (model.g_layer_anchors) "
+                             "there are A x A")
+        return self._place(*self.drawn, flip=flip.to(self.drawn[0].dtype))[0]
+
+    def _place(self, zc: torch.Tensor, rgba: torch.Tensor, mask: torch.Tensor, background: torch.Tensor,
+               text: torch.Tensor | None, flip: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The canvas ``rgba [B, 4, 32, 32]`` placed over ``background``: ``(image [B, 3, S, S], placed mask
+        [B, 1, S, S], translation [B, 2])`` (with the anchor grid, the translation before an anchor's point)."""
+        placement = self.placement(zc, mask, text)
+        offset = torch.stack(placement[3:], dim=1)  # [B, 2]: (tx, ty)
         if not self.anchors:
-            grid = F.affine_grid(self.transform(zc, mask, text).to(rgb.dtype), list(background.shape),
+            grid = F.affine_grid(self._theta(placement, flip=flip).to(rgba.dtype), list(background.shape),
                                  align_corners=False)
             placed = F.grid_sample(rgba, grid, mode="bilinear", padding_mode="zeros",
                                    align_corners=False)  # outside the canvas: mask 0
             fg, m = placed[:, :3], placed[:, 3:]
-            self.mask = m  # [B, 1, S, S]: the last placed mask, for an area penalty (stage1.mask_weight)
-            return m * fg + (1.0 - m) * background
+            if self.pattern:  # the colour (in [0, 1]) times 1 - p (1 - shade)
+                p, shade = self.pattern_map(zc, grid, placement[1], placement[2])
+                fg = (fg + 1) * (1 - p * (1 - shade)).to(fg.dtype) - 1
+            return m * fg + (1.0 - m) * background, m, offset
         # the layer at every anchor, mixed: each anchor's weight gets a gradient from the whole image
         b, k = len(zc), len(self.anchor_xy)
         rep = lambda x: None if x is None else x.repeat_interleave(k, dim=0)  # noqa: E731
         theta = self.transform(rep(zc), rep(mask), rep(text), shift=self.anchor_xy.repeat(b, 1))
-        grid = F.affine_grid(theta.to(rgb.dtype), [b * k, 4, *background.shape[2:]], align_corners=False)
+        grid = F.affine_grid(theta.to(rgba.dtype), [b * k, 4, *background.shape[2:]], align_corners=False)
         placed = F.grid_sample(rep(rgba), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         placed = placed.view(b, k, 4, *background.shape[2:])
         w = self.anchor_weights(zc, text)
         if self.anchor_sample:  # one anchor per image (drawn in training, the likeliest in eval), straight-through
             pick = torch.multinomial(w.detach(), 1)[:, 0] if self.training else w.argmax(dim=1)
             w = F.one_hot(pick, k).to(w.dtype) + w - w.detach()
-        w = w.to(rgb.dtype)[:, :, None, None, None]  # [B, K, 1, 1, 1]
+        w = w.to(rgba.dtype)[:, :, None, None, None]  # [B, K, 1, 1, 1]
         m = (w * placed[:, :, 3:]).sum(1)  # [B, 1, S, S]: at most 1 (the weights sum to 1)
-        self.mask = m
-        return (w * placed[:, :, 3:] * placed[:, :, :3]).sum(1) + (1.0 - m) * background
+        return (w * placed[:, :, 3:] * placed[:, :, :3]).sum(1) + (1.0 - m) * background, m, offset

@@ -126,7 +126,8 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
     writer, sheet = _outputs(cfg, stage, out, data_dir, norm, device) if dist.main else (None, None)
     shown = ((("G/match",) if matcher is not None else ()) + (("G/recon",) if nets.encoder is not None else ())
              + (("G/ms",) if sc.ms_weight > 0 else ()) + (("G/info",) if cfg.model.info_codes and stage == 1 else ())
-             + (("G/mask",) if sc.mask_weight > 0 else ()) + (("G/contrast",) if sc.contrast_weight > 0 else ()))
+             + (("G/mask",) if sc.mask_weight > 0 else ()) + (("G/contrast",) if sc.contrast_weight > 0 else ())
+             + (("G/pick",) if sc.pose_pick_weight > 0 else ()))
     log = TrainingLog(stage, sc.log_every, sc.batch_size * dist.world, dist, device, writer, run, last_step, budget,
                       progress, shown)
     r = _Run(stage=stage, sc=sc, z_dim=cfg.model.z_dim, data=data, nets=nets, updater=updater, checkpoints=checkpoints,

@@ -17,7 +17,7 @@ from ..losses import (contrastive_loss, discriminator_loss_fake, discriminator_l
                       matching_aware_gradient_penalty)
 
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
-          "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
+          "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "G/pick", "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
 
 
 def _low_res(real: torch.Tensor) -> torch.Tensor:
@@ -49,6 +49,24 @@ def foil_rows(text: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
     one-word foils, without the wrong captions that are another image's caption of the batch (``[F, D]``)."""
     same = (wrong[:, None, :] == text[None, :, :]).all(-1).any(1)  # [B]
     return wrong[~same]
+
+
+MIRRORS = ((1.0, 1.0), (-1.0, 1.0), (1.0, -1.0), (-1.0, -1.0))  # pose_pick_loss: the translation's sign flips
+
+
+def pose_pick_loss(layer, matcher, text: torch.Tensor) -> torch.Tensor:
+    """``stage1.pose_pick_weight``: each object of the layered G's last images redrawn at its translation's
+    mirror images (``MIRRORS``: as drawn, x flipped, y flipped, both); the frozen ``matcher`` picks, for
+    each image, the one whose similarity to its caption ``text [B, D]`` is highest, and the loss is the mean
+    squared distance of the translation ``[B, 2]`` to the pick's (0 where the drawn one wins). A translation
+    learns only from the object's edges, so an object on the wrong side of the image stays there (C14:
+    "left" and "right" both drawn right); the sign is then learned from the whole reading of the image."""
+    flips = torch.tensor(MIRRORS, device=text.device)  # [4, 2]
+    with torch.no_grad():
+        scores = torch.stack([matcher.similarity(layer.redraw(f.expand(len(text), 2)), text) for f in flips])
+        pick = flips[scores.argmax(0)]  # [B, 2]
+    offset = layer.offset.float()  # [B, 2], with its graph
+    return (offset - pick * offset.detach()).square().sum(1).mean()
 
 
 class Updater:
@@ -194,6 +212,10 @@ class Updater:
                     foils = foil_rows(text, wrong) if sc.match_foils else None  # (the one-word foils) count too
                     match = self.matcher.loss(fake, text, cfg.data.matcher_hard, foils=foils)
                 g_total = g_total + match_weight(sc, step) * match
+                pick = zero
+                if sc.pose_pick_weight:  # the translation pulled to whichever mirror image the matcher reads best
+                    pick = pose_pick_loss(unwrap(G).foreground, self.matcher, text)
+                    g_total = g_total + sc.pose_pick_weight * pick
                 recon = latent_kl = zero
                 if self.encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z
                     z_mu, z_logvar = self.encoder(_low_res(real), text)  # [B, z] x 2
@@ -226,4 +248,4 @@ class Updater:
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], gp.detach(), g_adv, kl, match, recon,
                             latent_kl, ms.detach(), info.detach(), mask.detach(), contrast_d.detach(), contrast.detach(),
-                            acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
+                            pick.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
