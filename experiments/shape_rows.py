@@ -1,12 +1,13 @@
-"""A sheet of a run's Stage-I images: one row per shape word, large objects.
+"""A sheet of a run's Stage-I images: one row per shape word (or per word of ``--by``), large objects.
 
-Rows: circle, square, triangle, star; columns: the first ``--n`` large-object test conditions of
+Rows: circle, square, triangle, star (``--by texture``: solid, striped, dotted; any attribute); columns: the first ``--n`` large-object test conditions of
 that shape (their own colour, texture, position and background), noise seed 0, the moving average of
 G. A run on the oracle condition (``stackgan data attributes``) gets their one-hot vectors, any other
 run their full test captions. docs/training-recipe.md, fourteenth round, shows one.
 
     python experiments/shape_rows.py runs/exp/R18-R17-matchfoils/stage1/state.pt --out sheet.png
     python experiments/shape_rows.py runs/exp/C7-R3-matcherz2-shapefoils --data data/shapes --out sheet.png
+    python experiments/shape_rows.py runs/exp/C18-C14-pattern4 --data data/shapes --by texture --out sheet.png
 """
 from __future__ import annotations
 
@@ -29,13 +30,14 @@ def main() -> None:
     p.add_argument("--data", default="data/shapes-onehot", help="the oracle folder whose test conditions to draw")
     p.add_argument("--n", type=int, default=10, help="images per row")
     p.add_argument("--scale", type=int, default=1, help="enlarge the sheet this many times (nearest)")
+    p.add_argument("--by", default="shape", choices=list(ATTRIBUTES), help="the attribute whose words make the rows")
     p.add_argument("--out", required=True, help="PNG file to write")
     args = p.parse_args()
     pipe = StackGANPipeline.load(args.state)
     large = [r for r in read_manifest(args.data, "test") if r["attributes"]["size"] == "large"]
     rows = []
-    for shape in ATTRIBUTES["shape"]:
-        chosen = [r for r in large if r["attributes"]["shape"] == shape][:args.n]
+    for word in ATTRIBUTES[args.by]:
+        chosen = [r for r in large if r["attributes"][args.by] == word][:args.n]
         if pipe.text_encoder == PRECOMPUTED:  # the oracle: the attributes' one-hot vectors
             cond = pipe.text_norm(torch.tensor(np.stack([one_hot(r["attributes"]) for r in chosen])))
             images = pipe.generate(embeddings=cond, seed=0, stage=1).stage1  # uint8 [n, 3, 64, 64]

@@ -4,7 +4,11 @@ It gives the generator a direct signal that its image matches the sentence (the 
 AttnGAN's DAMSM loss, Xu et al. 2018; the loss is the symmetric InfoNCE of CLIP, Radford et
 al. 2021, as XMC-GAN uses it, Zhang et al. 2021). It is trained once on the real train images and
 their caption embeddings (no attribute labels), frozen, and cached beside the data set as
-`.stackgan-cache/matcher-<key>.safetensors` + `.json` (weights and config only).
+`.stackgan-cache/matcher-<key>.safetensors` + `.json` (weights and config only). The package ships
+matchers under ``stackgan/matchers/`` named by the same key (the built-in Shapes data set is made
+the same on every machine, so its key is too): one of them is copied into the cache instead of
+training when the key matches, that is for the same train captions, text encoder, normalization
+and ``data.matcher_*`` settings.
 
     matcher = load_or_train_matcher("data/shapes", data_cfg, text_norm)
     loss = matcher.loss(fake_images, text)   # lower when images match their own sentences
@@ -34,6 +38,7 @@ from .models.blocks import image_trunk
 from .utils import cache_dir, from_uint8, load_module_files, save_module
 
 FORMAT_VERSION = 1
+SHIPPED = Path(__file__).resolve().parent / "matchers"  # matcher-<key>.safetensors + .json, as in a cache
 
 
 class ImageTextMatcher(nn.Module):
@@ -235,6 +240,14 @@ def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: Text
     path = cache_dir(data_dir) / f"matcher-{key}.safetensors"
     if path.exists() and path.with_suffix(".json").exists():
         return load_matcher(path, device)
+    shipped = SHIPPED / path.name
+    if shipped.exists() and shipped.with_suffix(".json").exists():  # the same key: the same data and settings
+        matcher = load_matcher(shipped, device)
+        meta = json.loads(shipped.with_suffix(".json").read_text())
+        print(f"image-text matcher: the shipped one ({shipped.name}; on the real test images, top-1 of 100 "
+              f"{meta.get('test_top1_of_100')})")
+        save_matcher(matcher, path, {k: v for k, v in meta.items() if k not in ("format_version", "config")})
+        return matcher
     return train_matcher(data_dir, data_cfg, norm, path, steps=data_cfg.matcher_steps,
                          batch_size=data_cfg.matcher_batch, seed=seed, hard_weight=data_cfg.matcher_hard,
                          progress=progress, device=device, widths=data_cfg.matcher_widths,

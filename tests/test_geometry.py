@@ -1230,3 +1230,41 @@ def test_pose_pick_pulls_the_translation_to_the_mirror_image_the_reader_prefers(
     assert layer.pose.bias.grad[2] > 0 and layer.pose.bias.grad[3] == 0  # descent moves x to the left only
     with pytest.raises(ValueError, match="pose_pick_weight mirrors"):
         apply_overrides(get_preset("fast-sn-noca"), ["stage1.pose_pick_weight=1"])
+
+
+def test_side_logits_choose_the_side_and_learn_the_matchers_pick():
+    """model.g_layer_sides: the object is drawn at (s_x t_x, s_y t_y), s the sign of the pose head's two
+    side logits; with them, pose_pick_loss is the binary cross-entropy of the logits to the picked side
+    (the drawn side where the drawn placement reads best, the other where the mirror does); it needs
+    stage1.pose_pick_weight and no anchor grid."""
+    import torch.nn.functional as F
+
+    from stackgan.models.layered import ForegroundLayer
+    from stackgan.training.step import pose_pick_loss
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.2, sides=True)
+    with torch.no_grad():
+        layer.to_rgba.bias[:] = torch.tensor([3.0, 3.0, 3.0, 30.0])
+        layer.to_rgba.weight.zero_()
+        layer.pose.bias[2:4] = torch.tensor([0.5, 0.0])
+        layer.pose.bias[-2:] = torch.tensor([-0.3, 0.2])  # x: the left side
+    zc, bg = torch.randn(2, 6), -torch.ones(2, 3, 64, 64)
+    image = layer(zc, bg)
+    assert torch.allclose(layer.offset, torch.tensor([[-0.5, 0.0]] * 2))  # drawn left of the middle
+    assert image[0, 0, 32, :32].mean() > image[0, 0, 32, 32:].mean()
+
+    class Reads(nn.Module):  # brightness on the right half: the mirror (x flipped) reads best
+        def similarity(self, images, text):
+            return images[..., 32:].mean((1, 2, 3))
+
+    loss = pose_pick_loss(layer, Reads(), torch.zeros(2, 3))
+    logits = torch.tensor([-0.3, 0.2])
+    expected = F.binary_cross_entropy_with_logits(logits, torch.tensor([1.0, 1.0]), reduction="sum")
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)  # x: the right side now; y: kept
+    loss.backward()
+    assert layer.pose.bias.grad[-2] < 0  # descent raises the x logit toward the right side
+    with pytest.raises(ValueError, match="g_layer_sides learns the side"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_sides=true"])
+    with pytest.raises(ValueError, match="the anchor grid has"):
+        ForegroundLayer(6, ngf=4, sides=True, anchors=2)

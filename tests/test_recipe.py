@@ -387,3 +387,31 @@ def test_foil_attributes_make_caption_foils_of_those_words_only(tiny_shapes):
         apply_overrides(get_preset("fast"), ["data.foil_attributes=shape,smell"])
     with pytest.raises(ValueError, match="precomputed"):
         apply_overrides(get_preset("fast"), ["data.foil_attributes=shape", "data.text_encoder=precomputed"])
+
+
+def test_a_shipped_matcher_with_the_same_key_is_copied_not_trained(tiny_shapes, tmp_path, monkeypatch):
+    """stackgan/matchers/ (matching.SHIPPED): a matcher whose key is the one these data and settings
+    give is copied into the data's cache and loaded with its weights; another key is not used."""
+    import stackgan.matching as matching
+
+    cfg = replace(get_preset("shapes-cpu").data, matcher_steps=3, matcher_batch=8)
+    _, norm = load_train_data(tiny_shapes, cfg, 64, progress=False)
+    cache = tiny_shapes / ".stackgan-cache"
+    before = set(cache.glob("matcher-*.safetensors"))
+    trained = load_or_train_matcher(tiny_shapes, cfg, norm, progress=False)
+    (made,) = set(cache.glob("matcher-*.safetensors")) - before
+    shipped = tmp_path / "matchers"
+    shipped.mkdir()
+    for f in (made, made.with_suffix(".json")):
+        f.rename(shipped / f.name)  # as if shipped with the package, and not in this data's cache
+    monkeypatch.setattr(matching, "SHIPPED", shipped)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained a matcher although the shipped one has this key")
+
+    monkeypatch.setattr(matching, "train_matcher", no_training)
+    loaded = load_or_train_matcher(tiny_shapes, cfg, norm, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))
+    assert made.exists() and made.with_suffix(".json").exists()  # now cached beside the data
+    with pytest.raises(AssertionError, match="trained a matcher"):  # other settings: another key
+        load_or_train_matcher(tiny_shapes, replace(cfg, matcher_steps=4), norm, progress=False)

@@ -124,7 +124,11 @@ class ForegroundLayer(nn.Module):
     dark a fully patterned pixel is, a fraction of the colour) linear in ``cat(z, c)``; the amplitudes
     start at 0 and ``b`` at -3 (nearly solid). One wave thresholded draws stripes, two crossing waves
     draw a lattice of dots: texture as a parameter of a few numbers, where the canvas path must learn
-    to draw it pixel by pixel. After each call, ``mask`` holds the placed mask ``[B, 1, S, S]``
+    to draw it pixel by pixel. With ``sides=True`` the pose head also predicts two side logits, and
+    the translation drawn is ``(s_x t_x, s_y t_y)`` with ``s = +1`` where a logit is >= 0 and ``-1``
+    elsewhere: which side of the middle is a choice, learned by classification
+    (``stage1.pose_pick_weight``: the frozen matcher's pick among the mirror placements), and only the
+    distance from the middle by the image's gradient. After each call, ``mask`` holds the placed mask ``[B, 1, S, S]``
     (with its graph), which the training step penalises by area (``stage1.mask_weight``).
 
     Example::
@@ -136,8 +140,12 @@ class ForegroundLayer(nn.Module):
     def __init__(self, in_dim: int, ngf: int, cond_dim: int = 0, scale0: float = 0.35, mask_bias: float = -1.0,
                  canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False,
                  templates: int = 0, pose_hidden: int = 0, pose_text: int = 0, anchors: int = 0,
-                 round_frame: bool = False, radial: int = 0, anchor_sample: bool = False, pattern: int = 0):
+                 round_frame: bool = False, radial: int = 0, anchor_sample: bool = False, pattern: int = 0,
+                 sides: bool = False):
         super().__init__()
+        if sides and anchors:
+            raise ConfigError("the side logits choose the one placement's side; the anchor grid has A x A placements")
+        self.sides = sides
         if pattern < 0 or (pattern and anchors):
             raise ConfigError(f"the pattern's waves must be >= 0 and not with the anchor grid, got {pattern}")
         if radial < 0 or (radial and templates):
@@ -193,7 +201,7 @@ class ForegroundLayer(nn.Module):
         if anchors:  # the A x A cell centres (x, y), row by row from the top left: [A*A, 2]
             self.register_buffer("anchor_xy", fourier_features(anchors, octaves=0)[0].flatten(1).T.contiguous(),
                                  persistent=False)
-        self.pose = nn.Linear(pose_hidden or pose_dim, 4 + anchors * anchors)
+        self.pose = nn.Linear(pose_hidden or pose_dim, 4 + anchors * anchors + (2 if sides else 0))
         if templates:  # K prototype masks: lumpy discs of radius 0.6 (logit 0 on the rim), each with its own noise
             radius = fourier_features(TEMPLATE_SIZE, octaves=0)[0].square().sum(0).sqrt()  # [16, 16]
             disc = 8.0 * (0.6 - radius)
@@ -283,6 +291,13 @@ class ForegroundLayer(nn.Module):
             zc = torch.cat([zc, text.to(zc.dtype)], dim=1)
         return self.pose(self.pose_in(zc)).float()
 
+    def side_logits(self, zc: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """With ``sides``: the two side logits ``[B, 2]`` (x, y; the object right of / below the middle
+        where >= 0)."""
+        if not self.sides:
+            raise ValueError("this layer has no side logits (model.g_layer_sides)")
+        return self.pose_params(zc, text)[:, -2:]
+
     def template_logits(self) -> torch.Tensor:
         """The mask templates' logits ``[K, 1, 32, 32]`` (``model.g_layer_templates``): the stored
         ``[K, 1, 16, 16]`` times the gain, bounded to (-6, 6), enlarged bilinearly to the canvas."""
@@ -320,7 +335,11 @@ class ForegroundLayer(nn.Module):
         if mask is not None and self.normalize:
             centre, spread = self.moments(mask)
             scale = scale / spread
-        return angle, scale, centre, p[:, 2], p[:, 3]
+        tx, ty = p[:, 2], p[:, 3]
+        if self.sides:  # the side of the middle: the sign of each side logit (chosen, not moved by gradient)
+            signs = torch.where(p[:, -2:] >= 0, 1.0, -1.0)
+            tx, ty = tx * signs[:, 0], ty * signs[:, 1]
+        return angle, scale, centre, tx, ty
 
     def transform(self, zc: torch.Tensor, mask: torch.Tensor | None = None,
                   text: torch.Tensor | None = None, shift: torch.Tensor | None = None,
@@ -364,6 +383,7 @@ class ForegroundLayer(nn.Module):
         rgb, mask = self.canvas(zc)
         rgba = torch.cat([rgb, mask], dim=1)
         image, self.mask, self.offset = self._place(zc, rgba, mask, background, text)
+        self.sides_drawn = self.side_logits(zc, text) if self.sides else None  # [B, 2], with its graph
         self.drawn = tuple(None if t is None else t.detach() for t in (zc, rgba, mask, background, text))  # redraw
         return image
 
@@ -383,7 +403,7 @@ class ForegroundLayer(nn.Module):
         """The canvas ``rgba [B, 4, 32, 32]`` placed over ``background``: ``(image [B, 3, S, S], placed mask
         [B, 1, S, S], translation [B, 2])`` (with the anchor grid, the translation before an anchor's point)."""
         placement = self.placement(zc, mask, text)
-        offset = torch.stack(placement[3:], dim=1)  # [B, 2]: (tx, ty)
+        offset = torch.stack(placement[3:], dim=1)  # [B, 2]: (tx, ty), drawn (with the sides' signs)
         if not self.anchors:
             grid = F.affine_grid(self._theta(placement, flip=flip).to(rgba.dtype), list(background.shape),
                                  align_corners=False)

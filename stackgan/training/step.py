@@ -65,6 +65,10 @@ def pose_pick_loss(layer, matcher, text: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         scores = torch.stack([matcher.similarity(layer.redraw(f.expand(len(text), 2)), text) for f in flips])
         pick = flips[scores.argmax(0)]  # [B, 2]
+    if getattr(layer, "sides", False):  # model.g_layer_sides: the side logits learn the picked side (BCE)
+        logits = layer.sides_drawn.float()  # [B, 2]
+        drawn = torch.where(logits.detach() >= 0, 1.0, -1.0)
+        return F.binary_cross_entropy_with_logits(logits, (drawn * pick > 0).float(), reduction="none").sum(1).mean()
     offset = layer.offset.float()  # [B, 2], with its graph
     return (offset - pick * offset.detach()).square().sum(1).mean()
 
