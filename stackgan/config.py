@@ -133,6 +133,8 @@ class StageConfig:
     pose_pick_weight: float = 0.0  # with the layered G and the matcher (Stage I): each object is also placed at
     #   its translation's mirror images (x, y or both signs flipped), the frozen matcher picks the placement that
     #   best matches the caption, and G minimizes weight * the squared distance of its translation to the pick
+    pose_pick_share: float = 1.0  # ... computed on this share of the batch (its first images): the matcher reads
+    #   four placements of each
     mask_warmup: int = 0  # the area prior's weight rises linearly from 0 to mask_weight over this many steps (at
     #   full weight from the first step, the prior closes the mask before D asks for an object)
     contrast_weight: float = 0.0  # with model.d_contrast > 0: D learns to pick each real image's caption among the
@@ -230,22 +232,23 @@ PRESETS["fast-sn-noca"] = replace(
     PRESETS["fast-sn"],
     model=replace(PRESETS["fast-sn"].model, ca_variant="none"),
 )
-# fast-sn-noca with Stage I's object drawn as a layer (docs/training-recipe.md, tenth to sixteenth rounds):
-# placed by a pose head, turned by z, its mask a radial outline of 10 harmonics, its colour patterned by
-# 4 waves, over a background that changes only from top to bottom; an area prior on its mask; D's
-# contrastive head (half its wrong captions one-word foils); the matcher in the attribute checker's
-# layout, trained with shape foils on images zoomed by up to 2; the frozen matcher also picks the
-# object's side among its mirror placements. Made for Shapes: on photos use fast or a data set's preset.
+# fast-sn-noca with Stage I's object drawn as a layer (docs/training-recipe.md, tenth to sixteenth rounds;
+# run C18): placed by a pose head, turned by z, its mask a radial outline of 10 harmonics, its colour
+# patterned by 4 waves, over a background that changes only from top to bottom; an area prior on its
+# mask; D's contrastive head (half its wrong captions one-word foils); the matcher in the attribute
+# checker's layout, trained with shape foils on images zoomed by up to 2 (shipped for the built-in
+# Shapes data: stackgan/matchers). The default from the sixteenth round: shape, size and texture
+# drawn, position worse than fast-sn-noca's. Made for Shapes: on photos use fast or a data set's preset.
 PRESETS["shapes-layered"] = replace(
     PRESETS["fast-sn-noca"],
     model=replace(PRESETS["fast-sn-noca"].model, g_layered=True, g_layer_background="vertical", g_layer_spin=True,
                   g_layer_taper=True, g_layer_radial=10, g_layer_pattern=4, d_contrast=128),
     stage1=replace(PRESETS["fast-sn-noca"].stage1, mask_weight=5.0, mask_warmup=1000, contrast_wrong=True,
-                   contrast_weight=0.2, match_foils=True, pose_pick_weight=1.0),
+                   contrast_weight=0.2, match_foils=True),
     data=replace(PRESETS["fast-sn-noca"].data, foil_share=0.5, foil_attributes="shape", matcher_trunk="checker",
                  matcher_widths=(16, 32, 64, 96, 128), matcher_foils=True, matcher_steps=3000, matcher_zoom=2.0),
 )
-DEFAULT_PRESET = "fast-sn-noca"
+DEFAULT_PRESET = "shapes-layered"
 
 CHOICES = {
     "ca_variant": ("pt", "tf", "none"),
@@ -480,6 +483,8 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"stage{n}.pose_pick_weight mirrors Stage I's layered object (model.g_layered, without "
                               f"model.g_layer_anchors) and lets the frozen matcher pick: it needs stage1 and "
                               f"stage1.match_weight > 0")
+        if not 0 < s.pose_pick_share <= 1:
+            raise ConfigError(f"stage{n}.pose_pick_share must be in (0, 1], got {s.pose_pick_share}")
         if s.contrast_zoom < 1:
             raise ConfigError(f"stage{n}.contrast_zoom must be >= 1 (1: off), got {s.contrast_zoom}")
         if s.contrast_zoom > 1 and not s.contrast_weight:

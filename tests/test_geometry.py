@@ -1251,7 +1251,8 @@ def test_side_logits_choose_the_side_and_learn_the_matchers_pick():
         layer.pose.bias[-2:] = torch.tensor([-0.3, 0.2])  # x: the left side
     zc, bg = torch.randn(2, 6), -torch.ones(2, 3, 64, 64)
     image = layer(zc, bg)
-    assert torch.allclose(layer.offset, torch.tensor([[-0.5, 0.0]] * 2))  # drawn left of the middle
+    d = torch.nn.functional.softplus(torch.tensor([5.0, 0.0])) / 10  # the distances from the middle
+    assert torch.allclose(layer.offset, torch.stack([-d[0], d[1]]).expand(2, 2))  # drawn left of the middle
     assert image[0, 0, 32, :32].mean() > image[0, 0, 32, 32:].mean()
 
     class Reads(nn.Module):  # brightness on the right half: the mirror (x flipped) reads best
@@ -1268,3 +1269,35 @@ def test_side_logits_choose_the_side_and_learn_the_matchers_pick():
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_sides=true"])
     with pytest.raises(ValueError, match="the anchor grid has"):
         ForegroundLayer(6, ngf=4, sides=True, anchors=2)
+
+
+def test_side_logits_with_the_pattern_draw_one_image_per_condition():
+    """model.g_layer_sides with g_layer_pattern and spin: a whole layer runs (the pose head's side logits
+    are not read as a centre) and draws an image per condition."""
+    from stackgan.models.layered import ForegroundLayer
+
+    layer = ForegroundLayer(6, ngf=4, sides=True, pattern=2, radial=3, spin=True)
+    assert layer(torch.randn(3, 6), torch.zeros(3, 3, 64, 64)).shape == (3, 3, 64, 64)
+
+
+def test_pose_pick_share_reads_only_the_batchs_first_images():
+    """stage1.pose_pick_share: the matcher reads the mirror placements of the first ceil(share * B)
+    objects only, and the loss is theirs."""
+    from stackgan.models.layered import ForegroundLayer
+    from stackgan.training.step import pose_pick_loss
+
+    layer = ForegroundLayer(6, ngf=4, scale0=0.2)
+    with torch.no_grad():
+        layer.pose.bias[2] = 0.5
+    layer(torch.randn(8, 6), -torch.ones(8, 3, 64, 64))
+    seen = []
+
+    class Left(nn.Module):
+        def similarity(self, images, text):
+            seen.append(len(images))
+            return images[..., :32].mean((1, 2, 3))
+
+    assert pose_pick_loss(layer, Left(), torch.zeros(8, 3), share=0.25).item() == pytest.approx(1.0, rel=1e-5)
+    assert seen == [2, 2, 2, 2]
+    with pytest.raises(ValueError, match="pose_pick_share must be in"):
+        apply_overrides(get_preset("fast-sn-noca"), ["stage1.pose_pick_share=0"])

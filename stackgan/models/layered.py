@@ -35,6 +35,7 @@ RADIAL_R0 = 0.6  # model.g_layer_radial: the outline's radius (in the canvas's [
 PATTERN_FREQ = 50.0  # model.g_layer_pattern: wave vectors are stored over this factor (radians per image half-width:
 #   50 is a period of 4 px at 64 px), so that Adam moves a frequency by about 50 x lr per step
 PATTERN_BIAS = -3.0  # ... and the pattern map starts at sigmoid(-3) = 0.05 everywhere: nearly solid, still learning
+SIDE_SHARPNESS = 10.0  # model.g_layer_sides: the distance from the middle is softplus(10 t) / 10
 RMS_RADIUS = 0.5  # with normalize: the canvas mask's RMS radius (in its [-1, 1] frame) that scale 1 places as is
 
 
@@ -125,8 +126,9 @@ class ForegroundLayer(nn.Module):
     start at 0 and ``b`` at -3 (nearly solid). One wave thresholded draws stripes, two crossing waves
     draw a lattice of dots: texture as a parameter of a few numbers, where the canvas path must learn
     to draw it pixel by pixel. With ``sides=True`` the pose head also predicts two side logits, and
-    the translation drawn is ``(s_x t_x, s_y t_y)`` with ``s = +1`` where a logit is >= 0 and ``-1``
-    elsewhere: which side of the middle is a choice, learned by classification
+    the translation drawn is ``(s_x d(t_x), s_y d(t_y))`` with ``s = +1`` where a logit is >= 0 and ``-1``
+    elsewhere and ``d(t) = softplus(10 t) / 10`` a distance (never negative: the translation cannot
+    cross the middle by itself and undo the chosen side): which side of the middle is a choice, learned by classification
     (``stage1.pose_pick_weight``: the frozen matcher's pick among the mirror placements), and only the
     distance from the middle by the image's gradient. After each call, ``mask`` holds the placed mask ``[B, 1, S, S]``
     (with its graph), which the training step penalises by area (``stage1.mask_weight``).
@@ -331,14 +333,17 @@ class ForegroundLayer(nn.Module):
         angle = math.pi * p[:, 1]
         if self.spin:  # the angle of (z_0, z_1)
             angle = angle + torch.atan2(zc[:, 1].float(), zc[:, 0].float())
-        centre = torch.zeros_like(p[:, 2:])
+        centre = torch.zeros_like(p[:, 2:4])
         if mask is not None and self.normalize:
             centre, spread = self.moments(mask)
             scale = scale / spread
         tx, ty = p[:, 2], p[:, 3]
-        if self.sides:  # the side of the middle: the sign of each side logit (chosen, not moved by gradient)
+        if self.sides:  # the side of the middle: the sign of each side logit (chosen, not moved by gradient);
+            # the distance from the middle softplus(10 t) / 10 >= 0 (0.07 at t = 0, still learning), so that
+            # the translation cannot cross the middle by itself and undo the chosen side
             signs = torch.where(p[:, -2:] >= 0, 1.0, -1.0)
-            tx, ty = tx * signs[:, 0], ty * signs[:, 1]
+            tx = F.softplus(SIDE_SHARPNESS * tx) / SIDE_SHARPNESS * signs[:, 0]
+            ty = F.softplus(SIDE_SHARPNESS * ty) / SIDE_SHARPNESS * signs[:, 1]
         return angle, scale, centre, tx, ty
 
     def transform(self, zc: torch.Tensor, mask: torch.Tensor | None = None,
@@ -389,14 +394,15 @@ class ForegroundLayer(nn.Module):
 
     @torch.no_grad()
     def redraw(self, flip: torch.Tensor) -> torch.Tensor:
-        """The last call's images ``[B, 3, S, S]`` again, each object's translation multiplied by ``flip
-        [B, 2]`` (signs): mirrored across the middle column with ``(-1, 1)``, the middle row with ``(1, -1)``;
-        its outline, colour, size and turn unchanged. No gradient (``stage1.pose_pick_weight`` compares
-        the placements with a frozen reader)."""
+        """The last call's first ``N`` images ``[N, 3, S, S]`` again, each object's translation multiplied by
+        ``flip [N, 2]`` (signs): mirrored across the middle column with ``(-1, 1)``, the middle row with
+        ``(1, -1)``; its outline, colour, size and turn unchanged. No gradient (``stage1.pose_pick_weight``
+        compares the placements with a frozen reader)."""
         if self.anchors:
             raise ValueError("redraw moves the one placement; with the anchor grid (model.g_layer_anchors) "
                              "there are A x A")
-        return self._place(*self.drawn, flip=flip.to(self.drawn[0].dtype))[0]
+        drawn = [None if t is None else t[:len(flip)] for t in self.drawn]
+        return self._place(*drawn, flip=flip.to(self.drawn[0].dtype))[0]
 
     def _place(self, zc: torch.Tensor, rgba: torch.Tensor, mask: torch.Tensor, background: torch.Tensor,
                text: torch.Tensor | None, flip: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:

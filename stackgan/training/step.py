@@ -6,6 +6,7 @@ what training runs.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import torch.nn.functional as F
@@ -54,22 +55,27 @@ def foil_rows(text: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
 MIRRORS = ((1.0, 1.0), (-1.0, 1.0), (1.0, -1.0), (-1.0, -1.0))  # pose_pick_loss: the translation's sign flips
 
 
-def pose_pick_loss(layer, matcher, text: torch.Tensor) -> torch.Tensor:
+def pose_pick_loss(layer, matcher, text: torch.Tensor, share: float = 1.0) -> torch.Tensor:
     """``stage1.pose_pick_weight``: each object of the layered G's last images redrawn at its translation's
     mirror images (``MIRRORS``: as drawn, x flipped, y flipped, both); the frozen ``matcher`` picks, for
     each image, the one whose similarity to its caption ``text [B, D]`` is highest, and the loss is the mean
     squared distance of the translation ``[B, 2]`` to the pick's (0 where the drawn one wins). A translation
     learns only from the object's edges, so an object on the wrong side of the image stays there (C14:
-    "left" and "right" both drawn right); the sign is then learned from the whole reading of the image."""
+    "left" and "right" both drawn right); the sign is then learned from the whole reading of the image.
+    With the side logits (``model.g_layer_sides``) the loss is their binary cross-entropy to the picked
+    side instead. ``share < 1``: only the batch's first ``ceil(share * B)`` images are redrawn and read
+    (``stage1.pose_pick_share``; the matcher reads four images per object)."""
+    n = max(1, math.ceil(share * len(text)))
+    text = text[:n]
     flips = torch.tensor(MIRRORS, device=text.device)  # [4, 2]
     with torch.no_grad():
-        scores = torch.stack([matcher.similarity(layer.redraw(f.expand(len(text), 2)), text) for f in flips])
-        pick = flips[scores.argmax(0)]  # [B, 2]
+        scores = torch.stack([matcher.similarity(layer.redraw(f.expand(n, 2)), text) for f in flips])
+        pick = flips[scores.argmax(0)]  # [n, 2]
     if getattr(layer, "sides", False):  # model.g_layer_sides: the side logits learn the picked side (BCE)
-        logits = layer.sides_drawn.float()  # [B, 2]
+        logits = layer.sides_drawn[:n].float()  # [n, 2]
         drawn = torch.where(logits.detach() >= 0, 1.0, -1.0)
         return F.binary_cross_entropy_with_logits(logits, (drawn * pick > 0).float(), reduction="none").sum(1).mean()
-    offset = layer.offset.float()  # [B, 2], with its graph
+    offset = layer.offset[:n].float()  # [n, 2], with its graph
     return (offset - pick * offset.detach()).square().sum(1).mean()
 
 
@@ -218,7 +224,7 @@ class Updater:
                 g_total = g_total + match_weight(sc, step) * match
                 pick = zero
                 if sc.pose_pick_weight:  # the translation pulled to whichever mirror image the matcher reads best
-                    pick = pose_pick_loss(unwrap(G).foreground, self.matcher, text)
+                    pick = pose_pick_loss(unwrap(G).foreground, self.matcher, text, sc.pose_pick_share)
                     g_total = g_total + sc.pose_pick_weight * pick
                 recon = latent_kl = zero
                 if self.encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z
