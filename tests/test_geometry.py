@@ -360,11 +360,9 @@ def test_fast_sn_preset_is_fast_with_a_spectral_norm_d_and_a_warmed_up_matcher()
 
 
 
-def test_the_default_preset_is_fast_sn_without_conditioning_augmentation_in_either_stage():
+def test_fast_sn_noca_is_fast_sn_without_conditioning_augmentation_in_either_stage():
     from dataclasses import replace
-    from stackgan.config import DEFAULT_PRESET
 
-    assert DEFAULT_PRESET == "fast-sn-noca"
     sn, noca = get_preset("fast-sn"), get_preset("fast-sn-noca")
     assert noca == replace(sn, model=replace(sn.model, ca_variant="none"))
     cfg = apply_overrides(noca, TINY + ["model.text_dim=12"])
@@ -1301,3 +1299,20 @@ def test_pose_pick_share_reads_only_the_batchs_first_images():
     assert seen == [2, 2, 2, 2]
     with pytest.raises(ValueError, match="pose_pick_share must be in"):
         apply_overrides(get_preset("fast-sn-noca"), ["stage1.pose_pick_share=0"])
+
+
+def test_the_default_preset_is_fast_sn_noca_with_the_layered_object_of_run_c18():
+    """shapes-layered (the default): fast-sn-noca plus exactly the switches of the recipe doc's run C18,
+    and its Stage I draws a layered object with a radial outline and a pattern."""
+    from stackgan.config import DEFAULT_PRESET
+
+    assert DEFAULT_PRESET == "shapes-layered"
+    c18 = ["model.g_layered=true", "model.g_layer_background=vertical", "model.g_layer_spin=true",
+           "model.g_layer_taper=true", "stage1.mask_weight=5", "stage1.mask_warmup=1000", "data.foil_share=0.5",
+           "model.d_contrast=128", "stage1.contrast_wrong=true", "stage1.contrast_weight=0.2",
+           "data.foil_attributes=shape", "data.matcher_trunk=checker", "data.matcher_widths=[16,32,64,96,128]",
+           "data.matcher_foils=true", "data.matcher_steps=3000", "data.matcher_zoom=2", "stage1.match_foils=true",
+           "model.g_layer_radial=10", "model.g_layer_pattern=4"]
+    assert get_preset("shapes-layered") == apply_overrides(get_preset("fast-sn-noca"), c18)
+    G = build_generator(apply_overrides(get_preset("shapes-layered"), TINY + ["model.text_dim=12"]).model, 1)
+    assert G.foreground.radial == 10 and G.foreground.pattern == 4
