@@ -324,11 +324,12 @@ class ForegroundLayer(nn.Module):
         return torch.softmax(self.pose_params(zc, text)[:, 4:], dim=1)
 
     def placement(self, zc: torch.Tensor, mask: torch.Tensor | None = None,
-                  text: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                  text: torch.Tensor | None = None, p: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """The object's ``(angle, scale, centre, tx, ty)`` (``[B]``, ``[B]``, ``[B, 2]``, ``[B]``, ``[B]``): its
         turn, its frame's scale (over the canvas mask's spread with ``normalize``), the canvas point placed
-        at ``(tx, ty)`` (the mask's own centre with ``normalize``, else 0)."""
-        p = self.pose_params(zc, text)
+        at ``(tx, ty)`` (the mask's own centre with ``normalize``, else 0). ``p``: :meth:`pose_params`'s
+        output when the caller has it already."""
+        p = self.pose_params(zc, text) if p is None else p
         scale = torch.exp(p[:, 0] + self.log_scale0)
         angle = math.pi * p[:, 1]
         if self.spin:  # the angle of (z_0, z_1)
@@ -387,8 +388,8 @@ class ForegroundLayer(nn.Module):
     def forward(self, zc: torch.Tensor, background: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         rgb, mask = self.canvas(zc)
         rgba = torch.cat([rgb, mask], dim=1)
-        image, self.mask, self.offset = self._place(zc, rgba, mask, background, text)
-        self.sides_drawn = self.side_logits(zc, text) if self.sides else None  # [B, 2], with its graph
+        image, self.mask, self.offset, pose = self._place(zc, rgba, mask, background, text)
+        self.sides_drawn = pose[:, -2:] if self.sides else None  # [B, 2]: the side logits, with their graph
         self.drawn = tuple(None if t is None else t.detach() for t in (zc, rgba, mask, background, text))  # redraw
         return image
 
@@ -407,10 +408,12 @@ class ForegroundLayer(nn.Module):
     def _place(self, zc: torch.Tensor, rgba: torch.Tensor, mask: torch.Tensor, background: torch.Tensor,
                text: torch.Tensor | None, flip: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """The canvas ``rgba [B, 4, 32, 32]`` placed over ``background``: ``(image [B, 3, S, S], placed mask
-        [B, 1, S, S], translation [B, 2])`` (with the anchor grid, the translation before an anchor's point)."""
-        placement = self.placement(zc, mask, text)
-        offset = torch.stack(placement[3:], dim=1)  # [B, 2]: (tx, ty), drawn (with the sides' signs)
+        [B, 1, S, S], translation [B, 2], the pose head's output)`` (with the anchor grid, the translation
+        before an anchor's point)."""
+        pose = self.pose_params(zc, text)
         if not self.anchors:
+            placement = self.placement(zc, mask, text, pose)
+            offset = torch.stack(placement[3:], dim=1)  # [B, 2]: (tx, ty), drawn (with the sides' signs)
             grid = F.affine_grid(self._theta(placement, flip=flip).to(rgba.dtype), list(background.shape),
                                  align_corners=False)
             placed = F.grid_sample(rgba, grid, mode="bilinear", padding_mode="zeros",
@@ -419,7 +422,7 @@ class ForegroundLayer(nn.Module):
             if self.pattern:  # the colour (in [0, 1]) times 1 - p (1 - shade)
                 p, shade = self.pattern_map(zc, grid, placement[1], placement[2])
                 fg = (fg + 1) * (1 - p * (1 - shade)).to(fg.dtype) - 1
-            return m * fg + (1.0 - m) * background, m, offset
+            return m * fg + (1.0 - m) * background, m, offset, pose
         # the layer at every anchor, mixed: each anchor's weight gets a gradient from the whole image
         b, k = len(zc), len(self.anchor_xy)
         rep = lambda x: None if x is None else x.repeat_interleave(k, dim=0)  # noqa: E731
@@ -427,10 +430,10 @@ class ForegroundLayer(nn.Module):
         grid = F.affine_grid(theta.to(rgba.dtype), [b * k, 4, *background.shape[2:]], align_corners=False)
         placed = F.grid_sample(rep(rgba), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         placed = placed.view(b, k, 4, *background.shape[2:])
-        w = self.anchor_weights(zc, text)
+        w = torch.softmax(pose[:, 4:], dim=1)  # anchor_weights
         if self.anchor_sample:  # one anchor per image (drawn in training, the likeliest in eval), straight-through
             pick = torch.multinomial(w.detach(), 1)[:, 0] if self.training else w.argmax(dim=1)
             w = F.one_hot(pick, k).to(w.dtype) + w - w.detach()
         w = w.to(rgba.dtype)[:, :, None, None, None]  # [B, K, 1, 1, 1]
         m = (w * placed[:, :, 3:]).sum(1)  # [B, 1, S, S]: at most 1 (the weights sum to 1)
-        return (w * placed[:, :, 3:] * placed[:, :, :3]).sum(1) + (1.0 - m) * background, m, offset
+        return (w * placed[:, :, 3:] * placed[:, :, :3]).sum(1) + (1.0 - m) * background, m, pose[:, 2:4], pose
