@@ -54,8 +54,12 @@ class ModelConfig:
     #   Fourier series of this many harmonics predicted from cat(z, c) (a disc at the start), not drawn by its canvas
     g_layer_pattern: int = 0  # J > 0: that object's colour is darkened by a periodic map of J learned waves in its
     #   own turned frame, amplitudes from cat(z, c) (stripes and dots as a few numbers; none at the start)
-    g_layer_sides: bool = False  # that object's side of the middle (x and y) is the sign of a logit its pose head
-    #   predicts, learned from the matcher's pick (stage1.pose_pick_weight); the translation sets only the distance
+    g_layer_sides: bool = False  # that object's side of the middle column (left / right) is the sign of a logit
+    #   read from the sentence embedding, learned from the matcher's pick (stage1.pose_pick_weight); the
+    #   translation sets only the distance (the row stays a signed translation)
+    g_layer_cells: int = 0  # A > 1: that object's column and row are each a choice among A (logits read from the
+    #   sentence embedding, learned from the matcher's pick among the A columns and the A rows:
+    #   stage1.pose_pick_weight); drawn at the chosen cell's point (spacing learned) plus the translation
     g_layer_round: bool = False  # that object's mask falls to 0 inside its frame's inscribed circle (not at the
     #   square frame's edge): no corners for a pointed object's tips to run into
     g_layer_normalize: bool = False  # that object is placed by its mask's own centre and RMS radius: only the pose
@@ -232,19 +236,20 @@ PRESETS["fast-sn-noca"] = replace(
     PRESETS["fast-sn"],
     model=replace(PRESETS["fast-sn"].model, ca_variant="none"),
 )
-# fast-sn-noca with Stage I's object drawn as a layer (docs/training-recipe.md, tenth to sixteenth rounds;
-# run C18): placed by a pose head, turned by z, its mask a radial outline of 10 harmonics, its colour
-# patterned by 4 waves, over a background that changes only from top to bottom; an area prior on its
-# mask; D's contrastive head (half its wrong captions one-word foils); the matcher in the attribute
-# checker's layout, trained with shape foils on images zoomed by up to 2 (shipped for the built-in
-# Shapes data: stackgan/matchers). The default from the sixteenth round: shape, size and texture
-# drawn, position worse than fast-sn-noca's. Made for Shapes: on photos use fast or a data set's preset.
+# fast-sn-noca with Stage I's object drawn as a layer (docs/training-recipe.md, tenth to seventeenth
+# rounds; run C26): placed in one of 3 x 3 cells that the sentence chooses (taught by the matcher's pick
+# among the cells, a quarter of the batch a step) plus a pose head's translation, turned by z, its mask a
+# radial outline of 10 harmonics, its colour patterned by 4 waves, over a background that changes only
+# from top to bottom; an area prior on its mask; D's contrastive head (half its wrong captions one-word
+# foils); the matcher in the attribute checker's layout, trained with shape foils on images zoomed by up
+# to 2 (shipped for the built-in Shapes data: stackgan/matchers). The default since the sixteenth round.
+# Made for Shapes: on photos use fast or a data set's preset.
 PRESETS["shapes-layered"] = replace(
     PRESETS["fast-sn-noca"],
     model=replace(PRESETS["fast-sn-noca"].model, g_layered=True, g_layer_background="vertical", g_layer_spin=True,
-                  g_layer_taper=True, g_layer_radial=10, g_layer_pattern=4, d_contrast=128),
+                  g_layer_taper=True, g_layer_radial=10, g_layer_pattern=4, g_layer_cells=3, d_contrast=128),
     stage1=replace(PRESETS["fast-sn-noca"].stage1, mask_weight=5.0, mask_warmup=1000, contrast_wrong=True,
-                   contrast_weight=0.2, match_foils=True),
+                   contrast_weight=0.2, match_foils=True, pose_pick_weight=1.0, pose_pick_share=0.25),
     data=replace(PRESETS["fast-sn-noca"].data, foil_share=0.5, foil_attributes="shape", matcher_trunk="checker",
                  matcher_widths=(16, 32, 64, 96, 128), matcher_foils=True, matcher_steps=3000, matcher_zoom=2.0),
 )
@@ -395,19 +400,25 @@ def validate(cfg: Config) -> Config:
     if m.g_layer_sides and not cfg.stage1.pose_pick_weight:
         raise ConfigError("model.g_layer_sides learns the side from the matcher's pick: set stage1.pose_pick_weight "
                           "(e.g. 1)")
+    if m.g_layer_cells and not cfg.stage1.pose_pick_weight:
+        raise ConfigError("model.g_layer_cells learns the column and row from the matcher's pick: set "
+                          "stage1.pose_pick_weight (e.g. 1)")
+    if m.g_layer_cells and (m.g_layer_sides or m.g_layer_anchors or m.g_layer_cells < 2):
+        raise ConfigError(f"model.g_layer_cells must be at least 2 (A columns and A rows) and does not go with "
+                          f"model.g_layer_sides or model.g_layer_anchors; got {m.g_layer_cells}")
     if m.g_layer_sides and m.g_layer_anchors:
         raise ConfigError("model.g_layer_sides chooses the side of the one placement; it does not go with "
                           "model.g_layer_anchors")
     if m.g_layer_pattern and m.g_layer_anchors:
         raise ConfigError("model.g_layer_pattern is drawn at one placement; it does not go with model.g_layer_anchors")
-    for name in ("g_layer_templates", "g_layer_pose_hidden", "g_layer_radial", "g_layer_pattern"):
+    for name in ("g_layer_templates", "g_layer_pose_hidden", "g_layer_radial", "g_layer_pattern", "g_layer_cells"):
         if getattr(m, name) < 0:
             raise ConfigError(f"model.{name} must be >= 0, got {getattr(m, name)}")
     if m.g_layer_anchors < 0 or m.g_layer_anchors == 1:
         raise ConfigError(f"model.g_layer_anchors must be 0 (off) or at least 2 (an A x A grid), "
                           f"got {m.g_layer_anchors}")
     for name in ("g_layer_spin", "g_layer_taper", "g_layer_round", "g_layer_radial", "g_layer_pattern",
-                 "g_layer_normalize", "g_layer_sides", "g_layer_pose_text", "g_layer_templates", "g_layer_pose_hidden", "g_layer_anchors"):
+                 "g_layer_normalize", "g_layer_sides", "g_layer_cells", "g_layer_pose_text", "g_layer_templates", "g_layer_pose_hidden", "g_layer_anchors"):
         if getattr(m, name) and not m.g_layered:
             raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
     if cfg.stage2.mask_weight:

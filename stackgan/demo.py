@@ -1,13 +1,14 @@
 """`make demo`: Shapes data -> Stage I -> Stage II -> pictures -> evaluation, on a CPU budget, timed step by step."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from .config import DEFAULT_PRESET, get_preset
 from .data.shapes import generate_shapes
-from .evaluation.shapes_eval import evaluate_shapes
+from .evaluation.shapes_eval import COLUMNS, evaluate_shapes
 from .matching import load_or_train_matcher
 from .pipeline import StackGANPipeline
 from .training import train
@@ -34,23 +35,25 @@ def compare_with_pretrained(run_dir: Path, captions: list[str], pretrained: Path
 
 
 def print_tables(run_dir: Path, pretrained: Path = PRETRAINED_SHAPES) -> None:
-    """The evaluation tables (eval.md) of this run and of the pretrained model, one above the other."""
-    for name, path in (("this run", run_dir), ("pretrained", pretrained)):
-        if (path / "eval.md").exists():
-            print(f"\n{name} ({path / 'eval.md'}):")
-            print(tables_only((path / "eval.md").read_text()))
+    """One table: this run's Stage I and Stage II beside the pretrained model's (their eval.json), each row
+    named by its model, so that the two cannot be mistaken for each other."""
+    print("\n" + comparison_table({"this run": run_dir, "pretrained": pretrained}))
 
 
-def tables_only(markdown: str) -> str:
-    """The Markdown tables of ``markdown`` (runs of lines that start with "|"), a blank line between two."""
-    blocks, current = [], []
-    for line in markdown.splitlines() + [""]:
-        if line.startswith("|"):
-            current.append(line)
-        elif current:
-            blocks.append("\n".join(current))
-            current = []
-    return "\n\n".join(blocks)
+def comparison_table(models: dict[str, Path]) -> str:
+    """A Markdown table of the attribute accuracies in each model folder's ``eval.json`` (rows "<name>,
+    Stage I" and "<name>, Stage II"; a folder without one is left out)."""
+    rows = []
+    for name, path in models.items():
+        if not (Path(path) / "eval.json").exists():
+            continue
+        report = json.loads((Path(path) / "eval.json").read_text())
+        for stage in ("stage1", "stage2"):
+            if stage in report:
+                cells = ["-" if report[stage].get(c) is None else f"{report[stage][c]:.3f}" for c in COLUMNS]
+                rows.append(f"| {name}, Stage {'I' * int(stage[-1])} | " + " | ".join(cells) + " |")
+    header = "| model | " + " | ".join(COLUMNS) + " |\n|" + "---|" * (len(COLUMNS) + 1)
+    return header + "\n" + "\n".join(rows)
 
 
 class Timeline:

@@ -262,7 +262,19 @@ def test_overlap_judge_reads_real_shapes_and_calls_a_lumpy_blob_none(shapes_dir)
     assert overlap_shapes(images[:1])[0, 0] > 0.9 and (overlap_shapes(images[3:]) == 0).all()
 
 
-def test_demo_prints_each_table_of_eval_md_apart():
-    from stackgan.demo import tables_only
-    md = "# title\n\nintro\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nWhat the judge reads:\n\n| c |\n|---|\n"
-    assert tables_only(md) == "| a | b |\n|---|---|\n| 1 | 2 |\n\n| c |\n|---|"
+def test_demo_table_names_the_model_of_every_row(tmp_path):
+    """The demo's closing table: one row per (model, stage), named, from each folder's eval.json; a
+    folder without one is left out (a session once read the pretrained model's rows as the run's)."""
+    import json
+
+    from stackgan.demo import comparison_table
+    from stackgan.evaluation.shapes_eval import COLUMNS
+    run, old, none = tmp_path / "run", tmp_path / "old", tmp_path / "none"
+    for path, value in ((run, 0.75), (old, 0.25)):
+        path.mkdir()
+        scores = {c: value for c in COLUMNS}
+        (path / "eval.json").write_text(json.dumps({"stage1": scores, "stage2": {**scores, "shape": value / 2}}))
+    rows = comparison_table({"this run": run, "pretrained": old, "missing": none}).splitlines()
+    assert rows[0].startswith("| model | shape |") and len(rows) == 2 + 4
+    assert rows[2].startswith("| this run, Stage I | 0.750 |") and rows[3].startswith("| this run, Stage II | 0.375 |")
+    assert rows[4].startswith("| pretrained, Stage I | 0.250 |") and rows[5].startswith("| pretrained, Stage II | 0.125 |")

@@ -1231,51 +1231,115 @@ def test_pose_pick_pulls_the_translation_to_the_mirror_image_the_reader_prefers(
 
 
 def test_side_logits_choose_the_side_and_learn_the_matchers_pick():
-    """model.g_layer_sides: the object is drawn at (s_x t_x, s_y t_y), s the sign of the pose head's two
-    side logits; with them, pose_pick_loss is the binary cross-entropy of the logits to the picked side
-    (the drawn side where the drawn placement reads best, the other where the mirror does); it needs
+    """model.g_layer_sides: the object is drawn at (s d(t_x), t_y), s the sign of a side logit that a head
+    reads from the sentence embedding (times SIDE_GAIN); with it, pose_pick_loss is the binary
+    cross-entropy of the logit to the picked side (the drawn side where the drawn placement reads best,
+    the other where its mirror across the middle column does; the row is not mirrored); it needs
     stage1.pose_pick_weight and no anchor grid."""
     import torch.nn.functional as F
 
-    from stackgan.models.layered import ForegroundLayer
+    from stackgan.models.layered import SIDE_GAIN, ForegroundLayer
     from stackgan.training.step import pose_pick_loss
 
     torch.manual_seed(0)
-    layer = ForegroundLayer(6, ngf=4, scale0=0.2, sides=True)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.2, sides=5)
+    assert not layer.side_head.weight.any() and not layer.side_head.bias.any()  # no side preferred at the start
     with torch.no_grad():
         layer.to_rgba.bias[:] = torch.tensor([3.0, 3.0, 3.0, 30.0])
         layer.to_rgba.weight.zero_()
-        layer.pose.bias[2:4] = torch.tensor([0.5, 0.0])
-        layer.pose.bias[-2:] = torch.tensor([-0.3, 0.2])  # x: the left side
-    zc, bg = torch.randn(2, 6), -torch.ones(2, 3, 64, 64)
-    image = layer(zc, bg)
-    d = torch.nn.functional.softplus(torch.tensor([5.0, 0.0])) / 10  # the distances from the middle
-    assert torch.allclose(layer.offset, torch.stack([-d[0], d[1]]).expand(2, 2))  # drawn left of the middle
-    assert image[0, 0, 32, :32].mean() > image[0, 0, 32, 32:].mean()
+        layer.pose.bias[2:4] = torch.tensor([0.5, -0.25])
+        layer.side_head.bias[:] = -0.03  # the left side
+    zc, bg, text = torch.randn(2, 6), -torch.ones(2, 3, 64, 64), torch.zeros(2, 5)
+    with pytest.raises(ValueError, match="reads a sentence embedding of 5 dims"):
+        layer(zc, bg)
+    image = layer(zc, bg, text)
+    d = torch.nn.functional.softplus(torch.tensor(5.0)) / 10  # the distance from the middle column
+    assert torch.allclose(layer.offset, torch.stack([-d, torch.tensor(-0.25)]).expand(2, 2))  # left; row as is
+    assert image[0, 0, 24, :32].mean() > image[0, 0, 24, 32:].mean()  # row 24: y = -0.25
 
-    class Reads(nn.Module):  # brightness on the right half: the mirror (x flipped) reads best
+    seen = []
+
+    class Reads(nn.Module):  # brightness on the right half: the mirror across the middle column reads best
         def similarity(self, images, text):
+            seen.append(len(images))
             return images[..., 32:].mean((1, 2, 3))
 
     loss = pose_pick_loss(layer, Reads(), torch.zeros(2, 3))
-    logits = torch.tensor([-0.3, 0.2])
-    expected = F.binary_cross_entropy_with_logits(logits, torch.tensor([1.0, 1.0]), reduction="sum")
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)  # x: the right side now; y: kept
+    expected = F.binary_cross_entropy_with_logits(SIDE_GAIN * torch.tensor([-0.03]), torch.tensor([1.0]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)  # the right side now
+    assert seen == [2, 2]  # two placements per object: as drawn, mirrored across the middle column
     loss.backward()
-    assert layer.pose.bias.grad[-2] < 0  # descent raises the x logit toward the right side
+    assert layer.side_head.bias.grad[0] < 0  # descent raises the logit toward the right side
+    assert layer.pose.bias.grad is None or not layer.pose.bias.grad.any()  # the pose head is not taught the side
+    with torch.no_grad():  # the side is the sentence's: a head that reads it turns with it
+        layer.side_head.bias.zero_()
+        layer.side_head.weight[0, 0] = 1.0  # a sentence's first dimension: its side
+    layer(zc, bg, torch.tensor([[1.0, 0, 0, 0, 0], [-1.0, 0, 0, 0, 0]]))
+    assert layer.offset[0, 0] > 0 > layer.offset[1, 0]
     with pytest.raises(ValueError, match="g_layer_sides learns the side"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_sides=true"])
     with pytest.raises(ValueError, match="the anchor grid has"):
-        ForegroundLayer(6, ngf=4, sides=True, anchors=2)
+        ForegroundLayer(6, ngf=4, sides=5, anchors=2)
+
+
+def test_cells_choose_column_and_row_from_the_sentence_and_learn_the_matchers_pick():
+    """model.g_layer_cells=A: every object starts in the middle cell; the column and row logits read the
+    sentence embedding and the object is drawn at the chosen cell's point, spacing * (k - (A - 1) / 2),
+    plus the pose's translation; pose_pick_loss redraws the object in each column (row as drawn) and each
+    row (column as drawn) and is the cross-entropy of the logits to the matcher's picks."""
+    import torch.nn.functional as F
+
+    from stackgan.models.layered import CELL_SPACING0, SIDE_GAIN, ForegroundLayer
+    from stackgan.training.step import pose_pick_loss
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.15, cells=3, cell_text=4)
+    with torch.no_grad():
+        layer.to_rgba.bias[:] = torch.tensor([3.0, 3.0, 3.0, 30.0])
+        layer.to_rgba.weight.zero_()
+    zc, bg = torch.randn(2, 6), -torch.ones(2, 3, 64, 64)
+    layer(zc, bg, torch.randn(2, 4))
+    assert not layer.offset.any()  # the middle cell, no translation: centred
+    with torch.no_grad():  # the sentence's first dimension says the column, its second the row
+        layer.cell_head.bias.zero_()
+        layer.cell_head.weight[[0, 2], 0] = torch.tensor([1.0, -1.0])  # column: left where text[0] > 0
+        layer.cell_head.weight[[3, 5], 1] = torch.tensor([-1.0, 1.0])  # row: bottom where text[1] > 0
+    text = torch.tensor([[1.0, 1.0, 0, 0], [-1.0, -1.0, 0, 0]])
+    image = layer(zc, bg, text)
+    s = CELL_SPACING0
+    assert torch.allclose(layer.offset, torch.tensor([[-s, s], [s, -s]]))  # bottom left; top right
+    assert image[0, 0, 45:, :20].mean() > image[0, 0, :20, 45:].mean()
+    seen = []
+
+    class Reads(nn.Module):  # brightness in the top left corner: column 0 and row 0 read best
+        def similarity(self, images, text):
+            seen.append(len(images))
+            return images[..., :26, :26].mean((1, 2, 3))
+
+    loss = pose_pick_loss(layer, Reads(), text)
+    logits = layer.cell_logits(text)  # [2, 2, 3]
+    assert logits.shape == (2, 2, 3) and torch.allclose(logits[0, 0], SIDE_GAIN * torch.tensor([1.0, 0, -1.0]))
+    expected = F.cross_entropy(logits.reshape(4, 3), torch.zeros(4, dtype=torch.long))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert seen == [2] * 6  # three columns and three rows for each object
+    loss.backward()
+    assert layer.cell_head.bias.grad[0] < 0 and layer.cell_head.bias.grad[3] < 0  # descent raises column 0, row 0
+    with pytest.raises(ValueError, match="g_layer_cells learns the column"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_cells=3"])
+    with pytest.raises(ValueError, match="at least 2 per axis"):
+        ForegroundLayer(6, ngf=4, cells=3, cell_text=4, sides=4)
+    cfg = apply_overrides(get_preset("shapes-layered"), ["stage1.pose_pick_weight=1", "model.g_layer_cells=3"])
+    G = build_generator(cfg.model, 1)  # the switch reaches the layer, which reads the whole sentence embedding
+    assert G.foreground.cells == 3 and G.foreground.cell_head.in_features == cfg.model.text_dim
 
 
 def test_side_logits_with_the_pattern_draw_one_image_per_condition():
-    """model.g_layer_sides with g_layer_pattern and spin: a whole layer runs (the pose head's side logits
-    are not read as a centre) and draws an image per condition."""
+    """model.g_layer_sides with g_layer_pattern and spin: a whole layer runs (the side logits are not
+    read as a centre) and draws an image per condition."""
     from stackgan.models.layered import ForegroundLayer
 
-    layer = ForegroundLayer(6, ngf=4, sides=True, pattern=2, radial=3, spin=True)
-    assert layer(torch.randn(3, 6), torch.zeros(3, 3, 64, 64)).shape == (3, 3, 64, 64)
+    layer = ForegroundLayer(6, ngf=4, sides=5, pattern=2, radial=3, spin=True)
+    assert layer(torch.randn(3, 6), torch.zeros(3, 3, 64, 64), torch.randn(3, 5)).shape == (3, 3, 64, 64)
 
 
 def test_pose_pick_share_reads_only_the_batchs_first_images():
@@ -1301,9 +1365,10 @@ def test_pose_pick_share_reads_only_the_batchs_first_images():
         apply_overrides(get_preset("fast-sn-noca"), ["stage1.pose_pick_share=0"])
 
 
-def test_the_default_preset_is_fast_sn_noca_with_the_layered_object_of_run_c18():
-    """shapes-layered (the default): fast-sn-noca plus exactly the switches of the recipe doc's run C18,
-    and its Stage I draws a layered object with a radial outline and a pattern."""
+def test_the_default_preset_is_fast_sn_noca_with_the_layered_object_of_run_c26():
+    """shapes-layered (the default): fast-sn-noca plus exactly the switches of the recipe doc's run C26
+    (C18 and the cell choice), and its Stage I draws a layered object with a radial outline and a pattern
+    in one of 3 x 3 cells."""
     from stackgan.config import DEFAULT_PRESET
 
     assert DEFAULT_PRESET == "shapes-layered"
@@ -1313,6 +1378,7 @@ def test_the_default_preset_is_fast_sn_noca_with_the_layered_object_of_run_c18()
            "data.foil_attributes=shape", "data.matcher_trunk=checker", "data.matcher_widths=[16,32,64,96,128]",
            "data.matcher_foils=true", "data.matcher_steps=3000", "data.matcher_zoom=2", "stage1.match_foils=true",
            "model.g_layer_radial=10", "model.g_layer_pattern=4"]
-    assert get_preset("shapes-layered") == apply_overrides(get_preset("fast-sn-noca"), c18)
+    c26 = c18 + ["stage1.pose_pick_weight=1", "stage1.pose_pick_share=0.25", "model.g_layer_cells=3"]
+    assert get_preset("shapes-layered") == apply_overrides(get_preset("fast-sn-noca"), c26)
     G = build_generator(apply_overrides(get_preset("shapes-layered"), TINY + ["model.text_dim=12"]).model, 1)
-    assert G.foreground.radial == 10 and G.foreground.pattern == 4
+    assert G.foreground.radial == 10 and G.foreground.pattern == 4 and G.foreground.cells == 3

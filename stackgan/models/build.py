@@ -41,6 +41,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
             args["stage1"]["pattern"] = int(m.g_layer_pattern)
         if m.g_layer_sides:
             args["stage1"]["sides"] = True
+        if m.g_layer_cells:
+            args["stage1"]["cells"] = int(m.g_layer_cells)
         if m.g_layer_normalize:
             args["stage1"]["normalize"] = True
         if m.g_layer_templates:

@@ -36,6 +36,8 @@ PATTERN_FREQ = 50.0  # model.g_layer_pattern: wave vectors are stored over this 
 #   50 is a period of 4 px at 64 px), so that Adam moves a frequency by about 50 x lr per step
 PATTERN_BIAS = -3.0  # ... and the pattern map starts at sigmoid(-3) = 0.05 everywhere: nearly solid, still learning
 SIDE_SHARPNESS = 10.0  # model.g_layer_sides: the distance from the middle is softplus(10 t) / 10
+SIDE_GAIN = 10.0  # ... and the side logits are stored over this factor: Adam moves a logit about 10x faster
+CELL_SPACING0 = 0.3  # model.g_layer_cells: the distance between neighbouring cells' points before it learns
 RMS_RADIUS = 0.5  # with normalize: the canvas mask's RMS radius (in its [-1, 1] frame) that scale 1 places as is
 
 
@@ -125,12 +127,23 @@ class ForegroundLayer(nn.Module):
     dark a fully patterned pixel is, a fraction of the colour) linear in ``cat(z, c)``; the amplitudes
     start at 0 and ``b`` at -3 (nearly solid). One wave thresholded draws stripes, two crossing waves
     draw a lattice of dots: texture as a parameter of a few numbers, where the canvas path must learn
-    to draw it pixel by pixel. With ``sides=True`` the pose head also predicts two side logits, and
-    the translation drawn is ``(s_x d(t_x), s_y d(t_y))`` with ``s = +1`` where a logit is >= 0 and ``-1``
-    elsewhere and ``d(t) = softplus(10 t) / 10`` a distance (never negative: the translation cannot
-    cross the middle by itself and undo the chosen side): which side of the middle is a choice, learned by classification
-    (``stage1.pose_pick_weight``: the frozen matcher's pick among the mirror placements), and only the
-    distance from the middle by the image's gradient. After each call, ``mask`` holds the placed mask ``[B, 1, S, S]``
+    to draw it pixel by pixel. With ``sides=D > 0`` a side head reads the sentence embedding ``[B, D]``
+    (``text``; not the noise: the side is the sentence's) and predicts a side logit (one linear layer,
+    zero at the start, its output times ``SIDE_GAIN``), and the translation drawn is ``(s d(t_x), t_y)``
+    with ``s = +1`` where the logit is >= 0 and ``-1`` elsewhere and ``d(t) = softplus(10 t) / 10`` a
+    distance (never negative: the translation cannot cross the middle column by itself and undo the
+    chosen side): left or right of the middle is a choice, learned by classification
+    (``stage1.pose_pick_weight``: the frozen matcher's pick between the drawn placement and its mirror
+    image), and only the distance from the middle by the image's gradient. The row stays a signed
+    translation, which the image's gradient teaches on its own (docs/training-recipe.md, seventeenth
+    round: with a side logit for the row too, the distance from the middle row shrank to 0.1). With
+    ``cells=A > 1`` (and ``cell_text=D``) the position is a choice of column and of row among ``A`` each:
+    a head reads the sentence embedding ``[B, D]`` and predicts ``A`` column and ``A`` row logits (times
+    ``SIDE_GAIN``, zero at the start); the object is drawn at the likeliest column's and row's point,
+    ``spacing * (k - (A - 1) / 2)`` per axis (``spacing`` one learned number per axis, shared by every
+    image), plus the pose head's translation; the logits are learned by classification from the frozen
+    matcher's pick among the ``A`` columns (the row as drawn) and the ``A`` rows (the column as drawn).
+    After each call, ``mask`` holds the placed mask ``[B, 1, S, S]``
     (with its graph), which the training step penalises by area (``stage1.mask_weight``).
 
     Example::
@@ -143,11 +156,24 @@ class ForegroundLayer(nn.Module):
                  canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False,
                  templates: int = 0, pose_hidden: int = 0, pose_text: int = 0, anchors: int = 0,
                  round_frame: bool = False, radial: int = 0, anchor_sample: bool = False, pattern: int = 0,
-                 sides: bool = False):
+                 sides: int = 0, cells: int = 0, cell_text: int = 0):
         super().__init__()
         if sides and anchors:
             raise ConfigError("the side logits choose the one placement's side; the anchor grid has A x A placements")
+        if sides < 0:
+            raise ConfigError(f"the side head reads a sentence embedding of D >= 0 dims (0: off), got {sides}")
         self.sides = sides
+        if cells == 1 or cells < 0 or (cells and (sides or anchors or not cell_text)):
+            raise ConfigError(f"the cells of the position's choice must be 0 (off) or at least 2 per axis, not with "
+                              f"the side logit or the anchor grid, and read a sentence embedding; got {cells}")
+        # cells = A > 1: A column and A row logits from the sentence embedding [B, cell_text] (over SIDE_GAIN);
+        # the chosen cell's point is spacing * (k - (A - 1) / 2) per axis, spacing learned (x, y)
+        self.cells = cells
+        if cells:
+            self.cell_head = nn.Linear(cell_text, 2 * cells)
+            self.spacing = nn.Parameter(torch.full((2,), CELL_SPACING0))
+        # sides = D > 0: a side logit (left / right) from the sentence embedding [B, D], stored over SIDE_GAIN
+        self.side_head = nn.Linear(sides, 1) if sides else None
         if pattern < 0 or (pattern and anchors):
             raise ConfigError(f"the pattern's waves must be >= 0 and not with the anchor grid, got {pattern}")
         if radial < 0 or (radial and templates):
@@ -203,7 +229,7 @@ class ForegroundLayer(nn.Module):
         if anchors:  # the A x A cell centres (x, y), row by row from the top left: [A*A, 2]
             self.register_buffer("anchor_xy", fourier_features(anchors, octaves=0)[0].flatten(1).T.contiguous(),
                                  persistent=False)
-        self.pose = nn.Linear(pose_hidden or pose_dim, 4 + anchors * anchors + (2 if sides else 0))
+        self.pose = nn.Linear(pose_hidden or pose_dim, 4 + anchors * anchors)
         if templates:  # K prototype masks: lumpy discs of radius 0.6 (logit 0 on the rim), each with its own noise
             radius = fourier_features(TEMPLATE_SIZE, octaves=0)[0].square().sum(0).sqrt()  # [16, 16]
             disc = 8.0 * (0.6 - radius)
@@ -248,6 +274,13 @@ class ForegroundLayer(nn.Module):
         (Called again by a generator whose weight initialisation runs over this layer too.)"""
         nn.init.zeros_(self.pose.weight)
         nn.init.zeros_(self.pose.bias)
+        for head in (getattr(self, "side_head", None), getattr(self, "cell_head", None)):  # no side or cell preferred
+            if head is not None:
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
+        if getattr(self, "cells", 0):  # ... but the middle column and row by a hair: every object starts centred
+            self.cell_head.bias[(self.cells - 1) // 2 :: self.cells] = 0.01
+            self.spacing.fill_(CELL_SPACING0)
         if getattr(self, "radial", 0):  # the outline starts as a disc of radius RADIAL_R0
             nn.init.zeros_(self.outline.weight)
             nn.init.zeros_(self.outline.bias)
@@ -293,12 +326,29 @@ class ForegroundLayer(nn.Module):
             zc = torch.cat([zc, text.to(zc.dtype)], dim=1)
         return self.pose(self.pose_in(zc)).float()
 
-    def side_logits(self, zc: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
-        """With ``sides``: the two side logits ``[B, 2]`` (x, y; the object right of / below the middle
-        where >= 0)."""
+    def side_logits(self, text: torch.Tensor | None) -> torch.Tensor:
+        """With ``sides``: the side logit ``[B, 1]`` (the object right of the middle where >= 0) from the
+        sentence embedding ``text [B, sides]``."""
         if not self.sides:
             raise ValueError("this layer has no side logits (model.g_layer_sides)")
-        return self.pose_params(zc, text)[:, -2:]
+        if text is None or text.shape[-1] != self.sides:
+            raise ValueError(f"the side head reads a sentence embedding of {self.sides} dims; "
+                             f"got {None if text is None else tuple(text.shape)}")
+        return SIDE_GAIN * self.side_head(text.to(self.side_head.weight.dtype)).float()
+
+    def cell_logits(self, text: torch.Tensor | None) -> torch.Tensor:
+        """With ``cells``: the column and row logits ``[B, 2, A]`` (left to right, top to bottom) from the
+        sentence embedding ``text [B, cell_text]``."""
+        if not self.cells:
+            raise ValueError("this layer has no cell logits (model.g_layer_cells)")
+        if text is None or text.shape[-1] != self.cell_head.in_features:
+            raise ValueError(f"the cell head reads a sentence embedding of {self.cell_head.in_features} dims; "
+                             f"got {None if text is None else tuple(text.shape)}")
+        return SIDE_GAIN * self.cell_head(text.to(self.cell_head.weight.dtype)).float().view(-1, 2, self.cells)
+
+    def cell_points(self, cell: torch.Tensor) -> torch.Tensor:
+        """With ``cells``: the points ``[B, 2]`` (x, y) of the cells ``cell [B, 2]`` (column, row indices)."""
+        return self.spacing * (cell.to(self.spacing.dtype) - (self.cells - 1) / 2)
 
     def template_logits(self) -> torch.Tensor:
         """The mask templates' logits ``[K, 1, 32, 32]`` (``model.g_layer_templates``): the stored
@@ -323,12 +373,14 @@ class ForegroundLayer(nn.Module):
             raise ValueError("this layer has no anchor grid (model.g_layer_anchors)")
         return torch.softmax(self.pose_params(zc, text)[:, 4:], dim=1)
 
-    def placement(self, zc: torch.Tensor, mask: torch.Tensor | None = None,
-                  text: torch.Tensor | None = None, p: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    def placement(self, zc: torch.Tensor, mask: torch.Tensor | None = None, text: torch.Tensor | None = None,
+                  p: torch.Tensor | None = None, sides: torch.Tensor | None = None,
+                  cell: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """The object's ``(angle, scale, centre, tx, ty)`` (``[B]``, ``[B]``, ``[B, 2]``, ``[B]``, ``[B]``): its
         turn, its frame's scale (over the canvas mask's spread with ``normalize``), the canvas point placed
         at ``(tx, ty)`` (the mask's own centre with ``normalize``, else 0). ``p``: :meth:`pose_params`'s
-        output when the caller has it already."""
+        output and ``sides`` :meth:`side_logits`'s when the caller has them already; ``cell [B, 2]`` (with
+        ``cells``) the column and row to draw at instead of the likeliest."""
         p = self.pose_params(zc, text) if p is None else p
         scale = torch.exp(p[:, 0] + self.log_scale0)
         angle = math.pi * p[:, 1]
@@ -339,12 +391,16 @@ class ForegroundLayer(nn.Module):
             centre, spread = self.moments(mask)
             scale = scale / spread
         tx, ty = p[:, 2], p[:, 3]
-        if self.sides:  # the side of the middle: the sign of each side logit (chosen, not moved by gradient);
+        if self.sides:  # the side of the middle column: the sign of the side logit (chosen, not moved by gradient);
             # the distance from the middle softplus(10 t) / 10 >= 0 (0.07 at t = 0, still learning), so that
             # the translation cannot cross the middle by itself and undo the chosen side
-            signs = torch.where(p[:, -2:] >= 0, 1.0, -1.0)
+            sides = self.side_logits(text) if sides is None else sides
+            signs = torch.where(sides >= 0, 1.0, -1.0)
             tx = F.softplus(SIDE_SHARPNESS * tx) / SIDE_SHARPNESS * signs[:, 0]
-            ty = F.softplus(SIDE_SHARPNESS * ty) / SIDE_SHARPNESS * signs[:, 1]
+        if self.cells:  # the chosen cell's point (no gradient to the choice), plus the translation
+            cell = self.cell_logits(text).argmax(-1) if cell is None else cell
+            point = self.cell_points(cell)
+            tx, ty = tx + point[:, 0], ty + point[:, 1]
         return angle, scale, centre, tx, ty
 
     def transform(self, zc: torch.Tensor, mask: torch.Tensor | None = None,
@@ -388,8 +444,8 @@ class ForegroundLayer(nn.Module):
     def forward(self, zc: torch.Tensor, background: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         rgb, mask = self.canvas(zc)
         rgba = torch.cat([rgb, mask], dim=1)
-        image, self.mask, self.offset, pose = self._place(zc, rgba, mask, background, text)
-        self.sides_drawn = pose[:, -2:] if self.sides else None  # [B, 2]: the side logits, with their graph
+        image, self.mask, self.offset, self.choice_drawn = self._place(zc, rgba, mask, background, text)
+        # choice_drawn: the side logit [B, 1] or the cell logits [B, 2, A], with their graph (None without)
         self.drawn = tuple(None if t is None else t.detach() for t in (zc, rgba, mask, background, text))  # redraw
         return image
 
@@ -405,14 +461,28 @@ class ForegroundLayer(nn.Module):
         drawn = [None if t is None else t[:len(flip)] for t in self.drawn]
         return self._place(*drawn, flip=flip.to(self.drawn[0].dtype))[0]
 
+    @torch.no_grad()
+    def redraw_at(self, cell: torch.Tensor) -> torch.Tensor:
+        """With ``cells``: the last call's first ``N`` images ``[N, 3, S, S]`` again, each object drawn at the
+        column and row ``cell [N, 2]`` instead of the chosen ones (the pose head's translation, outline, colour,
+        size and turn unchanged). No gradient."""
+        if not self.cells:
+            raise ValueError("redraw_at moves the object to another cell; this layer has none (model.g_layer_cells)")
+        drawn = [None if t is None else t[:len(cell)] for t in self.drawn]
+        return self._place(*drawn, cell=cell)[0]
+
     def _place(self, zc: torch.Tensor, rgba: torch.Tensor, mask: torch.Tensor, background: torch.Tensor,
-               text: torch.Tensor | None, flip: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+               text: torch.Tensor | None, flip: torch.Tensor | None = None,
+               cell: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """The canvas ``rgba [B, 4, 32, 32]`` placed over ``background``: ``(image [B, 3, S, S], placed mask
-        [B, 1, S, S], translation [B, 2], the pose head's output)`` (with the anchor grid, the translation
+        [B, 1, S, S], translation [B, 2], the side logit [B, 1] or the cell logits [B, 2, A] or None)`` (with the anchor grid, the translation
         before an anchor's point)."""
         pose = self.pose_params(zc, text)
         if not self.anchors:
-            placement = self.placement(zc, mask, text, pose)
+            sides = self.side_logits(text) if self.sides else None
+            choice = self.cell_logits(text) if self.cells else sides
+            placement = self.placement(zc, mask, text, pose, sides,
+                                       choice.argmax(-1) if self.cells and cell is None else cell)
             offset = torch.stack(placement[3:], dim=1)  # [B, 2]: (tx, ty), drawn (with the sides' signs)
             grid = F.affine_grid(self._theta(placement, flip=flip).to(rgba.dtype), list(background.shape),
                                  align_corners=False)
@@ -422,7 +492,7 @@ class ForegroundLayer(nn.Module):
             if self.pattern:  # the colour (in [0, 1]) times 1 - p (1 - shade)
                 p, shade = self.pattern_map(zc, grid, placement[1], placement[2])
                 fg = (fg + 1) * (1 - p * (1 - shade)).to(fg.dtype) - 1
-            return m * fg + (1.0 - m) * background, m, offset, pose
+            return m * fg + (1.0 - m) * background, m, offset, choice
         # the layer at every anchor, mixed: each anchor's weight gets a gradient from the whole image
         b, k = len(zc), len(self.anchor_xy)
         rep = lambda x: None if x is None else x.repeat_interleave(k, dim=0)  # noqa: E731
@@ -436,4 +506,4 @@ class ForegroundLayer(nn.Module):
             w = F.one_hot(pick, k).to(w.dtype) + w - w.detach()
         w = w.to(rgba.dtype)[:, :, None, None, None]  # [B, K, 1, 1, 1]
         m = (w * placed[:, :, 3:]).sum(1)  # [B, 1, S, S]: at most 1 (the weights sum to 1)
-        return (w * placed[:, :, 3:] * placed[:, :, :3]).sum(1) + (1.0 - m) * background, m, pose[:, 2:4], pose
+        return (w * placed[:, :, 3:] * placed[:, :, :3]).sum(1) + (1.0 - m) * background, m, pose[:, 2:4], None

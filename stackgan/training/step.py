@@ -53,6 +53,7 @@ def foil_rows(text: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
 
 
 MIRRORS = ((1.0, 1.0), (-1.0, 1.0), (1.0, -1.0), (-1.0, -1.0))  # pose_pick_loss: the translation's sign flips
+SIDE_MIRRORS = ((1.0, 1.0), (-1.0, 1.0))  # ... with the side logit: as drawn, and across the middle column
 
 
 def pose_pick_loss(layer, matcher, text: torch.Tensor, share: float = 1.0) -> torch.Tensor:
@@ -62,21 +63,45 @@ def pose_pick_loss(layer, matcher, text: torch.Tensor, share: float = 1.0) -> to
     squared distance of the translation ``[B, 2]`` to the pick's (0 where the drawn one wins). A translation
     learns only from the object's edges, so an object on the wrong side of the image stays there (C14:
     "left" and "right" both drawn right); the sign is then learned from the whole reading of the image.
-    With the side logits (``model.g_layer_sides``) the loss is their binary cross-entropy to the picked
-    side instead. ``share < 1``: only the batch's first ``ceil(share * B)`` images are redrawn and read
-    (``stage1.pose_pick_share``; the matcher reads four images per object)."""
+    With the side logit (``model.g_layer_sides``) the matcher compares the drawn placement with its mirror
+    across the middle column only, and the loss is the logit's binary cross-entropy to the picked side
+    instead. ``share < 1``: only the batch's first ``ceil(share * B)`` images are redrawn and read
+    (``stage1.pose_pick_share``; the matcher reads four images per object, two with the side logit)."""
     n = max(1, math.ceil(share * len(text)))
     text = text[:n]
-    flips = torch.tensor(MIRRORS, device=text.device)  # [4, 2]
+    if getattr(layer, "cells", 0):  # model.g_layer_cells: the column and the row, each a choice among A
+        return _cell_pick_loss(layer, matcher, text)
+    sides = getattr(layer, "sides", 0)
+    flips = torch.tensor(SIDE_MIRRORS if sides else MIRRORS, device=text.device)  # [4 or 2, 2]
     with torch.no_grad():
         scores = torch.stack([matcher.similarity(layer.redraw(f.expand(n, 2)), text) for f in flips])
         pick = flips[scores.argmax(0)]  # [n, 2]
-    if getattr(layer, "sides", False):  # model.g_layer_sides: the side logits learn the picked side (BCE)
-        logits = layer.sides_drawn[:n].float()  # [n, 2]
+    if sides:  # model.g_layer_sides: the side logit learns the picked side (BCE)
+        logits = layer.choice_drawn[:n, 0].float()  # [n]
         drawn = torch.where(logits.detach() >= 0, 1.0, -1.0)
-        return F.binary_cross_entropy_with_logits(logits, (drawn * pick > 0).float(), reduction="none").sum(1).mean()
+        return F.binary_cross_entropy_with_logits(logits, (drawn * pick[:, 0] > 0).float())
     offset = layer.offset[:n].float()  # [n, 2], with its graph
     return (offset - pick * offset.detach()).square().sum(1).mean()
+
+
+def _cell_pick_loss(layer, matcher, text: torch.Tensor) -> torch.Tensor:
+    """``pose_pick_loss`` with the cell choice: each of the first ``n = len(text)`` objects redrawn in each of
+    the ``A`` columns (its row as drawn) and in each of the ``A`` rows (its column as drawn); the matcher
+    picks the column and the row that read best, and the loss is the cross-entropy of the column and row
+    logits to them (mean of the two)."""
+    n, a = len(text), layer.cells
+    logits = layer.choice_drawn[:n].float()  # [n, 2, A]
+    drawn = logits.detach().argmax(-1)  # [n, 2]
+    picks = []
+    with torch.no_grad():
+        for axis in (0, 1):
+            scores = []
+            for k in range(a):
+                cell = drawn.clone()
+                cell[:, axis] = k
+                scores.append(matcher.similarity(layer.redraw_at(cell), text))
+            picks.append(torch.stack(scores, 1).argmax(1))  # [n]
+    return F.cross_entropy(logits.reshape(2 * n, a), torch.stack(picks, 1).reshape(2 * n))
 
 
 class Updater:
