@@ -35,6 +35,7 @@ class ModelConfig:
     uncond_head2: bool = True  # PT Stage-II D has an extra image-only head
     uncond_head1: bool = False  # not in the paper (StackGAN++'s joint loss): Stage-I D also has an image-only head
     stage2_image_skip: bool = False  # not in the paper: Stage II refines the upsampled Stage-I image
+    stage2_render: bool = False  # ... the layered Stage I's scene drawn again at 256 px instead (its pattern sharp)
     d_spectral_norm: bool = False  # not in the paper: spectral normalization of D's convs and linears
     nef: int = 16  # width of the latent encoder of the reconstruction branch (stage1.recon_weight)
     # not in the paper (the geometry design, docs/training-recipe.md):
@@ -400,6 +401,10 @@ def validate(cfg: Config) -> Config:
     if m.g_layer_sides and not cfg.stage1.pose_pick_weight:
         raise ConfigError("model.g_layer_sides learns the side from the matcher's pick: set stage1.pose_pick_weight "
                           "(e.g. 1)")
+    if m.stage2_render and not (m.stage2_image_skip and m.g_layered and m.g_layer_background != "full"):
+        raise ConfigError("model.stage2_render starts Stage II from the layered Stage I's scene drawn at 256 px: it "
+                          "needs model.stage2_image_skip, model.g_layered and a smooth background "
+                          "(model.g_layer_background=smooth or vertical)")
     if m.g_layer_cells and not cfg.stage1.pose_pick_weight:
         raise ConfigError("model.g_layer_cells learns the column and row from the matcher's pick: set "
                           "stage1.pose_pick_weight (e.g. 1)")

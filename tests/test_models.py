@@ -126,6 +126,36 @@ def test_stage2_image_skip_starts_from_the_stage1_image():
     assert plain(torch.randn(2, 100), torch.randn(2, 32))[1].abs().max() == 0  # the paper's: tanh(0)
 
 
+def test_stage2_render_starts_from_the_layered_scene_drawn_at_256_px():
+    """model.stage2_render: an untrained Stage II (image skip) returns the layered Stage I's scene drawn at
+    256 px, which averages back to the 64 px image; its stripes are sharper than the enlarged 64 px image's;
+    it needs the image skip and a layered Stage I over a smooth background."""
+    import torch.nn.functional as F
+
+    from stackgan.config import ConfigError
+
+    torch.manual_seed(0)
+    g1 = Stage1Generator(32, ngf=8, layered=True, background="vertical", pattern=1, spin=True)
+    with torch.no_grad():  # an opaque object, striped with a period of about 2.5 px at 64 px
+        g1.foreground.to_rgba.bias[3] = 30.0
+        g1.foreground.waves[0] = torch.tensor([1.6, 0.0])
+        g1.foreground.pattern_head.bias[:] = torch.tensor([8.0, 0.0, -8.0])  # amplitude, threshold, shade (black)
+    g2 = Stage2Generator(g1, ngf=8, res_blocks=1, image_skip=True, render=True).eval()
+    z, emb, eps = torch.randn(2, 100), torch.randn(2, 32), torch.randn(2, 128)
+    low, high, _, _ = g2(z, emb, eps)
+    assert high.shape == (2, 3, 256, 256)
+    assert torch.allclose(high, g1.render(z, emb, eps, size=256).clamp(-0.995, 0.995), atol=1e-5)
+    low, high, _, _ = g2(z, emb)  # CA's noise drawn once for both drawings
+    assert (F.avg_pool2d(high, 4) - low).abs().mean() < 0.05  # the same scene
+    enlarged = F.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False)
+    middle = (slice(None), slice(None), slice(112, 144), slice(112, 144))  # inside the object, at the centre
+    assert high[middle].std() > 1.4 * enlarged[middle].std()  # the stripes keep their contrast at 256 px
+    with pytest.raises(ConfigError, match="drawn at 256 px"):
+        Stage2Generator(g1, ngf=8, res_blocks=1, render=True)
+    with pytest.raises(ConfigError, match="drawn at 256 px"):
+        Stage2Generator(Stage1Generator(32, ngf=8), ngf=8, res_blocks=1, image_skip=True, render=True)
+
+
 def test_fused_upsampling_conv_is_upsample_then_conv():
     from stackgan.models.blocks import UpBlock, upsample_conv3x3
 

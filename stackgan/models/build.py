@@ -60,6 +60,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
     if stage == 2:
         args["stage2"] = dict(ngf=m.ngf2, res_blocks=m.res_blocks, cond_dim=m.cond_dim, ca_variant=m.ca_variant,
                               image_skip=m.stage2_image_skip, fusion=m.g_fusion)
+        if m.stage2_render:
+            args["stage2"]["render"] = True
     return args
 
 

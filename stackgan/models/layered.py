@@ -73,9 +73,10 @@ class SmoothBackground(nn.Module):
         self.size, self.grid, self.columns = size, grid, grid if columns is None else columns
         self.fc = nn.Linear(in_dim, 3 * grid * self.columns)
 
-    def forward(self, zc: torch.Tensor) -> torch.Tensor:
+    def forward(self, zc: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """``size``: the side in pixels (default: the one it was made with)."""
         low = torch.tanh(self.fc(zc)).view(-1, 3, self.grid, self.columns)  # [B, 3, 4, 4 or 1]
-        return F.interpolate(low, size=self.size, mode="bilinear", align_corners=False)
+        return F.interpolate(low, size=size or self.size, mode="bilinear", align_corners=False)
 
 
 class ForegroundLayer(nn.Module):

@@ -156,6 +156,20 @@ class Stage1Generator(nn.Module):
             img = self.foreground(zc, img, emb)  # the object placed over the background
         return GeneratorOutput(img, img, mu, logvar)  # Stage I: its image is also the low-resolution one
 
+    def render(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None,
+               size: int = 256) -> torch.Tensor:
+        """The layered scene over its smooth background (``model.g_layer_background=smooth`` or ``vertical``)
+        drawn again at ``size x size`` pixels ``[B, 3, size, size]``: the same background, object, pose and
+        pattern as :meth:`forward`'s 64 px image, sampled at the finer grid (the pattern and the placement
+        are functions of the image's coordinates, so stripes stay as sharp as the pixels allow; the object's
+        canvas is still its 32 x 32 one). ``model.stage2_render``."""
+        if self.background is None:
+            raise ValueError("render draws the layered object over its smooth background at another size; this "
+                             "Stage I has none (model.g_layered with model.g_layer_background=smooth or vertical)")
+        c = self.ca(emb, eps)[0]
+        zc = torch.cat([z, c], dim=1)
+        return self.foreground(zc, self.background(zc, size), emb)
+
 
 class Stage1Discriminator(nn.Module):
     """64x64 image -> ``8ndf x 4 x 4`` code; the matching-aware head scores it with the text.

@@ -21,6 +21,10 @@ class Stage2Generator(nn.Module):
     :class:`Stage1Generator`. ``image_skip=True`` (not in the paper) adds the last conv's output to the 4x-upsampled Stage-I
     image before the tanh (in its pre-activation), so an untrained Stage II already reproduces
     Stage I and training only has to add detail: useful when Stage II gets minutes, not days.
+    ``render=True`` (with ``image_skip`` and a layered Stage I over a smooth background) starts from
+    Stage I's scene drawn again at 256 px (:meth:`Stage1Generator.render`) instead of its 64 px image
+    enlarged: the object's pattern (stripes, dots) is a function of the image's coordinates, and
+    enlarging the 64 px image blurs what drawing it at 256 px keeps sharp.
 
     Example::
 
@@ -32,9 +36,14 @@ class Stage2Generator(nn.Module):
     recompute_blocks = 0  # training: the last N up-blocks recompute their activations (run_up_path)
 
     def __init__(self, stage1: Stage1Generator, ngf: int = 128, res_blocks: int = 4,
-                 cond_dim: int = 128, ca_variant: str = "pt", image_skip: bool = False, fusion: bool = False):
+                 cond_dim: int = 128, ca_variant: str = "pt", image_skip: bool = False, fusion: bool = False,
+                 render: bool = False):
         super().__init__()
-        self.image_skip, self.fusion = image_skip, fusion
+        if render and not (image_skip and getattr(stage1, "background", None) is not None):
+            raise ConfigError("Stage II starts from Stage I's scene drawn at 256 px (model.stage2_render) only with "
+                              "the image skip (model.stage2_image_skip) and a layered Stage I over a smooth "
+                              "background (model.g_layer_background=smooth or vertical)")
+        self.image_skip, self.fusion, self.render = image_skip, fusion, render
         k = stage1.z_dim + cond_dim if fusion else 0  # the up-blocks' modulating condition: cat(z, c)
         if ngf % 4:
             raise ConfigError(f"Stage-II ngf must be divisible by 4 (last block has ngf/4), got {ngf}")
@@ -71,8 +80,11 @@ class Stage2Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, emb: torch.Tensor, eps1: torch.Tensor | None = None,
                 eps2: torch.Tensor | None = None) -> GeneratorOutput:
+        if self.render and eps1 is None and self.stage1.ca.variant != "none":  # one CA sample for both drawings
+            eps1 = self.stage1.ca.sample_eps((len(z), self.stage1.ca.cond_dim), z.device)
         with torch.no_grad():
             low = self.stage1(z, emb, eps1).image  # [B, 3, 64, 64]
+            sharp = self.stage1.render(z, emb, eps1, 256) if self.render else None  # [B, 3, 256, 256]
         c, mu, logvar = self.ca(emb, eps2)  # [B, cond]
         h = self.encode(low)  # [B, 4ngf, 16, 16]
         c_map = c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])  # [B, cond, 16, 16]
@@ -80,7 +92,8 @@ class Stage2Generator(nn.Module):
         zc = torch.cat([z, c], dim=1) if self.fusion else None  # [B, z + cond]
         x = run_up_path(self.up, self.to_rgb[0], h, self.recompute_blocks, zc)  # [B, 3, 256, 256], before tanh
         if self.image_skip:
-            base = F.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False)  # [B, 3, 256, 256]
+            base = (sharp if sharp is not None
+                    else F.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False))  # [B, 3, 256, 256]
             x = x + torch.atanh(base.clamp(-0.995, 0.995))
         high = torch.tanh(x)
         return GeneratorOutput(low, high, mu, logvar)
