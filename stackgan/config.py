@@ -416,7 +416,7 @@ def validate(cfg: Config) -> Config:
                           "model.g_layer_anchors")
     if m.g_layer_pattern and m.g_layer_anchors:
         raise ConfigError("model.g_layer_pattern is drawn at one placement; it does not go with model.g_layer_anchors")
-    for name in ("g_layer_templates", "g_layer_pose_hidden", "g_layer_radial", "g_layer_pattern", "g_layer_cells"):
+    for name in ("g_layer_templates", "g_layer_pose_hidden", "g_layer_radial", "g_layer_pattern"):
         if getattr(m, name) < 0:
             raise ConfigError(f"model.{name} must be >= 0, got {getattr(m, name)}")
     if m.g_layer_anchors < 0 or m.g_layer_anchors == 1:

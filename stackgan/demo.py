@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .config import DEFAULT_PRESET, get_preset
 from .data.shapes import generate_shapes
-from .evaluation.shapes_eval import COLUMNS, evaluate_shapes
+from .evaluation.shapes_eval import COLUMNS, evaluate_shapes, score_cells
 from .matching import load_or_train_matcher
 from .pipeline import StackGANPipeline
 from .training import train
@@ -50,8 +50,8 @@ def comparison_table(models: dict[str, Path]) -> str:
         report = json.loads((Path(path) / "eval.json").read_text())
         for stage in ("stage1", "stage2"):
             if stage in report:
-                cells = ["-" if report[stage].get(c) is None else f"{report[stage][c]:.3f}" for c in COLUMNS]
-                rows.append(f"| {name}, Stage {'I' * int(stage[-1])} | " + " | ".join(cells) + " |")
+                label = f"{name}, Stage {'I' * int(stage[-1])}"
+                rows.append(f"| {label} | " + " | ".join(score_cells(report[stage])) + " |")
     header = "| model | " + " | ".join(COLUMNS) + " |\n|" + "---|" * (len(COLUMNS) + 1)
     return header + "\n" + "\n".join(rows)
 

@@ -144,6 +144,11 @@ def reads_table(report: dict) -> str:
     return header + "\n" + "\n".join(rows)
 
 
+def score_cells(scores: dict) -> list[str]:
+    """One table row's cells: each of ``COLUMNS`` to 3 decimals, "-" where missing or NaN."""
+    return ["-" if scores.get(c) is None or math.isnan(scores[c]) else f"{scores[c]:.3f}" for c in COLUMNS]
+
+
 def markdown_table(report: dict) -> str:
     rows = []
     real = {k: dict(v) for k, v in report["checker_on_real_images"].items()}
@@ -153,7 +158,6 @@ def markdown_table(report: dict) -> str:
                 v[column] = report[key]
     for name, scores in [(f"real images ({k}px)", v) for k, v in real.items()] + [
             (s.replace("stage", "Stage "), report[s]) for s in ("stage1", "stage2") if s in report]:
-        cells = ["-" if scores.get(c) is None or math.isnan(scores[c]) else f"{scores[c]:.3f}" for c in COLUMNS]
-        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+        rows.append(f"| {name} | " + " | ".join(score_cells(scores)) + " |")
     header = "| images | " + " | ".join(COLUMNS) + " |\n|" + "---|" * (len(COLUMNS) + 1)
     return header + "\n" + "\n".join(rows)
