@@ -36,6 +36,7 @@ class ModelConfig:
     uncond_head1: bool = False  # not in the paper (StackGAN++'s joint loss): Stage-I D also has an image-only head
     stage2_image_skip: bool = False  # not in the paper: Stage II refines the upsampled Stage-I image
     stage2_render: bool = False  # ... the layered Stage I's scene drawn again at 256 px instead (its pattern sharp)
+    stage2_masked: bool = False  # ... Stage II changes only the pixels near the layered Stage I's object
     d_spectral_norm: bool = False  # not in the paper: spectral normalization of D's convs and linears
     nef: int = 16  # width of the latent encoder of the reconstruction branch (stage1.recon_weight)
     # not in the paper (the geometry design, docs/training-recipe.md):
@@ -120,6 +121,8 @@ class StageConfig:
     match_warmup: int = 0  # the matching loss's weight rises linearly from 0 to match_weight over this many steps
     match_foils: bool = False  # G's matching loss also counts D's wrong captions that are no caption of the batch
     #   (the one-word foils, with data.foil_share > 0) as wrong texts for each image, as the matcher learned them
+    match_share: float = 1.0  # the matching loss reads this share of the batch (its first images; the others
+    #   are its wrong texts still): the frozen matcher's forward and backward cost in proportion
     ema_decay: float = 0.0  # sample and save an exponential moving average of G's weights
     gan_loss: str = "bce"  # bce: the paper's (non-saturating G); hinge: SN-GAN / BigGAN hinge loss
     recon_weight: float = 0.0  # cVAE-GAN branch: L1 of G's redraw of the real image from its encoded z
@@ -139,7 +142,7 @@ class StageConfig:
     #   its translation's mirror images (x, y or both signs flipped), the frozen matcher picks the placement that
     #   best matches the caption, and G minimizes weight * the squared distance of its translation to the pick
     pose_pick_share: float = 1.0  # ... computed on this share of the batch (its first images): the matcher reads
-    #   four placements of each
+    #   four placements of each (with model.g_layer_cells=A, 2A - 1)
     mask_warmup: int = 0  # the area prior's weight rises linearly from 0 to mask_weight over this many steps (at
     #   full weight from the first step, the prior closes the mask before D asks for an object)
     contrast_weight: float = 0.0  # with model.d_contrast > 0: D learns to pick each real image's caption among the
@@ -238,17 +241,19 @@ PRESETS["fast-sn-noca"] = replace(
     model=replace(PRESETS["fast-sn"].model, ca_variant="none"),
 )
 # fast-sn-noca with Stage I's object drawn as a layer (docs/training-recipe.md, tenth to seventeenth
-# rounds; run C26): placed in one of 3 x 3 cells that the sentence chooses (taught by the matcher's pick
+# rounds; runs C26 and C29): placed in one of 3 x 3 cells that the sentence chooses (taught by the matcher's pick
 # among the cells, a quarter of the batch a step) plus a pose head's translation, turned by z, its mask a
 # radial outline of 10 harmonics, its colour patterned by 4 waves, over a background that changes only
 # from top to bottom; an area prior on its mask; D's contrastive head (half its wrong captions one-word
 # foils); the matcher in the attribute checker's layout, trained with shape foils on images zoomed by up
-# to 2 (shipped for the built-in Shapes data: stackgan/matchers). The default since the sixteenth round.
+# to 2 (shipped for the built-in Shapes data: stackgan/matchers); Stage II draws only on and around the
+# object (run C29: the background stays Stage I's). The default since the sixteenth round.
 # Made for Shapes: on photos use fast or a data set's preset.
 PRESETS["shapes-layered"] = replace(
     PRESETS["fast-sn-noca"],
     model=replace(PRESETS["fast-sn-noca"].model, g_layered=True, g_layer_background="vertical", g_layer_spin=True,
-                  g_layer_taper=True, g_layer_radial=10, g_layer_pattern=4, g_layer_cells=3, d_contrast=128),
+                  g_layer_taper=True, g_layer_radial=10, g_layer_pattern=4, g_layer_cells=3, d_contrast=128,
+                  stage2_masked=True),
     stage1=replace(PRESETS["fast-sn-noca"].stage1, mask_weight=5.0, mask_warmup=1000, contrast_wrong=True,
                    contrast_weight=0.2, match_foils=True, pose_pick_weight=1.0, pose_pick_share=0.25),
     data=replace(PRESETS["fast-sn-noca"].data, foil_share=0.5, foil_attributes="shape", matcher_trunk="checker",
@@ -405,6 +410,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("model.stage2_render starts Stage II from the layered Stage I's scene drawn at 256 px: it "
                           "needs model.stage2_image_skip, model.g_layered and a smooth background "
                           "(model.g_layer_background=smooth or vertical)")
+    if m.stage2_masked and not (m.stage2_image_skip and m.g_layered):
+        raise ConfigError("model.stage2_masked lets Stage II change only the pixels near the layered Stage I's "
+                          "object: it needs model.stage2_image_skip and model.g_layered")
     if m.g_layer_cells and not cfg.stage1.pose_pick_weight:
         raise ConfigError("model.g_layer_cells learns the column and row from the matcher's pick: set "
                           "stage1.pose_pick_weight (e.g. 1)")
@@ -499,8 +507,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"stage{n}.pose_pick_weight mirrors Stage I's layered object (model.g_layered, without "
                               f"model.g_layer_anchors) and lets the frozen matcher pick: it needs stage1 and "
                               f"stage1.match_weight > 0")
-        if not 0 < s.pose_pick_share <= 1:
-            raise ConfigError(f"stage{n}.pose_pick_share must be in (0, 1], got {s.pose_pick_share}")
+        for name in ("pose_pick_share", "match_share"):
+            if not 0 < getattr(s, name) <= 1:
+                raise ConfigError(f"stage{n}.{name} must be in (0, 1], got {getattr(s, name)}")
         if s.contrast_zoom < 1:
             raise ConfigError(f"stage{n}.contrast_zoom must be >= 1 (1: off), got {s.contrast_zoom}")
         if s.contrast_zoom > 1 and not s.contrast_weight:

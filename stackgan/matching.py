@@ -75,7 +75,8 @@ class ImageTextMatcher(nn.Module):
         return (self.encode_image(images) * self.encode_text(text)).sum(1)
 
     def loss(self, images: torch.Tensor, text: torch.Tensor, hard_weight: float = 0.0,
-             margin: float = 0.2, foils: torch.Tensor | None = None) -> torch.Tensor:
+             margin: float = 0.2, foils: torch.Tensor | None = None,
+             others: torch.Tensor | None = None) -> torch.Tensor:
         """Symmetric InfoNCE: image i should pick text i among the batch's texts, and back.
 
         ``hard_weight > 0`` adds VSE++'s max-violation hinge (Faghri et al., BMVC 2018): each image's
@@ -83,15 +84,17 @@ class ImageTextMatcher(nn.Module):
         Random negatives mostly differ in color, which the matcher learns first; the hardest
         negative is whatever it still confuses (often a different shape or texture). ``foils``
         (one-word foils of the batch's captions, :mod:`stackgan.data.foils`) join the texts each
-        image must be told apart from, so it has to read every attribute word."""
+        image must be told apart from, so it has to read every attribute word. ``others [M, D]`` (the
+        captions of images that were not read: ``stage<N>.match_share``) join them the same way."""
         im, tx = self.encode_image(images), self.encode_text(text)
         sim = im @ tx.T  # [B, B] cosines
         scale = self.logit_scale.exp().clamp(max=100)
         logits = scale * sim
         target = torch.arange(len(images), device=images.device)
         to_text = logits
-        if foils is not None:  # one-word foils [F, D] as more wrong texts for every image
-            to_text = torch.cat([logits, scale * (im @ self.encode_text(foils).T)], dim=1)  # [B, B + F]
+        extra = [t for t in (foils, others) if t is not None and len(t)]
+        if extra:  # one-word foils [F, D] and other captions [M, D] as more wrong texts for every image
+            to_text = torch.cat([logits, scale * (im @ self.encode_text(torch.cat(extra)).T)], dim=1)  # [B, B + F + M]
         loss = 0.5 * (F.cross_entropy(to_text, target) + F.cross_entropy(logits.T, target))
         if hard_weight > 0:
             pos = sim.diagonal()  # [B]

@@ -1321,7 +1321,7 @@ def test_cells_choose_column_and_row_from_the_sentence_and_learn_the_matchers_pi
     assert logits.shape == (2, 2, 3) and torch.allclose(logits[0, 0], SIDE_GAIN * torch.tensor([1.0, 0, -1.0]))
     expected = F.cross_entropy(logits.reshape(4, 3), torch.zeros(4, dtype=torch.long))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    assert seen == [2] * 6  # three columns and three rows for each object
+    assert seen == [2] * 5  # as drawn, the two other columns, the two other rows (each object)
     loss.backward()
     assert layer.cell_head.bias.grad[0] < 0 and layer.cell_head.bias.grad[3] < 0  # descent raises column 0, row 0
     with pytest.raises(ValueError, match="g_layer_cells learns the column"):
@@ -1365,10 +1365,10 @@ def test_pose_pick_share_reads_only_the_batchs_first_images():
         apply_overrides(get_preset("fast-sn-noca"), ["stage1.pose_pick_share=0"])
 
 
-def test_the_default_preset_is_fast_sn_noca_with_the_layered_object_of_run_c26():
+def test_the_default_preset_is_fast_sn_noca_with_the_layered_object_of_runs_c26_and_c29():
     """shapes-layered (the default): fast-sn-noca plus exactly the switches of the recipe doc's run C26
-    (C18 and the cell choice), and its Stage I draws a layered object with a radial outline and a pattern
-    in one of 3 x 3 cells."""
+    (C18 and the cell choice) and its Stage II of run C29 (masked to the object), and its Stage I draws a
+    layered object with a radial outline and a pattern in one of 3 x 3 cells."""
     from stackgan.config import DEFAULT_PRESET
 
     assert DEFAULT_PRESET == "shapes-layered"
@@ -1379,6 +1379,7 @@ def test_the_default_preset_is_fast_sn_noca_with_the_layered_object_of_run_c26()
            "data.matcher_foils=true", "data.matcher_steps=3000", "data.matcher_zoom=2", "stage1.match_foils=true",
            "model.g_layer_radial=10", "model.g_layer_pattern=4"]
     c26 = c18 + ["stage1.pose_pick_weight=1", "stage1.pose_pick_share=0.25", "model.g_layer_cells=3"]
-    assert get_preset("shapes-layered") == apply_overrides(get_preset("fast-sn-noca"), c26)
+    c29 = c26 + ["model.stage2_masked=true"]
+    assert get_preset("shapes-layered") == apply_overrides(get_preset("fast-sn-noca"), c29)
     G = build_generator(apply_overrides(get_preset("shapes-layered"), TINY + ["model.text_dim=12"]).model, 1)
     assert G.foreground.radial == 10 and G.foreground.pattern == 4 and G.foreground.cells == 3

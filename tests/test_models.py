@@ -156,6 +156,37 @@ def test_stage2_render_starts_from_the_layered_scene_drawn_at_256_px():
         Stage2Generator(Stage1Generator(32, ngf=8), ngf=8, res_blocks=1, image_skip=True, render=True)
 
 
+def test_stage2_masked_changes_only_the_pixels_near_the_object():
+    """model.stage2_masked: Stage II's output passes through Stage I's object mask (widened, enlarged), so
+    far from the object its image is the enlarged Stage-I image exactly, however its layers are set; near
+    the object it draws; it needs the image skip and a layered Stage I."""
+    import torch.nn.functional as F
+
+    from stackgan.config import ConfigError
+
+    torch.manual_seed(0)
+    g1 = Stage1Generator(32, ngf=8, layered=True, background="vertical", spin=True)
+    with torch.no_grad():
+        g1.foreground.to_rgba.bias[3] = 30.0  # an opaque object (its canvas) over the background
+    g2 = Stage2Generator(g1, ngf=8, res_blocks=1, image_skip=True, masked=True).train()  # BN: batch statistics
+    torch.nn.init.normal_(g2.to_rgb[0].weight, std=0.5)  # a Stage II that draws everywhere
+    z, emb, eps = torch.randn(2, 100), torch.randn(2, 32), torch.randn(2, 128)
+    with torch.no_grad():
+        low, high, _, _ = g2(z, emb, eps, eps)
+        near = g2.object_region(g1.foreground.mask)
+    enlarged = F.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False).clamp(-0.995, 0.995)
+    far, inside = near.expand_as(high) == 0, near.expand_as(high) > 0.99
+    assert far.float().mean() > 0.3 and inside.any()  # both regions exist in this scene
+    assert torch.allclose(high[far], enlarged[far], atol=1e-5)  # the background untouched
+    assert (high[inside] - enlarged[inside]).abs().mean() > 0.05  # the object redrawn
+    grown = g2.object_region(F.pad(torch.ones(1, 1, 2, 2), (31, 31, 31, 31)))  # a 2 x 2 px object at 64 px
+    assert grown[0, 0, 128, 128] == 1 and grown[0, 0, 128, 136] > 0.9 and grown[0, 0, 128, 148] == 0  # 2 px more
+    with pytest.raises(ConfigError, match="near Stage I's object"):
+        Stage2Generator(g1, ngf=8, res_blocks=1, masked=True)
+    with pytest.raises(ConfigError, match="near Stage I's object"):
+        Stage2Generator(Stage1Generator(32, ngf=8), ngf=8, res_blocks=1, image_skip=True, masked=True)
+
+
 def test_fused_upsampling_conv_is_upsample_then_conv():
     from stackgan.models.blocks import UpBlock, upsample_conv3x3
 

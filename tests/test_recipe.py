@@ -1,5 +1,6 @@
 """The fast recipe's switches do what they claim."""
 import json
+import math
 
 import pytest
 import torch
@@ -337,14 +338,23 @@ def test_match_foils_adds_only_the_foils_to_the_matching_loss(tiny_shapes, tmp_p
         apply_overrides(get_preset("fast"), ["stage1.match_foils=true"])  # no foils in the data config
     cfg = apply_overrides(get_preset("fast"), TINY + ["data.matcher_steps=2", "data.foil_share=0.5", "data.foils_per_image=1",
                                                       "stage1.match_foils=true", "stage1.max_steps=2", "stage1.log_every=1"])
-    seen, loss = [], ImageTextMatcher.loss
+    seen, read, loss = [], [], ImageTextMatcher.loss
 
-    def spy(self, images, text, hard_weight=0.0, margin=0.2, foils=None):
+    def spy(self, images, text, hard_weight=0.0, margin=0.2, foils=None, others=None):
         seen.append(None if foils is None else foils.shape[0])
-        return loss(self, images, text, hard_weight, margin, foils)
+        read.append((len(images), 0 if others is None else len(others)))
+        return loss(self, images, text, hard_weight, margin, foils, others)
     monkeypatch.setattr(ImageTextMatcher, "loss", spy)
     train(cfg, tiny_shapes, tmp_path / "a", 1, progress=False)
     assert seen[-2:] and all(n is not None and n > 0 for n in seen[-2:])  # G's two steps passed foils
+    b = cfg.stage1.batch_size
+    assert read[-1] == (b, 0)
+    train(replace(cfg, stage1=replace(cfg.stage1, match_share=0.5)), tiny_shapes, tmp_path / "b", 1, progress=False)
+    assert read[-1] == (math.ceil(b / 2), b - math.ceil(b / 2))  # stage1.match_share: half read, half wrong texts
+    with torch.no_grad():  # the captions of unread images are more wrong texts: the loss can only grow
+        assert m.loss(images[:2], text[:2], others=text[2:]) > m.loss(images[:2], text[:2])
+    with pytest.raises(ValueError, match="match_share must be in"):
+        apply_overrides(get_preset("fast"), ["stage1.match_share=0"])
 
 
 def test_matcher_key_follows_precomputed_vectors(tiny_shapes, tmp_path):

@@ -62,6 +62,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
                               image_skip=m.stage2_image_skip, fusion=m.g_fusion)
         if m.stage2_render:
             args["stage2"]["render"] = True
+        if m.stage2_masked:
+            args["stage2"]["masked"] = True
     return args
 
 

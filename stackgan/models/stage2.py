@@ -25,6 +25,10 @@ class Stage2Generator(nn.Module):
     Stage I's scene drawn again at 256 px (:meth:`Stage1Generator.render`) instead of its 64 px image
     enlarged: the object's pattern (stripes, dots) is a function of the image's coordinates, and
     enlarging the 64 px image blurs what drawing it at 256 px keeps sharp.
+    ``masked=True`` (with ``image_skip`` and a layered Stage I) lets Stage II change only the pixels near
+    Stage I's object: its output is added through Stage I's placed mask, widened by ``MASK_GROW`` pixels at
+    64 px and enlarged to 256 px, so the background stays exactly Stage I's and Stage II's layers spend
+    themselves on the object's pattern and edges.
 
     Example::
 
@@ -37,13 +41,16 @@ class Stage2Generator(nn.Module):
 
     def __init__(self, stage1: Stage1Generator, ngf: int = 128, res_blocks: int = 4,
                  cond_dim: int = 128, ca_variant: str = "pt", image_skip: bool = False, fusion: bool = False,
-                 render: bool = False):
+                 render: bool = False, masked: bool = False):
         super().__init__()
+        if masked and not (image_skip and getattr(stage1, "foreground", None) is not None):
+            raise ConfigError("Stage II changes only the pixels near Stage I's object (model.stage2_masked) only with "
+                              "the image skip (model.stage2_image_skip) and a layered Stage I (model.g_layered)")
         if render and not (image_skip and getattr(stage1, "background", None) is not None):
             raise ConfigError("Stage II starts from Stage I's scene drawn at 256 px (model.stage2_render) only with "
                               "the image skip (model.stage2_image_skip) and a layered Stage I over a smooth "
                               "background (model.g_layer_background=smooth or vertical)")
-        self.image_skip, self.fusion, self.render = image_skip, fusion, render
+        self.image_skip, self.fusion, self.render, self.masked = image_skip, fusion, render, masked
         k = stage1.z_dim + cond_dim if fusion else 0  # the up-blocks' modulating condition: cat(z, c)
         if ngf % 4:
             raise ConfigError(f"Stage-II ngf must be divisible by 4 (last block has ngf/4), got {ngf}")
@@ -73,6 +80,16 @@ class Stage2Generator(nn.Module):
         if image_skip:  # start exactly at the upsampled Stage-I image
             nn.init.zeros_(self.to_rgb[0].weight)
 
+    MASK_GROW = 2  # model.stage2_masked: pixels (at 64 px) by which Stage I's object mask is widened
+
+    @staticmethod
+    def object_region(mask: torch.Tensor) -> torch.Tensor:
+        """Stage I's placed object mask ``[B, 1, 64, 64]`` (in [0, 1]) widened by ``MASK_GROW`` pixels (a max
+        filter) and enlarged to ``[B, 1, 256, 256]``: where ``model.stage2_masked`` lets Stage II draw."""
+        k = 2 * Stage2Generator.MASK_GROW + 1
+        grown = F.max_pool2d(mask, k, stride=1, padding=Stage2Generator.MASK_GROW)
+        return F.interpolate(grown, scale_factor=4, mode="bilinear", align_corners=False)
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.stage1.eval()  # frozen: its BN keeps the running statistics it was trained with
@@ -84,6 +101,7 @@ class Stage2Generator(nn.Module):
             eps1 = self.stage1.ca.sample_eps((len(z), self.stage1.ca.cond_dim), z.device)
         with torch.no_grad():
             low = self.stage1(z, emb, eps1).image  # [B, 3, 64, 64]
+            near = self.object_region(self.stage1.foreground.mask) if self.masked else None  # [B, 1, 256, 256]
             sharp = self.stage1.render(z, emb, eps1, 256) if self.render else None  # [B, 3, 256, 256]
         c, mu, logvar = self.ca(emb, eps2)  # [B, cond]
         h = self.encode(low)  # [B, 4ngf, 16, 16]
@@ -94,7 +112,7 @@ class Stage2Generator(nn.Module):
         if self.image_skip:
             base = (sharp if sharp is not None
                     else F.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False))  # [B, 3, 256, 256]
-            x = x + torch.atanh(base.clamp(-0.995, 0.995))
+            x = (x if near is None else near.to(x.dtype) * x) + torch.atanh(base.clamp(-0.995, 0.995))
         high = torch.tanh(x)
         return GeneratorOutput(low, high, mu, logvar)
 

@@ -88,19 +88,25 @@ def _cell_pick_loss(layer, matcher, text: torch.Tensor) -> torch.Tensor:
     """``pose_pick_loss`` with the cell choice: each of the first ``n = len(text)`` objects redrawn in each of
     the ``A`` columns (its row as drawn) and in each of the ``A`` rows (its column as drawn); the matcher
     picks the column and the row that read best, and the loss is the cross-entropy of the column and row
-    logits to them (mean of the two)."""
+    logits to them (mean of the two). The placement as drawn is shared by both axes: the matcher reads
+    ``2A - 1`` images per object (in ``2A - 1`` batches of ``n``: on a CPU faster than one large batch)."""
     n, a = len(text), layer.cells
     logits = layer.choice_drawn[:n].float()  # [n, 2, A]
     drawn = logits.detach().argmax(-1)  # [n, 2]
-    picks = []
     with torch.no_grad():
+        cells = [drawn]  # as drawn, then per axis the other A - 1 columns (rows): (drawn + j) mod A
         for axis in (0, 1):
-            scores = []
-            for k in range(a):
+            for j in range(1, a):
                 cell = drawn.clone()
-                cell[:, axis] = k
-                scores.append(matcher.similarity(layer.redraw_at(cell), text))
-            picks.append(torch.stack(scores, 1).argmax(1))  # [n]
+                cell[:, axis] = (drawn[:, axis] + j) % a
+                cells.append(cell)
+        scores = torch.stack([matcher.similarity(layer.redraw_at(cell), text) for cell in cells])  # [2A - 1, n]
+        picks = []
+        for axis in (0, 1):  # the score of each of the A cells along this axis, the others' as drawn
+            rows = [0, *range(1 + axis * (a - 1), 1 + (axis + 1) * (a - 1))]
+            where = torch.stack([cells[r][:, axis] for r in rows], 1)  # [n, A]: a permutation of 0..A-1
+            by_cell = torch.empty_like(scores[rows].T).scatter_(1, where, scores[rows].T)  # [n, A]
+            picks.append(by_cell.argmax(1))  # [n]
     return F.cross_entropy(logits.reshape(2 * n, a), torch.stack(picks, 1).reshape(2 * n))
 
 
@@ -245,7 +251,9 @@ class Updater:
                 match = zero
                 if self.matcher is not None:  # with match_foils, D's wrong captions that are not the batch's own
                     foils = foil_rows(text, wrong) if sc.match_foils else None  # (the one-word foils) count too
-                    match = self.matcher.loss(fake, text, cfg.data.matcher_hard, foils=foils)
+                    n = max(2, math.ceil(sc.match_share * len(fake)))  # stage<N>.match_share: its first images
+                    match = self.matcher.loss(fake[:n], text[:n], cfg.data.matcher_hard,
+                                              foils=foils, others=text[n:])
                 g_total = g_total + match_weight(sc, step) * match
                 pick = zero
                 if sc.pose_pick_weight:  # the translation pulled to whichever mirror image the matcher reads best
