@@ -1333,6 +1333,57 @@ def test_cells_choose_column_and_row_from_the_sentence_and_learn_the_matchers_pi
     assert G.foreground.cells == 3 and G.foreground.cell_head.in_features == cfg.model.text_dim
 
 
+def test_sizes_choose_the_scale_from_the_sentence_and_learn_the_matchers_pick():
+    """model.g_layer_sizes=K (with cells): every object starts at the middle size; the size logits read the
+    sentence embedding and the chosen size's log-scale is added to the pose's; pose_pick_loss also redraws
+    each object at the other sizes (its cell as drawn) and adds the size logits' cross-entropy to the pick,
+    the three choices weighted alike; the switch needs the cells."""
+    import math
+
+    import torch.nn.functional as F
+
+    from stackgan.models.layered import SIDE_GAIN, SIZE_STEP0, ForegroundLayer
+    from stackgan.training.step import pose_pick_loss
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.2, cells=3, cell_text=4, sizes=3)
+    with torch.no_grad():
+        layer.to_rgba.bias[:] = torch.tensor([3.0, 3.0, 3.0, 30.0])
+        layer.to_rgba.weight.zero_()
+    zc, bg, text = torch.randn(2, 6), -torch.ones(2, 3, 64, 64), torch.tensor([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]])
+    layer(zc, bg, text)
+    assert torch.equal(layer.size_drawn.argmax(-1), torch.tensor([1, 1]))  # the middle size at the start
+    with torch.no_grad():  # the sentence's first dimension says the size: small where text[0] > 0
+        layer.size_head.bias.zero_()
+        layer.size_head.weight[[0, 2], 0] = torch.tensor([1.0, -1.0])
+    image = layer(zc, bg, text)
+    area = (image[:, 0] > 0).float().mean((1, 2))
+    assert area[1] > 3 * area[0]  # small, large: e^(2 * 2 SIZE_STEP0) = 5 times the area
+    scale = layer.placement(zc, None, text)[1]
+    assert torch.allclose(scale, 0.2 * torch.exp(torch.tensor([-SIZE_STEP0, SIZE_STEP0])))
+    seen = []
+
+    class Reads(nn.Module):  # the brighter the image's middle, the better: the middle cell, the largest size
+        def similarity(self, images, text):
+            seen.append(len(images))
+            return images[..., 20:44, 20:44].mean((1, 2, 3))
+
+    loss = pose_pick_loss(layer, Reads(), text)
+    assert seen == [2] * 7  # as drawn, two other columns, two other rows, two other sizes
+    cells = F.cross_entropy(layer.cell_logits(text).reshape(4, 3), torch.ones(4, dtype=torch.long))
+    sizes = F.cross_entropy(layer.size_logits(text), torch.tensor([2, 2]))
+    assert loss.item() == pytest.approx((2 * cells.item() + sizes.item()) / 3, rel=1e-4)
+    assert math.isclose(layer.size_logits(text)[0, 0].item(), SIDE_GAIN, rel_tol=1e-6)
+    loss.backward()
+    assert layer.size_head.bias.grad[2] < 0  # descent raises the largest size
+    with pytest.raises(ValueError, match="g_layer_sizes must be at least 2"):
+        apply_overrides(get_preset("shapes-layered"), ["model.g_layer_cells=0", "model.g_layer_sizes=3"])
+    with pytest.raises(ValueError, match="at least 2, with the cells"):
+        ForegroundLayer(6, ngf=4, cells=0, cell_text=4, sizes=3)
+    G = build_generator(apply_overrides(get_preset("shapes-layered"), TINY + ["model.g_layer_sizes=3"]).model, 1)
+    assert G.foreground.sizes == 3
+
+
 def test_side_logits_with_the_pattern_draw_one_image_per_condition():
     """model.g_layer_sides with g_layer_pattern and spin: a whole layer runs (the side logits are not
     read as a centre) and draws an image per condition."""

@@ -43,6 +43,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
             args["stage1"]["sides"] = True
         if m.g_layer_cells:
             args["stage1"]["cells"] = int(m.g_layer_cells)
+        if m.g_layer_sizes:
+            args["stage1"]["sizes"] = int(m.g_layer_sizes)
         if m.g_layer_normalize:
             args["stage1"]["normalize"] = True
         if m.g_layer_templates:

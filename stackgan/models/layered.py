@@ -38,6 +38,7 @@ PATTERN_BIAS = -3.0  # ... and the pattern map starts at sigmoid(-3) = 0.05 ever
 SIDE_SHARPNESS = 10.0  # model.g_layer_sides: the distance from the middle is softplus(10 t) / 10
 SIDE_GAIN = 10.0  # ... and the side logits are stored over this factor: Adam moves a logit about 10x faster
 CELL_SPACING0 = 0.3  # model.g_layer_cells: the distance between neighbouring cells' points before it learns
+SIZE_STEP0 = 0.4  # model.g_layer_sizes: the log-scale between neighbouring sizes before it learns (x1.5)
 RMS_RADIUS = 0.5  # with normalize: the canvas mask's RMS radius (in its [-1, 1] frame) that scale 1 places as is
 
 
@@ -144,6 +145,9 @@ class ForegroundLayer(nn.Module):
     ``spacing * (k - (A - 1) / 2)`` per axis (``spacing`` one learned number per axis, shared by every
     image), plus the pose head's translation; the logits are learned by classification from the frozen
     matcher's pick among the ``A`` columns (the row as drawn) and the ``A`` rows (the column as drawn).
+    With ``sizes=K > 1`` (and ``cells``) the size is a choice among ``K`` the same way: ``K`` logits read
+    from the sentence, the chosen size's log-scale (one learned number per size, ``SIZE_STEP0`` apart at
+    the start) added to the pose head's, learned from the matcher's pick among the ``K`` sizes.
     After each call, ``mask`` holds the placed mask ``[B, 1, S, S]``
     (with its graph), which the training step penalises by area (``stage1.mask_weight``).
 
@@ -157,7 +161,7 @@ class ForegroundLayer(nn.Module):
                  canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False,
                  templates: int = 0, pose_hidden: int = 0, pose_text: int = 0, anchors: int = 0,
                  round_frame: bool = False, radial: int = 0, anchor_sample: bool = False, pattern: int = 0,
-                 sides: int = 0, cells: int = 0, cell_text: int = 0):
+                 sides: int = 0, cells: int = 0, cell_text: int = 0, sizes: int = 0):
         super().__init__()
         if sides and anchors:
             raise ConfigError("the side logits choose the one placement's side; the anchor grid has A x A placements")
@@ -173,6 +177,15 @@ class ForegroundLayer(nn.Module):
         if cells:
             self.cell_head = nn.Linear(cell_text, 2 * cells)
             self.spacing = nn.Parameter(torch.full((2,), CELL_SPACING0))
+        # sizes = K > 1 (with cells): K size logits from the sentence embedding (over SIDE_GAIN); the chosen
+        # size's log-scale (learned, SIZE_STEP0 apart at the start) is added to the pose head's
+        if sizes == 1 or sizes < 0 or (sizes and not cells):
+            raise ConfigError(f"the sizes of the size's choice must be 0 (off) or at least 2, with the cells of the "
+                              f"position's choice; got {sizes}")
+        self.sizes = sizes
+        if sizes:
+            self.size_head = nn.Linear(cell_text, sizes)
+            self.size_levels = nn.Parameter(SIZE_STEP0 * (torch.arange(sizes) - (sizes - 1) / 2))
         # sides = D > 0: a side logit (left / right) from the sentence embedding [B, D], stored over SIDE_GAIN
         self.side_head = nn.Linear(sides, 1) if sides else None
         if pattern < 0 or (pattern and anchors):
@@ -275,13 +288,17 @@ class ForegroundLayer(nn.Module):
         (Called again by a generator whose weight initialisation runs over this layer too.)"""
         nn.init.zeros_(self.pose.weight)
         nn.init.zeros_(self.pose.bias)
-        for head in (getattr(self, "side_head", None), getattr(self, "cell_head", None)):  # no side or cell preferred
+        for head in (getattr(self, "side_head", None), getattr(self, "cell_head", None),
+                     getattr(self, "size_head", None)):  # no side, cell or size preferred
             if head is not None:
                 nn.init.zeros_(head.weight)
                 nn.init.zeros_(head.bias)
         if getattr(self, "cells", 0):  # ... but the middle column and row by a hair: every object starts centred
             self.cell_head.bias[(self.cells - 1) // 2 :: self.cells] = 0.01
             self.spacing.fill_(CELL_SPACING0)
+        if getattr(self, "sizes", 0):  # ... and the middle size
+            self.size_head.bias[(self.sizes - 1) // 2] = 0.01
+            self.size_levels.copy_(SIZE_STEP0 * (torch.arange(self.sizes) - (self.sizes - 1) / 2))
         if getattr(self, "radial", 0):  # the outline starts as a disc of radius RADIAL_R0
             nn.init.zeros_(self.outline.weight)
             nn.init.zeros_(self.outline.bias)
@@ -347,6 +364,15 @@ class ForegroundLayer(nn.Module):
                              f"got {None if text is None else tuple(text.shape)}")
         return SIDE_GAIN * self.cell_head(text.to(self.cell_head.weight.dtype)).float().view(-1, 2, self.cells)
 
+    def size_logits(self, text: torch.Tensor | None) -> torch.Tensor:
+        """With ``sizes``: the size logits ``[B, K]`` (smallest to largest) from the sentence embedding."""
+        if not self.sizes:
+            raise ValueError("this layer has no size logits (model.g_layer_sizes)")
+        if text is None or text.shape[-1] != self.size_head.in_features:
+            raise ValueError(f"the size head reads a sentence embedding of {self.size_head.in_features} dims; "
+                             f"got {None if text is None else tuple(text.shape)}")
+        return SIDE_GAIN * self.size_head(text.to(self.size_head.weight.dtype)).float()
+
     def cell_points(self, cell: torch.Tensor) -> torch.Tensor:
         """With ``cells``: the points ``[B, 2]`` (x, y) of the cells ``cell [B, 2]`` (column, row indices)."""
         return self.spacing * (cell.to(self.spacing.dtype) - (self.cells - 1) / 2)
@@ -376,14 +402,19 @@ class ForegroundLayer(nn.Module):
 
     def placement(self, zc: torch.Tensor, mask: torch.Tensor | None = None, text: torch.Tensor | None = None,
                   p: torch.Tensor | None = None, sides: torch.Tensor | None = None,
-                  cell: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                  cell: torch.Tensor | None = None, size: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """The object's ``(angle, scale, centre, tx, ty)`` (``[B]``, ``[B]``, ``[B, 2]``, ``[B]``, ``[B]``): its
         turn, its frame's scale (over the canvas mask's spread with ``normalize``), the canvas point placed
         at ``(tx, ty)`` (the mask's own centre with ``normalize``, else 0). ``p``: :meth:`pose_params`'s
         output and ``sides`` :meth:`side_logits`'s when the caller has them already; ``cell [B, 2]`` (with
-        ``cells``) the column and row to draw at instead of the likeliest."""
+        ``cells``) the column and row to draw at instead of the likeliest, ``size [B]`` (with ``sizes``) the
+        size."""
         p = self.pose_params(zc, text) if p is None else p
-        scale = torch.exp(p[:, 0] + self.log_scale0)
+        log_scale = p[:, 0] + self.log_scale0
+        if self.sizes:  # the chosen size's log-scale (no gradient to the choice), plus the pose head's
+            size = self.size_logits(text).argmax(-1) if size is None else size
+            log_scale = log_scale + self.size_levels[size]
+        scale = torch.exp(log_scale)
         angle = math.pi * p[:, 1]
         if self.spin:  # the angle of (z_0, z_1)
             angle = angle + torch.atan2(zc[:, 1].float(), zc[:, 0].float())
@@ -445,8 +476,10 @@ class ForegroundLayer(nn.Module):
     def forward(self, zc: torch.Tensor, background: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         rgb, mask = self.canvas(zc)
         rgba = torch.cat([rgb, mask], dim=1)
-        image, self.mask, self.offset, self.choice_drawn = self._place(zc, rgba, mask, background, text)
-        # choice_drawn: the side logit [B, 1] or the cell logits [B, 2, A], with their graph (None without)
+        image, self.mask, self.offset, self.choice_drawn, self.size_drawn = self._place(zc, rgba, mask, background,
+                                                                                        text)
+        # choice_drawn: the side logit [B, 1] or the cell logits [B, 2, A], with their graph (None without);
+        # size_drawn: the size logits [B, K] (with sizes; else None)
         self.drawn = tuple(None if t is None else t.detach() for t in (zc, rgba, mask, background, text))  # redraw
         return image
 
@@ -463,27 +496,29 @@ class ForegroundLayer(nn.Module):
         return self._place(*drawn, flip=flip.to(self.drawn[0].dtype))[0]
 
     @torch.no_grad()
-    def redraw_at(self, cell: torch.Tensor) -> torch.Tensor:
+    def redraw_at(self, cell: torch.Tensor, size: torch.Tensor | None = None) -> torch.Tensor:
         """With ``cells``: the last call's first ``N`` images ``[N, 3, S, S]`` again, each object drawn at the
-        column and row ``cell [N, 2]`` instead of the chosen ones (the pose head's translation, outline, colour,
-        size and turn unchanged). No gradient."""
+        column and row ``cell [N, 2]`` instead of the chosen ones (and with ``sizes``, at the size ``size [N]``
+        when given; the pose head's translation, outline, colour and turn unchanged). No gradient."""
         if not self.cells:
             raise ValueError("redraw_at moves the object to another cell; this layer has none (model.g_layer_cells)")
         drawn = [None if t is None else t[:len(cell)] for t in self.drawn]
-        return self._place(*drawn, cell=cell)[0]
+        return self._place(*drawn, cell=cell, size=size)[0]
 
     def _place(self, zc: torch.Tensor, rgba: torch.Tensor, mask: torch.Tensor, background: torch.Tensor,
                text: torch.Tensor | None, flip: torch.Tensor | None = None,
-               cell: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+               cell: torch.Tensor | None = None, size: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """The canvas ``rgba [B, 4, 32, 32]`` placed over ``background``: ``(image [B, 3, S, S], placed mask
-        [B, 1, S, S], translation [B, 2], the side logit [B, 1] or the cell logits [B, 2, A] or None)`` (with the anchor grid, the translation
-        before an anchor's point)."""
+        [B, 1, S, S], translation [B, 2], the side logit [B, 1] or the cell logits [B, 2, A] or None, the size
+        logits [B, K] or None)`` (with the anchor grid, the translation before an anchor's point)."""
         pose = self.pose_params(zc, text)
         if not self.anchors:
             sides = self.side_logits(text) if self.sides else None
             choice = self.cell_logits(text) if self.cells else sides
+            size_logits = self.size_logits(text) if self.sizes else None
             placement = self.placement(zc, mask, text, pose, sides,
-                                       choice.argmax(-1) if self.cells and cell is None else cell)
+                                       choice.argmax(-1) if self.cells and cell is None else cell,
+                                       size_logits.argmax(-1) if self.sizes and size is None else size)
             offset = torch.stack(placement[3:], dim=1)  # [B, 2]: (tx, ty), drawn (with the sides' signs)
             grid = F.affine_grid(self._theta(placement, flip=flip).to(rgba.dtype), list(background.shape),
                                  align_corners=False)
@@ -493,7 +528,7 @@ class ForegroundLayer(nn.Module):
             if self.pattern:  # the colour (in [0, 1]) times 1 - p (1 - shade)
                 p, shade = self.pattern_map(zc, grid, placement[1], placement[2])
                 fg = (fg + 1) * (1 - p * (1 - shade)).to(fg.dtype) - 1
-            return m * fg + (1.0 - m) * background, m, offset, choice
+            return m * fg + (1.0 - m) * background, m, offset, choice, size_logits
         # the layer at every anchor, mixed: each anchor's weight gets a gradient from the whole image
         b, k = len(zc), len(self.anchor_xy)
         rep = lambda x: None if x is None else x.repeat_interleave(k, dim=0)  # noqa: E731
@@ -507,4 +542,4 @@ class ForegroundLayer(nn.Module):
             w = F.one_hot(pick, k).to(w.dtype) + w - w.detach()
         w = w.to(rgba.dtype)[:, :, None, None, None]  # [B, K, 1, 1, 1]
         m = (w * placed[:, :, 3:]).sum(1)  # [B, 1, S, S]: at most 1 (the weights sum to 1)
-        return (w * placed[:, :, 3:] * placed[:, :, :3]).sum(1) + (1.0 - m) * background, m, pose[:, 2:4], None
+        return (w * placed[:, :, 3:] * placed[:, :, :3]).sum(1) + (1.0 - m) * background, m, pose[:, 2:4], None, None

@@ -86,28 +86,39 @@ def pose_pick_loss(layer, matcher, text: torch.Tensor, share: float = 1.0) -> to
 
 def _cell_pick_loss(layer, matcher, text: torch.Tensor) -> torch.Tensor:
     """``pose_pick_loss`` with the cell choice: each of the first ``n = len(text)`` objects redrawn in each of
-    the ``A`` columns (its row as drawn) and in each of the ``A`` rows (its column as drawn); the matcher
-    picks the column and the row that read best, and the loss is the cross-entropy of the column and row
-    logits to them (mean of the two). The placement as drawn is shared by both axes: the matcher reads
-    ``2A - 1`` images per object (in ``2A - 1`` batches of ``n``: on a CPU faster than one large batch)."""
-    n, a = len(text), layer.cells
+    the ``A`` columns (its row as drawn) and in each of the ``A`` rows (its column as drawn), and with
+    ``sizes=K`` at each of the ``K`` sizes (its cell as drawn); the matcher picks the column, the row (and
+    the size) that read best, and the loss is the mean cross-entropy of the logits to the picks. The
+    placement as drawn is shared by every choice: the matcher reads ``2A - 1`` images per object (``+ K - 1``
+    with sizes), in batches of ``n`` (on a CPU faster than one large batch)."""
+    n, a, k = len(text), layer.cells, getattr(layer, "sizes", 0)
     logits = layer.choice_drawn[:n].float()  # [n, 2, A]
     drawn = logits.detach().argmax(-1)  # [n, 2]
+    size_logits = layer.size_drawn[:n].float() if k else None  # [n, K]
+    size = size_logits.detach().argmax(-1) if k else None  # [n]
     with torch.no_grad():
-        cells = [drawn]  # as drawn, then per axis the other A - 1 columns (rows): (drawn + j) mod A
+        # (cell, size, choice, value): as drawn, then per choice every other option, (drawn + j) mod count
+        tries = [(drawn, size, None, None)]
         for axis in (0, 1):
             for j in range(1, a):
                 cell = drawn.clone()
                 cell[:, axis] = (drawn[:, axis] + j) % a
-                cells.append(cell)
-        scores = torch.stack([matcher.similarity(layer.redraw_at(cell), text) for cell in cells])  # [2A - 1, n]
+                tries.append((cell, size, axis, cell[:, axis]))
+        for j in range(1, k):
+            other = (size + j) % k
+            tries.append((drawn, other, 2, other))
+        scores = torch.stack([matcher.similarity(layer.redraw_at(cell, sz), text) for cell, sz, _, _ in tries])
         picks = []
-        for axis in (0, 1):  # the score of each of the A cells along this axis, the others' as drawn
-            rows = [0, *range(1 + axis * (a - 1), 1 + (axis + 1) * (a - 1))]
-            where = torch.stack([cells[r][:, axis] for r in rows], 1)  # [n, A]: a permutation of 0..A-1
-            by_cell = torch.empty_like(scores[rows].T).scatter_(1, where, scores[rows].T)  # [n, A]
-            picks.append(by_cell.argmax(1))  # [n]
-    return F.cross_entropy(logits.reshape(2 * n, a), torch.stack(picks, 1).reshape(2 * n))
+        for choice, (count, as_drawn) in enumerate(((a, drawn[:, 0]), (a, drawn[:, 1]), (k, size))):
+            if not count:
+                continue
+            rows = [0] + [i for i, t in enumerate(tries) if t[2] == choice]
+            where = torch.stack([as_drawn if r == 0 else tries[r][3] for r in rows], 1)  # [n, count]: a permutation
+            picks.append(torch.empty_like(scores[rows].T).scatter_(1, where, scores[rows].T).argmax(1))  # [n]
+    loss = F.cross_entropy(logits.reshape(2 * n, a), torch.stack(picks[:2], 1).reshape(2 * n))
+    if k:  # the three choices weigh the same
+        loss = (2 * loss + F.cross_entropy(size_logits, picks[2])) / 3
+    return loss
 
 
 class Updater:
