@@ -4,7 +4,9 @@ For "a large solid red star in the {position} on a white background" and ``--n``
 the moving average of G), prints per position word the mean and spread of the drawn translation (x, y in
 the image's [-1, 1] frame: left / top negative; Shapes places objects at -0.375, 0 and +0.375) and, where
 the run has them, the side logit (``model.g_layer_sides``) or the column and row probabilities of the
-cell choice (``model.g_layer_cells``). docs/training-recipe.md, seventeenth round.
+cell choice (``model.g_layer_cells``); then per size word ("a {size} solid red star in the center ...") the
+drawn scale (the frame's half-width over the image's) and, with ``model.g_layer_sizes``, the size
+probabilities. docs/training-recipe.md, seventeenth and eighteenth rounds.
 
     python experiments/pose_readout.py runs/exp/C26-C18-cells3
     python experiments/pose_readout.py runs/exp/C25-C24-sidex/stage1/checkpoints/step-00002000.pt
@@ -19,6 +21,7 @@ from stackgan.data.shapes import ATTRIBUTES
 from stackgan.pipeline import StackGANPipeline
 
 TEMPLATE = "a large solid red star in the {} on a white background"
+SIZE_TEMPLATE = "a {} solid red star in the center on a white background"
 
 
 def main() -> None:
@@ -49,6 +52,19 @@ def main() -> None:
             line += "  column " + " ".join(f"{v:.2f}" for v in c[0]) + "  row " + " ".join(f"{v:.2f}" for v in c[1])
         elif layer.sides:
             line += f"  side logit {choice.view(len(words), args.n)[i].mean():+.2f}"
+        print(line)
+    sizes = ATTRIBUTES["size"]
+    emb = pipe.embed([SIZE_TEMPLATE.format(w) for w in sizes for _ in range(args.n)])
+    with torch.no_grad():
+        zc = torch.cat([z[:len(emb)], G.ca(emb)[0]], dim=1)
+        scale = layer.placement(zc, None, emb)[1].view(len(sizes), args.n)
+        probs = layer.size_logits(emb).softmax(-1).view(len(sizes), args.n, -1).mean(1) if layer.sizes else None
+    if layer.sizes:
+        print("size levels (log-scale added): " + " ".join(f"{v:+.3f}" for v in layer.size_levels))
+    for i, word in enumerate(sizes):
+        line = f"{word:>13}  scale {scale[i].mean():.3f} ± {scale[i].std():.3f}"
+        if probs is not None:
+            line += "  size " + " ".join(f"{v:.2f}" for v in probs[i])
         print(line)
 
 
