@@ -185,7 +185,7 @@ class ForegroundLayer(nn.Module):
         self.sizes = sizes
         if sizes:
             self.size_head = nn.Linear(cell_text, sizes)
-            self.size_levels = nn.Parameter(SIZE_STEP0 * (torch.arange(sizes) - (sizes - 1) / 2))
+            self.size_levels = nn.Parameter(torch.zeros(sizes))  # set by start_upright
         # sides = D > 0: a side logit (left / right) from the sentence embedding [B, D], stored over SIDE_GAIN
         self.side_head = nn.Linear(sides, 1) if sides else None
         if pattern < 0 or (pattern and anchors):

@@ -97,24 +97,19 @@ def _cell_pick_loss(layer, matcher, text: torch.Tensor) -> torch.Tensor:
     size_logits = layer.size_drawn[:n].float() if k else None  # [n, K]
     size = size_logits.detach().argmax(-1) if k else None  # [n]
     with torch.no_grad():
-        # (cell, size, choice, value): as drawn, then per choice every other option, (drawn + j) mod count
-        tries = [(drawn, size, None, None)]
+        read = lambda cell, sz: matcher.similarity(layer.redraw_at(cell, sz), text)  # noqa: E731
+        as_drawn = read(drawn, size)  # [n]
+        picks = []  # per choice: the option read best, of (drawn + j) mod count for j = 0 (as drawn), 1, ...
         for axis in (0, 1):
+            scores = [as_drawn]
             for j in range(1, a):
                 cell = drawn.clone()
                 cell[:, axis] = (drawn[:, axis] + j) % a
-                tries.append((cell, size, axis, cell[:, axis]))
-        for j in range(1, k):
-            other = (size + j) % k
-            tries.append((drawn, other, 2, other))
-        scores = torch.stack([matcher.similarity(layer.redraw_at(cell, sz), text) for cell, sz, _, _ in tries])
-        picks = []
-        for choice, (count, as_drawn) in enumerate(((a, drawn[:, 0]), (a, drawn[:, 1]), (k, size))):
-            if not count:
-                continue
-            rows = [0] + [i for i, t in enumerate(tries) if t[2] == choice]
-            where = torch.stack([as_drawn if r == 0 else tries[r][3] for r in rows], 1)  # [n, count]: a permutation
-            picks.append(torch.empty_like(scores[rows].T).scatter_(1, where, scores[rows].T).argmax(1))  # [n]
+                scores.append(read(cell, size))
+            picks.append((drawn[:, axis] + torch.stack(scores, 1).argmax(1)) % a)  # [n]
+        if k:
+            scores = [as_drawn] + [read(drawn, (size + j) % k) for j in range(1, k)]
+            picks.append((size + torch.stack(scores, 1).argmax(1)) % k)  # [n]
     loss = F.cross_entropy(logits.reshape(2 * n, a), torch.stack(picks[:2], 1).reshape(2 * n))
     if k:  # the three choices weigh the same
         loss = (2 * loss + F.cross_entropy(size_logits, picks[2])) / 3
