@@ -170,6 +170,8 @@ class DataConfig:
     matcher_steps: int = 1500
     matcher_batch: int = 64
     matcher_widths: tuple = (16, 32, 64, 128)  # one stride-2 conv stage each: 64 px -> 4 px
+    matcher_size: int = 64  # the resolution it reads (images area-resized to it): 64, or 128 for a Stage II whose
+    #   256 px images hold a pattern that 64 px cannot (the checker layout reads 128 px either way)
     matcher_trunk: str = "strided"  # strided: 4x4 stride-2 convs, LeakyReLU; checker: the attribute checker's
     #   layout (image enlarged 2x, 3x3 convs, ReLU, the last stage stride 1, pooled to 4x4)
     matcher_zoom: float = 1.0  # > 1: the matcher trains on images zoomed about their centre by a random factor in
@@ -490,6 +492,8 @@ def validate(cfg: Config) -> Config:
     for name in ("matcher_zoom", "matcher_stretch"):
         if getattr(cfg.data, name) < 1:
             raise ConfigError(f"data.{name} must be >= 1 (1: off), got {getattr(cfg.data, name)}")
+    if cfg.data.matcher_size not in (64, 128):
+        raise ConfigError(f"data.matcher_size must be 64 or 128, got {cfg.data.matcher_size}")
     if not 1 <= len(cfg.data.matcher_widths) <= 6:
         raise ConfigError(f"data.matcher_widths needs 1 to 6 stages (64 px halves each), got {cfg.data.matcher_widths}")
     for n in (1, 2):

@@ -227,7 +227,8 @@ def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: Text
     """The cached matcher for this data set, text encoder, normalization and `data.matcher_*`
     settings, else a new one trained with them."""
     data_dir = Path(data_dir)
-    config = ImageTextMatcher(norm.mean.numel(), widths=data_cfg.matcher_widths, trunk=data_cfg.matcher_trunk).config
+    config = ImageTextMatcher(norm.mean.numel(), widths=data_cfg.matcher_widths, size=data_cfg.matcher_size,
+                              trunk=data_cfg.matcher_trunk).config
     settings = {**config, "batch": data_cfg.matcher_batch}
     if data_cfg.matcher_hard:  # (absent when off: caches made before the switch stay valid)
         settings["hard"] = data_cfg.matcher_hard
@@ -253,6 +254,6 @@ def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: Text
         return matcher
     return train_matcher(data_dir, data_cfg, norm, path, steps=data_cfg.matcher_steps,
                          batch_size=data_cfg.matcher_batch, seed=seed, hard_weight=data_cfg.matcher_hard,
-                         progress=progress, device=device, widths=data_cfg.matcher_widths,
+                         progress=progress, device=device, widths=data_cfg.matcher_widths, size=data_cfg.matcher_size,
                          trunk=data_cfg.matcher_trunk, zoom_factor=data_cfg.matcher_zoom,
                          stretch_factor=data_cfg.matcher_stretch)

@@ -286,6 +286,26 @@ def test_matcher_checker_trunk_layout_cache_and_reload(tiny_shapes, tmp_path):
     assert len(_matchers_made(tiny_shapes, cfg, replace(cfg, matcher_trunk="checker"))) == 2  # one cache file each
 
 
+def test_matcher_size_128_reads_a_pattern_that_64_px_averages_away_and_keys_its_own_cache(tiny_shapes, tmp_path):
+    """data.matcher_size=128: the checker layout reads a 128 px image as it is (no enlargement), so a pattern
+    of period 2 px at 128 px, which area-resizing to 64 px flattens to grey, changes what it reads."""
+    torch.manual_seed(0)
+    m64 = ImageTextMatcher(12, widths=(4, 8, 8), size=64, trunk="checker").eval()
+    m128 = ImageTextMatcher(12, widths=(4, 8, 8), size=128, trunk="checker").eval()
+    assert isinstance(m128.trunk[0], torch.nn.Conv2d) and m64.trunk[0].size == 128  # same trunk input: 128 px
+    grey = torch.zeros(1, 3, 256, 256)
+    stripes = grey.clone()
+    stripes[..., 0::4, :] = stripes[..., 1::4, :] = 0.8  # period 4 px at 256 px, 2 px at 128 px, flat at 64 px
+    stripes[..., 2::4, :] = stripes[..., 3::4, :] = -0.8
+    assert torch.allclose(m64.encode_image(stripes), m64.encode_image(grey), atol=1e-6)  # averaged away at 64 px
+    assert not torch.allclose(m128.encode_image(stripes), m128.encode_image(grey), atol=1e-3)  # read at 128 px
+    with pytest.raises(ValueError, match="matcher_size must be 64 or 128"):
+        apply_overrides(get_preset("fast"), ["data.matcher_size=96"])
+    cfg = apply_overrides(get_preset("fast"), ["data.matcher_steps=2", "data.matcher_batch=4"]).data
+    made = _matchers_made(tiny_shapes, cfg, replace(cfg, matcher_size=128))
+    assert sorted(json.loads(p.read_text())["config"]["size"] for p in made) == [64, 128]  # one cache file each
+
+
 def test_matcher_zoom_draws_from_its_generator_and_keys_its_own_cache(tiny_shapes, tmp_path):
     from stackgan.augment import zoom
     x = torch.zeros(4, 3, 64, 64)

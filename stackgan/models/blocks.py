@@ -338,10 +338,14 @@ class ContrastHead(nn.Module):
         self.fake = nn.Parameter(torch.randn(dim)) if fake else None
 
 
+CHECKER_INPUT = 128  # the attribute checker's (and its layout's) input resolution
+
+
 def image_trunk(kind: str, widths: tuple[int, ...], size: int = 64) -> tuple[nn.Sequential, int, int]:
     """An image encoder ``[B, 3, size, size] -> [B, C, side, side]`` and its ``(C, side)``: ``strided``, one
     4x4 stride-2 conv stage per width (BatchNorm, LeakyReLU); ``checker``, the attribute checker's layout
-    (the image enlarged 2x, a 4x4 stem and 3x3 convs, BatchNorm, ReLU, the last stage stride 1, pooled to 4x4)."""
+    (the image enlarged to 128 px where smaller, a 4x4 stem and 3x3 convs, BatchNorm, ReLU, the last stage stride 1,
+    pooled to 4x4)."""
     layers, cin = [], 3
     if kind == "strided":
         for w in widths:  # stride 2 each: 64 -> 4 with four stages
@@ -349,7 +353,8 @@ def image_trunk(kind: str, widths: tuple[int, ...], size: int = 64) -> tuple[nn.
             cin = w
         side = size // 2 ** len(widths)
     elif kind == "checker":
-        layers.append(nn.Upsample(size=2 * size, mode="bilinear"))
+        if size < CHECKER_INPUT:  # 64 px enlarged 2x: the checker's resolution
+            layers.append(nn.Upsample(size=CHECKER_INPUT, mode="bilinear"))
         for i, w in enumerate(widths):
             last = i == len(widths) - 1 and len(widths) > 1
             layers += [nn.Conv2d(cin, w, 4 if i == 0 else 3, 1 if last else 2, 1, bias=False),
