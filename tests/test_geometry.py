@@ -1,6 +1,7 @@
 """The geometry design's switches: fusion blocks, the BN-free residual D, the matching-aware
 gradient penalty, one-word foils and the D check (docs/training-recipe.md)."""
 import copy
+import json
 import math
 
 import numpy as np
@@ -233,6 +234,12 @@ def test_the_geometry_design_trains_both_stages_and_its_d_is_checked(tiny_shapes
     assert list((tiny_shapes / ".stackgan-cache").glob("text-train-foils2-*.safetensors"))  # foils encoded, cached
     rates = discriminator_check(run, tiny_shapes, num_samples=8)
     assert set(rates) == set(ATTRIBUTES) and all(0.0 <= r <= 1.0 for r in rates.values())
+    from stackgan.cli import main  # Stage II's D through the command line: its own report
+    assert main(["evaluate", str(run), "--data", str(tiny_shapes), "--metrics", "dcheck", "--stage", "2",
+                 "--num-samples", "8"]) == 0
+    assert json.loads((run / "d_check-stage2.json").read_text()) == discriminator_check(run, tiny_shapes, stage=2,
+                                                                                       num_samples=8)
+    assert not (run / "d_check.json").exists()
 
 
 def test_crop_flip_on_shapes_keeps_left_and_right_and_moves_at_most_4_px(tiny_shapes):

@@ -126,9 +126,9 @@ def d_check_markdown(results: dict[str, dict[str, float]]) -> str:
     return header + "\n" + "\n".join(rows)
 
 
-def save_d_check(out_dir: Path, results: dict) -> Path:
+def save_d_check(out_dir: Path, results: dict, stage: int = 1) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "d_check.json"
+    path = out_dir / ("d_check.json" if stage == 1 else f"d_check-stage{stage}.json")
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(results, indent=2))
     return path
