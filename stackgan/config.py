@@ -184,6 +184,8 @@ class DataConfig:
     foils_per_image: int = 4  # foils made (and encoded, cached) per train image
     foil_attributes: str = ""  # Shapes captions: the attributes a foil may change, e.g. "shape" ("": all six,
     #   weighted toward shape and texture); precomputed vectors bring their own (stackgan data attributes)
+    matcher_foil_attributes: str = ""  # ... the attributes the matcher's own foils change ("": foil_attributes'); D's
+    #   foils keep foil_attributes
     seed: int = 0
 
 
@@ -485,6 +487,12 @@ def validate(cfg: Config) -> Config:
         if cfg.data.text_encoder == "precomputed":
             raise ConfigError("data.foil_attributes picks the words of caption foils; precomputed vectors bring "
                               "their own foils (stackgan data attributes --foil-attributes)")
+    if cfg.data.matcher_foil_attributes:
+        from .data.foils import foil_weights
+        foil_weights(cfg.data.matcher_foil_attributes)
+        if not cfg.data.matcher_foils or cfg.data.text_encoder == "precomputed":
+            raise ConfigError("data.matcher_foil_attributes picks the words of the matcher's caption foils: it needs "
+                              "data.matcher_foils=true and a text encoder (not precomputed vectors)")
     if cfg.data.foils_per_image < 1:
         raise ConfigError(f"data.foils_per_image must be >= 1, got {cfg.data.foils_per_image}")
     if cfg.data.matcher_hard < 0:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -227,6 +227,8 @@ def load_or_train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: Text
     """The cached matcher for this data set, text encoder, normalization and `data.matcher_*`
     settings, else a new one trained with them."""
     data_dir = Path(data_dir)
+    if data_cfg.matcher_foil_attributes:  # the matcher's foils change other words than D's: as if those were all
+        data_cfg = replace(data_cfg, foil_attributes=data_cfg.matcher_foil_attributes, matcher_foil_attributes="")
     config = ImageTextMatcher(norm.mean.numel(), widths=data_cfg.matcher_widths, size=data_cfg.matcher_size,
                               trunk=data_cfg.matcher_trunk).config
     settings = {**config, "batch": data_cfg.matcher_batch}

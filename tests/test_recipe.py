@@ -420,6 +420,27 @@ def test_foil_attributes_make_caption_foils_of_those_words_only(tiny_shapes):
         apply_overrides(get_preset("fast"), ["data.foil_attributes=shape", "data.text_encoder=precomputed"])
 
 
+def test_matcher_foil_attributes_give_the_matcher_its_own_foils_and_d_keeps_its_own(tiny_shapes):
+    """data.matcher_foil_attributes: the matcher is the one trained with foils of those words (the same cache
+    key as with foil_attributes set to them), while D's foils still change foil_attributes' words."""
+    base = ["data.matcher_steps=2", "data.matcher_batch=4", "data.matcher_foils=true", "data.foils_per_image=2",
+            "data.foil_share=0.5"]
+    split = apply_overrides(get_preset("fast"), base + ["data.foil_attributes=shape",
+                                                        "data.matcher_foil_attributes=texture"]).data
+    same = apply_overrides(get_preset("fast"), base + ["data.foil_attributes=texture"]).data
+    made = _matchers_made(tiny_shapes, split, same)
+    assert len(made) == 1  # one matcher serves both: foils of the texture word
+    assert json.loads(made.pop().read_text())["data"]["foil_attributes"] == "texture"
+    data, _ = load_train_data(tiny_shapes, split, 64, progress=False)
+    d_foils = data.foils  # D's: the shape word changed
+    shape_only, _ = load_train_data(tiny_shapes, replace(split, matcher_foil_attributes=""), 64, progress=False)
+    assert torch.equal(d_foils, shape_only.foils)
+    with pytest.raises(ValueError, match="matcher_foils=true"):
+        apply_overrides(get_preset("fast"), ["data.matcher_foil_attributes=texture"])
+    with pytest.raises(ValueError, match="foil attributes"):
+        apply_overrides(get_preset("fast"), ["data.matcher_foils=true", "data.matcher_foil_attributes=smell"])
+
+
 def test_a_shipped_matcher_with_the_same_key_is_copied_not_trained(tiny_shapes, tmp_path, monkeypatch):
     """stackgan/matchers/ (matching.SHIPPED): a matcher whose key is the one these data and settings
     give is copied into the data's cache and loaded with its weights; another key is not used."""
