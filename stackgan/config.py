@@ -37,6 +37,7 @@ class ModelConfig:
     stage2_image_skip: bool = False  # not in the paper: Stage II refines the upsampled Stage-I image
     stage2_render: bool = False  # ... the layered Stage I's scene drawn again at 256 px instead (its pattern sharp)
     stage2_masked: bool = False  # ... Stage II changes only the pixels near the layered Stage I's object
+    stage2_mask_grow: int = 2  # ... within this many pixels (at 64 px) of its mask (0: only on the object itself)
     d_spectral_norm: bool = False  # not in the paper: spectral normalization of D's convs and linears
     nef: int = 16  # width of the latent encoder of the reconstruction branch (stage1.recon_weight)
     # not in the paper (the geometry design, docs/training-recipe.md):
@@ -417,6 +418,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("model.stage2_render starts Stage II from the layered Stage I's scene drawn at 256 px: it "
                           "needs model.stage2_image_skip, model.g_layered and a smooth background "
                           "(model.g_layer_background=smooth or vertical)")
+    if m.stage2_mask_grow < 0:
+        raise ConfigError(f"model.stage2_mask_grow must be >= 0 (pixels at 64 px), got {m.stage2_mask_grow}")
     if m.stage2_masked and not (m.stage2_image_skip and m.g_layered):
         raise ConfigError("model.stage2_masked lets Stage II change only the pixels near the layered Stage I's "
                           "object: it needs model.stage2_image_skip and model.g_layered")

@@ -181,6 +181,12 @@ def test_stage2_masked_changes_only_the_pixels_near_the_object():
     assert (high[inside] - enlarged[inside]).abs().mean() > 0.05  # the object redrawn
     grown = g2.object_region(F.pad(torch.ones(1, 1, 2, 2), (31, 31, 31, 31)))  # a 2 x 2 px object at 64 px
     assert grown[0, 0, 128, 128] == 1 and grown[0, 0, 128, 136] > 0.9 and grown[0, 0, 128, 148] == 0  # 2 px more
+    g2.mask_grow = 0  # model.stage2_mask_grow=0: only the object's own pixels
+    exact = g2.object_region(F.pad(torch.ones(1, 1, 2, 2), (31, 31, 31, 31)))
+    assert exact[0, 0, 128, 128] == 1 and exact[0, 0, 128, 136] == 0
+    with pytest.raises(ConfigError, match="stage2_mask_grow"):
+        from stackgan.config import apply_overrides, get_preset
+        apply_overrides(get_preset("shapes-layered"), ["model.stage2_mask_grow=-1"])
     with pytest.raises(ConfigError, match="near Stage I's object"):
         Stage2Generator(g1, ngf=8, res_blocks=1, masked=True)
     with pytest.raises(ConfigError, match="near Stage I's object"):

@@ -66,6 +66,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
             args["stage2"]["render"] = True
         if m.stage2_masked:
             args["stage2"]["masked"] = True
+            if m.stage2_mask_grow != ModelConfig.stage2_mask_grow:
+                args["stage2"]["mask_grow"] = int(m.stage2_mask_grow)
     return args
 
 

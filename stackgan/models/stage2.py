@@ -26,7 +26,7 @@ class Stage2Generator(nn.Module):
     enlarged: the object's pattern (stripes, dots) is a function of the image's coordinates, and
     enlarging the 64 px image blurs what drawing it at 256 px keeps sharp.
     ``masked=True`` (with ``image_skip`` and a layered Stage I) lets Stage II change only the pixels near
-    Stage I's object: its output is added through Stage I's placed mask, widened by ``MASK_GROW`` pixels at
+    Stage I's object: its output is added through Stage I's placed mask, widened by ``mask_grow`` pixels at
     64 px and enlarged to 256 px, so the background stays exactly Stage I's and Stage II's layers spend
     themselves on the object's pattern and edges.
 
@@ -41,7 +41,7 @@ class Stage2Generator(nn.Module):
 
     def __init__(self, stage1: Stage1Generator, ngf: int = 128, res_blocks: int = 4,
                  cond_dim: int = 128, ca_variant: str = "pt", image_skip: bool = False, fusion: bool = False,
-                 render: bool = False, masked: bool = False):
+                 render: bool = False, masked: bool = False, mask_grow: int = 2):
         super().__init__()
         if masked and not (image_skip and getattr(stage1, "foreground", None) is not None):
             raise ConfigError("Stage II changes only the pixels near Stage I's object (model.stage2_masked) only with "
@@ -51,6 +51,7 @@ class Stage2Generator(nn.Module):
                               "the image skip (model.stage2_image_skip) and a layered Stage I over a smooth "
                               "background (model.g_layer_background=smooth or vertical)")
         self.image_skip, self.fusion, self.render, self.masked = image_skip, fusion, render, masked
+        self.mask_grow = mask_grow  # pixels (at 64 px) by which Stage I's object mask is widened when masked
         k = stage1.z_dim + cond_dim if fusion else 0  # the up-blocks' modulating condition: cat(z, c)
         if ngf % 4:
             raise ConfigError(f"Stage-II ngf must be divisible by 4 (last block has ngf/4), got {ngf}")
@@ -80,15 +81,13 @@ class Stage2Generator(nn.Module):
         if image_skip:  # start exactly at the upsampled Stage-I image
             nn.init.zeros_(self.to_rgb[0].weight)
 
-    MASK_GROW = 2  # model.stage2_masked: pixels (at 64 px) by which Stage I's object mask is widened
-
-    @staticmethod
-    def object_region(mask: torch.Tensor) -> torch.Tensor:
-        """Stage I's placed object mask ``[B, 1, 64, 64]`` (in [0, 1]) widened by ``MASK_GROW`` pixels (a max
-        filter) and enlarged to ``[B, 1, 256, 256]``: where ``model.stage2_masked`` lets Stage II draw."""
-        k = 2 * Stage2Generator.MASK_GROW + 1
-        grown = F.max_pool2d(mask, k, stride=1, padding=Stage2Generator.MASK_GROW)
-        return F.interpolate(grown, scale_factor=4, mode="bilinear", align_corners=False)
+    def object_region(self, mask: torch.Tensor) -> torch.Tensor:
+        """Stage I's placed object mask ``[B, 1, 64, 64]`` (in [0, 1]) widened by ``mask_grow`` pixels (a max
+        filter; ``model.stage2_mask_grow``) and enlarged to ``[B, 1, 256, 256]``: where ``model.stage2_masked``
+        lets Stage II draw."""
+        if self.mask_grow:
+            mask = F.max_pool2d(mask, 2 * self.mask_grow + 1, stride=1, padding=self.mask_grow)
+        return F.interpolate(mask, scale_factor=4, mode="bilinear", align_corners=False)
 
     def train(self, mode: bool = True):
         super().train(mode)
