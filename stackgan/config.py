@@ -156,6 +156,8 @@ class StageConfig:
     #   one-word foils: an image must then tell its caption from the same caption with one word changed)
     contrast_zoom: float = 1.0  # > 1: that head sees real and generated images zoomed about their centre by a random
     #   factor in [1 / zoom, zoom] (its own D pass), so that an object's area no longer tells its shape (1: off)
+    consistency_weight: float = 0.0  # Stage II: G also minimizes weight * the L1 distance of its image, area-resized
+    #   to 64 px, to its Stage-I image: what Stage II adds can only be detail finer than 64 px
 
 
 @dataclass(frozen=True)
@@ -513,7 +515,8 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"stage{n}.batch_size must be >= 2 (wrong pairs need two), got {s.batch_size}")
         for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs", "match_weight",
                      "match_warmup", "recon_weight", "latent_kl_weight", "d_translate", "d_noise", "gp_weight",
-                     "info_weight", "mask_weight", "mask_warmup", "contrast_weight", "pose_pick_weight"):
+                     "info_weight", "mask_weight", "mask_warmup", "contrast_weight", "pose_pick_weight",
+                     "consistency_weight"):
             if getattr(s, name) < 0:
                 raise ConfigError(f"stage{n}.{name} must be >= 0, got {getattr(s, name)}")
         if not 0 <= s.ema_decay < 1:
@@ -531,6 +534,9 @@ def validate(cfg: Config) -> Config:
         for name in ("pose_pick_share", "match_share"):
             if not 0 < getattr(s, name) <= 1:
                 raise ConfigError(f"stage{n}.{name} must be in (0, 1], got {getattr(s, name)}")
+        if n == 1 and s.consistency_weight:
+            raise ConfigError("stage1.consistency_weight must be 0: it keeps Stage II's image, resized to 64 px, at "
+                              "Stage I's (set stage2.consistency_weight)")
         if s.contrast_zoom < 1:
             raise ConfigError(f"stage{n}.contrast_zoom must be >= 1 (1: off), got {s.contrast_zoom}")
         if s.contrast_zoom > 1 and not s.contrast_weight:

@@ -137,3 +137,29 @@ def test_compiled_networks_train(tiny_shapes, tmp_path):
     train(cfg, tiny_shapes, tmp_path, 1, progress=False)
     state = load_state(tmp_path / "stage1" / "state.pt")
     assert state["step"] == 2 and not any(k.startswith("_orig_mod") for k in state["generator"])
+
+
+def test_stage2_consistency_keeps_the_64px_image_at_stage_ones_and_is_logged():
+    """stage2.consistency_weight: the L1 distance of Stage II's image area-resized to 64 px to Stage I's image;
+    0 for a Stage-II image that only adds detail that averages out at 64 px, logged as G/consistency."""
+    from stackgan.config import ConfigError
+    from stackgan.training.step import consistency_loss
+
+    low = torch.rand(2, 3, 64, 64) * 2 - 1
+    detail = torch.tensor([[0.1, -0.1], [-0.1, 0.1]]).repeat(128, 128)  # a 2 x 2 checker: its mean is 0
+    high = low.repeat_interleave(4, 2).repeat_interleave(4, 3) + detail
+    assert consistency_loss(high, low).item() < 1e-6
+    assert abs(consistency_loss(high + 0.3, low).item() - 0.3) < 1e-5  # a shift of every pixel: 0.3
+    cfg = apply_overrides(get_preset("fast"), TINY + ["model.text_dim=12"])
+    logged = {}
+    for weight in (0.0, 5.0):
+        c = apply_overrides(cfg, [f"stage2.consistency_weight={weight}"])
+        torch.manual_seed(0)
+        G, D = build_generator(c.model, 2), build_discriminator(c.model, 2)
+        opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], 2e-4)
+        opt_d = torch.optim.Adam(D.parameters(), 2e-4)
+        batch = (torch.rand(2, 3, 256, 256) * 2 - 1, torch.randn(2, 12), torch.randn(2, 12), torch.randn(2, c.model.z_dim))
+        logged[weight] = dict(zip(LOGGED, Updater(c, 2, G, D, opt_g, opt_d, device=torch.device("cpu"))(*batch).tolist()))
+    assert logged[0.0]["G/consistency"] == 0.0 and logged[5.0]["G/consistency"] > 0.0
+    with pytest.raises(ConfigError, match="stage1.consistency_weight must be 0"):
+        apply_overrides(get_preset("fast"), ["stage1.consistency_weight=1"])

@@ -18,7 +18,8 @@ from ..losses import (contrastive_loss, discriminator_loss_fake, discriminator_l
                       matching_aware_gradient_penalty)
 
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
-          "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "G/pick", "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
+          "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "G/pick", "G/consistency", "D/acc_real",
+          "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
 
 
 def _low_res(real: torch.Tensor) -> torch.Tensor:
@@ -114,6 +115,13 @@ def _cell_pick_loss(layer, matcher, text: torch.Tensor) -> torch.Tensor:
     if k:  # the three choices weigh the same
         loss = (2 * loss + F.cross_entropy(size_logits, picks[2])) / 3
     return loss
+
+
+def consistency_loss(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """``stage2.consistency_weight``: the mean L1 distance of Stage II's image ``[B, 3, 256, 256]``, area-resized to
+    the Stage-I image's size, to that image ``[B, 3, 64, 64]`` (fixed): Stage II may add detail finer than 64 px,
+    not move what Stage I drew (StackGAN++'s colour-consistency term, on the whole low-frequency image)."""
+    return F.l1_loss(F.interpolate(high.float(), size=low.shape[-2:], mode="area"), low.detach().float())
 
 
 class Updater:
@@ -276,6 +284,10 @@ class Updater:
                         g_total = g_total + sc.latent_kl_weight * latent_kl
                 mask = placed.float().mean() if placed is not None else zero
                 g_total = g_total + mask_weight(sc, step) * mask
+                consistency = zero
+                if sc.consistency_weight:  # stage2.consistency_weight: at 64 px, Stage II's image is Stage I's
+                    consistency = consistency_loss(fake, out.low)
+                    g_total = g_total + sc.consistency_weight * consistency
                 ms = zero
                 if sc.ms_weight > 0:  # mode seeking (MSGAN): half the captions again, with other noise
                     half = max(1, len(z) // 2)
@@ -297,4 +309,4 @@ class Updater:
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], gp.detach(), g_adv, kl, match, recon,
                             latent_kl, ms.detach(), info.detach(), mask.detach(), contrast_d.detach(), contrast.detach(),
-                            pick.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
+                            pick.detach(), consistency.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
