@@ -301,8 +301,8 @@ def test_matcher_size_128_reads_a_pattern_that_64_px_averages_away_and_keys_its_
     assert not torch.allclose(m128.encode_image(stripes), m128.encode_image(grey), atol=1e-3)  # read at 128 px
     with pytest.raises(ValueError, match="matcher_size must be 64 or 128"):
         apply_overrides(get_preset("fast"), ["data.matcher_size=96"])
-    cfg = apply_overrides(get_preset("fast"), ["data.matcher_steps=2", "data.matcher_batch=4"]).data
-    made = _matchers_made(tiny_shapes, cfg, replace(cfg, matcher_size=128))
+    cfg = apply_overrides(get_preset("fast"), ["data.matcher_steps=2", "data.matcher_batch=6"]).data  # (a batch no
+    made = _matchers_made(tiny_shapes, cfg, replace(cfg, matcher_size=128))  # other test uses: both made here)
     assert sorted(json.loads(p.read_text())["config"]["size"] for p in made) == [64, 128]  # one cache file each
 
 
