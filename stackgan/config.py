@@ -176,7 +176,7 @@ class DataConfig:
     matcher_size: int = 64  # the resolution it reads (images area-resized to it): 64, or 128 for a Stage II whose
     #   256 px images hold a pattern that 64 px cannot (the checker layout reads 128 px either way)
     matcher_trunk: str = "strided"  # strided: 4x4 stride-2 convs, LeakyReLU; checker: the attribute checker's
-    #   layout (image enlarged 2x, 3x3 convs, ReLU, the last stage stride 1, pooled to 4x4)
+    #   layout (image enlarged to 128 px where smaller, 3x3 convs, ReLU, the last stage stride 1, pooled to 4x4)
     matcher_zoom: float = 1.0  # > 1: the matcher trains on images zoomed about their centre by a random factor in
     #   [1 / zoom, zoom], so that an object's area does not tell its shape word (1: off)
     matcher_stretch: float = 1.0  # > 1: ... and stretched along a random direction by a random factor in
@@ -486,18 +486,16 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"data.{name} must be >= 1, got {getattr(cfg.data, name)}")
     if not 0 <= cfg.data.foil_share <= 1:
         raise ConfigError(f"data.foil_share must be in [0, 1], got {cfg.data.foil_share}")
-    if cfg.data.foil_attributes:
-        from .data.foils import foil_weights
-        foil_weights(cfg.data.foil_attributes)  # a ConfigError naming the bad attribute
-        if cfg.data.text_encoder == "precomputed":
-            raise ConfigError("data.foil_attributes picks the words of caption foils; precomputed vectors bring "
-                              "their own foils (stackgan data attributes --foil-attributes)")
-    if cfg.data.matcher_foil_attributes:
-        from .data.foils import foil_weights
-        foil_weights(cfg.data.matcher_foil_attributes)
-        if not cfg.data.matcher_foils or cfg.data.text_encoder == "precomputed":
-            raise ConfigError("data.matcher_foil_attributes picks the words of the matcher's caption foils: it needs "
-                              "data.matcher_foils=true and a text encoder (not precomputed vectors)")
+    for name in ("foil_attributes", "matcher_foil_attributes"):  # D's foils' words, and the matcher's own
+        if getattr(cfg.data, name):
+            from .data.foils import foil_weights
+            foil_weights(getattr(cfg.data, name))  # a ConfigError naming the bad attribute
+            if cfg.data.text_encoder == "precomputed":
+                raise ConfigError(f"data.{name} picks the words of caption foils; precomputed vectors bring "
+                                  "their own foils (stackgan data attributes --foil-attributes)")
+    if cfg.data.matcher_foil_attributes and not cfg.data.matcher_foils:
+        raise ConfigError("data.matcher_foil_attributes picks the words of the matcher's caption foils: it needs "
+                          "data.matcher_foils=true")
     if cfg.data.foils_per_image < 1:
         raise ConfigError(f"data.foils_per_image must be >= 1, got {cfg.data.foils_per_image}")
     if cfg.data.matcher_hard < 0:

@@ -27,10 +27,11 @@ from tqdm import tqdm
 
 from ..data.manifest import load_images, read_manifest
 from ..data.shapes import ATTRIBUTES
+from ..models.blocks import CHECKER_INPUT
 from ..utils import default_device, from_uint8, load_module_files, save_module
 from ..errors import ConfigError
 
-SIZE = 128  # the checker's input resolution
+SIZE = CHECKER_INPUT  # the checker's input resolution (the layout models.blocks.image_trunk("checker") copies)
 FORMAT_VERSION = 4
 WEIGHTS_NAME = "checker.safetensors"
 # trained on the default Shapes data set by train_checker (its .json says how and on which data)
