@@ -257,7 +257,9 @@ PRESETS["fast-sn-noca"] = replace(
 # from top to bottom; an area prior on its mask; D's contrastive head (half its wrong captions one-word
 # foils); the matcher in the attribute checker's layout, trained with shape foils on images zoomed by up
 # to 2 (shipped for the built-in Shapes data: stackgan/matchers); Stage II draws only on and around the
-# object (run C29: the background stays Stage I's). The default since the sixteenth round.
+# object (run C29: the background stays Stage I's), and Stage II's D has the contrastive head too (runs C34-S2,
+# C43, C45: over 1,500 steps Stage II keeps shape and size with it and loses them without it). The default
+# since the sixteenth round.
 # Made for Shapes: on photos use fast or a data set's preset.
 PRESETS["shapes-layered"] = replace(
     PRESETS["fast-sn-noca"],
@@ -266,6 +268,7 @@ PRESETS["shapes-layered"] = replace(
                   stage2_masked=True),
     stage1=replace(PRESETS["fast-sn-noca"].stage1, mask_weight=5.0, mask_warmup=1000, contrast_wrong=True,
                    contrast_weight=0.2, match_foils=True, pose_pick_weight=1.0, pose_pick_share=0.25),
+    stage2=replace(PRESETS["fast-sn-noca"].stage2, contrast_wrong=True, contrast_weight=0.2),
     data=replace(PRESETS["fast-sn-noca"].data, foil_share=0.5, foil_attributes="shape", matcher_trunk="checker",
                  matcher_widths=(16, 32, 64, 96, 128), matcher_foils=True, matcher_steps=3000, matcher_zoom=2.0),
 )

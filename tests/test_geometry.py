@@ -1423,9 +1423,10 @@ def test_pose_pick_share_reads_only_the_batchs_first_images():
         apply_overrides(get_preset("fast-sn-noca"), ["stage1.pose_pick_share=0"])
 
 
-def test_the_default_preset_is_fast_sn_noca_with_the_layered_object_of_runs_c26_and_c29():
+def test_the_default_preset_is_fast_sn_noca_with_the_layered_object_of_runs_c26_c29_and_c45():
     """shapes-layered (the default): fast-sn-noca plus exactly the switches of the recipe doc's run C26
-    (C18 and the cell choice) and its Stage II of run C29 (masked to the object), and its Stage I draws a
+    (C18 and the cell choice) and its Stage II of runs C29 (masked to the object) and C45 (D's contrastive
+    head), and its Stage I draws a
     layered object with a radial outline and a pattern in one of 3 x 3 cells."""
     from stackgan.config import DEFAULT_PRESET
 
@@ -1438,6 +1439,7 @@ def test_the_default_preset_is_fast_sn_noca_with_the_layered_object_of_runs_c26_
            "model.g_layer_radial=10", "model.g_layer_pattern=4"]
     c26 = c18 + ["stage1.pose_pick_weight=1", "stage1.pose_pick_share=0.25", "model.g_layer_cells=3"]
     c29 = c26 + ["model.stage2_masked=true"]
-    assert get_preset("shapes-layered") == apply_overrides(get_preset("fast-sn-noca"), c29)
+    c45 = c29 + ["stage2.contrast_weight=0.2", "stage2.contrast_wrong=true"]
+    assert get_preset("shapes-layered") == apply_overrides(get_preset("fast-sn-noca"), c45)
     G = build_generator(apply_overrides(get_preset("shapes-layered"), TINY + ["model.text_dim=12"]).model, 1)
     assert G.foreground.radial == 10 and G.foreground.pattern == 4 and G.foreground.cells == 3

@@ -5,8 +5,7 @@ import shutil
 import pytest
 import torch
 
-from stackgan.config import apply_overrides, get_preset
-from stackgan.demo import PRETRAINED_SHAPES
+from stackgan.config import apply_overrides, get_preset, to_dict
 from stackgan.errors import CheckpointError, UsageError
 from stackgan.models.build import generator_args
 from stackgan.pipeline import GenerationOutput, StackGANPipeline
@@ -39,11 +38,17 @@ def test_model_folder_records_the_generator_arguments_not_the_training_config(ti
     assert set(meta["generator"]["stage2"]) == {"ngf", "res_blocks", "cond_dim", "ca_variant", "image_skip", "fusion"}
 
 
-def test_a_format_1_model_folder_still_loads_and_exports_to_format_2_bit_identically(tmp_path):
-    old = StackGANPipeline.load(PRETRAINED_SHAPES)  # the shipped model: format version 1
-    assert json.loads((PRETRAINED_SHAPES / "config.json").read_text())["format_version"] == 1
-    new_dir = old.save_pretrained(tmp_path / "v2", half=True)
-    assert (new_dir / "model.safetensors").read_bytes() == (PRETRAINED_SHAPES / "model.safetensors").read_bytes()
+def test_a_format_1_model_folder_still_loads_and_exports_to_format_2_bit_identically(tiny_model, tmp_path):
+    # format version 1 (models exported before session 6): the whole training configuration and the stage
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY)
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    shutil.copy(tiny_model / "model.safetensors", v1 / "model.safetensors")
+    (v1 / "config.json").write_text(json.dumps({"format_version": 1, "stage": 2, "config": to_dict(cfg)}))
+    old = StackGANPipeline.load(v1)
+    new_dir = old.save_pretrained(tmp_path / "v2")
+    assert (new_dir / "model.safetensors").read_bytes() == (v1 / "model.safetensors").read_bytes()
+    assert json.loads((new_dir / "config.json").read_text()) == json.loads((tiny_model / "config.json").read_text())
     new = StackGANPipeline.load(new_dir)
     assert (new.generator_args, new.text_encoder, new.channels_last) == (old.generator_args, "minilm", True)
     emb = torch.randn(3, old.generator_args["stage1"]["text_dim"], generator=torch.Generator().manual_seed(0))
