@@ -188,7 +188,8 @@ class DataConfig:
     foil_attributes: str = ""  # Shapes captions: the attributes a foil may change, e.g. "shape" ("": all six,
     #   weighted toward shape and texture); precomputed vectors bring their own (stackgan data attributes)
     matcher_foil_attributes: str = ""  # ... the attributes the matcher's own foils change ("": foil_attributes'); D's
-    #   foils keep foil_attributes
+    #   foils keep foil_attributes. Sets joined by "+" give the matcher one foil of each set per image and step:
+    #   "shape+texture", a shape foil and a texture foil ("shape,texture": one foil that changes either)
     seed: int = 0
 
 
@@ -492,7 +493,12 @@ def validate(cfg: Config) -> Config:
     for name in ("foil_attributes", "matcher_foil_attributes"):  # D's foils' words, and the matcher's own
         if getattr(cfg.data, name):
             from .data.foils import foil_weights
-            foil_weights(getattr(cfg.data, name))  # a ConfigError naming the bad attribute
+            value = getattr(cfg.data, name)
+            if "+" in value and name == "foil_attributes":
+                raise ConfigError(f"data.foil_attributes={value!r}: sets joined by '+' (one foil of each) are for "
+                                  "the matcher's foils only (data.matcher_foil_attributes); D's foils are one list")
+            for names in value.split("+"):
+                foil_weights(names)  # a ConfigError naming the bad attribute
             if cfg.data.text_encoder == "precomputed":
                 raise ConfigError(f"data.{name} picks the words of caption foils; precomputed vectors bring "
                                   "their own foils (stackgan data attributes --foil-attributes)")

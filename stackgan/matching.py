@@ -164,11 +164,13 @@ def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, ou
     matcher = ImageTextMatcher(norm.mean.numel(), **model_kwargs)
     size = matcher.config["size"]
     images, emb, counts = _split(data_dir, "train", data_cfg, norm, size, progress)
-    foils = foil_counts = None
+    foil_sets = []  # (foils [N, F, D], counts [N]) of each foil set: one foil of each per image and step
     if data_cfg.matcher_foils:
         from .training.data import foil_embeddings
-        foils, foil_counts = foil_embeddings(data_dir, read_manifest(data_dir, "train"), data_cfg, progress)
-        foils = norm(foils)
+        records = read_manifest(data_dir, "train")
+        for names in data_cfg.foil_attributes.split("+"):  # "shape+texture": a shape foil and a texture foil
+            foils, foil_counts = foil_embeddings(data_dir, records, replace(data_cfg, foil_attributes=names), progress)
+            foil_sets.append((norm(foils), foil_counts))
     matcher = matcher.to(device).train()
     opt = torch.optim.AdamW(matcher.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
@@ -185,10 +187,13 @@ def train_matcher(data_dir: str | Path, data_cfg: DataConfig, norm: TextNorm, ou
         if stretch_factor > 1:  # ... and stretched: corners stay, angles and proportions do not
             x = stretch(x, stretch_factor, gen)
         foil = None
-        if foils is not None:  # one foil of each image (images without one add none)
-            has = foil_counts[idx] > 0
-            pick = (torch.rand(batch_size, generator=gen) * foil_counts[idx].clamp(min=1)).long()
-            foil = foils[idx[has], pick[has]].to(device)  # [F, D]
+        if foil_sets:  # one foil of each image from each set (images without one add none)
+            picked = []
+            for foils, foil_counts in foil_sets:
+                has = foil_counts[idx] > 0
+                pick = (torch.rand(batch_size, generator=gen) * foil_counts[idx].clamp(min=1)).long()
+                picked.append(foils[idx[has], pick[has]])
+            foil = torch.cat(picked).to(device)  # [F, D]
         loss = matcher.loss(x, emb[idx, which].to(device), hard_weight, foils=foil)
         opt.zero_grad(set_to_none=True)
         loss.backward()

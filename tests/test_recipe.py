@@ -441,6 +441,42 @@ def test_matcher_foil_attributes_give_the_matcher_its_own_foils_and_d_keeps_its_
         apply_overrides(get_preset("fast"), ["data.matcher_foils=true", "data.matcher_foil_attributes=smell"])
 
 
+def test_matcher_foil_sets_give_each_image_one_foil_of_each_set(tiny_shapes, monkeypatch):
+    """data.matcher_foil_attributes="shape+texture": every step the matcher tells each image from a shape foil
+    AND a texture foil of its caption (not one foil of either, as "shape,texture" does); its own cache key."""
+    from stackgan.matching import ImageTextMatcher
+    from stackgan.training.data import foil_embeddings
+    from stackgan.data.manifest import read_manifest
+
+    base = ["data.matcher_steps=3", "data.matcher_batch=4", "data.matcher_foils=true", "data.foils_per_image=2",
+            "data.foil_share=0.5", "data.foil_attributes=shape"]
+    sets = apply_overrides(get_preset("fast"), base + ["data.matcher_foil_attributes=shape+texture"]).data
+    either = apply_overrides(get_preset("fast"), base + ["data.matcher_foil_attributes=shape,texture"]).data
+    seen = []
+    real_loss = ImageTextMatcher.loss
+    monkeypatch.setattr(ImageTextMatcher, "loss", lambda self, x, text, hard=0.0, foils=None, **kw: (
+        seen.append((len(x), foils)), real_loss(self, x, text, hard, foils=foils, **kw))[1])
+    made = _matchers_made(tiny_shapes, sets, either)
+    assert len(made) == 2  # two matchers: the sets are not the list
+    records = read_manifest(tiny_shapes, "train")
+    shape = foil_embeddings(tiny_shapes, records, replace(sets, foil_attributes="shape"), False)[0].flatten(0, 1)
+    texture = foil_embeddings(tiny_shapes, records, replace(sets, foil_attributes="texture"), False)[0].flatten(0, 1)
+    _, norm = load_train_data(tiny_shapes, sets, 64, progress=False)
+    shape, texture = norm(shape), norm(texture)
+
+    def found(rows, table):  # each row is one of the table's foils
+        return all(torch.isclose(table, r).all(1).any() for r in rows)
+    with_sets, with_list = seen[:3], seen[3:]
+    for n, foils in with_sets:  # the first n foils change the shape word, the next n the texture word
+        assert len(foils) == 2 * n and found(foils[:n], shape) and found(foils[n:], texture)
+    for n, foils in with_list:
+        assert len(foils) == n
+    with pytest.raises(ValueError, match="matcher's foils only"):
+        apply_overrides(get_preset("fast"), ["data.foil_attributes=shape+texture"])
+    with pytest.raises(ValueError, match="foil attributes"):
+        apply_overrides(get_preset("fast"), ["data.matcher_foils=true", "data.matcher_foil_attributes=shape+smell"])
+
+
 def test_a_shipped_matcher_with_the_same_key_is_copied_not_trained(tiny_shapes, tmp_path, monkeypatch):
     """stackgan/matchers/ (matching.SHIPPED): a matcher whose key is the one these data and settings
     give is copied into the data's cache and loaded with its weights; another key is not used."""
