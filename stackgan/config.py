@@ -490,18 +490,19 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"data.{name} must be >= 1, got {getattr(cfg.data, name)}")
     if not 0 <= cfg.data.foil_share <= 1:
         raise ConfigError(f"data.foil_share must be in [0, 1], got {cfg.data.foil_share}")
+    from .data.foils import foil_weights
     for name in ("foil_attributes", "matcher_foil_attributes"):  # D's foils' words, and the matcher's own
-        if getattr(cfg.data, name):
-            from .data.foils import foil_weights
-            value = getattr(cfg.data, name)
-            if "+" in value and name == "foil_attributes":
-                raise ConfigError(f"data.foil_attributes={value!r}: sets joined by '+' (one foil of each) are for "
-                                  "the matcher's foils only (data.matcher_foil_attributes); D's foils are one list")
-            for names in value.split("+"):
-                foil_weights(names)  # a ConfigError naming the bad attribute
-            if cfg.data.text_encoder == "precomputed":
-                raise ConfigError(f"data.{name} picks the words of caption foils; precomputed vectors bring "
-                                  "their own foils (stackgan data attributes --foil-attributes)")
+        value = getattr(cfg.data, name)
+        if not value:
+            continue
+        if "+" in value and name == "foil_attributes":
+            raise ConfigError(f"data.foil_attributes={value!r}: sets joined by '+' (one foil of each) are for "
+                              "the matcher's foils only (data.matcher_foil_attributes); D's foils are one list")
+        for names in value.split("+"):
+            foil_weights(names)  # a ConfigError naming the bad attribute
+        if cfg.data.text_encoder == "precomputed":
+            raise ConfigError(f"data.{name} picks the words of caption foils; precomputed vectors bring "
+                              "their own foils (stackgan data attributes --foil-attributes)")
     if cfg.data.matcher_foil_attributes and not cfg.data.matcher_foils:
         raise ConfigError("data.matcher_foil_attributes picks the words of the matcher's caption foils: it needs "
                           "data.matcher_foils=true")

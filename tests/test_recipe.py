@@ -444,18 +444,21 @@ def test_matcher_foil_attributes_give_the_matcher_its_own_foils_and_d_keeps_its_
 def test_matcher_foil_sets_give_each_image_one_foil_of_each_set(tiny_shapes, monkeypatch):
     """data.matcher_foil_attributes="shape+texture": every step the matcher tells each image from a shape foil
     AND a texture foil of its caption (not one foil of either, as "shape,texture" does); its own cache key."""
+    from stackgan.data.manifest import read_manifest
     from stackgan.matching import ImageTextMatcher
     from stackgan.training.data import foil_embeddings
-    from stackgan.data.manifest import read_manifest
 
     base = ["data.matcher_steps=3", "data.matcher_batch=4", "data.matcher_foils=true", "data.foils_per_image=2",
             "data.foil_share=0.5", "data.foil_attributes=shape"]
     sets = apply_overrides(get_preset("fast"), base + ["data.matcher_foil_attributes=shape+texture"]).data
     either = apply_overrides(get_preset("fast"), base + ["data.matcher_foil_attributes=shape,texture"]).data
-    seen = []
+    seen = []  # (batch size, the foils) of each training step's loss
     real_loss = ImageTextMatcher.loss
-    monkeypatch.setattr(ImageTextMatcher, "loss", lambda self, x, text, hard=0.0, foils=None, **kw: (
-        seen.append((len(x), foils)), real_loss(self, x, text, hard, foils=foils, **kw))[1])
+
+    def recording_loss(self, x, text, hard=0.0, foils=None, **kw):
+        seen.append((len(x), foils))
+        return real_loss(self, x, text, hard, foils=foils, **kw)
+    monkeypatch.setattr(ImageTextMatcher, "loss", recording_loss)
     made = _matchers_made(tiny_shapes, sets, either)
     assert len(made) == 2  # two matchers: the sets are not the list
     records = read_manifest(tiny_shapes, "train")
