@@ -57,6 +57,8 @@ class ModelConfig:
     #   Fourier series of this many harmonics predicted from cat(z, c) (a disc at the start), not drawn by its canvas
     g_layer_pattern: int = 0  # J > 0: that object's colour is darkened by a periodic map of J learned waves in its
     #   own turned frame, amplitudes from cat(z, c) (stripes and dots as a few numbers; none at the start)
+    g_layer_pattern_pairs: bool = False  # those waves come in pairs at right angles of one period (J / 2 learned
+    #   vectors, each also turned by 90 degrees): each pair draws stripes or a square lattice of dots
     g_layer_sides: bool = False  # that object's side of the middle column (left / right) is the sign of a logit
     #   read from the sentence embedding, learned from the matcher's pick (stage1.pose_pick_weight); the
     #   translation sets only the distance (the row stays a signed translation)
@@ -449,6 +451,9 @@ def validate(cfg: Config) -> Config:
     if m.g_layer_anchors < 0 or m.g_layer_anchors == 1:
         raise ConfigError(f"model.g_layer_anchors must be 0 (off) or at least 2 (an A x A grid), "
                           f"got {m.g_layer_anchors}")
+    if m.g_layer_pattern_pairs and (m.g_layer_pattern < 2 or m.g_layer_pattern % 2):
+        raise ConfigError(f"model.g_layer_pattern_pairs needs an even number >= 2 of waves (model.g_layer_pattern), "
+                          f"got {m.g_layer_pattern}")
     for name in ("g_layer_spin", "g_layer_taper", "g_layer_round", "g_layer_radial", "g_layer_pattern",
                  "g_layer_normalize", "g_layer_sides", "g_layer_cells", "g_layer_sizes", "g_layer_pose_text", "g_layer_templates", "g_layer_pose_hidden", "g_layer_anchors"):
         if getattr(m, name) and not m.g_layered:

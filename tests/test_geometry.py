@@ -1200,6 +1200,45 @@ def test_pattern_starts_nearly_solid_and_one_wave_draws_stripes_of_a_fixed_perio
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_pattern=2"])
 
 
+def test_pattern_pairs_turn_each_wave_by_a_right_angle_for_stripes_or_a_square_lattice():
+    """model.g_layer_pattern_pairs: J / 2 learned wave vectors, each used as it is and turned by 90 degrees.
+    The first wave's amplitude alone draws stripes (the map does not change across them); both amplitudes
+    with a high threshold draw dots on a square lattice (the map is the same under x <-> y, dark where both
+    waves peak and light half a period away along either axis). Odd wave counts are refused."""
+    import math
+
+    from stackgan.models.layered import PATTERN_FREQ, ForegroundLayer
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, pattern=2, pattern_pairs=True).eval()
+    assert layer.waves.shape == (1, 2)  # one learned vector for the pair
+    n = 33
+    axis = torch.linspace(-0.5, 0.5, n)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1)[None]  # [1, n, n, 2]: (x, y)
+    with torch.no_grad():
+        layer.waves.copy_(torch.tensor([[1.0, 0.0]]))
+        layer.phases.zero_()
+        layer.pattern_head.weight.zero_()
+
+    def pattern(amplitudes: list[float], bias: float) -> torch.Tensor:
+        with torch.no_grad():
+            layer.pattern_head.bias.copy_(torch.tensor(amplitudes + [bias, 0.0]))
+            return layer.pattern_map(torch.zeros(1, 6), grid, torch.ones(1), torch.zeros(1, 2))[0][0, 0]
+
+    stripes = pattern([10.0, 0.0], 0.0)
+    assert torch.allclose(stripes, stripes[:1].expand(n, n), atol=1e-6)  # constant along y: stripes across x
+    assert stripes.max() > 0.99 and stripes.min() < 0.01
+    dots = pattern([10.0, 10.0], -15.0)  # dark only where both cosines are near 1
+    assert torch.allclose(dots, dots.T, atol=1e-5)
+    half = round(math.pi / PATTERN_FREQ / (1.0 / (n - 1)))  # half a period in grid steps
+    c = n // 2
+    assert dots[c, c] > 0.9 and dots[c, c + half] < 0.1 and dots[c + half, c] < 0.1
+    with pytest.raises(ValueError, match="even number"):
+        ForegroundLayer(6, ngf=4, pattern=3, pattern_pairs=True)
+    with pytest.raises(ValueError, match="g_layer_pattern_pairs needs an even number"):
+        apply_overrides(get_preset("shapes-layered"), ["model.g_layer_pattern=3", "model.g_layer_pattern_pairs=true"])
+
+
 def test_pose_pick_pulls_the_translation_to_the_mirror_image_the_reader_prefers():
     """stage1.pose_pick_weight: redraw mirrors the last object across the middle column (x sign flipped)
     and leaves everything else as drawn; pose_pick_loss is 0 when the drawn placement reads best and

@@ -39,6 +39,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
             args["stage1"]["round_frame"] = True
         if m.g_layer_pattern:
             args["stage1"]["pattern"] = int(m.g_layer_pattern)
+        if m.g_layer_pattern_pairs:
+            args["stage1"]["pattern_pairs"] = True
         if m.g_layer_sides:
             args["stage1"]["sides"] = True
         if m.g_layer_cells:

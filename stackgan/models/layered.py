@@ -161,7 +161,7 @@ class ForegroundLayer(nn.Module):
                  canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False,
                  templates: int = 0, pose_hidden: int = 0, pose_text: int = 0, anchors: int = 0,
                  round_frame: bool = False, radial: int = 0, anchor_sample: bool = False, pattern: int = 0,
-                 sides: int = 0, cells: int = 0, cell_text: int = 0, sizes: int = 0):
+                 sides: int = 0, cells: int = 0, cell_text: int = 0, sizes: int = 0, pattern_pairs: bool = False):
         super().__init__()
         if sides and anchors:
             raise ConfigError("the side logits choose the one placement's side; the anchor grid has A x A placements")
@@ -190,6 +190,9 @@ class ForegroundLayer(nn.Module):
         self.side_head = nn.Linear(sides, 1) if sides else None
         if pattern < 0 or (pattern and anchors):
             raise ConfigError(f"the pattern's waves must be >= 0 and not with the anchor grid, got {pattern}")
+        if pattern_pairs and (pattern < 2 or pattern % 2):
+            raise ConfigError(f"the pattern's waves in square pairs (model.g_layer_pattern_pairs) need an even number "
+                              f">= 2 of them (model.g_layer_pattern), got {pattern}")
         if radial < 0 or (radial and templates):
             raise ConfigError(f"the radial outline's harmonics must be >= 0 and not with mask templates, got {radial}")
         if anchors == 1 or anchors < 0:
@@ -272,10 +275,13 @@ class ForegroundLayer(nn.Module):
             self.register_buffer("coords", fourier_features(CANVAS_SIZE, octaves=0)[0], persistent=False)  # [2, 32, 32]
         # pattern = J > 0: the colour darkened where sigmoid(sum_j A_j cos(f_j . uv + phi_j) + b) is high;
         # f_j (stored over PATTERN_FREQ) and phi_j learned, A_j, b and the shade's logit linear in cat(z, c)
-        self.pattern = pattern
+        # pattern_pairs: J / 2 learned vectors, each with its copy turned by 90 degrees (the same period): every
+        # pair draws stripes (one amplitude) or a square lattice of dots (both), whatever the vectors learn
+        self.pattern, self.pattern_pairs = pattern, pattern_pairs
         if pattern:
-            turn = 2 * math.pi * torch.rand(pattern)
-            length = 0.6 + 0.8 * torch.rand(pattern)  # periods of about 3 to 10 px at 64 px
+            learned = pattern // 2 if pattern_pairs else pattern
+            turn = 2 * math.pi * torch.rand(learned)
+            length = 0.6 + 0.8 * torch.rand(learned)  # periods of about 3 to 10 px at 64 px
             self.waves = nn.Parameter(torch.stack([torch.cos(turn), torch.sin(turn)], dim=1) * length[:, None])
             self.phases = nn.Parameter(2 * math.pi * torch.rand(pattern))
             self.pattern_head = nn.Linear(in_dim, pattern + 2)  # A_1..A_J, b, the shade's logit
@@ -468,7 +474,10 @@ class ForegroundLayer(nn.Module):
         ``(grid - centre) * scale`` is each pixel in the object's turned frame, in image units."""
         head = self.pattern_head(zc).float()  # [B, J + 2]
         uv = (grid.float() - centre[:, None, None, :]) * scale[:, None, None, None]  # [B, S, S, 2]
-        phase = torch.einsum("bhwc,jc->bjhw", uv, PATTERN_FREQ * self.waves) + self.phases[None, :, None, None]
+        waves = self.waves
+        if self.pattern_pairs:  # each vector and its copy turned by 90 degrees: (x, y) -> (-y, x)
+            waves = torch.cat([waves, torch.stack([-waves[:, 1], waves[:, 0]], dim=1)])
+        phase = torch.einsum("bhwc,jc->bjhw", uv, PATTERN_FREQ * waves) + self.phases[None, :, None, None]
         logit = (head[:, :self.pattern, None, None] * torch.cos(phase)).sum(1, keepdim=True)
         p = torch.sigmoid(logit + head[:, self.pattern, None, None, None])
         return p, torch.sigmoid(head[:, -1])[:, None, None, None]

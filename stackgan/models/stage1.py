@@ -71,7 +71,7 @@ class Stage1Generator(nn.Module):
                  spin: bool = False, taper: bool = False, scale0: float = 0.35, normalize: bool = False,
                  templates: int = 0, pose_hidden: int = 0, pose_text: bool = False, anchors: int = 0,
                  round_frame: bool = False, radial: int = 0, anchor_sample: bool = False, pattern: int = 0,
-                 sides: bool = False, cells: int = 0, sizes: int = 0):
+                 sides: bool = False, cells: int = 0, sizes: int = 0, pattern_pairs: bool = False):
         super().__init__()
         if background not in BACKGROUNDS:
             raise ConfigError(f"the layered generator's background must be one of {', '.join(BACKGROUNDS)}, "
@@ -103,7 +103,7 @@ class Stage1Generator(nn.Module):
                                            taper=taper, normalize=normalize, templates=templates,
                                            pose_hidden=pose_hidden, pose_text=text_dim if pose_text else 0,
                                            anchors=anchors, round_frame=round_frame, radial=radial,
-                                           anchor_sample=anchor_sample, pattern=pattern,
+                                           anchor_sample=anchor_sample, pattern=pattern, pattern_pairs=pattern_pairs,
                                            sides=text_dim if sides else 0, cells=cells, cell_text=text_dim,
                                            sizes=sizes)
                            if layered else None)
