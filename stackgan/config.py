@@ -49,7 +49,8 @@ class ModelConfig:
     #   of the coordinates, modulated by cat(z, c))
     g_layer_background: str = "full"  # under that object: full (the usual path), smooth (a 4x4 image enlarged
     #   bilinearly, which cannot draw the object itself) or vertical (4 rows x 1 column: a colour that changes only
-    #   from top to bottom, which cannot put a blob of the object's colour under it either)
+    #   from top to bottom, which cannot put a blob of the object's colour under it either) or ramp (a top and a
+    #   bottom colour, linear in between: no horizontal band either)
     g_layer_spin: bool = False  # that object is also turned by the angle of z's first two dims (uniform): every
     #   rotation without G learning to vary it (data whose objects appear at every rotation)
     g_layer_taper: bool = False  # that object's mask falls to 0 over its canvas's outer 3 pixels (no canvas frame)
@@ -290,7 +291,7 @@ CHOICES = {
     "gan_loss": ("bce", "hinge"),
     "d_arch": ("dcgan", "resnet"),
     "g_layer_canvas": ("conv", "mlp"),
-    "g_layer_background": ("full", "smooth", "vertical"),
+    "g_layer_background": ("full", "smooth", "vertical", "ramp"),
     "on_divergence": ("stop", "rollback"),
     "matcher_trunk": ("strided", "checker"),
     "d_contrast_trunk": ("d", "checker"),
@@ -425,7 +426,7 @@ def validate(cfg: Config) -> Config:
     if m.stage2_render and not (m.stage2_image_skip and m.g_layered and m.g_layer_background != "full"):
         raise ConfigError("model.stage2_render starts Stage II from the layered Stage I's scene drawn at 256 px: it "
                           "needs model.stage2_image_skip, model.g_layered and a smooth background "
-                          "(model.g_layer_background=smooth or vertical)")
+                          "(model.g_layer_background=smooth, vertical or ramp)")
     if m.stage2_mask_grow < 0:
         raise ConfigError(f"model.stage2_mask_grow must be >= 0 (pixels at 64 px), got {m.stage2_mask_grow}")
     if m.stage2_masked and not (m.stage2_image_skip and m.g_layered):

@@ -736,6 +736,16 @@ def test_smooth_background_cannot_hold_an_object():
         rows.fc.weight.mul_(100.0)
         img = rows(torch.randn(3, 6))
     assert (img - img[..., :1]).abs().max() < 1e-6 and (img[..., 0, 0] - img[..., -1, 0]).abs().max() > 0.5
+    # ramp (model.g_layer_background=ramp): the same along a row, and down a column a straight line from the
+    # top colour to the bottom one (equal steps between rows): no band of any colour fits in it
+    torch.manual_seed(0)
+    ramp = SmoothBackground(6, ramp=True)
+    with torch.no_grad():
+        ramp.fc.weight.mul_(100.0)
+        img = ramp(torch.randn(3, 6))
+    steps = img[..., 1:, 0] - img[..., :-1, 0]  # [3, 3, 63]
+    assert (img - img[..., :1]).abs().max() < 1e-6
+    assert torch.allclose(steps, steps[..., :1].expand_as(steps), atol=1e-5) and steps.abs().max() > 0.5 / 63
     cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.g_layered=true",
                                                                 "model.g_layer_background=smooth"])
     G = generator_from_args(generator_args(cfg.model, 1))
@@ -751,6 +761,8 @@ def test_smooth_background_cannot_hold_an_object():
     assert generator_args(cfg.model, 1)["stage1"]["background"] == "smooth"
     vertical = generator_from_args(generator_args(apply_overrides(cfg, ["model.g_layer_background=vertical"]).model, 1))
     assert vertical.background.columns == 1 and not hasattr(vertical, "up")
+    ramped = generator_from_args(generator_args(apply_overrides(cfg, ["model.g_layer_background=ramp"]).model, 1))
+    assert ramped.background.ramp and ramped.background.fc.out_features == 3 * 2 and not hasattr(ramped, "up")
     assert "background" not in generator_args(apply_overrides(cfg, ["model.g_layer_background=full"]).model, 1)["stage1"]
     with pytest.raises(ValueError, match="needs the layered generator"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_background=smooth"])

@@ -61,7 +61,8 @@ class SmoothBackground(nn.Module):
     and a slow gradient (a Shapes background: a colour times a vertical ramp). With ``columns=1``
     (``model.g_layer_background=vertical``) it varies only from top to bottom, so that it cannot put a
     blob of the object's colour where the object goes either (the 4x4 one can: docs/training-recipe.md,
-    eleventh round).
+    eleventh round). With ``ramp=True`` (``model.g_layer_background=ramp``) it is a top and a bottom colour
+    with a linear ramp between them: no horizontal band of any colour either (twenty-first round).
 
     Example::
 
@@ -69,15 +70,18 @@ class SmoothBackground(nn.Module):
         bg(torch.randn(2, 228)).shape  # torch.Size([2, 3, 64, 64])
     """
 
-    def __init__(self, in_dim: int, size: int = 64, grid: int = 4, columns: int | None = None):
+    def __init__(self, in_dim: int, size: int = 64, grid: int = 4, columns: int | None = None, ramp: bool = False):
         super().__init__()
-        self.size, self.grid, self.columns = size, grid, grid if columns is None else columns
+        if ramp:  # model.g_layer_background=ramp: a top and a bottom colour, linear in between (no band fits)
+            grid, columns = 2, 1
+        self.size, self.grid, self.columns, self.ramp = size, grid, grid if columns is None else columns, ramp
         self.fc = nn.Linear(in_dim, 3 * grid * self.columns)
 
     def forward(self, zc: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """``size``: the side in pixels (default: the one it was made with)."""
-        low = torch.tanh(self.fc(zc)).view(-1, 3, self.grid, self.columns)  # [B, 3, 4, 4 or 1]
-        return F.interpolate(low, size=size or self.size, mode="bilinear", align_corners=False)
+        low = torch.tanh(self.fc(zc)).view(-1, 3, self.grid, self.columns)  # [B, 3, 4 or 2, 4 or 1]
+        # the ramp's two colours sit on the first and last rows' centres: linear over the whole height
+        return F.interpolate(low, size=size or self.size, mode="bilinear", align_corners=self.ramp)
 
 
 class ForegroundLayer(nn.Module):

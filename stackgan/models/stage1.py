@@ -49,7 +49,8 @@ class Stage1Generator(nn.Module):
     an object drawn in its own frame from ``cat(z, c)`` and placed over it by a predicted affine transform;
     ``canvas`` ("conv" or "mlp") says how that frame is drawn. ``background="smooth"`` (with ``layered``)
     replaces the usual path by a :class:`~stackgan.models.layered.SmoothBackground`, which cannot draw the
-    object, so that the layer has to (``"vertical"``: one that changes only from top to bottom);
+    object, so that the layer has to (``"vertical"``: one that changes only from top to bottom; ``"ramp"``:
+    a top and a bottom colour with a linear ramp between them);
     ``spin=True`` turns the layer's object by the angle of z's first two dimensions as well (every
     rotation, without learning to vary it); ``taper=True`` keeps the
     canvas's edge out of the image; ``normalize=True`` places the canvas's object by its own centre and
@@ -92,7 +93,7 @@ class Stage1Generator(nn.Module):
             raise ConfigError(f"Stage-I ngf must be even (the last block has ngf/2 channels), got {ngf}")
         if coords and background != "full":
             raise ConfigError("coordinate channels (model.g_coords) act on the up-sampling path, which a smooth "
-                              "background (model.g_layer_background=smooth or vertical) removes; set one of them off")
+                              "background (model.g_layer_background=smooth, vertical or ramp) removes; set one of them off")
         if coords and variant == "dfgan":
             raise ConfigError("coordinate channels (model.g_coords) are for the 'pt' and 'tf' generators, not 'dfgan'")
         fusion = fusion or variant == "dfgan"
@@ -107,7 +108,8 @@ class Stage1Generator(nn.Module):
                                            sides=text_dim if sides else 0, cells=cells, cell_text=text_dim,
                                            sizes=sizes)
                            if layered else None)
-        self.background = (SmoothBackground(z_dim + cond_dim, columns=1 if background == "vertical" else None)
+        self.background = (SmoothBackground(z_dim + cond_dim, columns=1 if background == "vertical" else None,
+                                            ramp=background == "ramp")
                            if background != "full" else None)
         if self.background is not None:  # no usual path: the layer draws the object over a smooth background
             init_weights(self)
@@ -159,14 +161,14 @@ class Stage1Generator(nn.Module):
 
     def render(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None,
                size: int = 256) -> torch.Tensor:
-        """The layered scene over its smooth background (``model.g_layer_background=smooth`` or ``vertical``)
+        """The layered scene over its smooth background (``model.g_layer_background=smooth``, ``vertical`` or ``ramp``)
         drawn again at ``size x size`` pixels ``[B, 3, size, size]``: the same background, object, pose and
         pattern as :meth:`forward`'s 64 px image, sampled at the finer grid (the pattern and the placement
         are functions of the image's coordinates, so stripes stay as sharp as the pixels allow; the object's
         canvas is still its 32 x 32 one). ``model.stage2_render``."""
         if self.background is None:
             raise ValueError("render draws the layered object over its smooth background at another size; this "
-                             "Stage I has none (model.g_layered with model.g_layer_background=smooth or vertical)")
+                             "Stage I has none (model.g_layered with model.g_layer_background=smooth, vertical or ramp)")
         c = self.ca(emb, eps)[0]
         zc = torch.cat([z, c], dim=1)
         return self.foreground(zc, self.background(zc, size), emb)

@@ -49,7 +49,7 @@ class Stage2Generator(nn.Module):
         if render and not (image_skip and getattr(stage1, "background", None) is not None):
             raise ConfigError("Stage II starts from Stage I's scene drawn at 256 px (model.stage2_render) only with "
                               "the image skip (model.stage2_image_skip) and a layered Stage I over a smooth "
-                              "background (model.g_layer_background=smooth or vertical)")
+                              "background (model.g_layer_background=smooth, vertical or ramp)")
         self.image_skip, self.fusion, self.render, self.masked = image_skip, fusion, render, masked
         self.mask_grow = mask_grow  # pixels (at 64 px) by which Stage I's object mask is widened when masked
         k = stage1.z_dim + cond_dim if fusion else 0  # the up-blocks' modulating condition: cat(z, c)
