@@ -70,7 +70,9 @@ def test_a_newer_format_is_refused_by_name(tiny_model, tmp_path):
                                        "model.g_layer_scale0=0.6"],
                                       ["model.g_layered=true", "model.g_layer_background=vertical", "model.g_layer_normalize=true"],
                                       ["model.g_layered=true", "model.g_layer_templates=3",
-                                       "model.g_layer_pose_hidden=8", "model.g_layer_pose_text=true"]])
+                                       "model.g_layer_pose_hidden=8", "model.g_layer_pose_text=true"],
+                                      ["model.g_layered=true", "model.g_layer_background=ramp",
+                                       "model.g_layer_pattern=2", "model.g_layer_pattern_pairs=true"]])
 def test_a_model_with_an_optional_generator_switch_loads_and_draws_the_same(switches, tmp_path):
     from stackgan.models.build import build_generator
     from stackgan.text.norm import TextNorm
