@@ -241,6 +241,18 @@ def test_shape_reads_are_the_confusions_rows_with_none():
     assert reads_table({"stage1": {"shape": 0.5}}) == ""
 
 
+def test_texture_reads_are_the_checkers_confusion_rows():
+    from stackgan.evaluation.shapes_eval import reads_table, texture_reads
+    records = [{"attributes": {"texture": t}} for t in ("striped", "striped", "striped", "striped", "solid")]
+    idx = ATTRIBUTES["texture"].index
+    read = torch.tensor([idx("striped"), idx("dotted"), idx("dotted"), idx("dotted"), idx("solid")])
+    reads = texture_reads(read, records)
+    assert set(reads) == {"striped", "solid"}  # no dotted caption: no row for it
+    assert reads["striped"] == {"solid": 0.0, "striped": 0.25, "dotted": 0.75} and reads["solid"]["solid"] == 1.0
+    table = reads_table({"stage2": {"texture_reads": reads}}, "texture_reads", ATTRIBUTES["texture"])
+    assert "| Stage 2 | striped | 0.00 | 0.25 | 0.75 |" in table and "read dotted" in table
+
+
 def test_overlap_judge_reads_real_shapes_and_calls_a_lumpy_blob_none(shapes_dir):
     """stackgan.evaluation.outline.read_shapes: every real test image overlaps its own ideal shape best
     (also mirrored); a disc reads circle; a disc with bites taken out of its rim, a four-pointed star and

@@ -106,10 +106,14 @@ def test_evaluate_reports_both_stages(cli_run, tiny_shapes):
         assert 0.0 <= report[stage]["shape_overlap"] <= 1.0
         reads = report[stage]["shape_reads"]  # each caption word's reads sum to 1
         assert all(sum(row.values()) == pytest.approx(1.0) for row in reads.values())
+        textures = report[stage]["texture_reads"]  # the checker's reads per texture word, also summing to 1
+        assert set(textures) <= {"solid", "striped", "dotted"} and textures
+        assert all(sum(row.values()) == pytest.approx(1.0) for row in textures.values())
     assert report["outline_on_real_images"] >= 0.75  # the outline judge, fitted on the 64 train images
     assert report["overlap_on_real_images"] == 1.0  # the overlap judge fits nothing
     assert "| Stage 2 |" in (run / "eval.md").read_text() and "shape_outline" in (run / "eval.md").read_text()
     assert "caption says" in (run / "eval.md").read_text() and "shape_overlap" in (run / "eval.md").read_text()
+    assert "What the checker reads for each texture word" in (run / "eval.md").read_text()
 
 
 def test_captions_are_read_one_way_for_every_command(tmp_path):

@@ -14,7 +14,7 @@ from ..pipeline import StackGANPipeline
 from ..text.cache import precomputed_embeddings
 from ..text.encoders import PRECOMPUTED
 from ..utils import atomic_path, from_uint8
-from .checker import WEIGHTS_NAME, attribute_accuracy, load_or_train_checker
+from .checker import WEIGHTS_NAME, load_or_train_checker, pair_accuracy, predict, score_predictions
 from .outline import OutlineJudge, read_shapes
 
 COLUMNS = list(ATTRIBUTES) + ["all", "held_out_pair", "shape_outline", "shape_overlap"]
@@ -64,12 +64,15 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
     for stage in ("stage1", "stage2"):
         if stage in images:
             x = from_uint8(images[stage])
-            report[stage] = attribute_accuracy(checker, x, attributes, held_out)
+            preds = predict(checker, x)
+            report[stage] = score_predictions(preds, attributes)
+            report[stage]["held_out_pair"] = pair_accuracy(preds, attributes, held_out)
             if judge is not None:
                 report[stage]["shape_outline"] = _accuracy(judge.predict(x), shapes)
             read = read_shapes(x)
             report[stage]["shape_overlap"] = _accuracy(read, shapes)
             report[stage]["shape_reads"] = shape_reads(read, records)
+            report[stage]["texture_reads"] = texture_reads(preds["texture"], records)
 
     out_dir = Path(out_dir) if out_dir else (checkpoint if checkpoint.is_dir() else checkpoint.parent)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +82,9 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
     if reads:
         reads = (f"\nWhat the overlap judge reads for each shape word (none: no ideal shape overlaps the "
                  f"object by 0.75):\n\n{reads}\n")
+    textures = reads_table(report, "texture_reads", ATTRIBUTES["texture"])
+    if textures:
+        reads += f"\nWhat the checker reads for each texture word:\n\n{textures}\n"
     with atomic_path(out_dir / "eval.md") as tmp:
         tmp.write_text(f"# Shapes attribute accuracy\n\n{checkpoint} on {len(records)} test captions "
                        f"({report['held_out_samples']} held-out pairs), seed {seed}\n\n{table}\n{reads}")
@@ -130,17 +136,27 @@ def shape_reads(read: torch.Tensor, records: list[dict]) -> dict[str, dict[str, 
             for t in range(len(names)) if (true == t).any()}
 
 
-def reads_table(report: dict) -> str:
-    """The overlap judge's reads per shape word (rows) for each stage, as markdown; "" without them."""
+def texture_reads(read: torch.Tensor, records: list[dict]) -> dict[str, dict[str, float]]:
+    """For each texture word of the captions, the share of its images that the checker reads as each texture:
+    ``{"striped": {"solid": 0.0, "striped": 0.7, "dotted": 0.3}, ...}`` (the confusion's rows)."""
+    names = ATTRIBUTES["texture"]
+    true = torch.tensor([names.index(r["attributes"]["texture"]) for r in records])
+    return {names[t]: {name: (read[true == t] == i).float().mean().item() for i, name in enumerate(names)}
+            for t in range(len(names)) if (true == t).any()}
+
+
+def reads_table(report: dict, key: str = "shape_reads", reads: list[str] = READS) -> str:
+    """A judge's reads per caption word (rows) for each stage, as markdown (default: the overlap judge's
+    per shape word; ``key="texture_reads"`` with the texture names: the checker's per texture word);
+    "" without them."""
     rows = []
     for stage in ("stage1", "stage2"):
-        reads = report.get(stage, {}).get("shape_reads")
-        for word, row in (reads or {}).items():
-            rows.append(f"| {stage.replace('stage', 'Stage ')} | {word} | " + " | ".join(f"{row[r]:.2f}" for r in READS)
+        for word, row in (report.get(stage, {}).get(key) or {}).items():
+            rows.append(f"| {stage.replace('stage', 'Stage ')} | {word} | " + " | ".join(f"{row[r]:.2f}" for r in reads)
                         + " |")
     if not rows:
         return ""
-    header = "| images | caption says | " + " | ".join(f"read {r}" for r in READS) + " |\n|" + "---|" * (len(READS) + 2)
+    header = "| images | caption says | " + " | ".join(f"read {r}" for r in reads) + " |\n|" + "---|" * (len(reads) + 2)
     return header + "\n" + "\n".join(rows)
 
 
