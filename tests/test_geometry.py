@@ -367,6 +367,20 @@ def test_fast_sn_preset_is_fast_with_a_spectral_norm_d_and_a_warmed_up_matcher()
 
 
 
+def test_fast_fusion_contrast_is_fast_with_fused_text_in_g_and_a_contrastive_head_in_d():
+    from dataclasses import replace
+
+    fast, fc = get_preset("fast"), get_preset("fast-fusion-contrast")
+    assert fc == replace(fast, model=replace(fast.model, g_fusion=True, d_contrast=128),
+                         stage1=replace(fast.stage1, contrast_weight=0.2))
+    cfg = apply_overrides(fc, TINY + ["model.text_dim=12"])
+    D = build_discriminator(cfg.model, 1)
+    assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules())  # fast's D, BatchNorm kept
+    assert hasattr(D, "contrast")
+    G = build_generator(cfg.model, 1)
+    assert G.fusion
+
+
 def test_fast_sn_noca_is_fast_sn_without_conditioning_augmentation_in_either_stage():
     from dataclasses import replace
 
