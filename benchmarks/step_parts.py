@@ -19,9 +19,8 @@ from dataclasses import replace
 
 import torch
 
-from stackgan.matching import ImageTextMatcher
 from stackgan.training.step import Updater
-from train_step import STAGE_BATCH, TEXT_DIM, networks
+from train_step import STAGE_BATCH, TEXT_DIM, frozen_matcher, networks
 
 PARTS = {  # name: the Stage-I settings that leave the part out
     "without the cell pick": {"pose_pick_weight": 0.0},
@@ -37,9 +36,8 @@ def updater(preset: str, stage1: dict | None = None) -> Updater:
         cfg = replace(cfg, stage1=replace(cfg.stage1, **stage1))
     G.to(memory_format=torch.channels_last)
     D.to(memory_format=torch.channels_last)
-    matcher = (ImageTextMatcher(TEXT_DIM, widths=cfg.data.matcher_widths, trunk=cfg.data.matcher_trunk)
-               .eval().requires_grad_(False) if cfg.stage1.match_weight > 0 else None)
-    return Updater(cfg, 1, G, D, opt_g, opt_d, device=torch.device("cpu"), D_for_g=D, matcher=matcher)
+    return Updater(cfg, 1, G, D, opt_g, opt_d, device=torch.device("cpu"), D_for_g=D,
+                   matcher=frozen_matcher(cfg, 1, torch.device("cpu")))
 
 
 def main() -> None:

@@ -99,6 +99,12 @@ def networks(preset: str, stage: int, device: torch.device, overrides: list[str]
     return cfg, G, D, opt_g, opt_d
 
 
+def frozen_matcher(cfg, stage: int, device: torch.device) -> ImageTextMatcher | None:
+    """A recipe with G's matching loss runs its frozen matcher (untrained here: the same cost); else None."""
+    return (ImageTextMatcher(TEXT_DIM, widths=cfg.data.matcher_widths, trunk=cfg.data.matcher_trunk)
+            .to(device).eval().requires_grad_(False) if cfg.stage(stage).match_weight > 0 else None)
+
+
 def plain_step(cfg, stage, G, D, opt_g, opt_d):
     """The reference's iteration: D on (real, right), (real, wrong), (fake, right); then G."""
     def step(real, text, wrong, z):
@@ -162,9 +168,7 @@ def train_rows(preset: str, stage: int, device, precision: str, compile_: bool, 
             fn = plain_step(cfg, stage, G, D, opt_g, opt_d)
         else:
             Gr, Dr = (torch.compile(G), torch.compile(D)) if compile_ else (G, D)
-            # a recipe with G's matching loss runs its frozen matcher (untrained here: the same cost)
-            matcher = (ImageTextMatcher(TEXT_DIM, widths=cfg.data.matcher_widths, trunk=cfg.data.matcher_trunk)
-                       .to(device).eval().requires_grad_(False) if cfg.stage(stage).match_weight > 0 else None)
+            matcher = frozen_matcher(cfg, stage, device)
             fn = Updater(cfg, stage, Gr, Dr, opt_g, opt_d, device=device, D_for_g=Dr, matcher=matcher)
         res = measure(fn, args, device, warmup + (3 if compile_ and variant == "project" else 0), steps)
         rows.append({"what": f"train stage {stage}", "preset": preset, "batch": B, "variant": variant,

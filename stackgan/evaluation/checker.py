@@ -311,7 +311,12 @@ def attribute_accuracy(checker: nn.Module, images: torch.Tensor, attributes: lis
     Returns accuracy per attribute, "all" (all six right) and, given a `held_out` mask,
     "held_out_pair" (shape and color right on the held-out images).
     """
-    preds = predict(checker, images)
+    return prediction_scores(predict(checker, images), attributes, held_out)
+
+
+def prediction_scores(preds: dict[str, torch.Tensor], attributes: list[dict],
+                      held_out: torch.Tensor | None = None) -> dict[str, float]:
+    """:func:`attribute_accuracy` of predictions already made (:func:`predict`)."""
     scores = score_predictions(preds, attributes)
     if held_out is not None:
         scores["held_out_pair"] = pair_accuracy(preds, attributes, held_out)

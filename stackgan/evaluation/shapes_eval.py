@@ -14,7 +14,7 @@ from ..pipeline import StackGANPipeline
 from ..text.cache import precomputed_embeddings
 from ..text.encoders import PRECOMPUTED
 from ..utils import atomic_path, from_uint8
-from .checker import WEIGHTS_NAME, load_or_train_checker, pair_accuracy, predict, score_predictions
+from .checker import WEIGHTS_NAME, load_or_train_checker, predict, prediction_scores
 from .outline import OutlineJudge, read_shapes
 
 COLUMNS = list(ATTRIBUTES) + ["all", "held_out_pair", "shape_outline", "shape_overlap"]
@@ -64,9 +64,8 @@ def evaluate_shapes(checkpoint: str | Path, data_dir: str | Path, num_samples: i
     for stage in ("stage1", "stage2"):
         if stage in images:
             x = from_uint8(images[stage])
-            preds = predict(checker, x)
-            report[stage] = score_predictions(preds, attributes)
-            report[stage]["held_out_pair"] = pair_accuracy(preds, attributes, held_out)
+            preds = predict(checker, x)  # read once: the scores and the texture reads
+            report[stage] = prediction_scores(preds, attributes, held_out)
             if judge is not None:
                 report[stage]["shape_outline"] = _accuracy(judge.predict(x), shapes)
             read = read_shapes(x)
@@ -130,10 +129,8 @@ READS = list(ATTRIBUTES["shape"]) + ["none"]  # what the overlap judge can read 
 def shape_reads(read: torch.Tensor, records: list[dict]) -> dict[str, dict[str, float]]:
     """For each shape word of the captions, the share of its images that the overlap judge reads as each
     shape or as none (index -1): ``{"triangle": {"circle": 0.0, ..., "none": 0.9}, ...}`` (the confusion's rows)."""
-    true, names = _shapes(records), ATTRIBUTES["shape"]
-    index = {name: i for i, name in enumerate(names)} | {"none": -1}
-    return {names[t]: {r: (read[true == t] == index[r]).float().mean().item() for r in READS}
-            for t in range(len(names)) if (true == t).any()}
+    names = ATTRIBUTES["shape"]
+    return _confusion_rows(read, _shapes(records), names, {name: i for i, name in enumerate(names)} | {"none": -1})
 
 
 def texture_reads(read: torch.Tensor, records: list[dict]) -> dict[str, dict[str, float]]:
@@ -141,7 +138,13 @@ def texture_reads(read: torch.Tensor, records: list[dict]) -> dict[str, dict[str
     ``{"striped": {"solid": 0.0, "striped": 0.7, "dotted": 0.3}, ...}`` (the confusion's rows)."""
     names = ATTRIBUTES["texture"]
     true = torch.tensor([names.index(r["attributes"]["texture"]) for r in records])
-    return {names[t]: {name: (read[true == t] == i).float().mean().item() for i, name in enumerate(names)}
+    return _confusion_rows(read, true, names, {name: i for i, name in enumerate(names)})
+
+
+def _confusion_rows(read: torch.Tensor, true: torch.Tensor, names, labels: dict[str, int]) -> dict[str, dict[str, float]]:
+    """For each caption word ``names[t]`` present in ``true``, the share of its images read as each of ``labels``
+    (a label's name to the index a judge reads for it)."""
+    return {names[t]: {label: (read[true == t] == i).float().mean().item() for label, i in labels.items()}
             for t in range(len(names)) if (true == t).any()}
 
 
