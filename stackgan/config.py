@@ -69,6 +69,9 @@ class ModelConfig:
     g_layer_sizes: int = 0  # K > 1, with g_layer_cells: that object's size is a choice among K too (logits read from
     #   the sentence embedding, learned from the matcher's pick among the K sizes); the chosen size's log-scale
     #   (learned) is added to the pose head's
+    g_layer_textures: int = 0  # K > 1, with g_layer_cells and g_layer_pattern: that object's texture is a choice
+    #   among K too (logits read from the sentence embedding, learned from the matcher's pick among the K textures);
+    #   the chosen texture's learned pattern state (amplitudes, bias, shade) is added to the pattern head's
     g_layer_round: bool = False  # that object's mask falls to 0 inside its frame's inscribed circle (not at the
     #   square frame's edge): no corners for a pointed object's tips to run into
     g_layer_normalize: bool = False  # that object is placed by its mask's own centre and RMS radius: only the pose
@@ -448,6 +451,10 @@ def validate(cfg: Config) -> Config:
     if m.g_layer_sizes and (m.g_layer_sizes < 2 or not m.g_layer_cells):
         raise ConfigError(f"model.g_layer_sizes must be at least 2 and goes with model.g_layer_cells (the matcher "
                           f"picks the size as it picks the cell); got {m.g_layer_sizes}")
+    if m.g_layer_textures and (m.g_layer_textures < 2 or not m.g_layer_cells or not m.g_layer_pattern):
+        raise ConfigError(f"model.g_layer_textures must be at least 2 and goes with model.g_layer_cells (the matcher "
+                          f"picks the texture as it picks the cell) and model.g_layer_pattern (the waves it "
+                          f"draws); got {m.g_layer_textures}")
     if m.g_layer_cells and (m.g_layer_sides or m.g_layer_anchors or m.g_layer_cells < 2):
         raise ConfigError(f"model.g_layer_cells must be at least 2 (A columns and A rows) and does not go with "
                           f"model.g_layer_sides or model.g_layer_anchors; got {m.g_layer_cells}")
@@ -466,7 +473,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.g_layer_pattern_pairs needs an even number >= 2 of waves (model.g_layer_pattern), "
                           f"got {m.g_layer_pattern}")
     for name in ("g_layer_spin", "g_layer_taper", "g_layer_round", "g_layer_radial", "g_layer_pattern",
-                 "g_layer_normalize", "g_layer_sides", "g_layer_cells", "g_layer_sizes", "g_layer_pose_text", "g_layer_templates", "g_layer_pose_hidden", "g_layer_anchors"):
+                 "g_layer_normalize", "g_layer_sides", "g_layer_cells", "g_layer_sizes", "g_layer_textures",
+                 "g_layer_pose_text", "g_layer_templates", "g_layer_pose_hidden", "g_layer_anchors"):
         if getattr(m, name) and not m.g_layered:
             raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
     if cfg.stage2.mask_weight:

@@ -1456,6 +1456,63 @@ def test_sizes_choose_the_scale_from_the_sentence_and_learn_the_matchers_pick():
     assert G.foreground.sizes == 3
 
 
+def test_textures_choose_the_pattern_from_the_sentence_and_learn_the_matchers_pick():
+    """model.g_layer_textures=K (with cells and the pattern): texture k starts with its first k waves (plain,
+    stripes, dots), every object starts plain; the texture logits read the sentence embedding and the chosen
+    texture's state is added to the pattern head's; pose_pick_loss also redraws each object in the other
+    textures (its cell as drawn) and adds the texture logits' cross-entropy to the matcher's pick, every
+    choice weighted alike; the switch needs the cells and the pattern."""
+    import torch.nn.functional as F
+
+    from stackgan.models.layered import ForegroundLayer
+    from stackgan.training.step import pose_pick_loss
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.3, cells=3, cell_text=4, pattern=2, textures=3)
+    with torch.no_grad():  # an opaque white disc: the pattern alone darkens it
+        layer.to_rgba.bias[:] = torch.tensor([30.0, 30.0, 30.0, 30.0])
+        layer.to_rgba.weight.zero_()
+        layer.waves.copy_(torch.tensor([[0.6, 0.0], [0.0, 0.6]]))  # two crossing waves of one period
+    zc, bg, text = torch.randn(2, 6), -torch.ones(2, 3, 64, 64), torch.tensor([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]])
+    layer(zc, bg, text)
+    assert torch.equal(layer.texture_drawn.argmax(-1), torch.tensor([0, 0]))  # plain at the start
+    cell = torch.ones(2, 2, dtype=torch.long)
+    drawn = [layer.redraw_at(cell, texture=torch.full((2,), k))[:, 0, 26:38, 26:38] for k in range(3)]
+    dark = [(d < 0.5).float().mean().item() for d in drawn]  # the share of the object's middle darkened
+    assert dark[0] == 0.0  # plain
+    assert 0.3 < dark[1] < 0.7  # stripes: one wave at half duty
+    assert 0.0 < dark[2] < dark[1] / 2  # dots: where both waves peak
+    rows = drawn[1][0].std(1).mean(), drawn[1][0].std(0).mean()  # stripes: constant along one axis only
+    assert min(rows) < 0.05 < max(rows)
+    with torch.no_grad():  # the sentence's first dimension says the texture: dots where text[0] > 0
+        layer.texture_head.bias.zero_()
+        layer.texture_head.weight[[2, 0], 0] = torch.tensor([1.0, -1.0])
+    image = layer(zc, bg, text)
+    assert torch.equal(layer.texture_drawn.argmax(-1), torch.tensor([2, 0]))
+    assert torch.equal(image[:1], layer.redraw_at(cell[:1], texture=torch.tensor([2])))
+    seen = []
+
+    class Reads(nn.Module):  # the object in the image's middle (the middle cell), and the darker the better
+        def similarity(self, images, text):
+            seen.append(len(images))
+            middle = images[..., 26:38, 26:38]
+            return 10 * (middle > -0.9).float().mean((1, 2, 3)) - middle.mean((1, 2, 3))
+
+    loss = pose_pick_loss(layer, Reads(), text)
+    assert seen == [2] * 7  # as drawn, two other columns, two other rows, two other textures
+    cells = F.cross_entropy(layer.cell_logits(text).reshape(4, 3), torch.ones(4, dtype=torch.long))
+    textures = F.cross_entropy(layer.texture_logits(text), torch.tensor([1, 1]))  # stripes darken the most
+    assert loss.item() == pytest.approx((2 * cells.item() + textures.item()) / 3, rel=1e-4)
+    loss.backward()
+    assert layer.texture_head.bias.grad[1] < 0  # descent raises the stripes
+    with pytest.raises(ValueError, match="g_layer_textures must be at least 2"):
+        apply_overrides(get_preset("shapes-layered"), ["model.g_layer_pattern=0", "model.g_layer_textures=3"])
+    with pytest.raises(ValueError, match="at least 2, with the cells"):
+        ForegroundLayer(6, ngf=4, cells=3, cell_text=4, pattern=2, textures=1)
+    G = build_generator(apply_overrides(get_preset("shapes-layered"), TINY + ["model.g_layer_textures=3"]).model, 1)
+    assert G.foreground.textures == 3 and G.foreground.texture_states.shape == (3, 4 + 2)
+
+
 def test_side_logits_with_the_pattern_draw_one_image_per_condition():
     """model.g_layer_sides with g_layer_pattern and spin: a whole layer runs (the side logits are not
     read as a centre) and draws an image per condition."""

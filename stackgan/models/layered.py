@@ -38,6 +38,7 @@ PATTERN_BIAS = -3.0  # ... and the pattern map starts at sigmoid(-3) = 0.05 ever
 SIDE_SHARPNESS = 10.0  # model.g_layer_sides: the distance from the middle is softplus(10 t) / 10
 SIDE_GAIN = 10.0  # ... and the side logits are stored over this factor: Adam moves a logit about 10x faster
 CELL_SPACING0 = 0.3  # model.g_layer_cells: the distance between neighbouring cells' points before it learns
+TEXTURE_AMP = 4.0  # model.g_layer_textures: texture k starts with its first k waves at this amplitude
 SIZE_STEP0 = 0.4  # model.g_layer_sizes: the log-scale between neighbouring sizes before it learns (x1.5)
 RMS_RADIUS = 0.5  # with normalize: the canvas mask's RMS radius (in its [-1, 1] frame) that scale 1 places as is
 
@@ -152,6 +153,11 @@ class ForegroundLayer(nn.Module):
     With ``sizes=K > 1`` (and ``cells``) the size is a choice among ``K`` the same way: ``K`` logits read
     from the sentence, the chosen size's log-scale (one learned number per size, ``SIZE_STEP0`` apart at
     the start) added to the pose head's, learned from the matcher's pick among the ``K`` sizes.
+    With ``textures=K > 1`` (and ``cells`` and ``pattern``) the texture is a choice among ``K`` the same way:
+    ``K`` logits read from the sentence, the chosen texture's learned state (the pattern's ``J`` amplitudes,
+    its bias and the shade's logit) added to the pattern head's output, learned from the matcher's pick among
+    the ``K`` textures; texture ``k`` starts with its first ``k`` waves (plain, stripes, dots, ...), so that
+    the words have different patterns to be taught toward, each word's own.
     After each call, ``mask`` holds the placed mask ``[B, 1, S, S]``
     (with its graph), which the training step penalises by area (``stage1.mask_weight``).
 
@@ -165,7 +171,8 @@ class ForegroundLayer(nn.Module):
                  canvas: str = "conv", spin: bool = False, taper: bool = False, normalize: bool = False,
                  templates: int = 0, pose_hidden: int = 0, pose_text: int = 0, anchors: int = 0,
                  round_frame: bool = False, radial: int = 0, anchor_sample: bool = False, pattern: int = 0,
-                 sides: int = 0, cells: int = 0, cell_text: int = 0, sizes: int = 0, pattern_pairs: bool = False):
+                 sides: int = 0, cells: int = 0, cell_text: int = 0, sizes: int = 0, pattern_pairs: bool = False,
+                 textures: int = 0):
         super().__init__()
         if sides and anchors:
             raise ConfigError("the side logits choose the one placement's side; the anchor grid has A x A placements")
@@ -190,6 +197,15 @@ class ForegroundLayer(nn.Module):
         if sizes:
             self.size_head = nn.Linear(cell_text, sizes)
             self.size_levels = nn.Parameter(torch.zeros(sizes))  # set by start_upright
+        # textures = K > 1 (with cells and pattern): K texture logits from the sentence embedding (over SIDE_GAIN);
+        # the chosen texture's learned state [J + 2] (amplitudes, bias, shade logit) is added to the pattern head's
+        if textures == 1 or textures < 0 or (textures and not (cells and pattern)):
+            raise ConfigError(f"the textures of the texture's choice must be 0 (off) or at least 2, with the cells of "
+                              f"the position's choice and the pattern's waves; got {textures}")
+        self.textures = textures
+        if textures:
+            self.texture_head = nn.Linear(cell_text, textures)
+            self.texture_states = nn.Parameter(torch.zeros(textures, pattern + 2))  # set by start_upright
         # sides = D > 0: a side logit (left / right) from the sentence embedding [B, D], stored over SIDE_GAIN
         self.side_head = nn.Linear(sides, 1) if sides else None
         if pattern < 0 or (pattern and anchors):
@@ -299,7 +315,7 @@ class ForegroundLayer(nn.Module):
         nn.init.zeros_(self.pose.weight)
         nn.init.zeros_(self.pose.bias)
         for head in (getattr(self, "side_head", None), getattr(self, "cell_head", None),
-                     getattr(self, "size_head", None)):  # no side, cell or size preferred
+                     getattr(self, "size_head", None), getattr(self, "texture_head", None)):  # none preferred
             if head is not None:
                 nn.init.zeros_(head.weight)
                 nn.init.zeros_(head.bias)
@@ -316,6 +332,14 @@ class ForegroundLayer(nn.Module):
             nn.init.zeros_(self.pattern_head.weight)
             nn.init.zeros_(self.pattern_head.bias)
             self.pattern_head.bias[self.pattern] = PATTERN_BIAS
+        if getattr(self, "textures", 0):  # ... the first texture by a hair; texture k starts with its first k waves
+            # at amplitude TEXTURE_AMP and the bias lowered so that k crossing waves peak in ever smaller spots:
+            # plain, stripes (one wave at half duty), a lattice of dots (two), ...
+            self.texture_head.bias[0] = 0.01
+            self.texture_states.zero_()
+            for k in range(1, self.textures):
+                self.texture_states[k, :min(k, self.pattern)] = TEXTURE_AMP
+                self.texture_states[k, self.pattern] = -PATTERN_BIAS - TEXTURE_AMP * (k - 1)
         nn.init.constant_(self.to_rgba.bias[3:], self.mask_bias)
         for film in getattr(self, "film", ()):
             film.start_as_identity()
@@ -382,6 +406,15 @@ class ForegroundLayer(nn.Module):
             raise ValueError(f"the size head reads a sentence embedding of {self.size_head.in_features} dims; "
                              f"got {None if text is None else tuple(text.shape)}")
         return SIDE_GAIN * self.size_head(text.to(self.size_head.weight.dtype)).float()
+
+    def texture_logits(self, text: torch.Tensor | None) -> torch.Tensor:
+        """With ``textures``: the texture logits ``[B, K]`` from the sentence embedding ``text [B, cell_text]``."""
+        if not self.textures:
+            raise ValueError("this layer has no texture logits (model.g_layer_textures)")
+        if text is None or text.shape[-1] != self.texture_head.in_features:
+            raise ValueError(f"the texture head reads a sentence embedding of {self.texture_head.in_features} dims; "
+                             f"got {None if text is None else tuple(text.shape)}")
+        return SIDE_GAIN * self.texture_head(text.to(self.texture_head.weight.dtype)).float()
 
     def cell_points(self, cell: torch.Tensor) -> torch.Tensor:
         """With ``cells``: the points ``[B, 2]`` (x, y) of the cells ``cell [B, 2]`` (column, row indices)."""
@@ -471,12 +504,15 @@ class ForegroundLayer(nn.Module):
         return torch.stack([row0, row1], dim=1)
 
     def pattern_map(self, zc: torch.Tensor, grid: torch.Tensor, scale: torch.Tensor,
-                    centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    centre: torch.Tensor, texture: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """With ``pattern``: the map ``p [B, 1, S, S]`` in (0, 1) where the colour is darkened, and the
         shade ``[B, 1, 1, 1]`` (a fully patterned pixel's colour over the object's). ``grid [B, S, S, 2]``
         is ``affine_grid``'s (each image pixel's canvas point), ``scale`` and ``centre`` :meth:`placement`'s:
-        ``(grid - centre) * scale`` is each pixel in the object's turned frame, in image units."""
+        ``(grid - centre) * scale`` is each pixel in the object's turned frame, in image units. With
+        ``textures``, ``texture [B]`` is the chosen texture, whose state is added to the head's output."""
         head = self.pattern_head(zc).float()  # [B, J + 2]
+        if self.textures:
+            head = head + self.texture_states[texture].float()
         uv = (grid.float() - centre[:, None, None, :]) * scale[:, None, None, None]  # [B, S, S, 2]
         waves = self.waves
         if self.pattern_pairs:  # each vector and its copy turned by 90 degrees: (x, y) -> (-y, x)
@@ -489,10 +525,10 @@ class ForegroundLayer(nn.Module):
     def forward(self, zc: torch.Tensor, background: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         rgb, mask = self.canvas(zc)
         rgba = torch.cat([rgb, mask], dim=1)
-        image, self.mask, self.offset, self.choice_drawn, self.size_drawn = self._place(zc, rgba, mask, background,
-                                                                                        text)
+        (image, self.mask, self.offset, self.choice_drawn, self.size_drawn,
+         self.texture_drawn) = self._place(zc, rgba, mask, background, text)
         # choice_drawn: the side logit [B, 1] or the cell logits [B, 2, A], with their graph (None without);
-        # size_drawn: the size logits [B, K] (with sizes; else None)
+        # size_drawn / texture_drawn: the size / texture logits [B, K] (with sizes / textures; else None)
         self.drawn = tuple(None if t is None else t.detach() for t in (zc, rgba, mask, background, text))  # redraw
         return image
 
@@ -509,26 +545,33 @@ class ForegroundLayer(nn.Module):
         return self._place(*drawn, flip=flip.to(self.drawn[0].dtype))[0]
 
     @torch.no_grad()
-    def redraw_at(self, cell: torch.Tensor, size: torch.Tensor | None = None) -> torch.Tensor:
+    def redraw_at(self, cell: torch.Tensor, size: torch.Tensor | None = None,
+                  texture: torch.Tensor | None = None) -> torch.Tensor:
         """With ``cells``: the last call's first ``N`` images ``[N, 3, S, S]`` again, each object drawn at the
         column and row ``cell [N, 2]`` instead of the chosen ones (and with ``sizes``, at the size ``size [N]``
-        when given; the pose head's translation, outline, colour and turn unchanged). No gradient."""
+        when given; with ``textures``, in the texture ``texture [N]`` when given; the pose head's translation,
+        outline, colour and turn unchanged). No gradient."""
         if not self.cells:
             raise ValueError("redraw_at moves the object to another cell; this layer has none (model.g_layer_cells)")
         drawn = [None if t is None else t[:len(cell)] for t in self.drawn]
-        return self._place(*drawn, cell=cell, size=size)[0]
+        return self._place(*drawn, cell=cell, size=size, texture=texture)[0]
 
     def _place(self, zc: torch.Tensor, rgba: torch.Tensor, mask: torch.Tensor, background: torch.Tensor,
                text: torch.Tensor | None, flip: torch.Tensor | None = None,
-               cell: torch.Tensor | None = None, size: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+               cell: torch.Tensor | None = None, size: torch.Tensor | None = None,
+               texture: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """The canvas ``rgba [B, 4, 32, 32]`` placed over ``background``: ``(image [B, 3, S, S], placed mask
         [B, 1, S, S], translation [B, 2], the side logit [B, 1] or the cell logits [B, 2, A] or None, the size
-        logits [B, K] or None)`` (with the anchor grid, the translation before an anchor's point)."""
+        logits [B, K] or None, the texture logits [B, K] or None)`` (with the anchor grid, the translation
+        before an anchor's point)."""
         pose = self.pose_params(zc, text)
         if not self.anchors:
             sides = self.side_logits(text) if self.sides else None
             choice = self.cell_logits(text) if self.cells else sides
             size_logits = self.size_logits(text) if self.sizes else None
+            texture_logits = self.texture_logits(text) if self.textures else None
+            if self.textures and texture is None:
+                texture = texture_logits.argmax(-1)
             placement = self.placement(zc, mask, text, pose, sides,
                                        choice.argmax(-1) if self.cells and cell is None else cell,
                                        size_logits.argmax(-1) if self.sizes and size is None else size)
@@ -539,9 +582,9 @@ class ForegroundLayer(nn.Module):
                                    align_corners=False)  # outside the canvas: mask 0
             fg, m = placed[:, :3], placed[:, 3:]
             if self.pattern:  # the colour (in [0, 1]) times 1 - p (1 - shade)
-                p, shade = self.pattern_map(zc, grid, placement[1], placement[2])
+                p, shade = self.pattern_map(zc, grid, placement[1], placement[2], texture)
                 fg = (fg + 1) * (1 - p * (1 - shade)).to(fg.dtype) - 1
-            return m * fg + (1.0 - m) * background, m, offset, choice, size_logits
+            return m * fg + (1.0 - m) * background, m, offset, choice, size_logits, texture_logits
         # the layer at every anchor, mixed: each anchor's weight gets a gradient from the whole image
         b, k = len(zc), len(self.anchor_xy)
         rep = lambda x: None if x is None else x.repeat_interleave(k, dim=0)  # noqa: E731
@@ -555,4 +598,4 @@ class ForegroundLayer(nn.Module):
             w = F.one_hot(pick, k).to(w.dtype) + w - w.detach()
         w = w.to(rgba.dtype)[:, :, None, None, None]  # [B, K, 1, 1, 1]
         m = (w * placed[:, :, 3:]).sum(1)  # [B, 1, S, S]: at most 1 (the weights sum to 1)
-        return (w * placed[:, :, 3:] * placed[:, :, :3]).sum(1) + (1.0 - m) * background, m, pose[:, 2:4], None, None
+        return (w * placed[:, :, 3:] * placed[:, :, :3]).sum(1) + (1.0 - m) * background, m, pose[:, 2:4], None, None, None

@@ -87,34 +87,40 @@ def pose_pick_loss(layer, matcher, text: torch.Tensor, share: float = 1.0) -> to
 
 def _cell_pick_loss(layer, matcher, text: torch.Tensor) -> torch.Tensor:
     """``pose_pick_loss`` with the cell choice: each of the first ``n = len(text)`` objects redrawn in each of
-    the ``A`` columns (its row as drawn) and in each of the ``A`` rows (its column as drawn), and with
-    ``sizes=K`` at each of the ``K`` sizes (its cell as drawn); the matcher picks the column, the row (and
-    the size) that read best, and the loss is the mean cross-entropy of the logits to the picks. The
-    placement as drawn is shared by every choice: the matcher reads ``2A - 1`` images per object (``+ K - 1``
-    with sizes), in batches of ``n`` (on a CPU faster than one large batch)."""
-    n, a, k = len(text), layer.cells, getattr(layer, "sizes", 0)
+    the ``A`` columns (its row as drawn) and in each of the ``A`` rows (its column as drawn), with ``sizes=K``
+    at each of the ``K`` sizes and with ``textures=T`` in each of the ``T`` textures (its cell as drawn); the
+    matcher picks the column, the row (the size, the texture) that read best, and the loss is the mean
+    cross-entropy of the logits to the picks, every choice weighted the same. The placement as drawn is
+    shared by every choice: the matcher reads ``2A - 1`` images per object (``+ K - 1`` with sizes, ``+ T - 1``
+    with textures), in batches of ``n`` (on a CPU faster than one large batch)."""
+    n, a = len(text), layer.cells
     logits = layer.choice_drawn[:n].float()  # [n, 2, A]
     drawn = logits.detach().argmax(-1)  # [n, 2]
-    size_logits = layer.size_drawn[:n].float() if k else None  # [n, K]
-    size = size_logits.detach().argmax(-1) if k else None  # [n]
+    # the other choices as (name, logits [n, K]): each picked among its K options, the rest as drawn
+    others = [(name, drawn_logits[:n].float()) for name, drawn_logits in
+              (("size", layer.size_drawn if getattr(layer, "sizes", 0) else None),
+               ("texture", layer.texture_drawn if getattr(layer, "textures", 0) else None))
+              if drawn_logits is not None]
+    chosen = {name: lg.detach().argmax(-1) for name, lg in others}  # name -> [n]
     with torch.no_grad():
-        read = lambda cell, sz: matcher.similarity(layer.redraw_at(cell, sz), text)  # noqa: E731
-        as_drawn = read(drawn, size)  # [n]
+        read = lambda cell, **choice: matcher.similarity(layer.redraw_at(cell, **{**chosen, **choice}), text)  # noqa: E731
+        as_drawn = read(drawn)  # [n]
         picks = []  # per choice: the option read best, of (drawn + j) mod count for j = 0 (as drawn), 1, ...
         for axis in (0, 1):
             scores = [as_drawn]
             for j in range(1, a):
                 cell = drawn.clone()
                 cell[:, axis] = (drawn[:, axis] + j) % a
-                scores.append(read(cell, size))
+                scores.append(read(cell))
             picks.append((drawn[:, axis] + torch.stack(scores, 1).argmax(1)) % a)  # [n]
-        if k:
-            scores = [as_drawn] + [read(drawn, (size + j) % k) for j in range(1, k)]
-            picks.append((size + torch.stack(scores, 1).argmax(1)) % k)  # [n]
-    loss = F.cross_entropy(logits.reshape(2 * n, a), torch.stack(picks[:2], 1).reshape(2 * n))
-    if k:  # the three choices weigh the same
-        loss = (2 * loss + F.cross_entropy(size_logits, picks[2])) / 3
-    return loss
+        for name, lg in others:
+            k, now = lg.shape[1], chosen[name]
+            scores = [as_drawn] + [read(drawn, **{name: (now + j) % k}) for j in range(1, k)]
+            picks.append((now + torch.stack(scores, 1).argmax(1)) % k)  # [n]
+    loss = 2 * F.cross_entropy(logits.reshape(2 * n, a), torch.stack(picks[:2], 1).reshape(2 * n))
+    for (_, lg), pick in zip(others, picks[2:]):
+        loss = loss + F.cross_entropy(lg, pick)
+    return loss / (2 + len(others))
 
 
 def consistency_loss(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
