@@ -71,7 +71,7 @@ class ModelConfig:
     #   (learned) is added to the pose head's
     g_layer_textures: int = 0  # K > 1, with g_layer_cells and g_layer_pattern: that object's texture is a choice
     #   among K too (logits read from the sentence embedding, learned from the matcher's pick among the K textures);
-    #   the chosen texture's learned pattern state (amplitudes, bias, shade) is added to the pattern head's
+    #   the chosen texture's learned pattern state (amplitudes, bias, shade) is the pattern (in place of the head reading cat(z, c))
     g_layer_round: bool = False  # that object's mask falls to 0 inside its frame's inscribed circle (not at the
     #   square frame's edge): no corners for a pointed object's tips to run into
     g_layer_normalize: bool = False  # that object is placed by its mask's own centre and RMS radius: only the pose

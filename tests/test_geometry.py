@@ -1459,7 +1459,7 @@ def test_sizes_choose_the_scale_from_the_sentence_and_learn_the_matchers_pick():
 def test_textures_choose_the_pattern_from_the_sentence_and_learn_the_matchers_pick():
     """model.g_layer_textures=K (with cells and the pattern): texture k starts with its first k waves (plain,
     stripes, dots), every object starts plain; the texture logits read the sentence embedding and the chosen
-    texture's state is added to the pattern head's; pose_pick_loss also redraws each object in the other
+    texture's state is the pattern (no head reads cat(z, c)); pose_pick_loss also redraws each object in the other
     textures (its cell as drawn) and adds the texture logits' cross-entropy to the matcher's pick, every
     choice weighted alike; the switch needs the cells and the pattern."""
     import torch.nn.functional as F
@@ -1511,6 +1511,7 @@ def test_textures_choose_the_pattern_from_the_sentence_and_learn_the_matchers_pi
         ForegroundLayer(6, ngf=4, cells=3, cell_text=4, pattern=2, textures=1)
     G = build_generator(apply_overrides(get_preset("shapes-layered"), TINY + ["model.g_layer_textures=3"]).model, 1)
     assert G.foreground.textures == 3 and G.foreground.texture_states.shape == (3, 4 + 2)
+    assert G.foreground.pattern_head is None  # the chosen state is the pattern
 
 
 def test_side_logits_with_the_pattern_draw_one_image_per_condition():

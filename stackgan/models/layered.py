@@ -39,6 +39,7 @@ SIDE_SHARPNESS = 10.0  # model.g_layer_sides: the distance from the middle is so
 SIDE_GAIN = 10.0  # ... and the side logits are stored over this factor: Adam moves a logit about 10x faster
 CELL_SPACING0 = 0.3  # model.g_layer_cells: the distance between neighbouring cells' points before it learns
 TEXTURE_AMP = 4.0  # model.g_layer_textures: texture k starts with its first k waves at this amplitude
+TEXTURE_GAIN = 10.0  # ... and the textures' states are stored over this factor: Adam moves them about 10x faster
 SIZE_STEP0 = 0.4  # model.g_layer_sizes: the log-scale between neighbouring sizes before it learns (x1.5)
 RMS_RADIUS = 0.5  # with normalize: the canvas mask's RMS radius (in its [-1, 1] frame) that scale 1 places as is
 
@@ -155,9 +156,11 @@ class ForegroundLayer(nn.Module):
     the start) added to the pose head's, learned from the matcher's pick among the ``K`` sizes.
     With ``textures=K > 1`` (and ``cells`` and ``pattern``) the texture is a choice among ``K`` the same way:
     ``K`` logits read from the sentence, the chosen texture's learned state (the pattern's ``J`` amplitudes,
-    its bias and the shade's logit) added to the pattern head's output, learned from the matcher's pick among
-    the ``K`` textures; texture ``k`` starts with its first ``k`` waves (plain, stripes, dots, ...), so that
-    the words have different patterns to be taught toward, each word's own.
+    its bias and the shade's logit, stored over ``TEXTURE_GAIN``) is the pattern, in place of the head that
+    reads ``cat(z, c)`` (added to a head, C52, the head learned around the first state chosen and every
+    other state then read worse: the choice locked in); learned from the matcher's pick among the ``K``
+    textures; texture ``k`` starts with its first ``k`` waves (plain, stripes, dots, ...), so that the
+    words have different patterns to be taught toward, each word's own.
     After each call, ``mask`` holds the placed mask ``[B, 1, S, S]``
     (with its graph), which the training step penalises by area (``stage1.mask_weight``).
 
@@ -198,7 +201,7 @@ class ForegroundLayer(nn.Module):
             self.size_head = nn.Linear(cell_text, sizes)
             self.size_levels = nn.Parameter(torch.zeros(sizes))  # set by start_upright
         # textures = K > 1 (with cells and pattern): K texture logits from the sentence embedding (over SIDE_GAIN);
-        # the chosen texture's learned state [J + 2] (amplitudes, bias, shade logit) is added to the pattern head's
+        # the chosen texture's learned state [J + 2] (amplitudes, bias, shade logit) is the pattern (not cat(z, c))
         if textures == 1 or textures < 0 or (textures and not (cells and pattern)):
             raise ConfigError(f"the textures of the texture's choice must be 0 (off) or at least 2, with the cells of "
                               f"the position's choice and the pattern's waves; got {textures}")
@@ -304,7 +307,8 @@ class ForegroundLayer(nn.Module):
             length = 0.6 + 0.8 * torch.rand(learned)  # periods of about 3 to 10 px at 64 px
             self.waves = nn.Parameter(torch.stack([torch.cos(turn), torch.sin(turn)], dim=1) * length[:, None])
             self.phases = nn.Parameter(2 * math.pi * torch.rand(pattern))
-            self.pattern_head = nn.Linear(in_dim, pattern + 2)  # A_1..A_J, b, the shade's logit
+            # A_1..A_J, b, the shade's logit; with textures the chosen texture's state is the pattern (no head)
+            self.pattern_head = None if textures else nn.Linear(in_dim, pattern + 2)
         self.log_scale0, self.mask_bias = math.log(scale0), mask_bias
         self.start_upright()
 
@@ -328,18 +332,20 @@ class ForegroundLayer(nn.Module):
         if getattr(self, "radial", 0):  # the outline starts as a disc of radius RADIAL_R0
             nn.init.zeros_(self.outline.weight)
             nn.init.zeros_(self.outline.bias)
-        if getattr(self, "pattern", 0):  # no waves, the bias at PATTERN_BIAS, the shade half the colour
+        if getattr(self, "pattern_head", None) is not None:  # no waves, the bias at PATTERN_BIAS, the shade half
             nn.init.zeros_(self.pattern_head.weight)
             nn.init.zeros_(self.pattern_head.bias)
             self.pattern_head.bias[self.pattern] = PATTERN_BIAS
-        if getattr(self, "textures", 0):  # ... the first texture by a hair; texture k starts with its first k waves
-            # at amplitude TEXTURE_AMP and the bias lowered so that k crossing waves peak in ever smaller spots:
-            # plain, stripes (one wave at half duty), a lattice of dots (two), ...
+        if getattr(self, "textures", 0):  # the first texture by a hair; texture 0 is the head's start (nearly solid),
+            # texture k >= 1 starts with its first k waves at amplitude TEXTURE_AMP and the bias lowered so that k
+            # crossing waves peak in ever smaller spots: plain, stripes (one wave at half duty), dots (two), ...
             self.texture_head.bias[0] = 0.01
-            self.texture_states.zero_()
+            states = torch.zeros_like(self.texture_states)
+            states[0, self.pattern] = PATTERN_BIAS
             for k in range(1, self.textures):
-                self.texture_states[k, :min(k, self.pattern)] = TEXTURE_AMP
-                self.texture_states[k, self.pattern] = -PATTERN_BIAS - TEXTURE_AMP * (k - 1)
+                states[k, :min(k, self.pattern)] = TEXTURE_AMP
+                states[k, self.pattern] = -TEXTURE_AMP * (k - 1)
+            self.texture_states.copy_(states / TEXTURE_GAIN)  # stored over TEXTURE_GAIN
         nn.init.constant_(self.to_rgba.bias[3:], self.mask_bias)
         for film in getattr(self, "film", ()):
             film.start_as_identity()
@@ -509,10 +515,11 @@ class ForegroundLayer(nn.Module):
         shade ``[B, 1, 1, 1]`` (a fully patterned pixel's colour over the object's). ``grid [B, S, S, 2]``
         is ``affine_grid``'s (each image pixel's canvas point), ``scale`` and ``centre`` :meth:`placement`'s:
         ``(grid - centre) * scale`` is each pixel in the object's turned frame, in image units. With
-        ``textures``, ``texture [B]`` is the chosen texture, whose state is added to the head's output."""
-        head = self.pattern_head(zc).float()  # [B, J + 2]
-        if self.textures:
-            head = head + self.texture_states[texture].float()
+        ``textures``, ``texture [B]`` is the chosen texture, whose state replaces the head's output."""
+        if self.textures:  # the chosen texture's state
+            head = TEXTURE_GAIN * self.texture_states[texture].float()  # [B, J + 2]
+        else:
+            head = self.pattern_head(zc).float()  # [B, J + 2]
         uv = (grid.float() - centre[:, None, None, :]) * scale[:, None, None, None]  # [B, S, S, 2]
         waves = self.waves
         if self.pattern_pairs:  # each vector and its copy turned by 90 degrees: (x, y) -> (-y, x)
