@@ -69,6 +69,8 @@ class ModelConfig:
     g_layer_sizes: int = 0  # K > 1, with g_layer_cells: that object's size is a choice among K too (logits read from
     #   the sentence embedding, learned from the matcher's pick among the K sizes); the chosen size's log-scale
     #   (learned) is added to the pose head's
+    g_layer_pattern_waves: str = ""  # "P@A,...": those waves given, not learned: a period of P px at 64 px at A
+    #   degrees in the object's frame, one per wave (a prior for data whose texture scale is known; a diagnostic)
     g_layer_textures: int = 0  # K > 1, with g_layer_cells and g_layer_pattern: that object's texture is a choice
     #   among K too (logits read from the sentence embedding, learned from the matcher's pick among the K textures);
     #   the chosen texture's learned pattern state (amplitudes, bias, shade) is the pattern (in place of the head reading cat(z, c))
@@ -469,6 +471,12 @@ def validate(cfg: Config) -> Config:
     if m.g_layer_anchors < 0 or m.g_layer_anchors == 1:
         raise ConfigError(f"model.g_layer_anchors must be 0 (off) or at least 2 (an A x A grid), "
                           f"got {m.g_layer_anchors}")
+    if m.g_layer_pattern_waves:
+        from .models.layered import parse_pattern_waves  # noqa: PLC0415  (config is imported by the models)
+        parse_pattern_waves(m.g_layer_pattern_waves, m.g_layer_pattern)
+        if m.g_layer_pattern_pairs:
+            raise ConfigError("model.g_layer_pattern_waves gives the waves; they are not learned in pairs "
+                              "(model.g_layer_pattern_pairs)")
     if m.g_layer_pattern_pairs and (m.g_layer_pattern < 2 or m.g_layer_pattern % 2):
         raise ConfigError(f"model.g_layer_pattern_pairs needs an even number >= 2 of waves (model.g_layer_pattern), "
                           f"got {m.g_layer_pattern}")

@@ -1514,6 +1514,32 @@ def test_textures_choose_the_pattern_from_the_sentence_and_learn_the_matchers_pi
     assert G.foreground.pattern_head is None  # the chosen state is the pattern
 
 
+def test_given_pattern_waves_are_fixed_at_their_period_and_angle():
+    """model.g_layer_pattern_waves: each wave given as PERIOD@ANGLE (pixels at 64 px, degrees) is a buffer, not a
+    parameter, of that period and direction (one wave at 8 px and 0 degrees repeats every 8 pixels along x and
+    not along y); malformed lists, periods below 2 px and a count other than the pattern's are refused."""
+    from stackgan.models.layered import ForegroundLayer
+
+    layer = ForegroundLayer(6, ngf=4, scale0=0.3, pattern=2, pattern_waves="8@0,5@90")
+    assert "waves" not in dict(layer.named_parameters()) and "waves" in dict(layer.named_buffers())
+    with torch.no_grad():
+        layer.to_rgba.bias[:] = torch.tensor([30.0, 30.0, 30.0, 30.0])
+        layer.to_rgba.weight.zero_()
+        layer.pattern_head.bias[:] = torch.tensor([6.0, 0.0, 0.0, -20.0])  # the first wave alone, shade black
+    image = layer.eval()(torch.zeros(1, 6), -torch.ones(1, 3, 64, 64))[0, 0, 24:40, 24:40]  # the object's middle
+    assert torch.allclose(image[:, :8], image[:, 8:16], atol=1e-4)  # a period of 8 px along x
+    assert (image[:, :8] - image[:1, :8]).abs().max() < 1e-4  # constant along y
+    assert image.max() - image.min() > 1.0  # and a pattern at all
+    for bad, message in (("8@0", "gives 1 waves"), ("8,5@90", "not PERIOD@ANGLE"), ("1.5@0,5@90", "below 2 px")):
+        with pytest.raises(ValueError, match=message):
+            ForegroundLayer(6, ngf=4, pattern=2, pattern_waves=bad)
+        with pytest.raises(ValueError, match=message):
+            apply_overrides(get_preset("shapes-layered"), ["model.g_layer_pattern=2", f"model.g_layer_pattern_waves={bad}"])
+    G = build_generator(apply_overrides(get_preset("shapes-layered"), TINY + ["model.g_layer_pattern=2",
+                                                                           "model.g_layer_pattern_waves=8@0,5@90"]).model, 1)
+    assert torch.allclose(G.foreground.waves.norm(dim=1) * 50, 2 * math.pi * 32 / torch.tensor([8.0, 5.0]))
+
+
 def test_side_logits_with_the_pattern_draw_one_image_per_condition():
     """model.g_layer_sides with g_layer_pattern and spin: a whole layer runs (the side logits are not
     read as a centre) and draws an image per condition."""

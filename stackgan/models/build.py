@@ -47,6 +47,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
             args["stage1"]["cells"] = int(m.g_layer_cells)
         if m.g_layer_sizes:
             args["stage1"]["sizes"] = int(m.g_layer_sizes)
+        if m.g_layer_pattern_waves:
+            args["stage1"]["pattern_waves"] = str(m.g_layer_pattern_waves)
         if m.g_layer_textures:
             args["stage1"]["textures"] = int(m.g_layer_textures)
         if m.g_layer_normalize:

@@ -86,6 +86,25 @@ class SmoothBackground(nn.Module):
         return F.interpolate(low, size=size or self.size, mode="bilinear", align_corners=self.ramp)
 
 
+def parse_pattern_waves(text: str, count: int) -> list[tuple[float, float]]:
+    """``model.g_layer_pattern_waves``: ``"P@A,P@A,..."`` (a period of ``P`` pixels at 64 px, at ``A`` degrees
+    in the object's frame) -> ``[(P, A), ...]``, one per wave (``count`` of them, ``model.g_layer_pattern``)."""
+    waves = []
+    for item in text.split(","):
+        try:
+            period, angle = (float(x) for x in item.split("@"))
+        except ValueError:
+            raise ConfigError(f"model.g_layer_pattern_waves: {item.strip()!r} is not PERIOD@ANGLE (pixels at 64 px "
+                              f"@ degrees, e.g. 4@0)") from None
+        if not period >= 2:
+            raise ConfigError(f"model.g_layer_pattern_waves: a period of {period} px at 64 px is below 2 px, the "
+                              f"finest a 64 px image holds")
+        waves.append((period, angle))
+    if len(waves) != count:
+        raise ConfigError(f"model.g_layer_pattern_waves gives {len(waves)} waves for model.g_layer_pattern={count}")
+    return waves
+
+
 class ForegroundLayer(nn.Module):
     """``cat(z, c) [B, K]`` and a background ``[B, 3, S, S]`` -> the composed image ``[B, 3, S, S]``.
 
@@ -175,7 +194,7 @@ class ForegroundLayer(nn.Module):
                  templates: int = 0, pose_hidden: int = 0, pose_text: int = 0, anchors: int = 0,
                  round_frame: bool = False, radial: int = 0, anchor_sample: bool = False, pattern: int = 0,
                  sides: int = 0, cells: int = 0, cell_text: int = 0, sizes: int = 0, pattern_pairs: bool = False,
-                 textures: int = 0):
+                 textures: int = 0, pattern_waves: str = ""):
         super().__init__()
         if sides and anchors:
             raise ConfigError("the side logits choose the one placement's side; the anchor grid has A x A placements")
@@ -305,7 +324,17 @@ class ForegroundLayer(nn.Module):
             learned = pattern // 2 if pattern_pairs else pattern
             turn = 2 * math.pi * torch.rand(learned)
             length = 0.6 + 0.8 * torch.rand(learned)  # periods of about 3 to 10 px at 64 px
-            self.waves = nn.Parameter(torch.stack([torch.cos(turn), torch.sin(turn)], dim=1) * length[:, None])
+            waves = torch.stack([torch.cos(turn), torch.sin(turn)], dim=1) * length[:, None]
+            if pattern_waves:  # given, not learned: (period in px at 64 px, angle in degrees) per wave
+                given = parse_pattern_waves(pattern_waves, pattern)
+                if pattern_pairs:
+                    raise ConfigError("given waves (model.g_layer_pattern_waves) are not learned in pairs "
+                                      "(model.g_layer_pattern_pairs)")
+                turn = torch.tensor([math.radians(a) for _, a in given])
+                length = torch.tensor([2 * math.pi * 32 / (period * PATTERN_FREQ) for period, _ in given])
+                self.register_buffer("waves", torch.stack([torch.cos(turn), torch.sin(turn)], dim=1) * length[:, None])
+            else:
+                self.waves = nn.Parameter(waves)
             self.phases = nn.Parameter(2 * math.pi * torch.rand(pattern))
             # A_1..A_J, b, the shade's logit; with textures the chosen texture's state is the pattern (no head)
             self.pattern_head = None if textures else nn.Linear(in_dim, pattern + 2)

@@ -73,7 +73,7 @@ class Stage1Generator(nn.Module):
                  templates: int = 0, pose_hidden: int = 0, pose_text: bool = False, anchors: int = 0,
                  round_frame: bool = False, radial: int = 0, anchor_sample: bool = False, pattern: int = 0,
                  sides: bool = False, cells: int = 0, sizes: int = 0, pattern_pairs: bool = False,
-                 textures: int = 0):
+                 textures: int = 0, pattern_waves: str = ""):
         super().__init__()
         if background not in BACKGROUNDS:
             raise ConfigError(f"the layered generator's background must be one of {', '.join(BACKGROUNDS)}, "
@@ -107,7 +107,8 @@ class Stage1Generator(nn.Module):
                                            anchors=anchors, round_frame=round_frame, radial=radial,
                                            anchor_sample=anchor_sample, pattern=pattern, pattern_pairs=pattern_pairs,
                                            sides=text_dim if sides else 0, cells=cells, cell_text=text_dim,
-                                           sizes=sizes, textures=textures)
+                                           sizes=sizes, textures=textures,
+                                           pattern_waves=pattern_waves)
                            if layered else None)
         self.background = (SmoothBackground(z_dim + cond_dim, columns=1 if background == "vertical" else None,
                                             ramp=background == "ramp")
