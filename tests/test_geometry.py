@@ -1457,8 +1457,8 @@ def test_sizes_choose_the_scale_from_the_sentence_and_learn_the_matchers_pick():
 
 
 def test_textures_choose_the_pattern_from_the_sentence_and_learn_the_matchers_pick():
-    """model.g_layer_textures=K (with cells and the pattern): texture k starts with its first k waves (plain,
-    stripes, dots), every object starts plain; the texture logits read the sentence embedding and the chosen
+    """model.g_layer_textures=K (with cells and the pattern): texture 0 starts plain, texture 1 as the first wave
+    (stripes), texture 2 as the next two crossing (dots); every object starts plain; the texture logits read the sentence embedding and the chosen
     texture's state is the pattern (no head reads cat(z, c)); pose_pick_loss also redraws each object in the other
     textures (its cell as drawn) and adds the texture logits' cross-entropy to the matcher's pick, every
     choice weighted alike; the switch needs the cells and the pattern."""
@@ -1468,11 +1468,11 @@ def test_textures_choose_the_pattern_from_the_sentence_and_learn_the_matchers_pi
     from stackgan.training.step import pose_pick_loss
 
     torch.manual_seed(0)
-    layer = ForegroundLayer(6, ngf=4, scale0=0.3, cells=3, cell_text=4, pattern=2, textures=3)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.3, cells=3, cell_text=4, pattern=3, textures=3)
     with torch.no_grad():  # an opaque white disc: the pattern alone darkens it
         layer.to_rgba.bias[:] = torch.tensor([30.0, 30.0, 30.0, 30.0])
         layer.to_rgba.weight.zero_()
-        layer.waves.copy_(torch.tensor([[0.6, 0.0], [0.0, 0.6]]))  # two crossing waves of one period
+        layer.waves.copy_(torch.tensor([[0.6, 0.0], [0.6, 0.0], [0.0, 0.6]]))  # stripes; two crossing of one period
     zc, bg, text = torch.randn(2, 6), -torch.ones(2, 3, 64, 64), torch.tensor([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]])
     layer(zc, bg, text)
     assert torch.equal(layer.texture_drawn.argmax(-1), torch.tensor([0, 0]))  # plain at the start
@@ -1511,6 +1511,8 @@ def test_textures_choose_the_pattern_from_the_sentence_and_learn_the_matchers_pi
         ForegroundLayer(6, ngf=4, cells=3, cell_text=4, pattern=2, textures=1)
     G = build_generator(apply_overrides(get_preset("shapes-layered"), TINY + ["model.g_layer_textures=3"]).model, 1)
     assert G.foreground.textures == 3 and G.foreground.texture_states.shape == (3, 4 + 2)
+    assert torch.equal(G.foreground.texture_states[1, :4] != 0, torch.tensor([True, False, False, False]))
+    assert torch.equal(G.foreground.texture_states[2, :4] != 0, torch.tensor([False, True, True, False]))
     assert G.foreground.pattern_head is None  # the chosen state is the pattern
 
 

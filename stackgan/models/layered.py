@@ -38,7 +38,7 @@ PATTERN_BIAS = -3.0  # ... and the pattern map starts at sigmoid(-3) = 0.05 ever
 SIDE_SHARPNESS = 10.0  # model.g_layer_sides: the distance from the middle is softplus(10 t) / 10
 SIDE_GAIN = 10.0  # ... and the side logits are stored over this factor: Adam moves a logit about 10x faster
 CELL_SPACING0 = 0.3  # model.g_layer_cells: the distance between neighbouring cells' points before it learns
-TEXTURE_AMP = 4.0  # model.g_layer_textures: texture k starts with its first k waves at this amplitude
+TEXTURE_AMP = 4.0  # model.g_layer_textures: a texture state starts with its waves at this amplitude
 TEXTURE_GAIN = 10.0  # ... and the textures' states are stored over this factor: Adam moves them about 10x faster
 SIZE_STEP0 = 0.4  # model.g_layer_sizes: the log-scale between neighbouring sizes before it learns (x1.5)
 RMS_RADIUS = 0.5  # with normalize: the canvas mask's RMS radius (in its [-1, 1] frame) that scale 1 places as is
@@ -366,14 +366,15 @@ class ForegroundLayer(nn.Module):
             nn.init.zeros_(self.pattern_head.bias)
             self.pattern_head.bias[self.pattern] = PATTERN_BIAS
         if getattr(self, "textures", 0):  # the first texture by a hair; texture 0 is the head's start (nearly solid),
-            # texture k >= 1 starts with its first k waves at amplitude TEXTURE_AMP and the bias lowered so that k
-            # crossing waves peak in ever smaller spots: plain, stripes (one wave at half duty), dots (two), ...
+            # texture 1 is the first wave at amplitude TEXTURE_AMP and half duty (stripes), texture k >= 2 the waves
+            # 2k - 3 and 2k - 2 crossing, thresholded where both peak (dots): plain, stripes, dots, ...
             self.texture_head.bias[0] = 0.01
             states = torch.zeros_like(self.texture_states)
             states[0, self.pattern] = PATTERN_BIAS
             for k in range(1, self.textures):
-                states[k, :min(k, self.pattern)] = TEXTURE_AMP
-                states[k, self.pattern] = -TEXTURE_AMP * (k - 1)
+                first = 0 if k == 1 else min(2 * k - 3, self.pattern - 1)
+                states[k, first:min(first + (1 if k == 1 else 2), self.pattern)] = TEXTURE_AMP
+                states[k, self.pattern] = 0.0 if k == 1 else -TEXTURE_AMP
             self.texture_states.copy_(states / TEXTURE_GAIN)  # stored over TEXTURE_GAIN
         nn.init.constant_(self.to_rgba.bias[3:], self.mask_bias)
         for film in getattr(self, "film", ()):
