@@ -178,8 +178,11 @@ class ForegroundLayer(nn.Module):
     its bias and the shade's logit, stored over ``TEXTURE_GAIN``) is the pattern, in place of the head that
     reads ``cat(z, c)`` (added to a head, C52, the head learned around the first state chosen and every
     other state then read worse: the choice locked in); learned from the matcher's pick among the ``K``
-    textures; texture ``k`` starts with its first ``k`` waves (plain, stripes, dots, ...), so that the
-    words have different patterns to be taught toward, each word's own.
+    textures; texture 0 starts plain, texture 1 as the first wave (stripes), texture ``k >= 2`` as the waves
+    ``2k - 3`` and ``2k - 2`` crossing (dots), so that the words have different patterns to be taught toward,
+    each word's own. (In every form tried, C52-C55, the choice locked into one patterned state: off in every
+    preset.) With ``pattern_waves="P@A,..."`` the waves are given (a period of ``P`` px at 64 px at ``A``
+    degrees in the object's frame), not learned.
     After each call, ``mask`` holds the placed mask ``[B, 1, S, S]``
     (with its graph), which the training step penalises by area (``stage1.mask_weight``).
 
@@ -324,6 +327,7 @@ class ForegroundLayer(nn.Module):
             learned = pattern // 2 if pattern_pairs else pattern
             turn = 2 * math.pi * torch.rand(learned)
             length = 0.6 + 0.8 * torch.rand(learned)  # periods of about 3 to 10 px at 64 px
+            # drawn either way, so that the random numbers after them are the same with given waves
             waves = torch.stack([torch.cos(turn), torch.sin(turn)], dim=1) * length[:, None]
             if pattern_waves:  # given, not learned: (period in px at 64 px, angle in degrees) per wave
                 given = parse_pattern_waves(pattern_waves, pattern)
