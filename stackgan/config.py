@@ -316,6 +316,25 @@ CHOICES = {
 from .errors import ConfigError  # noqa: E402  (kept importable from here)
 
 
+def parse_pattern_waves(text: str, count: int) -> list[tuple[float, float]]:
+    """``model.g_layer_pattern_waves``: ``"P@A,P@A,..."`` (a period of ``P`` pixels at 64 px, at ``A`` degrees
+    in the object's frame) -> ``[(P, A), ...]``, one per wave (``count`` of them, ``model.g_layer_pattern``)."""
+    waves = []
+    for item in text.split(","):
+        try:
+            period, angle = (float(x) for x in item.split("@"))
+        except ValueError:
+            raise ConfigError(f"model.g_layer_pattern_waves: {item.strip()!r} is not PERIOD@ANGLE (pixels at 64 px "
+                              f"@ degrees, e.g. 4@0)") from None
+        if not period >= 2:
+            raise ConfigError(f"model.g_layer_pattern_waves: a period of {period} px at 64 px is below 2 px, the "
+                              f"finest a 64 px image holds")
+        waves.append((period, angle))
+    if len(waves) != count:
+        raise ConfigError(f"model.g_layer_pattern_waves gives {len(waves)} waves for model.g_layer_pattern={count}")
+    return waves
+
+
 # The paper's data sets as YAML files on top of `paper` (stackgan/presets/<name>.yaml)
 PRESET_DIR = Path(__file__).parent / "presets"
 YAML_PRESETS = ("birds", "flowers", "coco")
@@ -472,7 +491,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.g_layer_anchors must be 0 (off) or at least 2 (an A x A grid), "
                           f"got {m.g_layer_anchors}")
     if m.g_layer_pattern_waves:
-        from .models.layered import parse_pattern_waves  # noqa: PLC0415  (config is imported by the models)
         parse_pattern_waves(m.g_layer_pattern_waves, m.g_layer_pattern)
         if m.g_layer_pattern_pairs:
             raise ConfigError("model.g_layer_pattern_waves gives the waves; they are not learned in pairs "

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import CHOICES
+from ..config import CHOICES, parse_pattern_waves
 from ..errors import ConfigError
 from .blocks import CondAffine, UpBlock, conv3x3
 
@@ -84,25 +84,6 @@ class SmoothBackground(nn.Module):
         low = torch.tanh(self.fc(zc)).view(-1, 3, self.grid, self.columns)  # [B, 3, 4 or 2, 4 or 1]
         # the ramp's two colours sit on the first and last rows' centres: linear over the whole height
         return F.interpolate(low, size=size or self.size, mode="bilinear", align_corners=self.ramp)
-
-
-def parse_pattern_waves(text: str, count: int) -> list[tuple[float, float]]:
-    """``model.g_layer_pattern_waves``: ``"P@A,P@A,..."`` (a period of ``P`` pixels at 64 px, at ``A`` degrees
-    in the object's frame) -> ``[(P, A), ...]``, one per wave (``count`` of them, ``model.g_layer_pattern``)."""
-    waves = []
-    for item in text.split(","):
-        try:
-            period, angle = (float(x) for x in item.split("@"))
-        except ValueError:
-            raise ConfigError(f"model.g_layer_pattern_waves: {item.strip()!r} is not PERIOD@ANGLE (pixels at 64 px "
-                              f"@ degrees, e.g. 4@0)") from None
-        if not period >= 2:
-            raise ConfigError(f"model.g_layer_pattern_waves: a period of {period} px at 64 px is below 2 px, the "
-                              f"finest a 64 px image holds")
-        waves.append((period, angle))
-    if len(waves) != count:
-        raise ConfigError(f"model.g_layer_pattern_waves gives {len(waves)} waves for model.g_layer_pattern={count}")
-    return waves
 
 
 class ForegroundLayer(nn.Module):
