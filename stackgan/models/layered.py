@@ -399,43 +399,36 @@ class ForegroundLayer(nn.Module):
             zc = torch.cat([zc, text.to(zc.dtype)], dim=1)
         return self.pose(self.pose_in(zc)).float()
 
+    def _sentence_logits(self, head: nn.Linear | None, what: str, switch: str,
+                         text: torch.Tensor | None) -> torch.Tensor:
+        """A choice head's logits ``[B, out]`` (times ``SIDE_GAIN``) from the sentence embedding ``text``; clear
+        errors when this layer has no such head (``model.<switch>``) or ``text`` has the wrong width."""
+        if head is None:
+            raise ValueError(f"this layer has no {what} logits (model.{switch})")
+        if text is None or text.shape[-1] != head.in_features:
+            raise ValueError(f"the {what} head reads a sentence embedding of {head.in_features} dims; "
+                             f"got {None if text is None else tuple(text.shape)}")
+        return SIDE_GAIN * head(text.to(head.weight.dtype)).float()
+
     def side_logits(self, text: torch.Tensor | None) -> torch.Tensor:
         """With ``sides``: the side logit ``[B, 1]`` (the object right of the middle where >= 0) from the
         sentence embedding ``text [B, sides]``."""
-        if not self.sides:
-            raise ValueError("this layer has no side logits (model.g_layer_sides)")
-        if text is None or text.shape[-1] != self.sides:
-            raise ValueError(f"the side head reads a sentence embedding of {self.sides} dims; "
-                             f"got {None if text is None else tuple(text.shape)}")
-        return SIDE_GAIN * self.side_head(text.to(self.side_head.weight.dtype)).float()
+        return self._sentence_logits(self.side_head, "side", "g_layer_sides", text)
 
     def cell_logits(self, text: torch.Tensor | None) -> torch.Tensor:
         """With ``cells``: the column and row logits ``[B, 2, A]`` (left to right, top to bottom) from the
         sentence embedding ``text [B, cell_text]``."""
-        if not self.cells:
-            raise ValueError("this layer has no cell logits (model.g_layer_cells)")
-        if text is None or text.shape[-1] != self.cell_head.in_features:
-            raise ValueError(f"the cell head reads a sentence embedding of {self.cell_head.in_features} dims; "
-                             f"got {None if text is None else tuple(text.shape)}")
-        return SIDE_GAIN * self.cell_head(text.to(self.cell_head.weight.dtype)).float().view(-1, 2, self.cells)
+        head = self.cell_head if self.cells else None
+        return self._sentence_logits(head, "cell", "g_layer_cells", text).view(-1, 2, self.cells)
 
     def size_logits(self, text: torch.Tensor | None) -> torch.Tensor:
         """With ``sizes``: the size logits ``[B, K]`` (smallest to largest) from the sentence embedding."""
-        if not self.sizes:
-            raise ValueError("this layer has no size logits (model.g_layer_sizes)")
-        if text is None or text.shape[-1] != self.size_head.in_features:
-            raise ValueError(f"the size head reads a sentence embedding of {self.size_head.in_features} dims; "
-                             f"got {None if text is None else tuple(text.shape)}")
-        return SIDE_GAIN * self.size_head(text.to(self.size_head.weight.dtype)).float()
+        return self._sentence_logits(self.size_head if self.sizes else None, "size", "g_layer_sizes", text)
 
     def texture_logits(self, text: torch.Tensor | None) -> torch.Tensor:
         """With ``textures``: the texture logits ``[B, K]`` from the sentence embedding ``text [B, cell_text]``."""
-        if not self.textures:
-            raise ValueError("this layer has no texture logits (model.g_layer_textures)")
-        if text is None or text.shape[-1] != self.texture_head.in_features:
-            raise ValueError(f"the texture head reads a sentence embedding of {self.texture_head.in_features} dims; "
-                             f"got {None if text is None else tuple(text.shape)}")
-        return SIDE_GAIN * self.texture_head(text.to(self.texture_head.weight.dtype)).float()
+        return self._sentence_logits(self.texture_head if self.textures else None, "texture", "g_layer_textures",
+                                     text)
 
     def cell_points(self, cell: torch.Tensor) -> torch.Tensor:
         """With ``cells``: the points ``[B, 2]`` (x, y) of the cells ``cell [B, 2]`` (column, row indices)."""
