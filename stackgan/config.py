@@ -166,6 +166,11 @@ class StageConfig:
     #   factor in [1 / zoom, zoom] (its own D pass), so that an object's area no longer tells its shape (1: off)
     consistency_weight: float = 0.0  # Stage II: G also minimizes weight * the L1 distance of its image, area-resized
     #   to 64 px, to its Stage-I image: what Stage II adds can only be detail finer than 64 px
+    swap_weight: float = 0.0  # with data.swap_attribute=texture, the layered G's pattern and the matcher (Stage I):
+    #   each object redrawn with only its pattern keeping a gradient, and the frozen matcher must pick its caption
+    #   among the same caption with the texture word swapped for each texture (cross-entropy, weight); with
+    #   model.g_layer_textures, texture state k redrawn for every object must pick the caption swapped to value k
+    swap_share: float = 0.25  # ... computed on this share of the batch (its first images)
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,8 @@ class DataConfig:
     matcher_foil_attributes: str = ""  # ... the attributes the matcher's own foils change ("": foil_attributes'); D's
     #   foils keep foil_attributes. Sets joined by "+" give the matcher one foil of each set per image and step:
     #   "shape+texture", a shape foil and a texture foil ("shape,texture": one foil that changes either)
+    swap_attribute: str = ""  # Shapes captions: each train caption also encoded (and cached) with this attribute's
+    #   words swapped for each of its values ("texture": solid, striped, dotted), for stage<N>.swap_weight
     seed: int = 0
 
 
@@ -556,6 +563,14 @@ def validate(cfg: Config) -> Config:
     if cfg.data.matcher_foil_attributes and not cfg.data.matcher_foils:
         raise ConfigError("data.matcher_foil_attributes picks the words of the matcher's caption foils: it needs "
                           "data.matcher_foils=true")
+    if cfg.data.swap_attribute:
+        from .data.shapes import ATTRIBUTES
+        if cfg.data.swap_attribute not in ATTRIBUTES:
+            raise ConfigError(f"data.swap_attribute must be one of {', '.join(ATTRIBUTES)}; got "
+                              f"{cfg.data.swap_attribute!r}")
+        if cfg.data.text_encoder == "precomputed":
+            raise ConfigError("data.swap_attribute swaps the words of the captions and encodes them; precomputed "
+                              "vectors have no words to swap")
     if cfg.data.foils_per_image < 1:
         raise ConfigError(f"data.foils_per_image must be >= 1, got {cfg.data.foils_per_image}")
     if cfg.data.matcher_hard < 0:
@@ -595,6 +610,25 @@ def validate(cfg: Config) -> Config:
         if n == 1 and s.consistency_weight:
             raise ConfigError("stage1.consistency_weight must be 0: it keeps Stage II's image, resized to 64 px, at "
                               "Stage I's (set stage2.consistency_weight)")
+        if s.swap_weight < 0 or not 0 < s.swap_share <= 1:
+            raise ConfigError(f"stage{n}.swap_weight must be >= 0 and stage{n}.swap_share in (0, 1]; got "
+                              f"{s.swap_weight} and {s.swap_share}")
+        if s.swap_weight:
+            m = cfg.model
+            if n == 2 or not (s.match_weight and m.g_layered and m.g_layer_pattern and not m.g_layer_anchors):
+                raise ConfigError(f"stage{n}.swap_weight redraws Stage I's layered object's pattern for the frozen "
+                                  "matcher: it needs stage1, stage1.match_weight > 0, model.g_layered and "
+                                  "model.g_layer_pattern (without model.g_layer_anchors)")
+            if cfg.data.swap_attribute != "texture":
+                raise ConfigError(f"stage{n}.swap_weight compares the caption with its texture word swapped: set "
+                                  "data.swap_attribute=texture")
+            if m.g_layer_textures and m.g_layer_textures != 3:
+                raise ConfigError(f"stage{n}.swap_weight with model.g_layer_textures teaches texture state k the "
+                                  f"k-th texture word (solid, striped, dotted): it needs 3 textures, got "
+                                  f"{m.g_layer_textures}")
+            if cfg.data.caption_mode != "one":
+                raise ConfigError(f"stage{n}.swap_weight swaps the words of the step's one caption: it needs "
+                                  "data.caption_mode=one")
         if s.contrast_zoom < 1:
             raise ConfigError(f"stage{n}.contrast_zoom must be >= 1 (1: off), got {s.contrast_zoom}")
         if s.contrast_zoom > 1 and not s.contrast_weight:

@@ -1594,3 +1594,150 @@ def test_the_default_preset_is_fast_sn_noca_with_the_layered_object_of_runs_c26_
     assert get_preset("shapes-layered") == apply_overrides(get_preset("fast-sn-noca"), c45)
     G = build_generator(apply_overrides(get_preset("shapes-layered"), TINY + ["model.text_dim=12"]).model, 1)
     assert G.foreground.radial == 10 and G.foreground.pattern == 4 and G.foreground.cells == 3
+
+
+def test_word_swaps_change_only_the_texture_words_and_keep_their_form():
+    """attribute_swaps: one caption in each texture, the named one the caption itself, the others differing
+    from it only where the texture words stood ("with stripes" -> "with dots"); None when no texture is
+    named; make_swaps flattens them caption by caption with -1 for captions that name none."""
+    from stackgan.data.foils import attribute_swaps, make_swaps
+
+    swaps, named = attribute_swaps("A large striped red circle on a white background", "texture")
+    assert named == 1 and swaps[1] == "A large striped red circle on a white background"
+    assert swaps[0] == "a large solid red circle on a white background"
+    assert swaps[2] == "a large dotted red circle on a white background"
+    swaps, named = attribute_swaps("a blue square with dots at the top", "texture")
+    assert named == 2 and swaps[1] == "a blue square with stripes at the top"
+    assert [parse_caption(s)["texture"] for s in swaps] == list(ATTRIBUTES["texture"])
+    for s in swaps:  # only the texture differs
+        assert {k: v for k, v in parse_caption(s).items() if k != "texture"} == \
+            {k: v for k, v in parse_caption(swaps[2]).items() if k != "texture"}
+    assert attribute_swaps("a red disc in the center", "texture") is None
+    flat, which = make_swaps([{"captions": ["a red disc", "a plain red disc"]}], "texture")
+    assert which == [[-1, 0]] and flat[0][:3] == ["a red disc"] * 3 and flat[0][3] == "a plain red disc"
+    with pytest.raises(ValueError, match="swap_attribute"):
+        make_swaps([], "colour")
+
+
+def test_redraw_pattern_keeps_a_gradient_only_in_the_pattern():
+    """ForegroundLayer.redraw_pattern: the drawn image again (the chosen texture, or the given one), where the
+    pattern (its head or the texture states, its waves) and cat(z, c) get a gradient and the canvas and the
+    pose do not."""
+    from stackgan.models.layered import ForegroundLayer
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.3, cells=3, cell_text=4, pattern=3)
+    with torch.no_grad():
+        layer.pattern_head.weight.normal_()  # (it starts at 0: the pattern reads cat(z, c) only once trained)
+    zc = torch.randn(2, 6, requires_grad=True)
+    bg, text = -torch.ones(2, 3, 64, 64), torch.randn(2, 4)
+    image = layer(zc, bg, text)
+    again = layer.redraw_pattern(2)
+    assert torch.allclose(again, image, atol=1e-6)
+    again.square().sum().backward()
+    grads = {name for name, p in layer.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads == {"pattern_head.weight", "pattern_head.bias", "waves", "phases"}  # the pattern's parameters
+    assert zc.grad is not None and zc.grad.abs().sum() > 0
+    layer = ForegroundLayer(6, ngf=4, scale0=0.3, cells=3, cell_text=4, pattern=3, textures=3)
+    layer(zc.detach(), bg, text)
+    stripes = layer.redraw_pattern(2, torch.tensor([1, 1]))
+    assert torch.equal(stripes, layer.redraw_at(torch.ones(2, 2, dtype=torch.long), texture=torch.tensor([1, 1])))
+    stripes.sum().backward()
+    assert {name for name, p in layer.named_parameters() if p.grad is not None} == {"texture_states", "waves", "phases"}
+    assert layer.texture_states.grad[1].abs().sum() > 0 and layer.texture_states.grad[0].abs().sum() == 0
+    plain = ForegroundLayer(6, ngf=4, scale0=0.3)
+    plain(zc.detach(), bg)
+    with pytest.raises(ValueError, match="g_layer_pattern"):
+        plain.redraw_pattern(1)
+
+
+class _DarkReader(nn.Module):
+    """A frozen 'matcher' whose image code is (darkness of the object's middle, 1) and whose text code is the
+    first two dimensions: texts (1, 0) like dark images, (-1, 0) light ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.logit_scale = nn.Parameter(torch.tensor(0.0), requires_grad=False)
+
+    def encode_image(self, images):
+        return torch.stack([-images[..., 20:44, 20:44].mean((1, 2, 3)), torch.ones(len(images))], 1)
+
+    def encode_text(self, text):
+        return text[..., :2]
+
+
+def test_swap_loss_is_the_matchers_cross_entropy_over_the_swapped_captions():
+    """swap_loss: the cross-entropy of the matcher's scores for the pattern-only redraw against the caption's
+    texture swaps, the named one the target; captions naming no texture left out; descent moves the pattern
+    toward what the named word asks (here: darker); with the texture choice each state k is redrawn for every
+    object and its target is swap k."""
+    import torch.nn.functional as F
+
+    from stackgan.models.layered import ForegroundLayer
+    from stackgan.training.step import swap_loss
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.3, cells=3, cell_text=4, pattern=3)
+    with torch.no_grad():
+        layer.to_rgba.bias[:] = torch.tensor([30.0, 30.0, 30.0, 30.0])
+        layer.to_rgba.weight.zero_()
+    zc, bg, text = torch.randn(3, 6), -torch.ones(3, 3, 64, 64), torch.randn(3, 4)
+    layer(zc, bg, text)
+    swaps = torch.zeros(3, 2, 4)
+    swaps[:, 0, 0], swaps[:, 1, 0] = -1.0, 1.0  # value 0: light, value 1: dark
+    named = torch.tensor([1, -1, 1])
+    reader = _DarkReader()
+    loss = swap_loss(layer, reader, swaps, named)
+    with torch.no_grad():
+        code = reader.encode_image(layer.redraw_pattern(3))[[0, 2]]  # [2, 2]
+        expected = F.cross_entropy(code @ swaps[[0, 2]][..., :2].transpose(1, 2)[0], torch.tensor([1, 1]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert layer.pattern_head.bias.grad[3] < 0  # descent raises the pattern's bias: a darker object
+    assert swap_loss(layer, reader, swaps, torch.full((3,), -1)).item() == 0.0
+    layer = ForegroundLayer(6, ngf=4, scale0=0.3, cells=3, cell_text=4, pattern=3, textures=2)
+    layer(zc, bg, text)
+    swap_loss(layer, reader, swaps, named).backward()
+    grad = layer.texture_states.grad[:, 3]  # each state's bias: state 1 darker (its word, dark), state 0 lighter
+    assert grad[1] < 0 < grad[0]
+    for bad, message in ((["stage1.swap_weight=1"], "data.swap_attribute=texture"),
+                         (["stage1.swap_weight=1", "data.swap_attribute=texture", "model.g_layer_pattern=0"],
+                          "g_layer_pattern"),
+                         (["data.swap_attribute=colour"], "swap_attribute must be one of"),
+                         (["stage1.swap_weight=1", "data.swap_attribute=texture", "model.g_layer_textures=2"],
+                          "needs 3 textures")):
+        with pytest.raises(ValueError, match=message):
+            apply_overrides(get_preset("shapes-layered"), bad)
+
+
+def test_swapped_captions_follow_the_steps_caption_and_train_the_pattern(tiny_shapes, tmp_path):
+    """data.swap_attribute=texture: the batch's swaps are its own caption in each texture (the named slot is
+    the caption's embedding itself, the value the one its words name); two steps of the default preset with
+    stage1.swap_weight log a finite, positive swap loss."""
+    from dataclasses import replace
+
+    from stackgan.config import DataConfig
+    from stackgan.data.manifest import read_manifest
+    from stackgan.training import train
+    from stackgan.training.data import load_train_data
+
+    data, _ = load_train_data(tiny_shapes, DataConfig(swap_attribute="texture"), 64, progress=False)
+    records = read_manifest(tiny_shapes, "train")
+    named = [[ATTRIBUTES["texture"].index(parse_caption(c)["texture"]) if "texture" in parse_caption(c) else -1
+              for c in r["captions"]] for r in records]
+    assert data.swap_named.tolist() == named
+    _, text, _, swaps, which = data.batch(0, 16, swaps=True)
+    assert swaps.shape == (16, 3, text.shape[1]) and (which >= 0).any()
+    for row in (which >= 0).nonzero()[:, 0].tolist():
+        assert torch.allclose(swaps[row, which[row]], text[row], atol=1e-3)  # (encoded in other batches)
+        assert not torch.allclose(swaps[row, (which[row] + 1) % 3], text[row], atol=1e-2)
+    with pytest.raises(ValueError, match="swap_attribute"):
+        replace(data, swaps=None).batch(0, 16, swaps=True)
+    cfg = apply_overrides(get_preset("shapes-layered"), TINY + [
+        "data.matcher_steps=3", "data.matcher_batch=8", "data.swap_attribute=texture", "stage1.swap_weight=1",
+        "stage1.swap_share=1", "stage1.max_steps=2"])
+    train(cfg, tiny_shapes, tmp_path, 1, progress=False)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tmp_path / "stage1" / "tb"))
+    acc.Reload()
+    assert all(math.isfinite(e.value) and e.value > 0 for e in acc.Scalars("G/swap"))

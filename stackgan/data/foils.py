@@ -179,3 +179,44 @@ def write_attribute_embeddings(data_dir: str | Path, out_dir: str | Path, foils_
     (out_dir / ORACLE_MARK).write_text(json.dumps({"source": str(data_dir), "dim": ONE_HOT_DIM, "foil_weights": weights,
                                                    "attributes": {k: list(v) for k, v in ATTRIBUTES.items()}}))
     return out_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Word swaps: one caption in every value of one attribute
+
+def attribute_swaps(caption: str, attribute: str) -> tuple[list[str], int] | None:
+    """``(captions, named)``: ``caption`` with the words of ``attribute`` swapped for each of its values in
+    turn (``ATTRIBUTES[attribute]``'s order; the value the caption names is the caption itself, at index
+    ``named``), or ``None`` when the caption does not name ``attribute``. A swap keeps the words' form where
+    the new value has one ("with stripes" -> "with dots"), else takes the value's first word."""
+    text = caption.lower()
+    span = _span(text, attribute)
+    if span is None:
+        return None
+    start, end, value = span
+    out = []
+    for other in ATTRIBUTES[attribute]:
+        if other == value:
+            out.append(caption)
+        else:
+            out.append(text[:start] + _same_form(text[start:end], WORDS[attribute][other])[0] + text[end:])
+    return out, ATTRIBUTES[attribute].index(value)
+
+
+def make_swaps(records: list[dict], attribute: str) -> tuple[list[list[str]], list[list[int]]]:
+    """For each manifest record, its captions swapped through every value of ``attribute``
+    (:func:`attribute_swaps`), flattened caption by caption (``K * V`` strings, ``V`` values), and for each
+    caption the value it names (``-1``: none; its ``V`` slots then repeat the caption)."""
+    if attribute not in ATTRIBUTES:
+        raise ConfigError(f"data.swap_attribute must be one of {', '.join(ATTRIBUTES)}; got {attribute!r}")
+    v = len(ATTRIBUTES[attribute])
+    swaps, named = [], []
+    for r in records:
+        flat, which = [], []
+        for caption in r["captions"]:
+            made = attribute_swaps(caption, attribute)
+            flat.extend(made[0] if made else [caption] * v)
+            which.append(made[1] if made else -1)
+        swaps.append(flat)
+        named.append(which)
+    return swaps, named

@@ -13,6 +13,8 @@ rotation by a stack of convolutions (docs/training-recipe.md, eighth round).
 """
 from __future__ import annotations
 
+import contextlib
+
 import math
 
 import torch
@@ -545,6 +547,7 @@ class ForegroundLayer(nn.Module):
         # choice_drawn: the side logit [B, 1] or the cell logits [B, 2, A], with their graph (None without);
         # size_drawn / texture_drawn: the size / texture logits [B, K] (with sizes / textures; else None)
         self.drawn = tuple(None if t is None else t.detach() for t in (zc, rgba, mask, background, text))  # redraw
+        self.zc_drawn = zc  # with its graph: redraw_pattern's pattern reads it
         return image
 
     @torch.no_grad()
@@ -571,35 +574,50 @@ class ForegroundLayer(nn.Module):
         drawn = [None if t is None else t[:len(cell)] for t in self.drawn]
         return self._place(*drawn, cell=cell, size=size, texture=texture)[0]
 
+    def redraw_pattern(self, n: int, texture: torch.Tensor | None = None) -> torch.Tensor:
+        """With ``pattern``: the last call's first ``n`` images ``[n, 3, S, S]`` again, where only the pattern
+        keeps a gradient: placement, outline, colour and background as drawn (no gradient), the pattern read
+        from the last call's ``cat(z, c)`` with its graph, or with ``textures`` the state of texture
+        ``texture [n]`` (the chosen one when ``None``). ``stage1.swap_weight`` teaches the pattern alone."""
+        if not self.pattern or self.anchors:
+            raise ValueError("redraw_pattern redraws the object's pattern (model.g_layer_pattern, without "
+                             "model.g_layer_anchors)")
+        drawn = [None if t is None else t[:n] for t in self.drawn]
+        return self._place(*drawn, texture=texture, pattern_zc=self.zc_drawn[:n])[0]
+
     def _place(self, zc: torch.Tensor, rgba: torch.Tensor, mask: torch.Tensor, background: torch.Tensor,
                text: torch.Tensor | None, flip: torch.Tensor | None = None,
                cell: torch.Tensor | None = None, size: torch.Tensor | None = None,
-               texture: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+               texture: torch.Tensor | None = None, pattern_zc: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """The canvas ``rgba [B, 4, 32, 32]`` placed over ``background``: ``(image [B, 3, S, S], placed mask
         [B, 1, S, S], translation [B, 2], the side logit [B, 1] or the cell logits [B, 2, A] or None, the size
         logits [B, K] or None, the texture logits [B, K] or None)`` (with the anchor grid, the translation
-        before an anchor's point)."""
-        pose = self.pose_params(zc, text)
+        before an anchor's point). ``pattern_zc``: everything but the pattern without a gradient, the pattern
+        read from it (:meth:`redraw_pattern`)."""
         if not self.anchors:
-            sides = self.side_logits(text) if self.sides else None
-            choice = self.cell_logits(text) if self.cells else sides
-            size_logits = self.size_logits(text) if self.sizes else None
-            texture_logits = self.texture_logits(text) if self.textures else None
-            if self.textures and texture is None:
-                texture = texture_logits.argmax(-1)
-            placement = self.placement(zc, mask, text, pose, sides,
-                                       choice.argmax(-1) if self.cells and cell is None else cell,
-                                       size_logits.argmax(-1) if self.sizes and size is None else size)
-            offset = torch.stack(placement[3:], dim=1)  # [B, 2]: (tx, ty), drawn (with the sides' signs)
-            grid = F.affine_grid(self._theta(placement, flip=flip).to(rgba.dtype), list(background.shape),
-                                 align_corners=False)
-            placed = F.grid_sample(rgba, grid, mode="bilinear", padding_mode="zeros",
-                                   align_corners=False)  # outside the canvas: mask 0
-            fg, m = placed[:, :3], placed[:, 3:]
+            with torch.no_grad() if pattern_zc is not None else contextlib.nullcontext():
+                pose = self.pose_params(zc, text)
+                sides = self.side_logits(text) if self.sides else None
+                choice = self.cell_logits(text) if self.cells else sides
+                size_logits = self.size_logits(text) if self.sizes else None
+                texture_logits = self.texture_logits(text) if self.textures else None
+                if self.textures and texture is None:
+                    texture = texture_logits.argmax(-1)
+                placement = self.placement(zc, mask, text, pose, sides,
+                                           choice.argmax(-1) if self.cells and cell is None else cell,
+                                           size_logits.argmax(-1) if self.sizes and size is None else size)
+                offset = torch.stack(placement[3:], dim=1)  # [B, 2]: (tx, ty), drawn (with the sides' signs)
+                grid = F.affine_grid(self._theta(placement, flip=flip).to(rgba.dtype), list(background.shape),
+                                     align_corners=False)
+                placed = F.grid_sample(rgba, grid, mode="bilinear", padding_mode="zeros",
+                                       align_corners=False)  # outside the canvas: mask 0
+                fg, m = placed[:, :3], placed[:, 3:]
             if self.pattern:  # the colour (in [0, 1]) times 1 - p (1 - shade)
-                p, shade = self.pattern_map(zc, grid, placement[1], placement[2], texture)
+                p, shade = self.pattern_map(zc if pattern_zc is None else pattern_zc, grid, placement[1],
+                                            placement[2], texture)
                 fg = (fg + 1) * (1 - p * (1 - shade)).to(fg.dtype) - 1
             return m * fg + (1.0 - m) * background, m, offset, choice, size_logits, texture_logits
+        pose = self.pose_params(zc, text)
         # the layer at every anchor, mixed: each anchor's weight gets a gradient from the whole image
         b, k = len(zc), len(self.anchor_xy)
         rep = lambda x: None if x is None else x.repeat_interleave(k, dim=0)  # noqa: E731

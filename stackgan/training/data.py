@@ -13,7 +13,7 @@ import torch
 
 from ..config import DataConfig
 from ..data.manifest import DataError, load_images, read_manifest
-from ..data.foils import FOIL_WEIGHTS, foil_weights, make_foils
+from ..data.foils import FOIL_WEIGHTS, foil_weights, make_foils, make_swaps
 from ..text.cache import caption_embeddings, precomputed_embeddings, split_embeddings
 from ..text.encoders import PRECOMPUTED
 from ..text.norm import TextNorm
@@ -41,6 +41,9 @@ class TrainData:
     # augment=crop_flip within what keeps the captions true (caption_safe_augmentation)
     flip: bool = True
     max_shift: int | None = None  # pixels at out_size a crop may move the image from the centre crop
+    # data.swap_attribute: each caption with that attribute's words swapped for each of its V values
+    swaps: torch.Tensor | None = None  # float [N, K, V, D], normalized (a caption naming none: V copies of itself)
+    swap_named: torch.Tensor | None = None  # long [N, K]: the value each caption names (-1: none)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -52,9 +55,11 @@ class TrainData:
                              f"({len(self)} images)")
         return len(self) // (batch_size * world)
 
-    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns real images in [-1, 1] ``[B, 3, r, r]``, their text ``[B, D]`` and wrong text ``[B, D]``.
+    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1, swaps: bool = False
+              ) -> tuple[torch.Tensor, ...]:
+        """Returns real images in [-1, 1] ``[B, 3, r, r]``, their text ``[B, D]`` and wrong text ``[B, D]``;
+        with ``swaps`` (``data.swap_attribute``) also the step's captions swapped through the attribute's
+        values ``[B, V, D]`` and the value each names ``[B]`` (-1: none).
 
         With ``world`` processes, step ``s`` covers ``batch_size * world`` images of the epoch's
         permutation and process ``rank`` gets its own disjoint ``batch_size`` of them, with crops,
@@ -66,7 +71,7 @@ class TrainData:
         first = (pos * world + rank) * batch_size
         idx = perm[first:first + batch_size]  # [B]
         g = _gen(self.cfg.seed, 2, step) if rank == 0 else _gen(self.cfg.seed, 2, step, rank)
-        text = self._text(idx, g)  # [B, D]
+        text, which = self._text(idx, g)  # [B, D], the caption drawn [B] (caption_mode one)
         if self.cfg.wrong_pairs == "shift":
             wrong = text.roll(1, dims=0)  # image i is paired with the caption of image i-1
         elif self.cfg.wrong_pairs == "hard":
@@ -82,15 +87,21 @@ class TrainData:
                     if not same.any():
                         break
                     other = torch.where(same, other_images(), other)
-            wrong = self._text(other, g)
+            wrong = self._text(other, g)[0]
         if self.cfg.foil_share > 0 and self.foils is not None:  # a share of the wrong captions: one-word foils
             counts = self.foil_counts[idx]  # [B]
             use = (torch.rand(len(idx), generator=g) < self.cfg.foil_share) & (counts > 0)
             pick = (torch.rand(len(idx), generator=g) * counts.clamp(min=1)).long()  # [B]
             wrong = torch.where(use[:, None], self.foils[idx, pick], wrong)  # [B, D]
-        return self._images(idx, g), text, wrong
+        images = self._images(idx, g)
+        if not swaps:
+            return images, text, wrong
+        if self.swaps is None or which is None:
+            raise ConfigError("swapped captions need data.swap_attribute (and data.caption_mode=one)")
+        return images, text, wrong, self.swaps[idx, which], self.swap_named[idx, which]
 
-    def _text(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def _text(self, idx: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The text of images ``idx``: ``([B, D], the caption drawn [B])``, or the mean of four and ``None``."""
         counts = self.counts[idx]  # [B]
         take = 1 if self.cfg.caption_mode == "one" else 4
         # rank random keys among each image's valid captions: the first `take` are distinct
@@ -100,7 +111,7 @@ class TrainData:
         order = keys.argsort(dim=1)[:, :take]  # [B, take]
         chosen = self.embeddings[idx[:, None], order]  # [B, take, D]
         mask = (torch.arange(take)[None, :] < counts[:, None]).unsqueeze(-1)  # fewer than 4 captions
-        return (chosen * mask).sum(1) / mask.sum(1)  # [B, D]
+        return (chosen * mask).sum(1) / mask.sum(1), (order[:, 0] if take == 1 else None)  # [B, D], [B]
 
     def _images(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         imgs = self.images[idx]  # uint8 [B, 3, S, S]
@@ -161,7 +172,29 @@ def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm:
     if cfg.foil_share > 0:
         foils, foil_counts = foil_embeddings(data_dir, records, cfg, progress)
         foils = text_norm(foils)
-    return TrainData(images, text_norm(emb), counts, size, cfg, labels, foils, foil_counts, flip, max_shift), text_norm
+    swaps = swap_named = None
+    if cfg.swap_attribute:
+        swaps, swap_named = swap_embeddings(data_dir, records, cfg, emb.shape[1], progress)
+        swaps = text_norm(swaps)
+    return (TrainData(images, text_norm(emb), counts, size, cfg, labels, foils, foil_counts, flip, max_shift, swaps,
+                      swap_named), text_norm)
+
+
+def swap_embeddings(data_dir: str | Path, records: list[dict], cfg: DataConfig, k: int, progress: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The train captions with ``data.swap_attribute``'s words swapped for each of its ``V`` values
+    (:func:`stackgan.data.foils.make_swaps`), encoded by the run's text encoder (cached like the captions):
+    ``[N, K, V, D]`` (``K`` the caption slots of the captions' embeddings) and the value each caption names
+    ``[N, K]`` (-1: none, and for the padding slots of images with fewer captions)."""
+    swapped, named = make_swaps(records, cfg.swap_attribute)
+    emb, _ = caption_embeddings(data_dir, f"train-swaps-{cfg.swap_attribute}", swapped, cfg.text_encoder, progress)
+    v = len(swapped[0]) // max(1, len(records[0]["captions"]))
+    out = torch.zeros(len(records), k, v, emb.shape[-1])
+    which = torch.full((len(records), k), -1, dtype=torch.long)
+    for i, (caps, w) in enumerate(zip(swapped, named)):
+        out[i, :len(w)] = emb[i, :len(caps)].view(len(w), v, -1)
+        which[i, :len(w)] = torch.tensor(w, dtype=torch.long)
+    return out, which
 
 
 def caption_safe_augmentation(data_dir: str | Path, size: int) -> tuple[bool, int | None]:

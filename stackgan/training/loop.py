@@ -169,13 +169,15 @@ def _loop(r: _Run, run: RunState, stop: StopRequests) -> None:
         nets.set_learning_rates(sc.lr_g * decay * run.lr_scale, sc.lr_d * decay * run.lr_scale)
 
         # --- fetch batch: this rank's share of the step's batch ----------------------------------
-        real, text, wrong = r.data.batch(run.step, sc.batch_size, dist.rank, dist.world)  # [B, 3, r, r], [B, D] x 2
+        real, text, wrong, *swaps = r.data.batch(run.step, sc.batch_size, dist.rank, dist.world,
+                                                 swaps=sc.swap_weight > 0)  # [B, 3, r, r], [B, D] x 2
         real = real.to(r.device, memory_format=r.fmt, non_blocking=True)
         text, wrong = text.to(r.device), wrong.to(r.device)
+        swaps = tuple(t.to(r.device) for t in swaps) or None  # stage1.swap_weight: [B, V, D], [B]
         z = torch.randn(len(text), r.z_dim, device=r.device)  # [B, z]
 
         # --- update D, then G, then G's moving average (training/step.py) -----------------------
-        losses = r.updater(real, text, wrong, z, run.step)
+        losses = r.updater(real, text, wrong, z, run.step, swaps=swaps)
         run.tick()
         r.log.add(losses, run)
 

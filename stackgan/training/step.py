@@ -18,7 +18,7 @@ from ..losses import (contrastive_loss, discriminator_loss_fake, discriminator_l
                       matching_aware_gradient_penalty)
 
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
-          "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "G/pick", "G/consistency", "D/acc_real",
+          "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "G/pick", "G/consistency", "G/swap", "D/acc_real",
           "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
 
 
@@ -123,6 +123,38 @@ def _cell_pick_loss(layer, matcher, text: torch.Tensor) -> torch.Tensor:
     return loss / (2 + len(others))
 
 
+def swap_loss(layer, matcher, swaps: torch.Tensor, named: torch.Tensor, share: float = 1.0) -> torch.Tensor:
+    """``stage1.swap_weight``: the frozen ``matcher`` must pick each caption among its word swaps ``swaps
+    [B, V, D]`` (the same caption with the texture word swapped for each of the ``V`` textures; ``named
+    [B]`` the one it names, -1: none) from the layered G's image redrawn with only its pattern keeping a
+    gradient (:meth:`ForegroundLayer.redraw_pattern`): the cross-entropy of the matcher's scaled cosines.
+    The swaps differ in one word and the image in nothing but its pattern, so the colour, outline and
+    placement drawn cancel: only what tells the textures apart is taught. With the texture choice
+    (``model.g_layer_textures``), every object is redrawn in each texture state ``k`` and must pick the
+    caption swapped to value ``k``: each state learns its own word from every caption, not only from the
+    captions that chose it. The first ``ceil(share * B)`` images; those whose caption names no texture
+    are left out (0 when none is left)."""
+    n = max(1, math.ceil(share * len(named)))
+    rows = (named[:n] >= 0).nonzero()[:, 0]  # [R]
+    if not len(rows):
+        return swaps.new_zeros(())
+    v = swaps.shape[1]
+    with torch.no_grad():
+        texts = matcher.encode_text(swaps[rows].flatten(0, 1).float()).view(len(rows), v, -1)  # [R, V, E]
+    scale = matcher.logit_scale.exp().clamp(max=100).detach()
+
+    def logits(images: torch.Tensor) -> torch.Tensor:  # [R, V]
+        return scale * torch.einsum("re,rve->rv", matcher.encode_image(images[rows].float()), texts)
+
+    if getattr(layer, "textures", 0):
+        loss = 0.0
+        for k in range(v):
+            state = torch.full((n,), k, dtype=torch.long, device=named.device)
+            loss = loss + F.cross_entropy(logits(layer.redraw_pattern(n, state)), state[rows])
+        return loss / v
+    return F.cross_entropy(logits(layer.redraw_pattern(n)), named[rows])
+
+
 def consistency_loss(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
     """``stage2.consistency_weight``: the mean L1 distance of Stage II's image ``[B, 3, 256, 256]``, area-resized to
     the Stage-I image's size, to that image ``[B, 3, 64, 64]`` (fixed): Stage II may add detail finer than 64 px,
@@ -199,7 +231,7 @@ class Updater:
         return augment_for_d(x, sc.d_translate, sc.d_noise) if sc.d_translate or sc.d_noise else x
 
     def __call__(self, real: torch.Tensor, text: torch.Tensor, wrong: torch.Tensor, z: torch.Tensor,
-                 step: int = 0) -> torch.Tensor:
+                 step: int = 0, swaps: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         cfg, sc, stage = self.cfg, self.sc, self.stage
         G, D, D_heads = self.G, self.D, unwrap(self.D)
         zero = torch.zeros((), device=self.device)
@@ -279,6 +311,12 @@ class Updater:
                 if sc.pose_pick_weight:  # the translation pulled to whichever mirror image the matcher reads best
                     pick = pose_pick_loss(unwrap(G).foreground, self.matcher, text, sc.pose_pick_share)
                     g_total = g_total + sc.pose_pick_weight * pick
+                swap = zero
+                if sc.swap_weight:  # the pattern alone taught to tell the caption from its texture-word swaps
+                    if swaps is None:
+                        raise ValueError("stage1.swap_weight needs the batch's swapped captions (data.swap_attribute)")
+                    swap = swap_loss(unwrap(G).foreground, self.matcher, *swaps, sc.swap_share)
+                    g_total = g_total + sc.swap_weight * swap
                 recon = latent_kl = zero
                 if self.encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z
                     z_mu, z_logvar = self.encoder(_low_res(real), text)  # [B, z] x 2
@@ -315,4 +353,5 @@ class Updater:
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], gp.detach(), g_adv, kl, match, recon,
                             latent_kl, ms.detach(), info.detach(), mask.detach(), contrast_d.detach(), contrast.detach(),
-                            pick.detach(), consistency.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
+                            pick.detach(), consistency.detach(), swap.detach(), acc_real,
+                            acc_fake]).detach().float()  # [len(LOGGED)]
