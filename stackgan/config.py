@@ -171,6 +171,8 @@ class StageConfig:
     #   among the same caption with the texture word swapped for each texture (cross-entropy, weight); with
     #   model.g_layer_textures, texture state k redrawn for every object must pick the caption swapped to value k
     swap_share: float = 0.25  # ... computed on this share of the batch (its first images)
+    swap_detach: bool = False  # ... with the pattern reading cat(z, c) detached: only the pattern's own parameters
+    #   (head, waves) learn from it, not the text code that the outline and placement also read
 
 
 @dataclass(frozen=True)

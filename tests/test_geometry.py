@@ -1622,7 +1622,7 @@ def test_word_swaps_change_only_the_texture_words_and_keep_their_form():
 def test_redraw_pattern_keeps_a_gradient_only_in_the_pattern():
     """ForegroundLayer.redraw_pattern: the drawn image again (the chosen texture, or the given one), where the
     pattern (its head or the texture states, its waves) and cat(z, c) get a gradient and the canvas and the
-    pose do not."""
+    pose do not; detach=True leaves cat(z, c) out."""
     from stackgan.models.layered import ForegroundLayer
 
     torch.manual_seed(0)
@@ -1638,6 +1638,10 @@ def test_redraw_pattern_keeps_a_gradient_only_in_the_pattern():
     grads = {name for name, p in layer.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert grads == {"pattern_head.weight", "pattern_head.bias", "waves", "phases"}  # the pattern's parameters
     assert zc.grad is not None and zc.grad.abs().sum() > 0
+    zc.grad = None
+    layer(zc, bg, text)
+    layer.redraw_pattern(2, detach=True).square().sum().backward()
+    assert zc.grad is None and layer.pattern_head.weight.grad.abs().sum() > 0  # the head alone
     layer = ForegroundLayer(6, ngf=4, scale0=0.3, cells=3, cell_text=4, pattern=3, textures=3)
     layer(zc.detach(), bg, text)
     stripes = layer.redraw_pattern(2, torch.tensor([1, 1]))

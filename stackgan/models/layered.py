@@ -574,16 +574,18 @@ class ForegroundLayer(nn.Module):
         drawn = [None if t is None else t[:len(cell)] for t in self.drawn]
         return self._place(*drawn, cell=cell, size=size, texture=texture)[0]
 
-    def redraw_pattern(self, n: int, texture: torch.Tensor | None = None) -> torch.Tensor:
+    def redraw_pattern(self, n: int, texture: torch.Tensor | None = None, detach: bool = False) -> torch.Tensor:
         """With ``pattern``: the last call's first ``n`` images ``[n, 3, S, S]`` again, where only the pattern
         keeps a gradient: placement, outline, colour and background as drawn (no gradient), the pattern read
         from the last call's ``cat(z, c)`` with its graph, or with ``textures`` the state of texture
-        ``texture [n]`` (the chosen one when ``None``). ``stage1.swap_weight`` teaches the pattern alone."""
+        ``texture [n]`` (the chosen one when ``None``); ``detach``: ``cat(z, c)`` without its graph (only the
+        pattern's own parameters learn). ``stage1.swap_weight`` teaches the pattern alone."""
         if not self.pattern or self.anchors:
             raise ValueError("redraw_pattern redraws the object's pattern (model.g_layer_pattern, without "
                              "model.g_layer_anchors)")
         drawn = [None if t is None else t[:n] for t in self.drawn]
-        return self._place(*drawn, texture=texture, pattern_zc=self.zc_drawn[:n])[0]
+        zc = self.drawn[0][:n] if detach else self.zc_drawn[:n]
+        return self._place(*drawn, texture=texture, pattern_zc=zc)[0]
 
     def _place(self, zc: torch.Tensor, rgba: torch.Tensor, mask: torch.Tensor, background: torch.Tensor,
                text: torch.Tensor | None, flip: torch.Tensor | None = None,

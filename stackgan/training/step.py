@@ -123,7 +123,8 @@ def _cell_pick_loss(layer, matcher, text: torch.Tensor) -> torch.Tensor:
     return loss / (2 + len(others))
 
 
-def swap_loss(layer, matcher, swaps: torch.Tensor, named: torch.Tensor, share: float = 1.0) -> torch.Tensor:
+def swap_loss(layer, matcher, swaps: torch.Tensor, named: torch.Tensor, share: float = 1.0,
+              detach: bool = False) -> torch.Tensor:
     """``stage1.swap_weight``: the frozen ``matcher`` must pick each caption among its word swaps ``swaps
     [B, V, D]`` (the same caption with the texture word swapped for each of the ``V`` textures; ``named
     [B]`` the one it names, -1: none) from the layered G's image redrawn with only its pattern keeping a
@@ -133,7 +134,7 @@ def swap_loss(layer, matcher, swaps: torch.Tensor, named: torch.Tensor, share: f
     (``model.g_layer_textures``), every object is redrawn in each texture state ``k`` and must pick the
     caption swapped to value ``k``: each state learns its own word from every caption, not only from the
     captions that chose it. The first ``ceil(share * B)`` images; those whose caption names no texture
-    are left out (0 when none is left)."""
+    are left out (0 when none is left). ``detach``: the pattern reads ``cat(z, c)`` without its graph."""
     n = max(1, math.ceil(share * len(named)))
     rows = (named[:n] >= 0).nonzero()[:, 0]  # [R]
     if not len(rows):
@@ -150,9 +151,9 @@ def swap_loss(layer, matcher, swaps: torch.Tensor, named: torch.Tensor, share: f
         loss = 0.0
         for k in range(v):
             state = torch.full((n,), k, dtype=torch.long, device=named.device)
-            loss = loss + F.cross_entropy(logits(layer.redraw_pattern(n, state)), state[rows])
+            loss = loss + F.cross_entropy(logits(layer.redraw_pattern(n, state, detach)), state[rows])
         return loss / v
-    return F.cross_entropy(logits(layer.redraw_pattern(n)), named[rows])
+    return F.cross_entropy(logits(layer.redraw_pattern(n, detach=detach)), named[rows])
 
 
 def consistency_loss(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
@@ -315,7 +316,7 @@ class Updater:
                 if sc.swap_weight:  # the pattern alone taught to tell the caption from its texture-word swaps
                     if swaps is None:
                         raise ValueError("stage1.swap_weight needs the batch's swapped captions (data.swap_attribute)")
-                    swap = swap_loss(unwrap(G).foreground, self.matcher, *swaps, sc.swap_share)
+                    swap = swap_loss(unwrap(G).foreground, self.matcher, *swaps, sc.swap_share, sc.swap_detach)
                     g_total = g_total + sc.swap_weight * swap
                 recon = latent_kl = zero
                 if self.encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z
