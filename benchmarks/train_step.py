@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
 import json
 import platform
@@ -170,6 +171,10 @@ def train_rows(preset: str, stage: int, device, precision: str, compile_: bool, 
             Gr, Dr = (torch.compile(G), torch.compile(D)) if compile_ else (G, D)
             matcher = frozen_matcher(cfg, stage, device)
             fn = Updater(cfg, stage, Gr, Dr, opt_g, opt_d, device=device, D_for_g=Dr, matcher=matcher)
+            if cfg.stage(stage).swap_weight:  # the texture word swaps (random stand-ins: the cost, not the values)
+                swaps = (torch.randn(B, 3, TEXT_DIM, generator=g).to(device),
+                         torch.randint(-1, 3, (B,), generator=g).to(device))
+                fn = functools.partial(fn, swaps=swaps)
         res = measure(fn, args, device, warmup + (3 if compile_ and variant == "project" else 0), steps)
         rows.append({"what": f"train stage {stage}", "preset": preset, "batch": B, "variant": variant,
                      "precision": "fp32" if variant == "plain" else precision, **res,
