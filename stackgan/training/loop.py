@@ -177,7 +177,8 @@ def _loop(r: _Run, run: RunState, stop: StopRequests) -> None:
         z = torch.randn(len(text), r.z_dim, device=r.device)  # [B, z]
 
         # --- update D, then G, then G's moving average (training/step.py) -----------------------
-        losses = r.updater(real, text, wrong, z, run.step, swaps=swaps)
+        losses = (r.updater(real, text, wrong, z, run.step) if swaps is None
+                  else r.updater(real, text, wrong, z, run.step, swaps=swaps))
         run.tick()
         r.log.add(losses, run)
 
