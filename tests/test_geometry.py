@@ -1725,7 +1725,8 @@ def test_swapped_captions_follow_the_steps_caption_and_train_the_pattern(tiny_sh
     from stackgan.training import train
     from stackgan.training.data import load_train_data
 
-    data, _ = load_train_data(tiny_shapes, DataConfig(swap_attribute="texture"), 64, progress=False)
+    data, _ = load_train_data(tiny_shapes, DataConfig(swap_attribute="texture"), 64, progress=False, swaps=True)
+    assert load_train_data(tiny_shapes, DataConfig(swap_attribute="texture"), 64, progress=False)[0].swaps is None
     records = read_manifest(tiny_shapes, "train")
     named = [[ATTRIBUTES["texture"].index(parse_caption(c)["texture"]) if "texture" in parse_caption(c) else -1
               for c in r["captions"]] for r in records]

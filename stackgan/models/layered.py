@@ -14,7 +14,6 @@ rotation by a stack of convolutions (docs/training-recipe.md, eighth round).
 from __future__ import annotations
 
 import contextlib
-
 import math
 
 import torch

@@ -14,6 +14,7 @@ import torch
 from ..config import DataConfig
 from ..data.manifest import DataError, load_images, read_manifest
 from ..data.foils import FOIL_WEIGHTS, foil_weights, make_foils, make_swaps
+from ..data.shapes import ATTRIBUTES
 from ..text.cache import caption_embeddings, precomputed_embeddings, split_embeddings
 from ..text.encoders import PRECOMPUTED
 from ..text.norm import TextNorm
@@ -144,10 +145,11 @@ def hardest_other(text: torch.Tensor, same: float = 0.99) -> torch.Tensor:
 
 
 def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm: TextNorm | None = None,
-                    progress: bool = True) -> tuple[TrainData, TextNorm]:
+                    progress: bool = True, swaps: bool = False) -> tuple[TrainData, TextNorm]:
     """Images at ``size`` and normalized caption embeddings of the train split.
 
     ``text_norm`` is fitted on the train captions unless one is given (Stage II reuses Stage I's).
+    ``swaps``: also the captions' word swaps of ``data.swap_attribute`` (for a stage with ``swap_weight``).
     """
     records = read_manifest(data_dir, "train")
     emb, counts = split_embeddings(data_dir, "train", records, cfg.text_encoder, progress)
@@ -172,11 +174,13 @@ def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm:
     if cfg.foil_share > 0:
         foils, foil_counts = foil_embeddings(data_dir, records, cfg, progress)
         foils = text_norm(foils)
-    swaps = swap_named = None
-    if cfg.swap_attribute:
-        swaps, swap_named = swap_embeddings(data_dir, records, cfg, emb.shape[1], progress)
-        swaps = text_norm(swaps)
-    return (TrainData(images, text_norm(emb), counts, size, cfg, labels, foils, foil_counts, flip, max_shift, swaps,
+    swapped = swap_named = None
+    if swaps:
+        if not cfg.swap_attribute:
+            raise ConfigError("swapped captions need data.swap_attribute (e.g. texture)")
+        swapped, swap_named = swap_embeddings(data_dir, records, cfg, emb.shape[1], progress)
+        swapped = text_norm(swapped)
+    return (TrainData(images, text_norm(emb), counts, size, cfg, labels, foils, foil_counts, flip, max_shift, swapped,
                       swap_named), text_norm)
 
 
@@ -188,7 +192,7 @@ def swap_embeddings(data_dir: str | Path, records: list[dict], cfg: DataConfig, 
     ``[N, K]`` (-1: none, and for the padding slots of images with fewer captions)."""
     swapped, named = make_swaps(records, cfg.swap_attribute)
     emb, _ = caption_embeddings(data_dir, f"train-swaps-{cfg.swap_attribute}", swapped, cfg.text_encoder, progress)
-    v = len(swapped[0]) // max(1, len(records[0]["captions"]))
+    v = len(ATTRIBUTES[cfg.swap_attribute])
     out = torch.zeros(len(records), k, v, emb.shape[-1])
     which = torch.full((len(records), k), -1, dtype=torch.long)
     for i, (caps, w) in enumerate(zip(swapped, named)):
