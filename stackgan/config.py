@@ -58,6 +58,8 @@ class ModelConfig:
     #   Fourier series of this many harmonics predicted from cat(z, c) (a disc at the start), not drawn by its canvas
     g_layer_pattern: int = 0  # J > 0: that object's colour is darkened by a periodic map of J learned waves in its
     #   own turned frame, amplitudes from cat(z, c) (stripes and dots as a few numbers; none at the start)
+    g_layer_pattern_text: bool = False  # that pattern's head also reads the sentence embedding itself (beside
+    #   cat(z, c); zero weights at the start): a code of the sentence that only the pattern reads
     g_layer_pattern_pairs: bool = False  # those waves come in pairs at right angles of one period (J / 2 learned
     #   vectors, each also turned by 90 degrees): each pair draws stripes or a square lattice of dots
     g_layer_sides: bool = False  # that object's side of the middle column (left / right) is the sign of a logit
@@ -507,8 +509,11 @@ def validate(cfg: Config) -> Config:
     if m.g_layer_pattern_pairs and (m.g_layer_pattern < 2 or m.g_layer_pattern % 2):
         raise ConfigError(f"model.g_layer_pattern_pairs needs an even number >= 2 of waves (model.g_layer_pattern), "
                           f"got {m.g_layer_pattern}")
+    if m.g_layer_pattern_text and (not m.g_layer_pattern or m.g_layer_textures):
+        raise ConfigError("model.g_layer_pattern_text gives the pattern's head the sentence: it needs the pattern "
+                          "(model.g_layer_pattern, e.g. 4) and no texture choice (model.g_layer_textures=0)")
     for name in ("g_layer_spin", "g_layer_taper", "g_layer_round", "g_layer_radial", "g_layer_pattern",
-                 "g_layer_normalize", "g_layer_sides", "g_layer_cells", "g_layer_sizes", "g_layer_textures",
+                 "g_layer_pattern_text", "g_layer_normalize", "g_layer_sides", "g_layer_cells", "g_layer_sizes", "g_layer_textures",
                  "g_layer_pose_text", "g_layer_templates", "g_layer_pose_hidden", "g_layer_anchors"):
         if getattr(m, name) and not m.g_layered:
             raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")

@@ -1655,6 +1655,39 @@ def test_redraw_pattern_keeps_a_gradient_only_in_the_pattern():
         plain.redraw_pattern(1)
 
 
+
+def test_pattern_text_gives_the_pattern_a_code_of_the_sentence_that_only_it_reads():
+    """model.g_layer_pattern_text: the pattern head reads the sentence embedding beside cat(z, c), with zero
+    weights at the start (the same image as without it); once those weights are set, two sentences draw
+    two patterns from one cat(z, c); with detach, the swap loss's redraw teaches the head's weights on the
+    sentence and leaves cat(z, c) alone; it needs the pattern and no texture choice."""
+    from stackgan.config import ConfigError, apply_overrides, get_preset, validate
+    from stackgan.models.layered import ForegroundLayer
+
+    zc, bg, text = torch.randn(2, 6), -torch.ones(2, 3, 64, 64), torch.randn(2, 4)
+    torch.manual_seed(0)
+    plain = ForegroundLayer(6, ngf=4, scale0=0.3, cells=3, cell_text=4, pattern=3)
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.3, cells=3, cell_text=4, pattern=3, pattern_text=4)
+    assert layer.pattern_head.in_features == 10
+    assert torch.equal(layer(zc, bg, text), plain(zc, bg, text))  # the identity at the start
+    with torch.no_grad():
+        layer.pattern_head.weight[:, 6:].normal_(std=3.0)  # the sentence's columns only
+    one, same = layer(zc[:1].expand(2, -1), bg, text), plain(zc[:1].expand(2, -1), bg, text)
+    assert torch.equal(same[0], same[1])  # without it, one cat(z, c) is one pattern
+    assert (one[0] - one[1]).abs().max() > 0.01  # with it, two sentences draw two patterns
+    zc = zc.clone().requires_grad_()
+    layer(zc, bg, text)
+    layer.redraw_pattern(2, detach=True).square().sum().backward()
+    assert zc.grad is None and layer.pattern_head.weight.grad[:, 6:].abs().sum() > 0
+    with pytest.raises(ValueError, match="4 dims"):
+        layer(zc, bg, torch.randn(2, 5))
+    with pytest.raises(ConfigError, match="g_layer_pattern_text"):
+        ForegroundLayer(6, ngf=4, cells=3, cell_text=4, pattern=3, textures=3, pattern_text=4)
+    with pytest.raises(ConfigError, match="g_layer_pattern_text"):
+        validate(apply_overrides(get_preset("shapes-layered"), ["model.g_layer_pattern=0",
+                                                                "model.g_layer_pattern_text=true"]))
+
 class _DarkReader(nn.Module):
     """A frozen 'matcher' whose image code is (darkness of the object's middle, 1) and whose text code is the
     first two dimensions: texts (1, 0) like dark images, (-1, 0) light ones."""

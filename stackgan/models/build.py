@@ -51,6 +51,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
             args["stage1"]["pattern_waves"] = str(m.g_layer_pattern_waves)
         if m.g_layer_textures:
             args["stage1"]["textures"] = int(m.g_layer_textures)
+        if m.g_layer_pattern_text:
+            args["stage1"]["pattern_text"] = True
         if m.g_layer_normalize:
             args["stage1"]["normalize"] = True
         if m.g_layer_templates:

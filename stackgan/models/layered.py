@@ -164,7 +164,11 @@ class ForegroundLayer(nn.Module):
     ``2k - 3`` and ``2k - 2`` crossing (dots), so that the words have different patterns to be taught toward,
     each word's own. (In every form tried, C52-C55, the choice locked into one patterned state: off in every
     preset.) With ``pattern_waves="P@A,..."`` the waves are given (a period of ``P`` px at 64 px at ``A``
-    degrees in the object's frame), not learned.
+    degrees in the object's frame), not learned. With ``pattern_text=D > 0`` (and ``pattern``, without
+    ``textures``) the pattern head reads the sentence embedding ``[B, D]`` (``text``) beside ``cat(z, c)``
+    (its weights on it zero at the start): the pattern has a code of the sentence of its own, which a loss
+    on the pattern alone (``stage1.swap_weight`` with ``stage1.swap_detach``) can shape without moving the
+    text code that the outline reads.
     After each call, ``mask`` holds the placed mask ``[B, 1, S, S]``
     (with its graph), which the training step penalises by area (``stage1.mask_weight``).
 
@@ -179,7 +183,7 @@ class ForegroundLayer(nn.Module):
                  templates: int = 0, pose_hidden: int = 0, pose_text: int = 0, anchors: int = 0,
                  round_frame: bool = False, radial: int = 0, anchor_sample: bool = False, pattern: int = 0,
                  sides: int = 0, cells: int = 0, cell_text: int = 0, sizes: int = 0, pattern_pairs: bool = False,
-                 textures: int = 0, pattern_waves: str = ""):
+                 textures: int = 0, pattern_waves: str = "", pattern_text: int = 0):
         super().__init__()
         if sides and anchors:
             raise ConfigError("the side logits choose the one placement's side; the anchor grid has A x A placements")
@@ -322,8 +326,14 @@ class ForegroundLayer(nn.Module):
             else:
                 self.waves = nn.Parameter(waves)
             self.phases = nn.Parameter(2 * math.pi * torch.rand(pattern))
-            # A_1..A_J, b, the shade's logit; with textures the chosen texture's state is the pattern (no head)
-            self.pattern_head = None if textures else nn.Linear(in_dim, pattern + 2)
+            # A_1..A_J, b, the shade's logit; with textures the chosen texture's state is the pattern (no head);
+            # pattern_text = D > 0: the head also reads the sentence embedding [B, D] (a code of its own)
+            self.pattern_head = None if textures else nn.Linear(in_dim + pattern_text, pattern + 2)
+        if pattern_text < 0 or (pattern_text and (not pattern or textures)):
+            raise ConfigError(f"the pattern head's sentence input (model.g_layer_pattern_text) needs the pattern's "
+                              f"waves (model.g_layer_pattern) and no texture choice (model.g_layer_textures); "
+                              f"got {pattern_text} dims")
+        self.pattern_text = pattern_text
         self.log_scale0, self.mask_bias = math.log(scale0), mask_bias
         self.start_upright()
 
@@ -518,15 +528,22 @@ class ForegroundLayer(nn.Module):
         row1 = torch.stack([-sin, cos, centre[:, 1] + sin * tx - cos * ty], dim=1)
         return torch.stack([row0, row1], dim=1)
 
-    def pattern_map(self, zc: torch.Tensor, grid: torch.Tensor, scale: torch.Tensor,
-                    centre: torch.Tensor, texture: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def pattern_map(self, zc: torch.Tensor, grid: torch.Tensor, scale: torch.Tensor, centre: torch.Tensor,
+                    texture: torch.Tensor | None = None,
+                    text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """With ``pattern``: the map ``p [B, 1, S, S]`` in (0, 1) where the colour is darkened, and the
         shade ``[B, 1, 1, 1]`` (a fully patterned pixel's colour over the object's). ``grid [B, S, S, 2]``
         is ``affine_grid``'s (each image pixel's canvas point), ``scale`` and ``centre`` :meth:`placement`'s:
         ``(grid - centre) * scale`` is each pixel in the object's turned frame, in image units. With
-        ``textures``, ``texture [B]`` is the chosen texture, whose state replaces the head's output."""
+        ``textures``, ``texture [B]`` is the chosen texture, whose state replaces the head's output; with
+        ``pattern_text`` the head also reads ``text``, the sentence embedding ``[B, pattern_text]``."""
         if self.textures:  # the chosen texture's state
             head = TEXTURE_GAIN * self.texture_states[texture].float()  # [B, J + 2]
+        elif self.pattern_text:
+            if text is None or text.shape[-1] != self.pattern_text:
+                raise ValueError(f"this pattern head reads a sentence embedding of {self.pattern_text} dims beside "
+                                 f"cat(z, c); got {None if text is None else tuple(text.shape)}")
+            head = self.pattern_head(torch.cat([zc, text.to(zc.dtype)], dim=1)).float()
         else:
             head = self.pattern_head(zc).float()  # [B, J + 2]
         uv = (grid.float() - centre[:, None, None, :]) * scale[:, None, None, None]  # [B, S, S, 2]
@@ -615,7 +632,7 @@ class ForegroundLayer(nn.Module):
                 fg, m = placed[:, :3], placed[:, 3:]
             if self.pattern:  # the colour (in [0, 1]) times 1 - p (1 - shade)
                 p, shade = self.pattern_map(zc if pattern_zc is None else pattern_zc, grid, placement[1],
-                                            placement[2], texture)
+                                            placement[2], texture, text)
                 fg = (fg + 1) * (1 - p * (1 - shade)).to(fg.dtype) - 1
             return m * fg + (1.0 - m) * background, m, offset, choice, size_logits, texture_logits
         pose = self.pose_params(zc, text)

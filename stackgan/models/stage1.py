@@ -73,15 +73,15 @@ class Stage1Generator(nn.Module):
                  templates: int = 0, pose_hidden: int = 0, pose_text: bool = False, anchors: int = 0,
                  round_frame: bool = False, radial: int = 0, anchor_sample: bool = False, pattern: int = 0,
                  sides: bool = False, cells: int = 0, sizes: int = 0, pattern_pairs: bool = False,
-                 textures: int = 0, pattern_waves: str = ""):
+                 textures: int = 0, pattern_waves: str = "", pattern_text: bool = False):
         super().__init__()
         if background not in BACKGROUNDS:
             raise ConfigError(f"the layered generator's background must be one of {', '.join(BACKGROUNDS)}, "
                               f"got {background!r}")
-        if any((spin, taper, round_frame, radial, pattern, sides, cells, sizes, textures, normalize, templates, pose_hidden, pose_text, anchors,
-                anchor_sample)) and not layered:
+        if any((spin, taper, round_frame, radial, pattern, pattern_text, sides, cells, sizes, textures, normalize,
+                templates, pose_hidden, pose_text, anchors, anchor_sample)) and not layered:
             raise ConfigError("model.g_layer_spin, g_layer_taper, g_layer_round, g_layer_radial, g_layer_pattern, "
-                              "g_layer_sides, g_layer_cells, g_layer_sizes, g_layer_textures, "
+                              "g_layer_pattern_text, g_layer_sides, g_layer_cells, g_layer_sizes, g_layer_textures, "
                               "g_layer_normalize, g_layer_templates, g_layer_pose_hidden, g_layer_pose_text, "
                               "g_layer_anchors and g_layer_anchor_sample need the layered generator "
                               "(model.g_layered=true)")
@@ -108,7 +108,8 @@ class Stage1Generator(nn.Module):
                                            anchor_sample=anchor_sample, pattern=pattern, pattern_pairs=pattern_pairs,
                                            sides=text_dim if sides else 0, cells=cells, cell_text=text_dim,
                                            sizes=sizes, textures=textures,
-                                           pattern_waves=pattern_waves)
+                                           pattern_waves=pattern_waves,
+                                           pattern_text=text_dim if pattern_text else 0)
                            if layered else None)
         self.background = (SmoothBackground(z_dim + cond_dim, columns=1 if background == "vertical" else None,
                                             ramp=background == "ramp")
