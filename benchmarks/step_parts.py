@@ -27,6 +27,9 @@ PARTS = {  # name: the Stage-I settings that leave the part out
     "without D's contrastive head": {"contrast_weight": 0.0},
     "without the area prior": {"mask_weight": 0.0},
     "matching loss on half the batch": {"match_share": 0.5},
+    "matching loss on a quarter of the batch": {"match_share": 0.25},
+    "matching loss on a quarter, without the cell pick": {"match_share": 0.25, "pose_pick_weight": 0.0},
+    "matching loss on a quarter, the cell pick on an eighth": {"match_share": 0.25, "pose_pick_share": 0.125},
 }
 
 
