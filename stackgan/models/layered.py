@@ -41,6 +41,7 @@ SIDE_GAIN = 10.0  # ... and the side logits are stored over this factor: Adam mo
 CELL_SPACING0 = 0.3  # model.g_layer_cells: the distance between neighbouring cells' points before it learns
 TEXTURE_AMP = 4.0  # model.g_layer_textures: a texture state starts with its waves at this amplitude
 TEXTURE_GAIN = 10.0  # ... and the textures' states are stored over this factor: Adam moves them about 10x faster
+PATTERN_TEXT_GAIN = 10.0  # the pattern head's weights on the sentence (pattern_text) are stored over this factor
 SIZE_STEP0 = 0.4  # model.g_layer_sizes: the log-scale between neighbouring sizes before it learns (x1.5)
 RMS_RADIUS = 0.5  # with normalize: the canvas mask's RMS radius (in its [-1, 1] frame) that scale 1 places as is
 
@@ -166,7 +167,8 @@ class ForegroundLayer(nn.Module):
     preset.) With ``pattern_waves="P@A,..."`` the waves are given (a period of ``P`` px at 64 px at ``A``
     degrees in the object's frame), not learned. With ``pattern_text=D > 0`` (and ``pattern``, without
     ``textures``) the pattern head reads the sentence embedding ``[B, D]`` (``text``) beside ``cat(z, c)``
-    (its weights on it zero at the start): the pattern has a code of the sentence of its own, which a loss
+    (its weights on it zero at the start, stored over ``PATTERN_TEXT_GAIN``, so that Adam moves them as fast as
+    the two layers that bring the sentence to ``c``): the pattern has a code of the sentence of its own, which a loss
     on the pattern alone (``stage1.swap_weight`` with ``stage1.swap_detach``) can shape without moving the
     text code that the outline reads.
     After each call, ``mask`` holds the placed mask ``[B, 1, S, S]``
@@ -543,7 +545,7 @@ class ForegroundLayer(nn.Module):
             if text is None or text.shape[-1] != self.pattern_text:
                 raise ValueError(f"this pattern head reads a sentence embedding of {self.pattern_text} dims beside "
                                  f"cat(z, c); got {None if text is None else tuple(text.shape)}")
-            head = self.pattern_head(torch.cat([zc, text.to(zc.dtype)], dim=1)).float()
+            head = self.pattern_head(torch.cat([zc, PATTERN_TEXT_GAIN * text.to(zc.dtype)], dim=1)).float()
         else:
             head = self.pattern_head(zc).float()  # [B, J + 2]
         uv = (grid.float() - centre[:, None, None, :]) * scale[:, None, None, None]  # [B, S, S, 2]
