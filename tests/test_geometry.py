@@ -1655,7 +1655,6 @@ def test_redraw_pattern_keeps_a_gradient_only_in_the_pattern():
         plain.redraw_pattern(1)
 
 
-
 def test_pattern_text_gives_the_pattern_a_code_of_the_sentence_that_only_it_reads():
     """model.g_layer_pattern_text: the pattern head reads the sentence embedding beside cat(z, c), with zero
     weights at the start (the same image as without it); once those weights are set, two sentences draw
@@ -1687,6 +1686,7 @@ def test_pattern_text_gives_the_pattern_a_code_of_the_sentence_that_only_it_read
     with pytest.raises(ConfigError, match="g_layer_pattern_text"):
         validate(apply_overrides(get_preset("shapes-layered"), ["model.g_layer_pattern=0",
                                                                 "model.g_layer_pattern_text=true"]))
+
 
 class _DarkReader(nn.Module):
     """A frozen 'matcher' whose image code is (darkness of the object's middle, 1) and whose text code is the

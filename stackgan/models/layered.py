@@ -406,11 +406,17 @@ class ForegroundLayer(nn.Module):
         """The pose head's output ``[B, 4]``: log-scale (over ``scale0``), angle / pi, tx, ty. With
         ``pose_text`` it also reads ``text``, the sentence embedding ``[B, pose_text]``."""
         if self.pose_text:
-            if text is None or text.shape[-1] != self.pose_text:
-                raise ValueError(f"this pose head reads a sentence embedding of {self.pose_text} dims beside "
-                                 f"cat(z, c); got {None if text is None else tuple(text.shape)}")
-            zc = torch.cat([zc, text.to(zc.dtype)], dim=1)
+            zc = self._beside(zc, text, self.pose_text, "pose")
         return self.pose(self.pose_in(zc)).float()
+
+    @staticmethod
+    def _beside(zc: torch.Tensor, text: torch.Tensor | None, width: int, what: str, gain: float = 1.0) -> torch.Tensor:
+        """``cat(z, c, gain * text)`` for a head that reads the sentence embedding ``text [B, width]`` beside
+        ``cat(z, c)``; a clear error when ``text`` is missing or of another width."""
+        if text is None or text.shape[-1] != width:
+            raise ValueError(f"this {what} head reads a sentence embedding of {width} dims beside cat(z, c); "
+                             f"got {None if text is None else tuple(text.shape)}")
+        return torch.cat([zc, gain * text.to(zc.dtype)], dim=1)
 
     def _sentence_logits(self, head: nn.Linear | None, what: str, switch: str,
                          text: torch.Tensor | None) -> torch.Tensor:
@@ -542,10 +548,7 @@ class ForegroundLayer(nn.Module):
         if self.textures:  # the chosen texture's state
             head = TEXTURE_GAIN * self.texture_states[texture].float()  # [B, J + 2]
         elif self.pattern_text:
-            if text is None or text.shape[-1] != self.pattern_text:
-                raise ValueError(f"this pattern head reads a sentence embedding of {self.pattern_text} dims beside "
-                                 f"cat(z, c); got {None if text is None else tuple(text.shape)}")
-            head = self.pattern_head(torch.cat([zc, PATTERN_TEXT_GAIN * text.to(zc.dtype)], dim=1)).float()
+            head = self.pattern_head(self._beside(zc, text, self.pattern_text, "pattern", PATTERN_TEXT_GAIN)).float()
         else:
             head = self.pattern_head(zc).float()  # [B, J + 2]
         uv = (grid.float() - centre[:, None, None, :]) * scale[:, None, None, None]  # [B, S, S, 2]
