@@ -514,7 +514,8 @@ def validate(cfg: Config) -> Config:
                           "(model.g_layer_pattern, e.g. 4) and no texture choice (model.g_layer_textures=0)")
     for name in ("g_layer_spin", "g_layer_taper", "g_layer_round", "g_layer_radial", "g_layer_pattern",
                  "g_layer_pattern_text", "g_layer_normalize", "g_layer_sides", "g_layer_cells", "g_layer_sizes",
-                 "g_layer_textures", "g_layer_pose_text", "g_layer_templates", "g_layer_pose_hidden", "g_layer_anchors"):
+                 "g_layer_textures", "g_layer_pose_text", "g_layer_templates", "g_layer_pose_hidden",
+                 "g_layer_anchors"):
         if getattr(m, name) and not m.g_layered:
             raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
     if cfg.stage2.mask_weight:
