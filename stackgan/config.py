@@ -60,6 +60,8 @@ class ModelConfig:
     #   own turned frame, amplitudes from cat(z, c) (stripes and dots as a few numbers; none at the start)
     g_layer_pattern_text: bool = False  # that pattern's head also reads the sentence embedding itself (beside
     #   cat(z, c); zero weights at the start): a code of the sentence that only the pattern reads
+    g_layer_pattern_inset: float = 0.0  # r > 0: that pattern darkens only where the object's mask eroded by r px (at
+    #   64 px) is high: the rim keeps its plain colour, the outline is the same whatever the texture
     g_layer_pattern_pairs: bool = False  # those waves come in pairs at right angles of one period (J / 2 learned
     #   vectors, each also turned by 90 degrees): each pair draws stripes or a square lattice of dots
     g_layer_sides: bool = False  # that object's side of the middle column (left / right) is the sign of a logit
@@ -512,6 +514,9 @@ def validate(cfg: Config) -> Config:
     if m.g_layer_pattern_text and (not m.g_layer_pattern or m.g_layer_textures):
         raise ConfigError("model.g_layer_pattern_text gives the pattern's head the sentence: it needs the pattern "
                           "(model.g_layer_pattern, e.g. 4) and no texture choice (model.g_layer_textures=0)")
+    if m.g_layer_pattern_inset < 0 or (m.g_layer_pattern_inset and not m.g_layer_pattern):
+        raise ConfigError(f"model.g_layer_pattern_inset is a margin in pixels >= 0 kept free of the pattern: it needs "
+                          f"the pattern (model.g_layer_pattern, e.g. 4); got {m.g_layer_pattern_inset}")
     for name in ("g_layer_spin", "g_layer_taper", "g_layer_round", "g_layer_radial", "g_layer_pattern",
                  "g_layer_pattern_text", "g_layer_normalize", "g_layer_sides", "g_layer_cells", "g_layer_sizes",
                  "g_layer_textures", "g_layer_pose_text", "g_layer_templates", "g_layer_pose_hidden",

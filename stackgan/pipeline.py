@@ -299,7 +299,7 @@ def _read_model_config(meta, config_file: Path) -> tuple[dict[str, dict], tuple[
                                g_layer_taper=True, g_layer_scale0=0.5, g_layer_normalize=True, g_layer_templates=2,
                                g_layer_pose_hidden=2, g_layer_pose_text=True, g_layer_anchors=2,
                                g_layer_round=True, g_layer_radial=2, g_layer_pattern=2, g_layer_pattern_pairs=True,
-                               g_layer_pattern_text=True, g_layer_sides=True,
+                               g_layer_pattern_text=True, g_layer_pattern_inset=1.0, g_layer_sides=True,
                                g_layer_cells=2, g_layer_sizes=2, g_layer_textures=2, g_layer_pattern_waves="4@0,4@90", g_layer_anchor_sample=True, stage2_render=True,
                                stage2_masked=True, stage2_mask_grow=1)
     full = generator_args(every_switch, 2)  # ... and those written only when on

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stackgan.config import apply_overrides, get_preset
@@ -1779,3 +1780,41 @@ def test_swapped_captions_follow_the_steps_caption_and_train_the_pattern(tiny_sh
     acc = EventAccumulator(str(tmp_path / "stage1" / "tb"))
     acc.Reload()
     assert all(math.isfinite(e.value) and e.value > 0 for e in acc.Scalars("G/swap"))
+
+
+def test_pattern_inset_keeps_the_rim_plain_and_the_inside_patterned():
+    """model.g_layer_pattern_inset: the pattern darkens only where the placed mask eroded by r px is high, so a
+    rim of about r px keeps the object's plain colour (its outline the same whatever the texture), the inside
+    is patterned as without the inset, and the margin sends no gradient to the outline; it needs the pattern."""
+    from stackgan.config import ConfigError, apply_overrides, get_preset, validate
+    from stackgan.models.layered import ForegroundLayer
+
+    zc, bg = torch.randn(2, 6), -torch.ones(2, 3, 64, 64)
+    layers = []
+    for inset in (0.0, 1.0):
+        torch.manual_seed(0)
+        layers.append(ForegroundLayer(6, ngf=4, scale0=0.3, mask_bias=8.0, pattern=3, pattern_inset=inset))  # a crisp mask
+    plain, inset = layers
+    inset.load_state_dict(plain.state_dict())
+    for layer in layers:
+        with torch.no_grad():
+            layer.pattern_head.weight.normal_(std=3.0, generator=torch.Generator().manual_seed(1))
+            layer.pattern_head.bias.copy_(torch.tensor([3.0, 3.0, 3.0, 0.0, -3.0]))  # strong waves, dark shade
+    patterned, kept = plain(zc, bg), inset(zc, bg)
+    with torch.no_grad():
+        plain.pattern_head.weight.zero_()
+        plain.pattern_head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, -30.0, 0.0]))  # no pattern at all
+        solid = plain(zc, bg)
+    m = plain.mask
+    inner = -F.max_pool2d(-m, 3, stride=1, padding=1)  # eroded by 1 px at 64 px
+    assert torch.equal(inset.inner_mask(m), inner)
+    rim, core = ((m > 0.05) & (inner < 1e-3)).expand_as(solid), (inner > 0.999).expand_as(solid)
+    assert rim.sum() > 20 and core.sum() > 20
+    assert (patterned - solid)[rim].abs().max() > 0.05  # without the inset the pattern reaches the rim ...
+    assert torch.allclose(kept[rim], solid[rim], atol=1e-3)  # ... with it the rim is the plain colour
+    assert torch.allclose(kept[core], patterned[core], atol=1e-3)  # and the inside the same pattern
+    with pytest.raises(ConfigError, match="g_layer_pattern_inset"):
+        ForegroundLayer(6, ngf=4, pattern=0, pattern_inset=1.0)
+    with pytest.raises(ConfigError, match="g_layer_pattern_inset"):
+        validate(apply_overrides(get_preset("shapes-layered"), ["model.g_layer_pattern=0",
+                                                                "model.g_layer_pattern_inset=1"]))

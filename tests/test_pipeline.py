@@ -73,7 +73,8 @@ def test_a_newer_format_is_refused_by_name(tiny_model, tmp_path):
                                        "model.g_layer_pose_hidden=8", "model.g_layer_pose_text=true"],
                                       ["model.g_layered=true", "model.g_layer_background=ramp",
                                        "model.g_layer_pattern=2", "model.g_layer_pattern_pairs=true"],
-                                      ["model.g_layered=true", "model.g_layer_pattern=2", "model.g_layer_pattern_text=true"],
+                                      ["model.g_layered=true", "model.g_layer_pattern=2", "model.g_layer_pattern_text=true",
+                                       "model.g_layer_pattern_inset=1"],
                                       ["model.g_layered=true", "model.g_layer_pattern=2", "model.g_layer_cells=2",
                                        "model.g_layer_textures=2", "stage1.pose_pick_weight=1",
                                        "stage1.match_weight=1", "model.g_layer_pattern_waves=4@0,4@90"]])

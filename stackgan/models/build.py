@@ -53,6 +53,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
             args["stage1"]["textures"] = int(m.g_layer_textures)
         if m.g_layer_pattern_text:
             args["stage1"]["pattern_text"] = True
+        if m.g_layer_pattern_inset:
+            args["stage1"]["pattern_inset"] = float(m.g_layer_pattern_inset)
         if m.g_layer_normalize:
             args["stage1"]["normalize"] = True
         if m.g_layer_templates:

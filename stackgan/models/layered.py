@@ -185,7 +185,7 @@ class ForegroundLayer(nn.Module):
                  templates: int = 0, pose_hidden: int = 0, pose_text: int = 0, anchors: int = 0,
                  round_frame: bool = False, radial: int = 0, anchor_sample: bool = False, pattern: int = 0,
                  sides: int = 0, cells: int = 0, cell_text: int = 0, sizes: int = 0, pattern_pairs: bool = False,
-                 textures: int = 0, pattern_waves: str = "", pattern_text: int = 0):
+                 textures: int = 0, pattern_waves: str = "", pattern_text: int = 0, pattern_inset: float = 0.0):
         super().__init__()
         if sides and anchors:
             raise ConfigError("the side logits choose the one placement's side; the anchor grid has A x A placements")
@@ -336,6 +336,12 @@ class ForegroundLayer(nn.Module):
                               f"waves (model.g_layer_pattern) and no texture choice (model.g_layer_textures); "
                               f"got {pattern_text} dims")
         self.pattern_text = pattern_text
+        # pattern_inset = r > 0 (px at 64 px): the pattern darkens only where the placed mask, eroded by r px, is
+        # high, so that the object's rim keeps its plain colour and its outline is the same whatever the texture
+        if pattern_inset < 0 or (pattern_inset and not pattern):
+            raise ConfigError(f"the pattern's inset (model.g_layer_pattern_inset) is a margin in pixels >= 0 that "
+                              f"needs the pattern's waves (model.g_layer_pattern); got {pattern_inset}")
+        self.pattern_inset = float(pattern_inset)
         self.log_scale0, self.mask_bias = math.log(scale0), mask_bias
         self.start_upright()
 
@@ -560,6 +566,14 @@ class ForegroundLayer(nn.Module):
         p = torch.sigmoid(logit + head[:, self.pattern, None, None, None])
         return p, torch.sigmoid(head[:, -1])[:, None, None, None]
 
+    def inner_mask(self, m: torch.Tensor) -> torch.Tensor:
+        """The placed mask ``m [B, 1, S, S]`` eroded by ``pattern_inset`` pixels (at 64 px, scaled to ``S``):
+        each pixel's minimum over the square around it, without a gradient (the margin does not move the
+        outline). Where the pattern may darken the object."""
+        r = max(1, round(self.pattern_inset * m.shape[-1] / 64))
+        with torch.no_grad():
+            return -F.max_pool2d(-m.detach(), 2 * r + 1, stride=1, padding=r)
+
     def forward(self, zc: torch.Tensor, background: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         rgb, mask = self.canvas(zc)
         rgba = torch.cat([rgb, mask], dim=1)
@@ -638,6 +652,8 @@ class ForegroundLayer(nn.Module):
             if self.pattern:  # the colour (in [0, 1]) times 1 - p (1 - shade)
                 p, shade = self.pattern_map(zc if pattern_zc is None else pattern_zc, grid, placement[1],
                                             placement[2], texture, text)
+                if self.pattern_inset:
+                    p = p * self.inner_mask(m).to(p.dtype)
                 fg = (fg + 1) * (1 - p * (1 - shade)).to(fg.dtype) - 1
             return m * fg + (1.0 - m) * background, m, offset, choice, size_logits, texture_logits
         pose = self.pose_params(zc, text)

@@ -73,7 +73,8 @@ class Stage1Generator(nn.Module):
                  templates: int = 0, pose_hidden: int = 0, pose_text: bool = False, anchors: int = 0,
                  round_frame: bool = False, radial: int = 0, anchor_sample: bool = False, pattern: int = 0,
                  sides: bool = False, cells: int = 0, sizes: int = 0, pattern_pairs: bool = False,
-                 textures: int = 0, pattern_waves: str = "", pattern_text: bool = False):
+                 textures: int = 0, pattern_waves: str = "", pattern_text: bool = False,
+                 pattern_inset: float = 0.0):
         super().__init__()
         if background not in BACKGROUNDS:
             raise ConfigError(f"the layered generator's background must be one of {', '.join(BACKGROUNDS)}, "
@@ -109,7 +110,8 @@ class Stage1Generator(nn.Module):
                                            sides=text_dim if sides else 0, cells=cells, cell_text=text_dim,
                                            sizes=sizes, textures=textures,
                                            pattern_waves=pattern_waves,
-                                           pattern_text=text_dim if pattern_text else 0)
+                                           pattern_text=text_dim if pattern_text else 0,
+                                           pattern_inset=pattern_inset)
                            if layered else None)
         self.background = (SmoothBackground(z_dim + cond_dim, columns=1 if background == "vertical" else None,
                                             ramp=background == "ramp")
