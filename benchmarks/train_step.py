@@ -102,8 +102,11 @@ def networks(preset: str, stage: int, device: torch.device, overrides: list[str]
 
 def frozen_matcher(cfg, stage: int, device: torch.device) -> ImageTextMatcher | None:
     """A recipe with G's matching loss runs its frozen matcher (untrained here: the same cost); else None."""
-    return (ImageTextMatcher(TEXT_DIM, widths=cfg.data.matcher_widths, trunk=cfg.data.matcher_trunk)
-            .to(device).eval().requires_grad_(False) if cfg.stage(stage).match_weight > 0 else None)
+    if cfg.stage(stage).match_weight <= 0:
+        return None
+    matcher = ImageTextMatcher(TEXT_DIM, widths=cfg.data.matcher_widths, trunk=cfg.data.matcher_trunk).to(device)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    return matcher.fold().to(memory_format=fmt)  # as training reads it (stackgan.training.loop)
 
 
 def plain_step(cfg, stage, G, D, opt_g, opt_d):

@@ -96,6 +96,13 @@ def matching_aware_gradient_penalty(logits: torch.Tensor, inputs: tuple[torch.Te
     return flat.pow(2).sum(1).pow(power / 2).mean()  # ||g||^p, no sqrt: a finite gradient at g = 0
 
 
+def same_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[A, B]`` booleans: row i of ``a [A, D]`` equals row j of ``b [B, D]`` exactly. Each distinct row is
+    numbered once (``torch.unique``), so the cost is a sort of ``A + B`` rows, not ``A x B x D`` comparisons."""
+    ids = torch.unique(torch.cat([a, b]), dim=0, return_inverse=True)[1]
+    return ids[:len(a), None] == ids[None, len(a):]
+
+
 def contrastive_loss(image: torch.Tensor, text: torch.Tensor, condition: torch.Tensor,
                      temperature: float = 0.1, candidates: torch.Tensor | None = None,
                      candidate_condition: torch.Tensor | None = None, fake: torch.Tensor | None = None,
@@ -117,7 +124,7 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, condition: torch.T
         text, conditions = torch.cat([text, candidates]), torch.cat([condition, candidate_condition])
     image, text = F.normalize(image.float(), dim=1), F.normalize(text.float(), dim=1)
     logits = image @ text.T / temperature  # [B, B (+ M)]
-    same = (condition[:, None, :] == conditions[None, :, :]).all(-1).float()  # [B, B (+ M)], 1 at (i, i)
+    same = same_rows(condition, conditions).float()  # [B, B (+ M)], 1 at (i, i)
     if fake is not None:
         fake_logit = image @ F.normalize(fake.float(), dim=0) / temperature  # [B]
         logits = torch.cat([logits, fake_logit[:, None]], 1)  # [B, B (+ M) + 1]

@@ -34,7 +34,7 @@ from .errors import ConfigError
 from .text.cache import split_embeddings
 from .text.encoders import PRECOMPUTED, cache_key
 from .text.norm import TextNorm
-from .models.blocks import image_trunk
+from .models.blocks import FoldedTrunk, image_trunk
 from .utils import cache_dir, from_uint8, load_module_files, save_module
 
 FORMAT_VERSION = 1
@@ -58,13 +58,29 @@ class ImageTextMatcher(nn.Module):
         self.text_proj = nn.Sequential(nn.Linear(text_dim, 256), nn.LeakyReLU(0.2, inplace=True),
                                        nn.Linear(256, embed_dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.folded = None  # fold(): the trunk's frozen, faster form
+
+    def fold(self) -> ImageTextMatcher:
+        """Frozen from here on (eval mode, no parameter gradients), its image trunk read through a
+        :class:`FoldedTrunk` (BatchNorm folded into the convs, the checker layout's enlargement into its first
+        conv): the same numbers up to float rounding, about 40% less time for a read with its gradient. The
+        saved weights are unchanged; ``train()`` drops the folded form."""
+        self.eval().requires_grad_(False)
+        self.folded = FoldedTrunk(self.trunk).to(self.logit_scale.device)
+        return self
+
+    def train(self, mode: bool = True) -> ImageTextMatcher:
+        if mode:
+            self.folded = None  # would no longer be the trunk's
+        return super().train(mode)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [-1, 1] -> [B, E], unit length."""
         size = self.config["size"]
         if images.shape[-1] != size:
             images = F.interpolate(images, size=(size, size), mode="area" if images.shape[-1] > size else "bilinear")
-        return F.normalize(self.image_proj(self.trunk(images).flatten(1)), dim=1)
+        trunk = self.trunk if self.folded is None or self.training else self.folded
+        return F.normalize(self.image_proj(trunk(images).flatten(1)), dim=1)
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
         """Normalized sentence embeddings [B, D] -> [B, E], unit length."""

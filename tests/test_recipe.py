@@ -506,3 +506,58 @@ def test_a_shipped_matcher_with_the_same_key_is_copied_not_trained(tiny_shapes, 
     assert made.exists() and made.with_suffix(".json").exists()  # now cached beside the data
     with pytest.raises(AssertionError, match="trained a matcher"):  # other settings: another key
         load_or_train_matcher(tiny_shapes, replace(cfg, matcher_steps=8), norm, progress=False)
+
+
+@pytest.mark.parametrize("trunk,widths", [("checker", (4, 8, 8)), ("strided", (4, 8))])
+def test_a_folded_matcher_reads_and_teaches_as_the_trunk_does_and_saves_the_same(trunk, widths, tmp_path):
+    """ImageTextMatcher.fold(): BatchNorm folded into the convs and (checker layout) the 2x bilinear
+    enlargement into the first conv, edges included: the same embeddings and the same gradient with respect
+    to the image (what G learns from), in either memory format; the saved weights do not change; train()
+    goes back to the trunk itself."""
+    from stackgan.matching import load_matcher, save_matcher
+    from stackgan.models.blocks import FoldedTrunk
+    torch.manual_seed(0)
+    m = ImageTextMatcher(12, widths=widths, trunk=trunk)
+    with torch.no_grad():
+        for bn in (x for x in m.trunk if isinstance(x, torch.nn.BatchNorm2d)):  # statistics not at 0 and 1
+            bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2.0), bn.weight.normal_(1.0, 0.3), bn.bias.normal_()
+    m.eval()
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    x[:, :, 0], x[:, :, :, -1] = 1.0, -1.0  # strong edges: the folded first conv's corrections matter
+    text = torch.randn(3, 12)
+
+    def read(matcher, image):  # the trunk's features (a matcher's cosines dilute its edge columns) and their gradient
+        image = image.clone().requires_grad_()
+        h = (matcher.trunk if matcher.folded is None else matcher.folded)(image)
+        return h.detach(), torch.autograd.grad(h.square().sum(), image)[0]
+
+    plain, plain_grad = read(m, x)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    assert m.fold() is m and isinstance(m.folded, FoldedTrunk) and not m.training
+    for image in (x, x.contiguous(memory_format=torch.channels_last)):
+        sim, grad = read(m, image)
+        assert torch.allclose(sim, plain, atol=1e-5) and torch.allclose(grad, plain_grad, rtol=1e-4, atol=1e-6)
+    assert plain_grad[:, :, 0].abs().max() > 0.1 * plain_grad.abs().max()  # the edge row is read
+    sim = m.similarity(x, text)
+    m.folded = None
+    assert torch.allclose(sim, m.similarity(x, text), atol=1e-6)
+    after = m.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    save_matcher(m, tmp_path / "m.safetensors", {})
+    assert torch.allclose(load_matcher(tmp_path / "m.safetensors").similarity(x, text), sim, atol=1e-6)
+    m.train()
+    assert m.folded is None
+    if trunk == "checker":
+        with pytest.raises(ValueError, match="2x enlargement"):
+            FoldedTrunk(m.trunk.eval())(torch.randn(1, 3, 48, 48))  # enlarged to 128, not 96
+
+
+def test_same_rows_matches_every_pair_compared_in_full():
+    from stackgan.losses import same_rows
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 5, generator=g)
+    b = torch.cat([a[[4, 1]], torch.randn(3, 5, generator=g), a[[1]]])
+    b[2, 3] = a[0, 3]  # one equal number is not an equal row
+    a[5] = a[2]  # a repeated row of a
+    assert torch.equal(same_rows(a, b), (a[:, None] == b[None]).all(-1))
+    assert same_rows(a, b).sum() == 3 and same_rows(a, a).sum() == 6 + 2

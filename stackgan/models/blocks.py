@@ -367,6 +367,137 @@ def image_trunk(kind: str, widths: tuple[int, ...], size: int = 64) -> tuple[nn.
     return nn.Sequential(*layers), cin, side
 
 
+# Upsample(2x, bilinear, align_corners=False) then a 4-tap stride-2 conv with padding 1, along one axis, as a
+# 3-tap stride-1 conv on the small input: row j of the output reads input rows j - 1, j, j + 1 with these
+# weights of the four taps (interior rows); at the first and last row the enlargement repeats the edge pixel
+# and the conv's zero padding drops one tap, which changes only the middle row's weights (_EDGE_*: the change)
+_BILINEAR_TAPS = torch.tensor([[0.75, 0.25, 0.0, 0.0], [0.25, 0.75, 0.75, 0.25], [0.0, 0.0, 0.25, 0.75]])
+_EDGE_FIRST = torch.tensor([[0.0, 0.0, 0.0, 0.0], [-0.25, 0.25, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+_EDGE_LAST = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.25, -0.25], [0.0, 0.0, 0.0, 0.0]])
+
+
+class _EnlargedConv(torch.autograd.Function):
+    """:meth:`FoldedTrunk.first_parts` summed, with a gradient for the image only (the weights are frozen):
+    the edge corrections are added in place, and their gradients read only the edge rows of the output's
+    gradient, so neither pass copies the whole feature map for them."""
+
+    @staticmethod
+    def forward(ctx, x, parts, bias):
+        ctx.parts, ctx.shape = parts, x.shape
+        (_, w, pad), rest = parts[0], parts[1:]
+        out = F.conv2d(x, w, bias, padding=pad)
+        for (r, c), k, pad in rest:
+            out[:, :, r, c] += F.conv2d(x[:, :, r, c], k, padding=pad)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (_, w, pad), rest = ctx.parts[0], ctx.parts[1:]
+        gx = torch.nn.grad.conv2d_input(ctx.shape, w, grad, padding=pad)
+        for (r, c), k, pad in rest:
+            part = grad[:, :, r, c]
+            shape = (*ctx.shape[:2], part.shape[2] if r == slice(None) else 1, part.shape[3] if c == slice(None) else 1)
+            gx[:, :, r, c] += torch.nn.grad.conv2d_input(shape, k, part, padding=pad)
+        return gx, None, None
+
+
+class FoldedTrunk(nn.Module):
+    """An eval-mode :func:`image_trunk` computed with fewer operations, for a frozen network read many times
+    a step (the image-text matcher): each BatchNorm folded into its conv's weights and a bias, and the
+    ``checker`` layout's 2x bilinear enlargement folded into its first conv (a 3x3 stride-1 conv on the
+    small image, with its first and last rows and columns corrected: the same numbers as enlarging first,
+    up to float rounding, without the 4x larger image). Its tensors are not saved (non-persistent buffers):
+    the trunk it was made from stays the model's state.
+
+        fast = FoldedTrunk(trunk.eval())      # fast(x) == trunk(x) up to rounding; gradients flow to x
+    """
+
+    def __init__(self, trunk: nn.Sequential):
+        super().__init__()
+        layers, self.steps = list(trunk), []
+        self.enlarge = isinstance(layers[0], nn.Upsample)
+        if self.enlarge:
+            up, layers = layers[0], layers[1:]
+            first = layers[0]
+            if (up.mode != "bilinear" or up.align_corners or first.kernel_size != (4, 4)
+                    or first.stride != (2, 2) or first.padding != (1, 1)):
+                raise ValueError("FoldedTrunk folds a 2x bilinear enlargement only into a 4x4 stride-2 conv with "
+                                 "padding 1 (the checker layout)")
+            self.up_size = up.size
+        if self.enlarge and up.size is None:
+            raise ValueError("FoldedTrunk folds an enlargement to a given size (nn.Upsample(size=...))")
+        i = n = 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, nn.Conv2d):
+                norm = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d) else None
+                w, b = self._fold(layer, norm)
+                if n == 0 and self.enlarge:  # [O, C, 4, 4] -> the interior 3x3 and the edges' corrections
+                    a, ef, el = _BILINEAR_TAPS.to(w), _EDGE_FIRST.to(w), _EDGE_LAST.to(w)
+                    fixes = [torch.einsum("pa,ocab,qb->ocpq", r, w, c) for r in (ef, el, a) for c in (ef, el, a)]
+                    for e, fix in enumerate(fixes[:-1]):  # (first, last, every row) x (first, last, every column)
+                        self.register_buffer(f"edge{e}", fix.contiguous(), persistent=False)
+                    w = torch.einsum("pa,ocab,qb->ocpq", a, w, a)
+                self.register_buffer(f"w{n}", w.contiguous(), persistent=False)
+                self.register_buffer(f"b{n}", b, persistent=False)
+                stride, padding = (1, 1) if n == 0 and self.enlarge else (layer.stride, layer.padding)
+                self.steps.append(("conv", n, stride, padding))
+                n += 1
+                i += 2 if norm is not None else 1
+                continue
+            if isinstance(layer, (nn.ReLU, nn.LeakyReLU)):
+                self.steps.append(("act", getattr(layer, "negative_slope", 0.0)))
+            elif isinstance(layer, nn.AdaptiveAvgPool2d):
+                self.steps.append(("pool", layer.output_size))
+            else:
+                raise ValueError(f"FoldedTrunk cannot fold a {type(layer).__name__}")
+            i += 1
+
+    @staticmethod
+    def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
+        w = conv.weight.detach().float()
+        b = conv.bias.detach().float() if conv.bias is not None else torch.zeros(len(w), device=w.device)
+        if norm is None:
+            return w, b
+        scale = norm.weight.detach().float() / (norm.running_var.float() + norm.eps).sqrt()
+        return w * scale[:, None, None, None], (b - norm.running_mean.float()) * scale + norm.bias.detach().float()
+
+    def first_parts(self) -> list[tuple[tuple[slice, slice], torch.Tensor, tuple[int, int]]]:
+        """The enlarged first conv as parts: ``((rows, columns), weights, padding)``, the interior weights on
+        the whole image first, then each edge's correction, which reads only its edge row (column) of the
+        image through that axis's middle tap."""
+        every, ends = slice(None), (slice(0, 1), slice(-1, None))  # all rows / columns; the first, the last
+        parts = [((every, every), self.w0, (1, 1))]
+        for e, (r, c) in enumerate([(r, c) for r in (*ends, every) for c in (*ends, every)][:-1]):
+            k = getattr(self, f"edge{e}")
+            k = k if r == every else k[:, :, 1:2]
+            k = k if c == every else k[:, :, :, 1:2]
+            parts.append(((r, c), k, (int(r == every), int(c == every))))
+        return parts
+
+    def _first(self, x: torch.Tensor) -> torch.Tensor:
+        """The enlargement and first conv, on the small image ``[B, C, S, S]`` (enlarged to ``2S``)."""
+        size = self.up_size if isinstance(self.up_size, (tuple, list)) else (self.up_size, self.up_size)
+        if tuple(size) != (2 * x.shape[-2], 2 * x.shape[-1]):
+            raise ValueError(f"FoldedTrunk folds a 2x enlargement to {tuple(size)} px; got {tuple(x.shape[-2:])} px")
+        return _EnlargedConv.apply(x, self.first_parts(), self.b0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for step in self.steps:
+            if step[0] == "conv":
+                _, n, stride, padding = step
+                if n == 0 and self.enlarge:
+                    x = self._first(x)
+                else:
+                    x = F.conv2d(x, getattr(self, f"w{n}"), getattr(self, f"b{n}"), stride, padding)
+            elif step[0] == "act":
+                x = F.leaky_relu(x, step[1]) if step[1] else F.relu(x)
+            else:
+                x = F.adaptive_avg_pool2d(x, step[1])
+        return x
+
+
 def init_weights(module: nn.Module) -> None:
     """Conv / linear weights N(0, 0.02); BN weight N(1, 0.02), bias 0 (reference init)."""
     for m in module.modules():

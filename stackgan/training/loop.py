@@ -111,6 +111,8 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
     cfg = replace(cfg, model=replace(cfg.model, text_dim=data.embeddings.shape[-1]))
     torch.manual_seed(cfg.seed * 10 + stage)  # initial weights; a resumed run restores its random state below
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    if matcher is not None:  # frozen: read through its folded trunk, in the images' memory format
+        matcher = matcher.fold().to(memory_format=fmt)
     nets = _networks(cfg, stage, s1, device, fmt)
     if dist.world > 1 and not dist.main:
         torch.manual_seed(cfg.seed * 10 + stage + 1_000_003 * dist.rank)  # each rank its own noise

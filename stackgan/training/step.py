@@ -15,7 +15,7 @@ from ..augment import augment_for_d, zoom
 from ..config import Config
 from ..distributed import no_sync, unwrap
 from ..losses import (contrastive_loss, discriminator_loss_fake, discriminator_loss_real, generator_loss, kl_loss,
-                      matching_aware_gradient_penalty)
+                      matching_aware_gradient_penalty, same_rows)
 
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
           "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "G/pick", "G/consistency", "G/swap", "D/acc_real",
@@ -49,7 +49,7 @@ def mask_weight(sc, step: int) -> float:
 def foil_rows(text: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
     """The rows of ``wrong [B, D]`` that are no caption of ``text [B, D]``: with ``data.foil_share`` the
     one-word foils, without the wrong captions that are another image's caption of the batch (``[F, D]``)."""
-    same = (wrong[:, None, :] == text[None, :, :]).all(-1).any(1)  # [B]
+    same = same_rows(wrong, text).any(1)  # [B]
     return wrong[~same]
 
 
