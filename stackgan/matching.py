@@ -92,7 +92,7 @@ class ImageTextMatcher(nn.Module):
 
     def loss(self, images: torch.Tensor, text: torch.Tensor, hard_weight: float = 0.0,
              margin: float = 0.2, foils: torch.Tensor | None = None,
-             others: torch.Tensor | None = None) -> torch.Tensor:
+             others: torch.Tensor | None = None, image_emb: torch.Tensor | None = None) -> torch.Tensor:
         """Symmetric InfoNCE: image i should pick text i among the batch's texts, and back.
 
         ``hard_weight > 0`` adds VSE++'s max-violation hinge (Faghri et al., BMVC 2018): each image's
@@ -101,8 +101,10 @@ class ImageTextMatcher(nn.Module):
         negative is whatever it still confuses (often a different shape or texture). ``foils``
         (one-word foils of the batch's captions, :mod:`stackgan.data.foils`) join the texts each
         image must be told apart from, so it has to read every attribute word. ``others [M, D]`` (the
-        captions of images that were not read: ``stage<N>.match_share``) join them the same way."""
-        im, tx = self.encode_image(images), self.encode_text(text)
+        captions of images that were not read: ``stage<N>.match_share``) join them the same way.
+        ``image_emb``: ``encode_image(images)`` where the caller has it already (it reuses it)."""
+        im = self.encode_image(images) if image_emb is None else image_emb
+        tx = self.encode_text(text)
         sim = im @ tx.T  # [B, B] cosines
         scale = self.logit_scale.exp().clamp(max=100)
         logits = scale * sim

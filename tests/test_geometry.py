@@ -1818,3 +1818,28 @@ def test_pattern_inset_keeps_the_rim_plain_and_the_inside_patterned():
     with pytest.raises(ConfigError, match="g_layer_pattern_inset"):
         validate(apply_overrides(get_preset("shapes-layered"), ["model.g_layer_pattern=0",
                                                                 "model.g_layer_pattern_inset=1"]))
+
+
+@pytest.mark.parametrize("cells", [0, 3])
+def test_the_pick_reuses_the_matching_loss_read_of_the_images_as_drawn(cells):
+    """pose_pick_loss(drawn_emb=...): the matcher's embeddings of the images as G drew them (the matching loss
+    reads them anyway) stand for the pick's read of the placement as drawn: the same loss, one read fewer
+    per object; with fewer embeddings than picked objects they are not used."""
+    from stackgan.matching import ImageTextMatcher
+    from stackgan.models.layered import ForegroundLayer
+    from stackgan.training.step import pose_pick_loss
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, scale0=0.3, cells=cells, cell_text=4 if cells else 0)
+    matcher = ImageTextMatcher(4, widths=(4, 8), trunk="checker").eval().fold()
+    zc, bg, text = torch.randn(4, 6), torch.rand(4, 3, 64, 64) * 2 - 1, torch.randn(4, 4)
+    image = layer(zc, bg, text)
+    reads, similarity = [], matcher.similarity
+    matcher.similarity = lambda images, t: (reads.append(len(images)), similarity(images, t))[1]
+    plain = pose_pick_loss(layer, matcher, text)
+    n = len(reads)
+    reused = pose_pick_loss(layer, matcher, text, drawn_emb=matcher.encode_image(image))
+    assert torch.allclose(reused, plain, atol=1e-6) and len(reads) == 2 * n - 1
+    assert n == (5 if cells else 4)
+    pose_pick_loss(layer, matcher, text, drawn_emb=matcher.encode_image(image[:2]))  # 2 < 4 objects: read again
+    assert len(reads) == 3 * n - 1

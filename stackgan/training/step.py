@@ -57,7 +57,8 @@ MIRRORS = ((1.0, 1.0), (-1.0, 1.0), (1.0, -1.0), (-1.0, -1.0))  # pose_pick_loss
 SIDE_MIRRORS = ((1.0, 1.0), (-1.0, 1.0))  # ... with the side logit: as drawn, and across the middle column
 
 
-def pose_pick_loss(layer, matcher, text: torch.Tensor, share: float = 1.0) -> torch.Tensor:
+def pose_pick_loss(layer, matcher, text: torch.Tensor, share: float = 1.0,
+                   drawn_emb: torch.Tensor | None = None) -> torch.Tensor:
     """``stage1.pose_pick_weight``: each object of the layered G's last images redrawn at its translation's
     mirror images (``MIRRORS``: as drawn, x flipped, y flipped, both); the frozen ``matcher`` picks, for
     each image, the one whose similarity to its caption ``text [B, D]`` is highest, and the loss is the mean
@@ -67,15 +68,20 @@ def pose_pick_loss(layer, matcher, text: torch.Tensor, share: float = 1.0) -> to
     With the side logit (``model.g_layer_sides``) the matcher compares the drawn placement with its mirror
     across the middle column only, and the loss is the logit's binary cross-entropy to the picked side
     instead. ``share < 1``: only the batch's first ``ceil(share * B)`` images are redrawn and read
-    (``stage1.pose_pick_share``; the matcher reads four images per object, two with the side logit)."""
+    (``stage1.pose_pick_share``; the matcher reads four images per object, two with the side logit).
+    ``drawn_emb [M, E]``: the matcher's embeddings of the batch's first ``M`` images as drawn (the matching
+    loss's), which stand for the reads of the placement as drawn where ``M >= n``."""
     n = max(1, math.ceil(share * len(text)))
     text = text[:n]
+    if drawn_emb is not None and len(drawn_emb) < n:
+        drawn_emb = None
     if getattr(layer, "cells", 0):  # model.g_layer_cells: the column and the row, each a choice among A
-        return _cell_pick_loss(layer, matcher, text)
+        return _cell_pick_loss(layer, matcher, text, drawn_emb)
     sides = getattr(layer, "sides", 0)
     flips = torch.tensor(SIDE_MIRRORS if sides else MIRRORS, device=text.device)  # [4 or 2, 2]
-    with torch.no_grad():
-        scores = torch.stack([matcher.similarity(layer.redraw(f.expand(n, 2)), text) for f in flips])
+    with torch.no_grad():  # flips[0] is the placement as drawn
+        scores = torch.stack([_as_drawn(matcher, drawn_emb, text) if i == 0 and drawn_emb is not None else
+                              matcher.similarity(layer.redraw(f.expand(n, 2)), text) for i, f in enumerate(flips)])
         pick = flips[scores.argmax(0)]  # [n, 2]
     if sides:  # model.g_layer_sides: the side logit learns the picked side (BCE)
         logits = layer.choice_drawn[:n, 0].float()  # [n]
@@ -85,7 +91,12 @@ def pose_pick_loss(layer, matcher, text: torch.Tensor, share: float = 1.0) -> to
     return (offset - pick * offset.detach()).square().sum(1).mean()
 
 
-def _cell_pick_loss(layer, matcher, text: torch.Tensor) -> torch.Tensor:
+def _as_drawn(matcher, drawn_emb: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """The matcher's cosine of each of the first ``len(text)`` images as drawn, from their embeddings."""
+    return (drawn_emb[:len(text)].detach() * matcher.encode_text(text)).sum(1)
+
+
+def _cell_pick_loss(layer, matcher, text: torch.Tensor, drawn_emb: torch.Tensor | None = None) -> torch.Tensor:
     """``pose_pick_loss`` with the cell choice: each of the first ``n = len(text)`` objects redrawn in each of
     the ``A`` columns (its row as drawn) and in each of the ``A`` rows (its column as drawn), with ``sizes=K``
     at each of the ``K`` sizes and with ``textures=T`` in each of the ``T`` textures (its cell as drawn); the
@@ -104,7 +115,7 @@ def _cell_pick_loss(layer, matcher, text: torch.Tensor) -> torch.Tensor:
     chosen = {name: lg.detach().argmax(-1) for name, lg in others}  # name -> [n]
     with torch.no_grad():
         read = lambda cell, **choice: matcher.similarity(layer.redraw_at(cell, **{**chosen, **choice}), text)  # noqa: E731
-        as_drawn = read(drawn)  # [n]
+        as_drawn = read(drawn) if drawn_emb is None else _as_drawn(matcher, drawn_emb, text)  # [n]
         picks = []  # per choice: the option read best, of (drawn + j) mod count for j = 0 (as drawn), 1, ...
         for axis in (0, 1):
             scores = [as_drawn]
@@ -301,16 +312,18 @@ class Updater:
                 contrast = self._contrast(D_heads, self._zoomed(self.D_for_g, fake, h_fake), right_t, text, wrong_t,
                                           wrong)  # G: draw its caption
                 g_total = g_adv + sc.kl_weight * kl + sc.info_weight * info + sc.contrast_weight * contrast
-                match = zero
+                match, read = zero, None
                 if self.matcher is not None:  # with match_foils, D's wrong captions that are not the batch's own
                     foils = foil_rows(text, wrong) if sc.match_foils else None  # (the one-word foils) count too
                     n = max(2, math.ceil(sc.match_share * len(fake)))  # stage<N>.match_share: its first images
+                    read = self.matcher.encode_image(fake[:n])  # [n, E]: the pick reuses it for the drawn placement
                     match = self.matcher.loss(fake[:n], text[:n], cfg.data.matcher_hard,
-                                              foils=foils, others=text[n:])
+                                              foils=foils, others=text[n:], image_emb=read)
                 g_total = g_total + match_weight(sc, step) * match
                 pick = zero
                 if sc.pose_pick_weight:  # the translation pulled to whichever mirror image the matcher reads best
-                    pick = pose_pick_loss(unwrap(G).foreground, self.matcher, text, sc.pose_pick_share)
+                    pick = pose_pick_loss(unwrap(G).foreground, self.matcher, text, sc.pose_pick_share,
+                                          None if read is None else read.detach())
                     g_total = g_total + sc.pose_pick_weight * pick
                 swap = zero
                 if sc.swap_weight:  # the pattern alone taught to tell the caption from its texture-word swaps
