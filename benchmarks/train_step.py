@@ -37,6 +37,7 @@ from stackgan.matching import ImageTextMatcher
 from stackgan.models.blocks import UpBlock
 from stackgan.models.build import build_discriminator, build_generator
 from stackgan.training.step import Updater
+from stackgan.utils import keep_freed_memory
 
 TEXT_DIM = 1024  # the authors' char-CNN-RNN embeddings (birds widths as in the reference's numbers)
 STAGE_BATCH = {1: 64, 2: 16}
@@ -223,6 +224,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args()
     device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as `stackgan train` does (STACKGAN_MALLOC=system: not)
     yardstick = [matmul_gflops(device)]
     rows = []
     for preset in args.presets.split(","):

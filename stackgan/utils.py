@@ -67,6 +67,32 @@ def cache_dir(data_dir: str | Path) -> Path:
     return d
 
 
+MALLOC_ENV = "STACKGAN_MALLOC"  # "system": leave the C allocator's settings as they are
+
+
+def keep_freed_memory() -> bool:
+    """On Linux with glibc, let the C allocator keep freed blocks of up to 32 MiB for reuse instead of giving
+    each back to the system (``mallopt``: ``M_MMAP_THRESHOLD`` 32 MiB, ``M_TRIM_THRESHOLD`` 1 GiB). A CPU
+    training step allocates and frees the same few-megabyte activations every step; by default each
+    comes from a fresh ``mmap`` and is paged in again (measured here: a Shapes Stage-I step 8-13% faster
+    without that). The numbers computed do not change; the process keeps its peak memory. Returns
+    whether the settings were applied (not elsewhere, nor with ``STACKGAN_MALLOC=system``). Process-wide,
+    so only the training and benchmark entry points call it."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux") or os.environ.get(MALLOC_ENV, "").lower() == "system":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others: no mallopt
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
 def default_device(device: "str | torch.device | None" = None) -> "torch.device":
     """``device`` as a ``torch.device``; None: CUDA when available, else the CPU."""
     import torch

@@ -561,3 +561,15 @@ def test_same_rows_matches_every_pair_compared_in_full():
     a[5] = a[2]  # a repeated row of a
     assert torch.equal(same_rows(a, b), (a[:, None] == b[None]).all(-1))
     assert same_rows(a, b).sum() == 3 and same_rows(a, a).sum() == 6 + 2
+
+
+def test_keep_freed_memory_sets_the_allocator_on_glibc_and_leaves_it_when_asked(monkeypatch):
+    import ctypes.util
+    import sys
+
+    from stackgan.utils import MALLOC_ENV, keep_freed_memory
+    monkeypatch.setenv(MALLOC_ENV, "system")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv(MALLOC_ENV)
+    glibc = sys.platform.startswith("linux") and "libc.so" in str(ctypes.util.find_library("c"))
+    assert keep_freed_memory() is glibc

@@ -491,8 +491,8 @@ class FoldedTrunk(nn.Module):
                     x = self._first(x)
                 else:
                     x = F.conv2d(x, getattr(self, f"w{n}"), getattr(self, f"b{n}"), stride, padding)
-            elif step[0] == "act":
-                x = F.leaky_relu(x, step[1]) if step[1] else F.relu(x)
+            elif step[0] == "act":  # in place, on a conv's fresh output (which no backward pass needs)
+                x = F.leaky_relu_(x, step[1]) if step[1] else F.relu_(x)
             else:
                 x = F.adaptive_avg_pool2d(x, step[1])
         return x

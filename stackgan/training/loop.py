@@ -35,7 +35,7 @@ from .state import Checkpoints, Networks, RunState, TrainingDiverged, divergence
 from .step import Updater
 from ..errors import ConfigError
 from ..runlock import run_lock
-from ..utils import atomic_path
+from ..utils import atomic_path, keep_freed_memory
 
 __all__ = ["STAGE1_FIELDS", "TrainingDiverged", "train"]
 
@@ -61,6 +61,8 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
     rank 0 writes. See :mod:`stackgan.distributed`.
     """
     dist, device = distributed.setup(device)
+    if device.type == "cpu":
+        keep_freed_memory()  # the step's activations reused, not paged in again every step
     try:
         # one process per run folder (under torchrun: rank 0, the one that writes)
         with run_lock(run_dir) if dist.main else contextlib.nullcontext():
