@@ -417,16 +417,15 @@ class FoldedTrunk(nn.Module):
         super().__init__()
         layers, self.steps = list(trunk), []
         self.enlarge = isinstance(layers[0], nn.Upsample)
+        self.up_size = None
         if self.enlarge:
             up, layers = layers[0], layers[1:]
             first = layers[0]
-            if (up.mode != "bilinear" or up.align_corners or first.kernel_size != (4, 4)
+            if (up.mode != "bilinear" or up.align_corners or up.size is None or first.kernel_size != (4, 4)
                     or first.stride != (2, 2) or first.padding != (1, 1)):
-                raise ValueError("FoldedTrunk folds a 2x bilinear enlargement only into a 4x4 stride-2 conv with "
-                                 "padding 1 (the checker layout)")
+                raise ValueError("FoldedTrunk folds an enlargement to a given size (bilinear) only into a 4x4 "
+                                 "stride-2 conv with padding 1 (the checker layout)")
             self.up_size = up.size
-        if self.enlarge and up.size is None:
-            raise ValueError("FoldedTrunk folds an enlargement to a given size (nn.Upsample(size=...))")
         i = n = 0
         while i < len(layers):
             layer = layers[i]
