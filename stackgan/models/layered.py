@@ -599,14 +599,19 @@ class ForegroundLayer(nn.Module):
 
     @torch.no_grad()
     def redraw_at(self, cell: torch.Tensor, size: torch.Tensor | None = None,
-                  texture: torch.Tensor | None = None) -> torch.Tensor:
+                  texture: torch.Tensor | None = None, repeat: int = 1) -> torch.Tensor:
         """With ``cells``: the last call's first ``N`` images ``[N, 3, S, S]`` again, each object drawn at the
         column and row ``cell [N, 2]`` instead of the chosen ones (and with ``sizes``, at the size ``size [N]``
         when given; with ``textures``, in the texture ``texture [N]`` when given; the pose head's translation,
-        outline, colour and turn unchanged). No gradient."""
+        outline, colour and turn unchanged). No gradient. ``repeat = R``: ``cell`` (and ``size``, ``texture``)
+        hold ``R`` choices for each of the first ``N = len(cell) / R`` objects, choice by choice (rows
+        ``k N + i``): every choice drawn in one call."""
         if not self.cells:
             raise ValueError("redraw_at moves the object to another cell; this layer has none (model.g_layer_cells)")
-        drawn = [None if t is None else t[:len(cell)] for t in self.drawn]
+        if len(cell) % repeat:
+            raise ValueError(f"redraw_at: {len(cell)} cells are not {repeat} choices for each object")
+        n = len(cell) // repeat
+        drawn = [None if t is None else t[:n].repeat(repeat, *[1] * (t.dim() - 1)) for t in self.drawn]
         return self._place(*drawn, cell=cell, size=size, texture=texture)[0]
 
     def redraw_pattern(self, n: int, texture: torch.Tensor | None = None, detach: bool = False) -> torch.Tensor:

@@ -103,7 +103,7 @@ def _cell_pick_loss(layer, matcher, text: torch.Tensor, drawn_emb: torch.Tensor 
     matcher picks the column, the row (the size, the texture) that read best, and the loss is the mean
     cross-entropy of the logits to the picks, every choice weighted the same. The placement as drawn is
     shared by every choice: the matcher reads ``2A - 1`` images per object (``+ K - 1`` with sizes, ``+ T - 1``
-    with textures), in batches of ``n`` (on a CPU faster than one large batch)."""
+    with textures; one fewer with ``drawn_emb``), all of them drawn and read in one batch."""
     n, a = len(text), layer.cells
     logits = layer.choice_drawn[:n].float()  # [n, 2, A]
     drawn = logits.detach().argmax(-1)  # [n, 2]
@@ -113,21 +113,26 @@ def _cell_pick_loss(layer, matcher, text: torch.Tensor, drawn_emb: torch.Tensor 
                ("texture", layer.texture_drawn if getattr(layer, "textures", 0) else None))
               if drawn_logits is not None]
     chosen = {name: lg.detach().argmax(-1) for name, lg in others}  # name -> [n]
+    # every option to read, as (cell [n, 2], the other choices {name: [n]}): per choice, (drawn + j) mod count
+    # for j = 1, 2, ... (j = 0 is the placement as drawn, read first unless drawn_emb stands for it)
+    options = [] if drawn_emb is not None else [(drawn, chosen)]
+    for axis in (0, 1):
+        for j in range(1, a):
+            cell = drawn.clone()
+            cell[:, axis] = (drawn[:, axis] + j) % a
+            options.append((cell, chosen))
+    for name, lg in others:
+        options += [(drawn, {**chosen, name: (chosen[name] + j) % lg.shape[1]}) for j in range(1, lg.shape[1])]
     with torch.no_grad():
-        read = lambda cell, **choice: matcher.similarity(layer.redraw_at(cell, **{**chosen, **choice}), text)  # noqa: E731
-        as_drawn = read(drawn) if drawn_emb is None else _as_drawn(matcher, drawn_emb, text)  # [n]
-        picks = []  # per choice: the option read best, of (drawn + j) mod count for j = 0 (as drawn), 1, ...
-        for axis in (0, 1):
-            scores = [as_drawn]
-            for j in range(1, a):
-                cell = drawn.clone()
-                cell[:, axis] = (drawn[:, axis] + j) % a
-                scores.append(read(cell))
-            picks.append((drawn[:, axis] + torch.stack(scores, 1).argmax(1)) % a)  # [n]
-        for name, lg in others:
-            k, now = lg.shape[1], chosen[name]
-            scores = [as_drawn] + [read(drawn, **{name: (now + j) % k}) for j in range(1, k)]
-            picks.append((now + torch.stack(scores, 1).argmax(1)) % k)  # [n]
+        m = len(options)
+        images = layer.redraw_at(torch.cat([cell for cell, _ in options]), repeat=m,
+                                 **{name: torch.cat([choice[name] for _, choice in options]) for name in chosen})
+        scores = list(matcher.similarity(images, text.repeat(m, 1)).view(m, n))  # per option [n]
+        as_drawn = scores.pop(0) if drawn_emb is None else _as_drawn(matcher, drawn_emb, text)  # [n]
+        picks = []  # per choice: the option read best
+        for now, count in [(drawn[:, 0], a), (drawn[:, 1], a)] + [(chosen[name], lg.shape[1]) for name, lg in others]:
+            read = [as_drawn] + [scores.pop(0) for _ in range(count - 1)]
+            picks.append((now + torch.stack(read, 1).argmax(1)) % count)  # [n]
     loss = 2 * F.cross_entropy(logits.reshape(2 * n, a), torch.stack(picks[:2], 1).reshape(2 * n))
     for (_, lg), pick in zip(others, picks[2:]):
         loss = loss + F.cross_entropy(lg, pick)
