@@ -360,10 +360,10 @@ def test_match_foils_adds_only_the_foils_to_the_matching_loss(tiny_shapes, tmp_p
                                                       "stage1.match_foils=true", "stage1.max_steps=2", "stage1.log_every=1"])
     seen, read, loss = [], [], ImageTextMatcher.loss
 
-    def spy(self, images, text, hard_weight=0.0, margin=0.2, foils=None, others=None):
+    def spy(self, images, text, hard_weight=0.0, margin=0.2, foils=None, others=None, image_emb=None):
         seen.append(None if foils is None else foils.shape[0])
         read.append((len(images), 0 if others is None else len(others)))
-        return loss(self, images, text, hard_weight, margin, foils, others)
+        return loss(self, images, text, hard_weight, margin, foils, others, image_emb)
     monkeypatch.setattr(ImageTextMatcher, "loss", spy)
     train(cfg, tiny_shapes, tmp_path / "a", 1, progress=False)
     assert seen[-2:] and all(n is not None and n > 0 for n in seen[-2:])  # G's two steps passed foils
