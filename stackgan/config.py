@@ -36,6 +36,8 @@ class ModelConfig:
     uncond_head1: bool = False  # not in the paper (StackGAN++'s joint loss): Stage-I D also has an image-only head
     stage2_image_skip: bool = False  # not in the paper: Stage II refines the upsampled Stage-I image
     stage2_render: bool = False  # ... the layered Stage I's scene drawn again at 256 px instead (its pattern sharp)
+    stage2_pattern: bool = False  # ... with stage2_render: the object's pattern drawn by Stage II's own copy of Stage
+    #   I's pattern head and waves (trained; its head also reads the sentence, weights zero at the start)
     stage2_masked: bool = False  # ... Stage II changes only the pixels near the layered Stage I's object
     stage2_mask_grow: int = 2  # ... within this many pixels (at 64 px) of its mask (0: only on the object itself)
     d_spectral_norm: bool = False  # not in the paper: spectral normalization of D's convs and linears
@@ -474,6 +476,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("model.stage2_render starts Stage II from the layered Stage I's scene drawn at 256 px: it "
                           "needs model.stage2_image_skip, model.g_layered and a smooth background "
                           "(model.g_layer_background=smooth, vertical or ramp)")
+    if m.stage2_pattern and not (m.stage2_render and m.g_layer_pattern and not m.g_layer_textures):
+        raise ConfigError("model.stage2_pattern gives Stage II its own copy of Stage I's pattern head, drawn in the "
+                          "scene at 256 px: it needs model.stage2_render and model.g_layer_pattern (without "
+                          "model.g_layer_textures)")
     if m.stage2_mask_grow < 0:
         raise ConfigError(f"model.stage2_mask_grow must be >= 0 (pixels at 64 px), got {m.stage2_mask_grow}")
     if m.stage2_masked and not (m.stage2_image_skip and m.g_layered):
@@ -626,16 +632,22 @@ def validate(cfg: Config) -> Config:
         if s.swap_weight < 0 or not 0 < s.swap_share <= 1:
             raise ConfigError(f"stage{n}.swap_weight must be >= 0 and stage{n}.swap_share in (0, 1]; got "
                               f"{s.swap_weight} and {s.swap_share}")
+        if s.swap_weight and n == 2 and not s.match_weight:
+            raise ConfigError("stage2.swap_weight: the frozen matcher must pick each caption among its texture-word "
+                              "swaps from Stage II's image: it needs stage2.match_weight > 0")
+        if s.swap_weight and n == 2 and s.swap_detach:
+            raise ConfigError("stage2.swap_detach detaches the layered Stage I's pattern input, which Stage II does "
+                              "not train: leave it false")
         if s.swap_weight:
             m = cfg.model
-            if n == 2 or not (s.match_weight and m.g_layered and m.g_layer_pattern and not m.g_layer_anchors):
-                raise ConfigError(f"stage{n}.swap_weight redraws Stage I's layered object's pattern for the frozen "
-                                  "matcher: it needs stage1, stage1.match_weight > 0, model.g_layered and "
+            if n == 1 and not (s.match_weight and m.g_layered and m.g_layer_pattern and not m.g_layer_anchors):
+                raise ConfigError("stage1.swap_weight redraws Stage I's layered object's pattern for the frozen "
+                                  "matcher: it needs stage1.match_weight > 0, model.g_layered and "
                                   "model.g_layer_pattern (without model.g_layer_anchors)")
             if cfg.data.swap_attribute != "texture":
                 raise ConfigError(f"stage{n}.swap_weight compares the caption with its texture word swapped: set "
                                   "data.swap_attribute=texture")
-            if m.g_layer_textures and m.g_layer_textures != 3:
+            if n == 1 and m.g_layer_textures and m.g_layer_textures != 3:
                 raise ConfigError(f"stage{n}.swap_weight with model.g_layer_textures teaches texture state k the "
                                   f"k-th texture word (solid, striped, dotted): it needs 3 textures, got "
                                   f"{m.g_layer_textures}")

@@ -156,6 +156,49 @@ def test_stage2_render_starts_from_the_layered_scene_drawn_at_256_px():
         Stage2Generator(Stage1Generator(32, ngf=8), ngf=8, res_blocks=1, image_skip=True, render=True)
 
 
+def test_stage2_pattern_starts_as_stage1s_and_alone_learns_the_texture():
+    """model.stage2_pattern: Stage II's own copy of Stage I's pattern (head, waves, phases) draws the 256 px
+    scene exactly as Stage I's does once started from it (its sentence weights zero); a loss on Stage II's image
+    reaches the copy and not Stage I; the copy's sentence input changes the pattern and nothing else (outline,
+    colour, background the same where the object is plain); it needs model.stage2_render."""
+    from stackgan.config import ConfigError, apply_overrides, get_preset
+
+    torch.manual_seed(0)
+    g1 = Stage1Generator(32, ngf=8, layered=True, background="vertical", pattern=2, spin=True)
+    with torch.no_grad():  # an opaque object with a pattern
+        g1.foreground.to_rgba.bias[3] = 30.0
+        g1.foreground.pattern_head.bias[:] = torch.tensor([6.0, 4.0, 0.0, -8.0])
+        g1.foreground.pattern_head.weight.normal_(0, 0.1)
+    g2 = Stage2Generator(g1, ngf=8, res_blocks=1, image_skip=True, render=True, pattern=True).eval()
+    with torch.no_grad():  # the copy made at construction differs from Stage I's once Stage I moves
+        g1.foreground.pattern_head.bias[0] = 3.0
+        g1.foreground.waves.mul_(1.3)
+    g2.start_pattern()
+    z, emb, eps = torch.randn(2, 100), torch.randn(2, 32), torch.randn(2, 128)
+    high = g2(z, emb, eps).image
+    with torch.no_grad():
+        assert torch.allclose(high, g1.render(z, emb, eps, size=256).clamp(-0.995, 0.995), atol=1e-5)
+    high.square().mean().backward()
+    own = g2.own_pattern
+    assert own.head.weight.grad.abs().sum() > 0 and own.waves.grad.abs().sum() > 0
+    assert all(p.grad is None for p in g1.parameters())  # Stage I frozen
+    with torch.no_grad():
+        own.head.weight[:, own.zc_dim:].normal_(0, 0.05)  # the copy reads the sentence now
+        moved = g2(z, emb, eps).image
+        plain = g1.render(z, emb, eps, size=256).clamp(-0.995, 0.995)
+    change = (moved - plain).abs().amax(1)  # [2, 256, 256]
+    assert change.max() > 0.1
+    # the pattern changes only the object's colour: m fg + (1 - m) bg moves by at most 2 m (colours in [-1, 1])
+    assert (change <= 2 * g1.foreground.mask[:, 0] + 1e-5).all()
+    with pytest.raises(ConfigError, match="stage2_render"):
+        Stage2Generator(g1, ngf=8, res_blocks=1, image_skip=True, pattern=True)
+    with pytest.raises(ConfigError, match="model.stage2_pattern"):
+        apply_overrides(get_preset("shapes-layered"), ["model.stage2_pattern=true"])
+    with pytest.raises(ConfigError, match="stage2.match_weight"):
+        apply_overrides(get_preset("shapes-layered"), ["data.swap_attribute=texture", "stage2.swap_weight=1",
+                                                       "stage2.match_weight=0"])
+
+
 def test_stage2_masked_changes_only_the_pixels_near_the_object():
     """model.stage2_masked: Stage II's output passes through Stage I's object mask (widened, enlarged), so
     far from the object its image is the enlarged Stage-I image exactly, however its layers are set; near

@@ -74,6 +74,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
                               image_skip=m.stage2_image_skip, fusion=m.g_fusion)
         if m.stage2_render:
             args["stage2"]["render"] = True
+        if m.stage2_pattern:
+            args["stage2"]["pattern"] = True
         if m.stage2_masked:
             args["stage2"]["masked"] = True
             if m.stage2_mask_grow != ModelConfig.stage2_mask_grow:

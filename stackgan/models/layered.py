@@ -543,25 +543,28 @@ class ForegroundLayer(nn.Module):
         return torch.stack([row0, row1], dim=1)
 
     def pattern_map(self, zc: torch.Tensor, grid: torch.Tensor, scale: torch.Tensor, centre: torch.Tensor,
-                    texture: torch.Tensor | None = None,
-                    text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    texture: torch.Tensor | None = None, text: torch.Tensor | None = None,
+                    own: "StagePattern | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
         """With ``pattern``: the map ``p [B, 1, S, S]`` in (0, 1) where the colour is darkened, and the
         shade ``[B, 1, 1, 1]`` (a fully patterned pixel's colour over the object's). ``grid [B, S, S, 2]``
         is ``affine_grid``'s (each image pixel's canvas point), ``scale`` and ``centre`` :meth:`placement`'s:
         ``(grid - centre) * scale`` is each pixel in the object's turned frame, in image units. With
         ``textures``, ``texture [B]`` is the chosen texture, whose state replaces the head's output; with
-        ``pattern_text`` the head also reads ``text``, the sentence embedding ``[B, pattern_text]``."""
-        if self.textures:  # the chosen texture's state
+        ``pattern_text`` the head also reads ``text``, the sentence embedding ``[B, pattern_text]``. ``own``
+        (:class:`StagePattern`): that copy's head, waves and phases in place of this layer's."""
+        if own is not None:  # Stage II's own copy (model.stage2_pattern): its head, waves and phases
+            head = own.read(zc, text)  # [B, J + 2]
+        elif self.textures:  # the chosen texture's state
             head = TEXTURE_GAIN * self.texture_states[texture].float()  # [B, J + 2]
         elif self.pattern_text:
             head = self.pattern_head(self._beside(zc, text, self.pattern_text, "pattern", PATTERN_TEXT_GAIN)).float()
         else:
             head = self.pattern_head(zc).float()  # [B, J + 2]
         uv = (grid.float() - centre[:, None, None, :]) * scale[:, None, None, None]  # [B, S, S, 2]
-        waves = self.waves
+        waves, phases = (self.waves, self.phases) if own is None else (own.waves, own.phases)
         if self.pattern_pairs:  # each vector and its copy turned by 90 degrees: (x, y) -> (-y, x)
             waves = torch.cat([waves, torch.stack([-waves[:, 1], waves[:, 0]], dim=1)])
-        phase = torch.einsum("bhwc,jc->bjhw", uv, PATTERN_FREQ * waves) + self.phases[None, :, None, None]
+        phase = torch.einsum("bhwc,jc->bjhw", uv, PATTERN_FREQ * waves) + phases[None, :, None, None]
         logit = (head[:, :self.pattern, None, None] * torch.cos(phase)).sum(1, keepdim=True)
         p = torch.sigmoid(logit + head[:, self.pattern, None, None, None])
         return p, torch.sigmoid(head[:, -1])[:, None, None, None]
@@ -574,11 +577,14 @@ class ForegroundLayer(nn.Module):
         with torch.no_grad():
             return -F.max_pool2d(-m.detach(), 2 * r + 1, stride=1, padding=r)
 
-    def forward(self, zc: torch.Tensor, background: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, zc: torch.Tensor, background: torch.Tensor, text: torch.Tensor | None = None,
+                own_pattern: "StagePattern | None" = None) -> torch.Tensor:
+        """The object drawn from ``cat(z, c)`` and placed over ``background``; ``own_pattern``: its pattern drawn
+        by that copy (:class:`StagePattern`, Stage II's) instead of this layer's."""
         rgb, mask = self.canvas(zc)
         rgba = torch.cat([rgb, mask], dim=1)
         (image, self.mask, self.offset, self.choice_drawn, self.size_drawn,
-         self.texture_drawn) = self._place(zc, rgba, mask, background, text)
+         self.texture_drawn) = self._place(zc, rgba, mask, background, text, own_pattern=own_pattern)
         # choice_drawn: the side logit [B, 1] or the cell logits [B, 2, A], with their graph (None without);
         # size_drawn / texture_drawn: the size / texture logits [B, K] (with sizes / textures; else None)
         self.drawn = tuple(None if t is None else t.detach() for t in (zc, rgba, mask, background, text))  # redraw
@@ -630,7 +636,8 @@ class ForegroundLayer(nn.Module):
     def _place(self, zc: torch.Tensor, rgba: torch.Tensor, mask: torch.Tensor, background: torch.Tensor,
                text: torch.Tensor | None, flip: torch.Tensor | None = None,
                cell: torch.Tensor | None = None, size: torch.Tensor | None = None,
-               texture: torch.Tensor | None = None, pattern_zc: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+               texture: torch.Tensor | None = None, pattern_zc: torch.Tensor | None = None,
+               own_pattern: "StagePattern | None" = None) -> tuple[torch.Tensor, ...]:
         """The canvas ``rgba [B, 4, 32, 32]`` placed over ``background``: ``(image [B, 3, S, S], placed mask
         [B, 1, S, S], translation [B, 2], the side logit [B, 1] or the cell logits [B, 2, A] or None, the size
         logits [B, K] or None, the texture logits [B, K] or None)`` (with the anchor grid, the translation
@@ -656,7 +663,7 @@ class ForegroundLayer(nn.Module):
                 fg, m = placed[:, :3], placed[:, 3:]
             if self.pattern:  # the colour (in [0, 1]) times 1 - p (1 - shade)
                 p, shade = self.pattern_map(zc if pattern_zc is None else pattern_zc, grid, placement[1],
-                                            placement[2], texture, text)
+                                            placement[2], texture, text, own_pattern)
                 if self.pattern_inset:
                     p = p * self.inner_mask(m).to(p.dtype)
                 fg = (fg + 1) * (1 - p * (1 - shade)).to(fg.dtype) - 1
@@ -676,3 +683,46 @@ class ForegroundLayer(nn.Module):
         w = w.to(rgba.dtype)[:, :, None, None, None]  # [B, K, 1, 1, 1]
         m = (w * placed[:, :, 3:]).sum(1)  # [B, 1, S, S]: at most 1 (the weights sum to 1)
         return (w * placed[:, :, 3:] * placed[:, :, :3]).sum(1) + (1.0 - m) * background, m, pose[:, 2:4], None, None, None
+
+
+class StagePattern(nn.Module):
+    """Stage II's own copy of a layered Stage I's pattern (``model.stage2_pattern``): the pattern head, its
+    waves and phases, trainable while Stage I stays frozen, so that Stage II can redraw the object's texture
+    at 256 px without moving its outline, colour or place. The head reads ``cat(z, c)`` (Stage I's text code, as
+    Stage I's head does) and the sentence embedding itself (``text_dim`` dims, its weights stored over
+    ``PATTERN_TEXT_GAIN`` and zero at the start). :meth:`copy_from` starts it as Stage I's pattern, so that an
+    untrained copy draws exactly what Stage I draws."""
+
+    def __init__(self, layer: ForegroundLayer, text_dim: int):
+        super().__init__()
+        if not layer.pattern or layer.pattern_head is None:
+            raise ConfigError("Stage II's own pattern (model.stage2_pattern) copies the layered Stage I's pattern "
+                              "head: it needs model.g_layer_pattern and no texture choice (model.g_layer_textures)")
+        self.pattern, self.text_dim = layer.pattern, text_dim
+        self.zc_dim = layer.pattern_head.in_features - layer.pattern_text  # cat(z, c)
+        self.head = nn.Linear(self.zc_dim + text_dim, layer.pattern + 2)
+        self.waves = (nn.Parameter(layer.waves.detach().clone()) if isinstance(layer.waves, nn.Parameter)
+                      else nn.Buffer(layer.waves.detach().clone()))  # given waves stay given
+        self.phases = nn.Parameter(layer.phases.detach().clone())
+        self.copy_from(layer)
+
+    @torch.no_grad()
+    def copy_from(self, layer: ForegroundLayer) -> None:
+        """Start as ``layer``'s pattern (after its trained weights are loaded): its head on ``cat(z, c)`` (and on
+        the sentence, where it reads one of this width), its waves and phases; the rest of the head zero."""
+        head = layer.pattern_head
+        self.head.weight.zero_()
+        self.head.weight[:, :self.zc_dim] = head.weight[:, :self.zc_dim]
+        if layer.pattern_text == self.text_dim:  # the same sentence input, the same gain
+            self.head.weight[:, self.zc_dim:] = head.weight[:, self.zc_dim:]
+        self.head.bias.copy_(head.bias)
+        self.waves.copy_(layer.waves)
+        self.phases.copy_(layer.phases)
+
+    def read(self, zc: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
+        """The pattern's amplitudes, bias and shade logit ``[B, J + 2]`` from ``cat(z, c) [B, zc]`` and the
+        sentence embedding ``text [B, text_dim]``."""
+        if text is None or text.shape[-1] != self.text_dim:
+            raise ValueError(f"Stage II's pattern head reads a sentence embedding of {self.text_dim} dims beside "
+                             f"cat(z, c); got {None if text is None else tuple(text.shape)}")
+        return self.head(torch.cat([zc, PATTERN_TEXT_GAIN * text.to(zc.dtype)], dim=1)).float()

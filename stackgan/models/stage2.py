@@ -7,6 +7,7 @@ from torch import nn
 
 from .blocks import ConditionalHead, DownBlock, ResBlock, UpBlock, conv3x3, init_weights, run_up_path
 from .conditioning import ConditioningAugmentation
+from .layered import StagePattern
 from .stage1 import Stage1Generator, make_text_path
 from ..errors import ConfigError
 from .output import GeneratorOutput
@@ -24,7 +25,10 @@ class Stage2Generator(nn.Module):
     ``render=True`` (with ``image_skip`` and a layered Stage I over a smooth background) starts from
     Stage I's scene drawn again at 256 px (:meth:`Stage1Generator.render`) instead of its 64 px image
     enlarged: the object's pattern (stripes, dots) is a function of the image's coordinates, and
-    enlarging the 64 px image blurs what drawing it at 256 px keeps sharp.
+    enlarging the 64 px image blurs what drawing it at 256 px keeps sharp. ``pattern=True`` (with ``render``)
+    draws that scene's pattern with Stage II's own copy of Stage I's pattern head and waves
+    (:class:`~stackgan.models.layered.StagePattern`, started as Stage I's by :meth:`start_pattern`), which Stage
+    II trains: the texture can change at 256 px while the outline, colour and place stay Stage I's.
     ``masked=True`` (with ``image_skip`` and a layered Stage I) lets Stage II change only the pixels near
     Stage I's object: its output is added through Stage I's placed mask, widened by ``mask_grow`` pixels at
     64 px and enlarged to 256 px, so the background stays exactly Stage I's and Stage II's layers spend
@@ -41,7 +45,7 @@ class Stage2Generator(nn.Module):
 
     def __init__(self, stage1: Stage1Generator, ngf: int = 128, res_blocks: int = 4,
                  cond_dim: int = 128, ca_variant: str = "pt", image_skip: bool = False, fusion: bool = False,
-                 render: bool = False, masked: bool = False, mask_grow: int = 2):
+                 render: bool = False, masked: bool = False, mask_grow: int = 2, pattern: bool = False):
         super().__init__()
         if masked and not (image_skip and getattr(stage1, "foreground", None) is not None):
             raise ConfigError("Stage II changes only the pixels near Stage I's object (model.stage2_masked) only with "
@@ -50,6 +54,9 @@ class Stage2Generator(nn.Module):
             raise ConfigError("Stage II starts from Stage I's scene drawn at 256 px (model.stage2_render) only with "
                               "the image skip (model.stage2_image_skip) and a layered Stage I over a smooth "
                               "background (model.g_layer_background=smooth, vertical or ramp)")
+        if pattern and not render:
+            raise ConfigError("Stage II's own pattern (model.stage2_pattern) is drawn in Stage I's scene at 256 px: "
+                              "it needs model.stage2_render")
         self.image_skip, self.fusion, self.render, self.masked = image_skip, fusion, render, masked
         self.mask_grow = mask_grow  # pixels (at 64 px) by which Stage I's object mask is widened when masked
         k = stage1.z_dim + cond_dim if fusion else 0  # the up-blocks' modulating condition: cat(z, c)
@@ -59,6 +66,7 @@ class Stage2Generator(nn.Module):
         self.stage1.requires_grad_(False)
         self.stage1.eval()
         self.ca = ConditioningAugmentation(stage1.ca.fc.in_features, cond_dim, ca_variant)
+        self.own_pattern = StagePattern(stage1.foreground, stage1.ca.fc.in_features) if pattern else None
         self.encode = nn.Sequential(
             conv3x3(3, ngf), nn.ReLU(inplace=True),  # 64
             nn.Conv2d(ngf, 2 * ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * ngf), nn.ReLU(inplace=True),  # 32
@@ -81,6 +89,11 @@ class Stage2Generator(nn.Module):
         if image_skip:  # start exactly at the upsampled Stage-I image
             nn.init.zeros_(self.to_rgb[0].weight)
 
+    def start_pattern(self) -> None:
+        """With ``pattern``: set Stage II's own pattern to Stage I's (call after Stage I's weights are loaded)."""
+        if self.own_pattern is not None:
+            self.own_pattern.copy_from(self.stage1.foreground)
+
     def object_region(self, mask: torch.Tensor) -> torch.Tensor:
         """Stage I's placed object mask ``[B, 1, 64, 64]`` (in [0, 1]) widened by ``mask_grow`` pixels (a max
         filter; ``model.stage2_mask_grow``) and enlarged to ``[B, 1, 256, 256]``: where ``model.stage2_masked``
@@ -101,7 +114,10 @@ class Stage2Generator(nn.Module):
         with torch.no_grad():
             low = self.stage1(z, emb, eps1).image  # [B, 3, 64, 64]
             near = self.object_region(self.stage1.foreground.mask) if self.masked else None  # [B, 1, 256, 256]
-            sharp = self.stage1.render(z, emb, eps1, 256) if self.render else None  # [B, 3, 256, 256]
+            sharp = (self.stage1.render(z, emb, eps1, 256) if self.render and self.own_pattern is None
+                     else None)  # [B, 3, 256, 256]
+        if self.own_pattern is not None:  # the same scene, its pattern drawn (with a gradient) by Stage II's copy
+            sharp = self.stage1.render(z, emb, eps1, 256, self.own_pattern)  # [B, 3, 256, 256]
         c, mu, logvar = self.ca(emb, eps2)  # [B, cond]
         h = self.encode(low)  # [B, 4ngf, 16, 16]
         c_map = c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])  # [B, cond, 16, 16]

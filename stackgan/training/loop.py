@@ -249,6 +249,7 @@ def _networks(cfg: Config, stage: int, s1: dict | None, device: torch.device, fm
     D = build_discriminator(cfg.model, stage)
     if s1 is not None:
         G.stage1.load_state_dict(sampling_weights(s1))
+        G.start_pattern()  # model.stage2_pattern: Stage II's copy starts as the loaded Stage I's pattern
     # the reconstruction branch's encoder: Stage I trains it; Stage II uses Stage I's, frozen
     encoder = None
     if sc.recon_weight > 0:

@@ -140,7 +140,7 @@ def _cell_pick_loss(layer, matcher, text: torch.Tensor, drawn_emb: torch.Tensor 
 
 
 def swap_loss(layer, matcher, swaps: torch.Tensor, named: torch.Tensor, share: float = 1.0,
-              detach: bool = False) -> torch.Tensor:
+              detach: bool = False, images: torch.Tensor | None = None) -> torch.Tensor:
     """``stage1.swap_weight``: the frozen ``matcher`` must pick each caption among its word swaps ``swaps
     [B, V, D]`` (the same caption with the texture word swapped for each of the ``V`` textures; ``named
     [B]`` the one it names, -1: none) from the layered G's image redrawn with only its pattern keeping a
@@ -150,7 +150,10 @@ def swap_loss(layer, matcher, swaps: torch.Tensor, named: torch.Tensor, share: f
     (``model.g_layer_textures``), every object is redrawn in each texture state ``k`` and must pick the
     caption swapped to value ``k``: each state learns its own word from every caption, not only from the
     captions that chose it. The first ``ceil(share * B)`` images; those whose caption names no texture
-    are left out (0 when none is left). ``detach``: the pattern reads ``cat(z, c)`` without its graph."""
+    are left out (0 when none is left). ``detach``: the pattern reads ``cat(z, c)`` without its graph.
+    ``images [B, 3, r, r]`` (``stage2.swap_weight``; ``layer`` unused): the matcher reads these as they are,
+    Stage II's images, and every layer that drew them learns (with ``model.stage2_pattern``, Stage II's own
+    pattern among them)."""
     n = max(1, math.ceil(share * len(named)))
     rows = (named[:n] >= 0).nonzero()[:, 0]  # [R]
     if not len(rows):
@@ -163,6 +166,8 @@ def swap_loss(layer, matcher, swaps: torch.Tensor, named: torch.Tensor, share: f
     def logits(images: torch.Tensor) -> torch.Tensor:  # [R, V]
         return scale * torch.einsum("re,rve->rv", matcher.encode_image(images[rows].float()), texts)
 
+    if images is not None:
+        return F.cross_entropy(logits(images[:n]), named[rows])
     if getattr(layer, "textures", 0):
         loss = 0.0
         for k in range(v):
@@ -333,8 +338,9 @@ class Updater:
                 swap = zero
                 if sc.swap_weight:  # the pattern alone taught to tell the caption from its texture-word swaps
                     if swaps is None:
-                        raise ValueError("stage1.swap_weight needs the batch's swapped captions (data.swap_attribute)")
-                    swap = swap_loss(unwrap(G).foreground, self.matcher, *swaps, sc.swap_share, sc.swap_detach)
+                        raise ValueError(f"stage{stage}.swap_weight needs the batch's swapped captions (data.swap_attribute)")
+                    swap = (swap_loss(unwrap(G).foreground, self.matcher, *swaps, sc.swap_share, sc.swap_detach)
+                            if stage == 1 else swap_loss(None, self.matcher, *swaps, sc.swap_share, images=fake))
                     g_total = g_total + sc.swap_weight * swap
                 recon = latent_kl = zero
                 if self.encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z
