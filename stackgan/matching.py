@@ -66,7 +66,7 @@ class ImageTextMatcher(nn.Module):
         conv): the same numbers up to float rounding, about 40% less time for a read with its gradient. The
         saved weights are unchanged; ``train()`` drops the folded form."""
         self.eval().requires_grad_(False)
-        self.folded = FoldedTrunk(self.trunk).to(self.logit_scale.device)
+        self.folded = FoldedTrunk(self.trunk)  # its buffers made on the trunk's device
         return self
 
     def train(self, mode: bool = True) -> ImageTextMatcher:
@@ -79,7 +79,7 @@ class ImageTextMatcher(nn.Module):
         size = self.config["size"]
         if images.shape[-1] != size:
             images = F.interpolate(images, size=(size, size), mode="area" if images.shape[-1] > size else "bilinear")
-        trunk = self.trunk if self.folded is None or self.training else self.folded
+        trunk = self.trunk if self.folded is None else self.folded  # train() drops the folded form
         return F.normalize(self.image_proj(trunk(images).flatten(1)), dim=1)
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:

@@ -575,7 +575,7 @@ class ForegroundLayer(nn.Module):
         outline). Where the pattern may darken the object."""
         r = max(1, round(self.pattern_inset * m.shape[-1] / 64))
         with torch.no_grad():
-            return -F.max_pool2d(-m.detach(), 2 * r + 1, stride=1, padding=r)
+            return -F.max_pool2d(-m, 2 * r + 1, stride=1, padding=r)
 
     def forward(self, zc: torch.Tensor, background: torch.Tensor, text: torch.Tensor | None = None,
                 own_pattern: "StagePattern | None" = None) -> torch.Tensor:
