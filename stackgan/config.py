@@ -177,6 +177,9 @@ class StageConfig:
     #   among the same caption with the texture word swapped for each texture (cross-entropy, weight); with
     #   model.g_layer_textures, texture state k redrawn for every object must pick the caption swapped to value k
     swap_share: float = 0.25  # ... computed on this share of the batch (its first images)
+    image_pair_weight: float = 0.0  # with match_weight > 0: G also minimizes weight * the cross-entropy that makes
+    #   each of its images (the matching loss's match_share of the batch) nearest, in the frozen matcher's image space,
+    #   to the real image whose caption it was drawn from, among the batch's real images (XMC-GAN's image-image term)
     swap_detach: bool = False  # ... with the pattern reading cat(z, c) detached: only the pattern's own parameters
     #   (head, waves) learn from it, not the text code that the outline and placement also read
 
@@ -632,6 +635,10 @@ def validate(cfg: Config) -> Config:
         if s.swap_weight < 0 or not 0 < s.swap_share <= 1:
             raise ConfigError(f"stage{n}.swap_weight must be >= 0 and stage{n}.swap_share in (0, 1]; got "
                               f"{s.swap_weight} and {s.swap_share}")
+        if s.image_pair_weight < 0 or (s.image_pair_weight and not s.match_weight):
+            raise ConfigError(f"stage{n}.image_pair_weight compares G's images with the real ones in the frozen "
+                              f"matcher's space: it must be >= 0 and needs stage{n}.match_weight > 0; got "
+                              f"{s.image_pair_weight}")
         if s.swap_weight and n == 2 and not s.match_weight:
             raise ConfigError("stage2.swap_weight: the frozen matcher must pick each caption among its texture-word "
                               "swaps from Stage II's image: it needs stage2.match_weight > 0")

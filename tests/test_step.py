@@ -163,3 +163,36 @@ def test_stage2_consistency_keeps_the_64px_image_at_stage_ones_and_is_logged():
     assert logged[0.0]["G/consistency"] == 0.0 and logged[5.0]["G/consistency"] > 0.0
     with pytest.raises(ConfigError, match="stage1.consistency_weight must be 0"):
         apply_overrides(get_preset("fast"), ["stage1.consistency_weight=1"])
+
+
+class _MeanColourReader(torch.nn.Module):
+    """A stand-in matcher: an image's embedding is its mean colour, unit length."""
+
+    logit_scale = torch.tensor(2.0)
+
+    def encode_image(self, images):
+        return torch.nn.functional.normalize(images.mean((2, 3)), dim=1)
+
+
+def test_image_pair_loss_pulls_each_image_to_its_own_captions_real_image():
+    """image_pair_loss: the cross-entropy of the matcher's scaled cosines between each generated image and the
+    batch's real images, row i's target real image i (checked by hand); descent moves a generated image toward
+    its own real image; stage<N>.image_pair_weight needs the matcher."""
+    from stackgan.config import ConfigError, apply_overrides, get_preset
+    from stackgan.training.step import image_pair_loss
+
+    reader = _MeanColourReader()
+    real = torch.zeros(3, 3, 8, 8)
+    real[0, 0], real[1, 1], real[2, 2] = 1.0, 1.0, 1.0  # red, green, blue
+    fake = torch.full((2, 3, 8, 8), 0.5)
+    fake[0, 0] = 0.9  # reddish: near its own real image (row 0)
+    fake.requires_grad_(True)
+    emb = reader.encode_image(fake)
+    loss = image_pair_loss(reader, emb, real)
+    cos = emb.detach() @ torch.eye(3).T  # the real images' embeddings are the unit axes
+    expected = torch.nn.functional.cross_entropy(reader.logit_scale.exp() * cos, torch.tensor([0, 1]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert fake.grad[1, 1].mean() < 0 < fake.grad[1, 0].mean()  # row 1 pulled toward green, away from red
+    with pytest.raises(ConfigError, match="image_pair_weight"):
+        apply_overrides(get_preset("shapes-layered"), ["stage2.image_pair_weight=1", "stage2.match_weight=0"])

@@ -18,7 +18,7 @@ from ..losses import (contrastive_loss, discriminator_loss_fake, discriminator_l
                       matching_aware_gradient_penalty, same_rows)
 
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
-          "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "G/pick", "G/consistency", "G/swap", "D/acc_real",
+          "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "G/pick", "G/consistency", "G/swap", "G/pair", "D/acc_real",
           "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
 
 
@@ -177,6 +177,20 @@ def swap_loss(layer, matcher, swaps: torch.Tensor, named: torch.Tensor, share: f
     return F.cross_entropy(logits(layer.redraw_pattern(n, detach=detach)), named[rows])
 
 
+def image_pair_loss(matcher, fake_emb: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``stage<N>.image_pair_weight``: each generated image (its frozen-matcher embedding ``fake_emb [n, E]``,
+    with its graph) must be nearest, among the batch's real images ``real [B, 3, r, r]``, to the real image whose
+    caption it was drawn from (row ``i`` for row ``i``): the cross-entropy of the matcher's scaled cosines (an
+    image-to-image contrastive term, as XMC-GAN's between real and generated images of one caption, read in the
+    matcher's space). The caption only has to rank first in the matching loss; here G's image must also look,
+    to the matcher, like a real image of that caption (its texture drawn as the data draws it)."""
+    with torch.no_grad():
+        real_emb = matcher.encode_image(real.float())  # [B, E], unit length
+    scale = matcher.logit_scale.exp().clamp(max=100).detach()
+    target = torch.arange(len(fake_emb), device=fake_emb.device)
+    return F.cross_entropy(scale * fake_emb @ real_emb.T, target)
+
+
 def consistency_loss(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
     """``stage2.consistency_weight``: the mean L1 distance of Stage II's image ``[B, 3, 256, 256]``, area-resized to
     the Stage-I image's size, to that image ``[B, 3, 64, 64]`` (fixed): Stage II may add detail finer than 64 px,
@@ -330,6 +344,10 @@ class Updater:
                     match = self.matcher.loss(fake[:n], text[:n], cfg.data.matcher_hard,
                                               foils=foils, others=text[n:], image_emb=read)
                 g_total = g_total + match_weight(sc, step) * match
+                pair = zero
+                if sc.image_pair_weight:  # G's image near its own caption's real image, in the matcher's space
+                    pair = image_pair_loss(self.matcher, read, real)
+                    g_total = g_total + sc.image_pair_weight * pair
                 pick = zero
                 if sc.pose_pick_weight:  # the translation pulled to whichever mirror image the matcher reads best
                     pick = pose_pick_loss(unwrap(G).foreground, self.matcher, text, sc.pose_pick_share,
@@ -378,5 +396,5 @@ class Updater:
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], gp.detach(), g_adv, kl, match, recon,
                             latent_kl, ms.detach(), info.detach(), mask.detach(), contrast_d.detach(), contrast.detach(),
-                            pick.detach(), consistency.detach(), swap.detach(), acc_real,
+                            pick.detach(), consistency.detach(), swap.detach(), pair.detach(), acc_real,
                             acc_fake]).detach().float()  # [len(LOGGED)]
