@@ -639,14 +639,14 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"stage{n}.image_pair_weight compares G's images with the real ones in the frozen "
                               f"matcher's space: it must be >= 0 and needs stage{n}.match_weight > 0; got "
                               f"{s.image_pair_weight}")
-        if s.swap_weight and n == 2 and not s.match_weight:
-            raise ConfigError("stage2.swap_weight: the frozen matcher must pick each caption among its texture-word "
-                              "swaps from Stage II's image: it needs stage2.match_weight > 0")
-        if s.swap_weight and n == 2 and s.swap_detach:
-            raise ConfigError("stage2.swap_detach detaches the layered Stage I's pattern input, which Stage II does "
-                              "not train: leave it false")
         if s.swap_weight:
             m = cfg.model
+            if n == 2 and not s.match_weight:
+                raise ConfigError("stage2.swap_weight: the frozen matcher must pick each caption among its "
+                                  "texture-word swaps from Stage II's image: it needs stage2.match_weight > 0")
+            if n == 2 and s.swap_detach:
+                raise ConfigError("stage2.swap_detach detaches the layered Stage I's pattern input, which Stage II "
+                                  "does not train: leave it false")
             if n == 1 and not (s.match_weight and m.g_layered and m.g_layer_pattern and not m.g_layer_anchors):
                 raise ConfigError("stage1.swap_weight redraws Stage I's layered object's pattern for the frozen "
                                   "matcher: it needs stage1.match_weight > 0, model.g_layered and "

@@ -1733,6 +1733,12 @@ def test_swap_loss_is_the_matchers_cross_entropy_over_the_swapped_captions():
     loss.backward()
     assert layer.pattern_head.bias.grad[3] < 0  # descent raises the pattern's bias: a darker object
     assert swap_loss(layer, reader, swaps, torch.full((3,), -1)).item() == 0.0
+    images = torch.rand(3, 3, 64, 64) * 2 - 1  # stage2.swap_weight: the images read as they are, or their read reused
+    read = swap_loss(None, reader, swaps, named, images=images)
+    assert read.item() == pytest.approx(F.cross_entropy(reader.encode_image(images[[0, 2]]) @ swaps[[0, 2]][..., :2]
+                                                        .transpose(1, 2)[0], torch.tensor([1, 1])).item(), rel=1e-5)
+    assert swap_loss(None, reader, swaps, named, images=images, image_emb=reader.encode_image(images)).item() \
+        == pytest.approx(read.item(), rel=1e-6)
     layer = ForegroundLayer(6, ngf=4, scale0=0.3, cells=3, cell_text=4, pattern=3, textures=2)
     layer(zc, bg, text)
     swap_loss(layer, reader, swaps, named).backward()

@@ -722,7 +722,5 @@ class StagePattern(nn.Module):
     def read(self, zc: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
         """The pattern's amplitudes, bias and shade logit ``[B, J + 2]`` from ``cat(z, c) [B, zc]`` and the
         sentence embedding ``text [B, text_dim]``."""
-        if text is None or text.shape[-1] != self.text_dim:
-            raise ValueError(f"Stage II's pattern head reads a sentence embedding of {self.text_dim} dims beside "
-                             f"cat(z, c); got {None if text is None else tuple(text.shape)}")
-        return self.head(torch.cat([zc, PATTERN_TEXT_GAIN * text.to(zc.dtype)], dim=1)).float()
+        joint = ForegroundLayer._beside(zc, text, self.text_dim, "Stage II's pattern", PATTERN_TEXT_GAIN)
+        return self.head(joint).float()  # [B, J + 2]

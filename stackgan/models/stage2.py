@@ -114,10 +114,8 @@ class Stage2Generator(nn.Module):
         with torch.no_grad():
             low = self.stage1(z, emb, eps1).image  # [B, 3, 64, 64]
             near = self.object_region(self.stage1.foreground.mask) if self.masked else None  # [B, 1, 256, 256]
-            sharp = (self.stage1.render(z, emb, eps1, 256) if self.render and self.own_pattern is None
-                     else None)  # [B, 3, 256, 256]
-        if self.own_pattern is not None:  # the same scene, its pattern drawn (with a gradient) by Stage II's copy
-            sharp = self.stage1.render(z, emb, eps1, 256, self.own_pattern)  # [B, 3, 256, 256]
+        # Stage I is frozen, so the scene drawn at 256 px has a graph only through Stage II's own pattern (if any)
+        sharp = self.stage1.render(z, emb, eps1, 256, self.own_pattern) if self.render else None  # [B, 3, 256, 256]
         c, mu, logvar = self.ca(emb, eps2)  # [B, cond]
         h = self.encode(low)  # [B, 4ngf, 16, 16]
         c_map = c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])  # [B, cond, 16, 16]

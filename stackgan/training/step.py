@@ -18,8 +18,8 @@ from ..losses import (contrastive_loss, discriminator_loss_fake, discriminator_l
                       matching_aware_gradient_penalty, same_rows)
 
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
-          "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "G/pick", "G/consistency", "G/swap", "G/pair", "D/acc_real",
-          "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
+          "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "G/pick", "G/consistency", "G/swap", "G/pair",
+          "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
 
 
 def _low_res(real: torch.Tensor) -> torch.Tensor:
@@ -140,7 +140,8 @@ def _cell_pick_loss(layer, matcher, text: torch.Tensor, drawn_emb: torch.Tensor 
 
 
 def swap_loss(layer, matcher, swaps: torch.Tensor, named: torch.Tensor, share: float = 1.0,
-              detach: bool = False, images: torch.Tensor | None = None) -> torch.Tensor:
+              detach: bool = False, images: torch.Tensor | None = None,
+              image_emb: torch.Tensor | None = None) -> torch.Tensor:
     """``stage1.swap_weight``: the frozen ``matcher`` must pick each caption among its word swaps ``swaps
     [B, V, D]`` (the same caption with the texture word swapped for each of the ``V`` textures; ``named
     [B]`` the one it names, -1: none) from the layered G's image redrawn with only its pattern keeping a
@@ -153,7 +154,8 @@ def swap_loss(layer, matcher, swaps: torch.Tensor, named: torch.Tensor, share: f
     are left out (0 when none is left). ``detach``: the pattern reads ``cat(z, c)`` without its graph.
     ``images [B, 3, r, r]`` (``stage2.swap_weight``; ``layer`` unused): the matcher reads these as they are,
     Stage II's images, and every layer that drew them learns (with ``model.stage2_pattern``, Stage II's own
-    pattern among them)."""
+    pattern among them); ``image_emb [m, E]``: the matcher's read of their first ``m`` rows, with its graph (the
+    matching loss's), reused where it covers the ``ceil(share * B)`` images."""
     n = max(1, math.ceil(share * len(named)))
     rows = (named[:n] >= 0).nonzero()[:, 0]  # [R]
     if not len(rows):
@@ -167,6 +169,8 @@ def swap_loss(layer, matcher, swaps: torch.Tensor, named: torch.Tensor, share: f
         return scale * torch.einsum("re,rve->rv", matcher.encode_image(images[rows].float()), texts)
 
     if images is not None:
+        if image_emb is not None and len(image_emb) >= n:  # already read
+            return F.cross_entropy(scale * torch.einsum("re,rve->rv", image_emb[rows], texts), named[rows])
         return F.cross_entropy(logits(images[:n]), named[rows])
     if getattr(layer, "textures", 0):
         loss = 0.0
@@ -356,9 +360,11 @@ class Updater:
                 swap = zero
                 if sc.swap_weight:  # the pattern alone taught to tell the caption from its texture-word swaps
                     if swaps is None:
-                        raise ValueError(f"stage{stage}.swap_weight needs the batch's swapped captions (data.swap_attribute)")
+                        raise ValueError(f"stage{stage}.swap_weight needs the batch's swapped captions "
+                                         "(data.swap_attribute)")
                     swap = (swap_loss(unwrap(G).foreground, self.matcher, *swaps, sc.swap_share, sc.swap_detach)
-                            if stage == 1 else swap_loss(None, self.matcher, *swaps, sc.swap_share, images=fake))
+                            if stage == 1 else swap_loss(None, self.matcher, *swaps, sc.swap_share, images=fake,
+                                                         image_emb=read))
                     g_total = g_total + sc.swap_weight * swap
                 recon = latent_kl = zero
                 if self.encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z
