@@ -180,6 +180,10 @@ class StageConfig:
     image_pair_weight: float = 0.0  # with match_weight > 0: G also minimizes weight * the cross-entropy that makes
     #   each of its images (the matching loss's match_share of the batch) nearest, in the frozen matcher's image space,
     #   to the real image whose caption it was drawn from, among the batch's real images (XMC-GAN's image-image term)
+    patch_weight: float = 0.0  # a texture critic (stackgan.models.patch): a small conditional D on a patch cut at the
+    #   object's centre, real or generated, with the sentence (hinge; wrong pairs: with data.swap_attribute the caption
+    #   with its texture word swapped), trained beside D; G also minimizes weight * minus its score of G's patches
+    patch_size: int = 32  # ... the patch's side in pixels at the stage's resolution
     swap_detach: bool = False  # ... with the pattern reading cat(z, c) detached: only the pattern's own parameters
     #   (head, waves) learn from it, not the text code that the outline and placement also read
 
@@ -639,6 +643,10 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"stage{n}.image_pair_weight compares G's images with the real ones in the frozen "
                               f"matcher's space: it must be >= 0 and needs stage{n}.match_weight > 0; got "
                               f"{s.image_pair_weight}")
+        resolution = 64 if n == 1 else 256
+        if s.patch_weight < 0 or not 8 <= s.patch_size <= resolution:
+            raise ConfigError(f"stage{n}.patch_weight must be >= 0 and stage{n}.patch_size in [8, {resolution}] "
+                              f"(pixels at the stage's resolution); got {s.patch_weight} and {s.patch_size}")
         if s.swap_weight:
             m = cfg.model
             if n == 2 and not s.match_weight:

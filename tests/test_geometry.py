@@ -1789,12 +1789,16 @@ def test_swapped_captions_follow_the_steps_caption_and_train_the_pattern(tiny_sh
     # Stage II: its own copy of the pattern (model.stage2_pattern) taught by the swaps read from its 256 px image
     cfg = apply_overrides(cfg, ["model.stage2_render=true", "model.stage2_pattern=true", "stage2.swap_weight=1",
                                 "stage2.swap_share=1", "stage2.max_steps=2", "stage2.log_every=1",
-                                "stage2.image_pair_weight=1"])
+                                "stage2.image_pair_weight=1", "stage2.patch_weight=1"])
     train(cfg, tiny_shapes, tmp_path, 2, progress=False)
     acc = EventAccumulator(str(tmp_path / "stage2" / "tb"))
     acc.Reload()
-    assert all(math.isfinite(e.value) and e.value > 0 for name in ("G/swap", "G/pair") for e in acc.Scalars(name))
-    g2 = torch.load(tmp_path / "stage2" / "state.pt", weights_only=True)["generator"]
+    assert all(math.isfinite(e.value) and e.value > 0 for name in ("G/swap", "G/pair", "D/patch")
+               for e in acc.Scalars(name))
+    assert all(math.isfinite(e.value) and e.value != 0 for e in acc.Scalars("G/patch"))
+    state = torch.load(tmp_path / "stage2" / "state.pt", weights_only=True)
+    assert {"critic", "opt_critic"} <= state.keys()  # the texture critic resumes with the run
+    g2 = state["generator"]
     start = g2["stage1.foreground.pattern_head.weight"]  # Stage I's (frozen), where the copy started
     assert g2["own_pattern.head.weight"][:, :start.shape[1]].sub(start).abs().max() > 0  # trained
 

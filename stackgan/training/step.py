@@ -14,12 +14,13 @@ import torch.nn.functional as F
 from ..augment import augment_for_d, zoom
 from ..config import Config
 from ..distributed import no_sync, unwrap
+from ..models.patch import PatchCritic, critic_d_loss, cut_patches, object_centres, wrong_texts
 from ..losses import (contrastive_loss, discriminator_loss_fake, discriminator_loss_real, generator_loss, kl_loss,
                       matching_aware_gradient_penalty, same_rows)
 
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
           "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "G/pick", "G/consistency", "G/swap", "G/pair",
-          "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
+          "D/patch", "G/patch", "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
 
 
 def _low_res(real: torch.Tensor) -> torch.Tensor:
@@ -222,14 +223,24 @@ class Updater:
         self.encoder, self.matcher, self.ema, self.device = encoder, matcher, ema, device
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+        self.critic = self.opt_critic = None
+        if self.sc.patch_weight:  # stage<N>.patch_weight: the texture critic, with an optimizer like D's
+            self.critic = PatchCritic(cfg.model.text_dim).to(device)
+            self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=self.sc.lr_d,
+                                               betas=(self.sc.beta1, self.sc.beta2))
         fp16 = cfg.precision == "fp16"
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
 
     def state_dict(self) -> dict:
-        return {"scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict()}
+        critic = {} if self.critic is None else {"critic": self.critic.state_dict(),
+                                                  "opt_critic": self.opt_critic.state_dict()}
+        return {"scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(), **critic}
 
     def load_state_dict(self, state: dict) -> None:
+        if self.critic is not None and "critic" in state:
+            self.critic.load_state_dict(state["critic"])
+            self.opt_critic.load_state_dict(state["opt_critic"])
         if state.get("scaler_g"):
             self.scaler_g.load_state_dict(state["scaler_g"])
         if state.get("scaler_d"):
@@ -328,6 +339,20 @@ class Updater:
         self.scaler_d.update()
         self.opt_d.zero_grad(set_to_none=True)  # free D's gradients while G's update runs
 
+        # --- update the texture critic (stage<N>.patch_weight) on patches at the objects' centres ------------
+        patch_d, fake_centres = zero, None
+        if self.critic is not None:
+            size, jitter = sc.patch_size, max(1, sc.patch_size // 8)
+            shift = lambda c: c + torch.randint(-jitter, jitter + 1, c.shape, device=c.device)  # noqa: E731
+            fake_centres = shift(object_centres(fake.detach()))  # [B, 2]: G's update cuts the same patches
+            real_patches = cut_patches(real, shift(object_centres(real)), size)
+            patch_d = critic_d_loss(self.critic, real_patches, cut_patches(fake.detach(), fake_centres, size), text,
+                                    wrong_texts(text, wrong, swaps))
+            patch_d.backward()
+            self.opt_critic.step()
+            self.opt_critic.zero_grad(set_to_none=True)
+            patch_d = patch_d.detach()
+
         # --- update G: fool D with the right text, keep CA close to N(0, I) ------------------
         D_heads.requires_grad_(False)  # gradients flow through D to G; D's own are not needed
         try:
@@ -366,6 +391,12 @@ class Updater:
                             if stage == 1 else swap_loss(None, self.matcher, *swaps, sc.swap_share, images=fake,
                                                          image_emb=read))
                     g_total = g_total + sc.swap_weight * swap
+                patch = zero
+                if self.critic is not None:  # G's patches scored real by the texture critic (its weights frozen)
+                    self.critic.requires_grad_(False)
+                    patch = -self.critic(cut_patches(fake, fake_centres, sc.patch_size), text).mean()
+                    self.critic.requires_grad_(True)
+                    g_total = g_total + sc.patch_weight * patch
                 recon = latent_kl = zero
                 if self.encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z
                     z_mu, z_logvar = self.encoder(_low_res(real), text)  # [B, z] x 2
@@ -402,5 +433,6 @@ class Updater:
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], gp.detach(), g_adv, kl, match, recon,
                             latent_kl, ms.detach(), info.detach(), mask.detach(), contrast_d.detach(), contrast.detach(),
-                            pick.detach(), consistency.detach(), swap.detach(), pair.detach(), acc_real,
+                            pick.detach(), consistency.detach(), swap.detach(), pair.detach(), patch_d,
+                            patch.detach(), acc_real,
                             acc_fake]).detach().float()  # [len(LOGGED)]
