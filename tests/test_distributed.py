@@ -10,6 +10,7 @@ from stackgan import distributed
 from stackgan.checkpoint import load_state
 from stackgan.config import apply_overrides, from_dict, get_preset
 from stackgan.models.build import build_discriminator, build_generator
+from stackgan.models.patch import PatchCritic
 from stackgan.training.data import load_train_data
 
 from conftest import TINY, TINY_ARGS
@@ -30,7 +31,12 @@ def saved_digest(state: dict, stage: int) -> str:
     G, D = build_generator(cfg.model, stage), build_discriminator(cfg.model, stage)
     G.load_state_dict(state["generator"])
     D.load_state_dict(state["discriminator"])
-    return distributed.digest(G) + distributed.digest(D)
+    critic = ""
+    if "critic" in state:  # stage<N>.patch_weight's texture critic
+        net = PatchCritic(cfg.model.text_dim)
+        net.load_state_dict(state["critic"])
+        critic = distributed.digest(net)
+    return distributed.digest(G) + distributed.digest(D) + critic
 
 
 def test_two_processes_train_both_stages_in_step_and_resume(tiny_shapes, tmp_path):
@@ -52,7 +58,7 @@ def test_two_processes_train_both_stages_in_step_and_resume(tiny_shapes, tmp_pat
     assert resumed["replica_digests"][0] == resumed["replica_digests"][1] == saved_digest(resumed, 1)
     assert resumed["replica_digests"][0] != first
 
-    torchrun("train", "--stage", "2", "--max-steps", "2", *common)
+    torchrun("train", "--stage", "2", "--max-steps", "2", "--set", "stage2.patch_weight=1", *common)
     s2 = load_state(tmp_path / "run" / "stage2" / "state.pt")
     assert s2["step"] == 2 and s2["world_size"] == 2
     assert s2["replica_digests"][0] == s2["replica_digests"][1] == saved_digest(s2, 2)

@@ -94,8 +94,11 @@ def wrong_texts(text: torch.Tensor, wrong: torch.Tensor,
 def critic_d_loss(critic: PatchCritic, real: torch.Tensor, fake: torch.Tensor, text: torch.Tensor,
                   wrong: torch.Tensor) -> torch.Tensor:
     """The critic's matching-aware hinge loss on real patches ``real``, generated ones ``fake`` (detached) and the
-    captions ``text`` / ``wrong`` (``[B, D]``): (real, text) -> real; (real, wrong) and (fake, text) -> fake, half each."""
-    real_loss = F.relu(1 - critic(real, text)).mean()
-    wrong_loss = F.relu(1 + critic(real, wrong)).mean()
-    fake_loss = F.relu(1 + critic(fake.detach(), text)).mean()
+    captions ``text`` / ``wrong`` (``[B, D]``): (real, text) -> real; (real, wrong) and (fake, text) -> fake, half each.
+    The three pairs are scored in one call (a data-parallel critic runs one forward pass per backward)."""
+    b = len(real)
+    scores = critic(torch.cat([real, real, fake.detach()]), torch.cat([text, wrong, text]))  # [3B]
+    real_loss = F.relu(1 - scores[:b]).mean()
+    wrong_loss = F.relu(1 + scores[b:2 * b]).mean()
+    fake_loss = F.relu(1 + scores[2 * b:]).mean()
     return real_loss + 0.5 * (wrong_loss + fake_loss)

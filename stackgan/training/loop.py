@@ -91,6 +91,7 @@ class _Run:
     per_epoch: int
     last_step: int | None
     budget: float | None  # seconds
+    swaps: bool  # the batches carry the captions' word swaps (_wants_swaps)
 
 
 def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, device: torch.device, *,
@@ -106,7 +107,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
         norm.load_state_dict(s1["text_norm"])
     with distributed.main_first(dist):  # rank 0 fills the embedding and matcher caches first
         data, norm = load_train_data(data_dir, cfg.data, 64 if stage == 1 else 256, norm, progress,
-                                     swaps=sc.swap_weight > 0)
+                                     swaps=_wants_swaps(cfg, sc))
         matcher = None
         if sc.match_weight > 0:
             matcher = load_or_train_matcher(data_dir, cfg.data, norm, progress=progress, device=device)
@@ -137,7 +138,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
                       progress, shown)
     r = _Run(stage=stage, sc=sc, z_dim=cfg.model.z_dim, data=data, nets=nets, updater=updater, checkpoints=checkpoints,
              log=log, sheet=sheet, dist=dist, device=device, fmt=fmt, per_epoch=per_epoch, last_step=last_step,
-             budget=budget)
+             budget=budget, swaps=_wants_swaps(cfg, sc))
     stop = StopRequests()
     try:
         stop.install()
@@ -175,7 +176,7 @@ def _loop(r: _Run, run: RunState, stop: StopRequests) -> None:
 
         # --- fetch batch: this rank's share of the step's batch ----------------------------------
         real, text, wrong, *swaps = r.data.batch(run.step, sc.batch_size, dist.rank, dist.world,
-                                                 swaps=sc.swap_weight > 0)  # [B, 3, r, r], [B, D] x 2
+                                                 swaps=r.swaps)  # [B, 3, r, r], [B, D] x 2
         real = real.to(r.device, memory_format=r.fmt, non_blocking=True)
         text, wrong = text.to(r.device), wrong.to(r.device)
         swaps = tuple(t.to(r.device) for t in swaps) or None  # stage1.swap_weight: [B, V, D], [B]
@@ -222,6 +223,12 @@ def _outputs(cfg: Config, stage: int, out: Path, data_dir, norm: TextNorm, devic
     with atomic_path(out / "config.yaml") as tmp:  # replaces a planted symlink, never writes through it
         tmp.write_text(to_yaml(cfg))
     return SummaryWriter(str(out / "tb")), SampleSheet(data_dir, norm, cfg, device, stage)
+
+
+def _wants_swaps(cfg: Config, sc) -> bool:
+    """Whether the step's batches carry the captions' word swaps: for the swap loss, and for the texture
+    critic's wrong captions when ``data.swap_attribute`` is set."""
+    return sc.swap_weight > 0 or (sc.patch_weight > 0 and bool(cfg.data.swap_attribute))
 
 
 def _runners(cfg: Config, nets: Networks, dist: distributed.Dist, device: torch.device):

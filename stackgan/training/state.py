@@ -83,7 +83,9 @@ class Checkpoints:
     def save(self, run: RunState) -> Path:
         nets, dist = self.nets, self.dist
         rng = distributed.gather(dist, _rng_state(self.device))  # every rank's, for an exact resume
-        digests = (distributed.gather(dist, distributed.digest(nets.G) + distributed.digest(nets.D))
+        critic = getattr(self.updater, "critic", None)  # stage<N>.patch_weight's texture critic, data-parallel too
+        digests = (distributed.gather(dist, distributed.digest(nets.G) + distributed.digest(nets.D)
+                                      + (distributed.digest(critic) if critic is not None else ""))
                    if dist.world > 1 else [])
         if dist.main:
             if len(set(digests)) > 1:

@@ -223,9 +223,13 @@ class Updater:
         self.encoder, self.matcher, self.ema, self.device = encoder, matcher, ema, device
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
-        self.critic = self.opt_critic = None
+        self.critic = self.opt_critic = self.critic_runner = None
         if self.sc.patch_weight:  # stage<N>.patch_weight: the texture critic, with an optimizer like D's
             self.critic = PatchCritic(cfg.model.text_dim).to(device)
+            data_parallel = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+            self.critic_runner = (torch.nn.parallel.DistributedDataParallel(
+                self.critic, device_ids=[device.index] if device.type == "cuda" else None)
+                if data_parallel else self.critic)  # its update; G's reads the critic itself (frozen there)
             self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=self.sc.lr_d,
                                                betas=(self.sc.beta1, self.sc.beta2))
         fp16 = cfg.precision == "fp16"
@@ -342,11 +346,13 @@ class Updater:
         # --- update the texture critic (stage<N>.patch_weight) on patches at the objects' centres ------------
         patch_d, fake_centres = zero, None
         if self.critic is not None:
+            for group in self.opt_critic.param_groups:  # D's learning rate, with its schedule and rollbacks
+                group["lr"] = self.opt_d.param_groups[0]["lr"]
             size, jitter = sc.patch_size, max(1, sc.patch_size // 8)
             shift = lambda c: c + torch.randint(-jitter, jitter + 1, c.shape, device=c.device)  # noqa: E731
             fake_centres = shift(object_centres(fake.detach()))  # [B, 2]: G's update cuts the same patches
             real_patches = cut_patches(real, shift(object_centres(real)), size)
-            patch_d = critic_d_loss(self.critic, real_patches, cut_patches(fake.detach(), fake_centres, size), text,
+            patch_d = critic_d_loss(self.critic_runner, real_patches, cut_patches(fake.detach(), fake_centres, size), text,
                                     wrong_texts(text, wrong, swaps))
             patch_d.backward()
             self.opt_critic.step()
