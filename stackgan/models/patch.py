@@ -57,7 +57,7 @@ def cut_patches(images: torch.Tensor, centres: torch.Tensor, size: int) -> torch
 
 class PatchCritic(nn.Module):
     """``critic(patch [B, 3, s, s], text [B, text_dim]) -> [B]``: a projection discriminator (Miyato & Koyama, 2018)
-    on a patch. Three spectrally normalised convolutions (the second and third at stride 2), LeakyReLU, the
+    on a patch. Four spectrally normalised convolutions (the second and third at stride 2), LeakyReLU, the
     features averaged over the patch to ``f [B, 4w]``; the score is ``linear(f) + <embed(text), f>``."""
 
     def __init__(self, text_dim: int, width: int = 32):
