@@ -184,6 +184,7 @@ class StageConfig:
     #   object's centre, real or generated, with the sentence (hinge; wrong pairs: with data.swap_attribute the caption
     #   with its texture word swapped), trained beside D; G also minimizes weight * minus its score of G's patches
     patch_size: int = 32  # ... the patch's side in pixels at the stage's resolution
+    patch_r1: float = 0.0  # ... gamma of an R1 penalty on its real patches (gamma / 2 * |grad|^2; 0: none)
     swap_detach: bool = False  # ... with the pattern reading cat(z, c) detached: only the pattern's own parameters
     #   (head, waves) learn from it, not the text code that the outline and placement also read
 
@@ -644,9 +645,10 @@ def validate(cfg: Config) -> Config:
                               f"matcher's space: it must be >= 0 and needs stage{n}.match_weight > 0; got "
                               f"{s.image_pair_weight}")
         resolution = 64 if n == 1 else 256
-        if s.patch_weight < 0 or not 8 <= s.patch_size <= resolution:
-            raise ConfigError(f"stage{n}.patch_weight must be >= 0 and stage{n}.patch_size in [8, {resolution}] "
-                              f"(pixels at the stage's resolution); got {s.patch_weight} and {s.patch_size}")
+        if s.patch_weight < 0 or s.patch_r1 < 0 or not 8 <= s.patch_size <= resolution:
+            raise ConfigError(f"stage{n}.patch_weight and stage{n}.patch_r1 must be >= 0 and stage{n}.patch_size in "
+                              f"[8, {resolution}] (pixels at the stage's resolution); got {s.patch_weight}, "
+                              f"{s.patch_r1} and {s.patch_size}")
         if s.swap_weight:
             m = cfg.model
             if n == 2 and not s.match_weight:

@@ -58,7 +58,8 @@ def test_two_processes_train_both_stages_in_step_and_resume(tiny_shapes, tmp_pat
     assert resumed["replica_digests"][0] == resumed["replica_digests"][1] == saved_digest(resumed, 1)
     assert resumed["replica_digests"][0] != first
 
-    torchrun("train", "--stage", "2", "--max-steps", "2", "--set", "stage2.patch_weight=1", *common)
+    torchrun("train", "--stage", "2", "--max-steps", "2", "--set", "stage2.patch_weight=1", "--set", "stage2.patch_r1=1",
+             *common)
     s2 = load_state(tmp_path / "run" / "stage2" / "state.pt")
     assert s2["step"] == 2 and s2["world_size"] == 2
     assert s2["replica_digests"][0] == s2["replica_digests"][1] == saved_digest(s2, 2)

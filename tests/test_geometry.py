@@ -1789,7 +1789,7 @@ def test_swapped_captions_follow_the_steps_caption_and_train_the_pattern(tiny_sh
     # Stage II: its own copy of the pattern (model.stage2_pattern) taught by the swaps read from its 256 px image
     cfg = apply_overrides(cfg, ["model.stage2_render=true", "model.stage2_pattern=true", "stage2.swap_weight=1",
                                 "stage2.swap_share=1", "stage2.max_steps=2", "stage2.log_every=1",
-                                "stage2.image_pair_weight=1", "stage2.patch_weight=1"])
+                                "stage2.image_pair_weight=1", "stage2.patch_weight=1", "stage2.patch_r1=1"])
     train(cfg, tiny_shapes, tmp_path, 2, progress=False)
     acc = EventAccumulator(str(tmp_path / "stage2" / "tb"))
     acc.Reload()

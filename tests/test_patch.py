@@ -57,6 +57,8 @@ def test_critic_loss_is_the_matching_aware_hinge():
     # (fake, text): -0.05, 0.75 -> relu(1 + s): 0.95, 1.75
     expected = (0.3 + 0) / 2 + 0.5 * ((0 + 1.5) / 2 + (0.95 + 1.75) / 2)
     assert critic_d_loss(critic, real, fake, text, wrong).item() == pytest.approx(expected)
+    # R1: each real score's gradient with respect to its patch is 1/48 in each of its 48 pixels: |grad|^2 = 1/48
+    assert critic_d_loss(critic, real, fake, text, wrong, r1=3.0).item() == pytest.approx(expected + 1.5 / 48)
 
 
 def _texture(kind: int, n: int, size: int = 16) -> torch.Tensor:
@@ -98,4 +100,6 @@ def test_patch_config_errors():
         validate(apply_overrides(cfg, ["stage2.patch_weight=1", "stage2.patch_size=300"]))
     with pytest.raises(ConfigError, match="patch_weight"):
         validate(apply_overrides(cfg, ["stage1.patch_weight=-1"]))
+    with pytest.raises(ConfigError, match="patch_r1"):
+        validate(apply_overrides(cfg, ["stage2.patch_weight=1", "stage2.patch_r1=-1"]))
     validate(apply_overrides(cfg, ["stage1.patch_weight=1", "stage1.patch_size=16"]))

@@ -92,13 +92,21 @@ def wrong_texts(text: torch.Tensor, wrong: torch.Tensor,
 
 
 def critic_d_loss(critic: PatchCritic, real: torch.Tensor, fake: torch.Tensor, text: torch.Tensor,
-                  wrong: torch.Tensor) -> torch.Tensor:
+                  wrong: torch.Tensor, r1: float = 0.0) -> torch.Tensor:
     """The critic's matching-aware hinge loss on real patches ``real``, generated ones ``fake`` (detached) and the
     captions ``text`` / ``wrong`` (``[B, D]``): (real, text) -> real; (real, wrong) and (fake, text) -> fake, half each.
-    The three pairs are scored in one call (a data-parallel critic runs one forward pass per backward)."""
+    ``r1 > 0`` adds ``r1 / 2`` times R1 (Mescheder et al., 2018): the batch mean of the squared norm of the gradient
+    of the (real, text) scores with respect to the real patches, with its graph (a critic kept from growing sharp
+    around the real patches keeps telling G which way is real). The three pairs are scored in one call (a
+    data-parallel critic runs one forward pass per backward)."""
     b = len(real)
+    real = real.detach().requires_grad_(r1 > 0)
     scores = critic(torch.cat([real, real, fake.detach()]), torch.cat([text, wrong, text]))  # [3B]
     real_loss = F.relu(1 - scores[:b]).mean()
     wrong_loss = F.relu(1 + scores[b:2 * b]).mean()
     fake_loss = F.relu(1 + scores[2 * b:]).mean()
-    return real_loss + 0.5 * (wrong_loss + fake_loss)
+    loss = real_loss + 0.5 * (wrong_loss + fake_loss)
+    if r1 > 0:
+        (grad,) = torch.autograd.grad(scores[:b].sum(), real, create_graph=True)
+        loss = loss + r1 / 2 * grad.square().sum((1, 2, 3)).mean()
+    return loss
