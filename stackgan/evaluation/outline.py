@@ -39,6 +39,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ..data.shapes import ATTRIBUTES, inside_shape
 from ..models.layered import fourier_features
+from ..models.patch import off_background
 
 SIZE = 64  # images are judged at this size (larger ones are area-resized first)
 UP = 4  # ... and enlarged this much before the object is cut out: smoother outlines of small objects
@@ -58,9 +59,7 @@ def object_masks(x: torch.Tensor) -> np.ndarray:
     if x.shape[-1] != SIZE:
         x = F.interpolate(x, size=(SIZE, SIZE), mode="area" if x.shape[-1] > SIZE else "bilinear")
     x = F.interpolate(x, scale_factor=UP, mode="bilinear", align_corners=False)
-    b = BORDER * UP
-    border = torch.cat([x[..., :b], x[..., -b:]], dim=-1).median(dim=-1, keepdim=True).values  # [N, 3, H, 1]
-    raw = ((x - border).abs().amax(1) > THRESHOLD).cpu().numpy()  # [N, H, W]
+    raw = off_background(x, THRESHOLD, border=BORDER * UP).cpu().numpy()  # [N, H, W]
     out = np.zeros_like(raw)
     for i, m in enumerate(raw):
         m = ndimage.binary_fill_holes(ndimage.binary_opening(m))

@@ -18,9 +18,10 @@ from ..models.patch import PatchCritic, critic_d_loss, cut_patches, object_centr
 from ..losses import (contrastive_loss, discriminator_loss_fake, discriminator_loss_real, generator_loss, kl_loss,
                       matching_aware_gradient_penalty, same_rows)
 
+# acc: the share of (real, right text) scored real, and of (fake, text) scored fake
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
           "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "G/pick", "G/consistency", "G/swap", "G/pair",
-          "D/patch", "G/patch", "D/acc_real", "D/acc_fake")  # acc: share of (real, right text) scored real, of (fake, text) scored fake
+          "D/patch", "G/patch", "D/acc_real", "D/acc_fake")
 
 
 def _low_res(real: torch.Tensor) -> torch.Tensor:
@@ -361,7 +362,9 @@ class Updater:
             patch_d = patch_d.detach()
 
         # --- update G: fool D with the right text, keep CA close to N(0, I) ------------------
-        D_heads.requires_grad_(False)  # gradients flow through D to G; D's own are not needed
+        frozen = [m for m in (D_heads, self.critic) if m is not None]
+        for m in frozen:  # gradients flow through D (and the texture critic) to G; their own are not needed
+            m.requires_grad_(False)
         try:
             with self.autocast():
                 h_fake = self.D_for_g(self._d_view(fake))
@@ -400,9 +403,7 @@ class Updater:
                     g_total = g_total + sc.swap_weight * swap
                 patch = zero
                 if self.critic is not None:  # G's patches scored real by the texture critic (its weights frozen)
-                    self.critic.requires_grad_(False)
                     patch = -self.critic(cut_patches(fake, fake_centres, sc.patch_size), text).mean()
-                    self.critic.requires_grad_(True)
                     g_total = g_total + sc.patch_weight * patch
                 recon = latent_kl = zero
                 if self.encoder is not None:  # cVAE-GAN: redraw the real image from its own encoded z
@@ -428,7 +429,8 @@ class Updater:
                     ms = 1.0 / (ratio + 1e-5)  # large when two noises give one image
                     g_total = g_total + sc.ms_weight * ms
         finally:
-            D_heads.requires_grad_(True)
+            for m in frozen:
+                m.requires_grad_(True)
         self.scaler_g.scale(g_total).backward()
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
