@@ -38,6 +38,8 @@ class ModelConfig:
     stage2_render: bool = False  # ... the layered Stage I's scene drawn again at 256 px instead (its pattern sharp)
     stage2_pattern: bool = False  # ... with stage2_render: the object's pattern drawn by Stage II's own copy of Stage
     #   I's pattern head and waves (trained; its head also reads the sentence, weights zero at the start)
+    stage2_sharp: bool = False  # ... with stage2_render: the radial outline drawn from its curve at 256 px, its edge
+    #   one pixel wide (not the 32 px canvas's mask enlarged); Stage I's weights, no new ones
     stage2_masked: bool = False  # ... Stage II changes only the pixels near the layered Stage I's object
     stage2_mask_grow: int = 2  # ... within this many pixels (at 64 px) of its mask (0: only on the object itself)
     d_spectral_norm: bool = False  # not in the paper: spectral normalization of D's convs and linears
@@ -488,6 +490,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("model.stage2_pattern gives Stage II its own copy of Stage I's pattern head, drawn in the "
                           "scene at 256 px: it needs model.stage2_render and model.g_layer_pattern (without "
                           "model.g_layer_textures)")
+    if m.stage2_sharp and not (m.stage2_render and m.g_layer_radial):
+        raise ConfigError("model.stage2_sharp draws the layered Stage I's radial outline at 256 px: it needs "
+                          "model.stage2_render and model.g_layer_radial")
     if m.stage2_mask_grow < 0:
         raise ConfigError(f"model.stage2_mask_grow must be >= 0 (pixels at 64 px), got {m.stage2_mask_grow}")
     if m.stage2_masked and not (m.stage2_image_skip and m.g_layered):

@@ -156,6 +156,41 @@ def test_stage2_render_starts_from_the_layered_scene_drawn_at_256_px():
         Stage2Generator(Stage1Generator(32, ngf=8), ngf=8, res_blocks=1, image_skip=True, render=True)
 
 
+def test_stage2_sharp_draws_the_same_outline_with_an_edge_one_pixel_wide():
+    """model.stage2_sharp: the radial outline drawn from its curve at 256 px covers the same object as the
+    32 px canvas's mask enlarged (the same area, the same pixels inside and outside) with a far narrower edge,
+    and equals it where both are far from the edge; it needs model.stage2_render and a radial outline."""
+    from stackgan.config import ConfigError, apply_overrides, get_preset
+
+    torch.manual_seed(0)
+    g1 = Stage1Generator(32, ngf=8, layered=True, background="vertical", radial=4, spin=True, taper=True).eval()
+    with torch.no_grad():  # a lumpy outline, different for each noise
+        g1.foreground.outline.weight.normal_(0, 0.005)
+    z, emb, eps = torch.randn(3, 100), torch.randn(3, 32), torch.randn(3, 128)
+    with torch.no_grad():
+        soft_image = g1.render(z, emb, eps, size=256)
+        soft = g1.foreground.mask.clone()  # [3, 1, 256, 256]
+        sharp_image = g1.render(z, emb, eps, size=256, sharp=True)
+        sharp = g1.foreground.mask
+    area_soft, area_sharp = soft.sum((1, 2, 3)), sharp.sum((1, 2, 3))
+    assert ((area_sharp - area_soft).abs() / area_soft < 0.03).all()
+    edge = lambda m: ((m > 0.05) & (m < 0.95)).sum((1, 2, 3))  # noqa: E731: pixels on the edge
+    assert (edge(sharp) < 0.3 * edge(soft)).all()
+    far = (soft < 0.01) | (soft > 0.99)  # far from the edge the two masks agree
+    assert (sharp[far] - soft[far]).abs().max() < 0.05
+    assert not torch.equal(sharp_image, soft_image)
+    g2 = Stage2Generator(g1, ngf=8, res_blocks=1, image_skip=True, render=True, sharp=True).eval()
+    with torch.no_grad():
+        assert torch.allclose(g2(z, emb, eps).image, sharp_image.clamp(-0.995, 0.995), atol=1e-5)
+    with pytest.raises(ConfigError, match="model.stage2_sharp"):
+        Stage2Generator(g1, ngf=8, res_blocks=1, image_skip=True, sharp=True)
+    plain = Stage1Generator(32, ngf=8, layered=True, background="vertical")  # no radial outline
+    with pytest.raises(ConfigError, match="model.g_layer_radial"):
+        Stage2Generator(plain, ngf=8, res_blocks=1, image_skip=True, render=True, sharp=True)
+    with pytest.raises(ConfigError, match="model.stage2_sharp"):
+        apply_overrides(get_preset("shapes-layered"), ["model.stage2_sharp=true"])
+
+
 def test_stage2_pattern_starts_as_stage1s_and_alone_learns_the_texture():
     """model.stage2_pattern: Stage II's own copy of Stage I's pattern (head, waves, phases) draws the 256 px
     scene exactly as Stage I's does once started from it (its sentence weights zero); a loss on Stage II's image

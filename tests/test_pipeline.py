@@ -98,17 +98,19 @@ def test_a_model_with_an_optional_generator_switch_loads_and_draws_the_same(swit
 
 
 def test_a_stage2_model_with_its_own_pattern_loads_and_draws_the_same(tmp_path):
-    """model.stage2_pattern: the Stage-II model file names the switch, and the loaded model draws the same."""
+    """model.stage2_pattern (and stage2_sharp): the Stage-II model file names the switches, and the loaded model
+    draws the same."""
     from stackgan.models.build import build_generator
     from stackgan.text.norm import TextNorm
 
-    cfg = apply_overrides(get_preset("shapes-layered"), TINY + ["model.stage2_render=true", "model.stage2_pattern=true"])
+    cfg = apply_overrides(get_preset("shapes-layered"), TINY + ["model.stage2_render=true", "model.stage2_pattern=true",
+                                                                "model.stage2_sharp=true"])
     torch.manual_seed(0)
     G = build_generator(cfg.model, 2)
     with torch.no_grad():
         G.own_pattern.head.weight.normal_(0, 0.1)  # not Stage I's any more
     pipe = StackGANPipeline.from_config(cfg, G, TextNorm(cfg.model.text_dim), 2)
     loaded = StackGANPipeline.load(pipe.save_pretrained(tmp_path / "m"))
-    assert loaded.generator_args["stage2"]["pattern"] is True
+    assert loaded.generator_args["stage2"]["pattern"] is True and loaded.generator_args["stage2"]["sharp"] is True
     emb = torch.randn(2, cfg.model.text_dim)
     assert torch.equal(loaded.generate(embeddings=emb, seed=1).stage2, pipe.generate(embeddings=emb, seed=1).stage2)

@@ -76,6 +76,8 @@ def generator_args(m: ModelConfig, stage: int) -> dict[str, dict]:
             args["stage2"]["render"] = True
         if m.stage2_pattern:
             args["stage2"]["pattern"] = True
+        if m.stage2_sharp:
+            args["stage2"]["sharp"] = True
         if m.stage2_masked:
             args["stage2"]["masked"] = True
             if m.stage2_mask_grow != ModelConfig.stage2_mask_grow:

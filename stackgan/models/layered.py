@@ -33,6 +33,8 @@ TEMPLATE_LIMIT = 6.0  # ... and their logits are bounded by LIMIT * tanh(. / LIM
 TEMPLATE_LUMPS = 2.5  # ... and start as discs plus this much smooth (4 x 4, enlarged) noise, each its own
 TEMPLATE_SIZE = 16  # ... and drawn at 16 x 16, enlarged bilinearly to the canvas: smooth outlines, fewer pixels
 RADIAL_R0 = 0.6  # model.g_layer_radial: the outline's radius (in the canvas's [-1, 1] frame) before it learns
+SHARP_EDGE = 4.0  # model.stage2_sharp: the mask's logit rises this much per image pixel across the edge (0.05 to
+#   0.95 over 1.5 px; Shapes' edges, drawn 4x supersampled, rise within one pixel)
 PATTERN_FREQ = 50.0  # model.g_layer_pattern: wave vectors are stored over this factor (radians per image half-width:
 #   50 is a period of 4 px at 64 px), so that Adam moves a frequency by about 50 x lr per step
 PATTERN_BIAS = -3.0  # ... and the pattern map starts at sigmoid(-3) = 0.05 everywhere: nearly solid, still learning
@@ -408,6 +410,29 @@ class ForegroundLayer(nn.Module):
             mask = torch.sigmoid(torch.einsum("bk,kchw->bchw", weights, self.template_logits().float())).to(rgba.dtype)
         return torch.tanh(rgba[:, :3]), mask if self.window is None else mask * self.window.to(mask.dtype)
 
+    def sharp_mask(self, zc: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """The placed mask ``[B, 1, S, S]`` of a radial outline drawn at the image's own pixels: the outline's
+        radius at each pixel's canvas angle (``grid [B, S, S, 2]``, ``affine_grid``'s canvas points), its logit
+        rising ``SHARP_EDGE`` per image pixel across the edge (the canvas's rises 1 per canvas pixel: its edge is
+        several image pixels wide at 256 px), times the canvas's window sampled there, the outline moved out so that
+        it covers the soft mask's area. Where the canvas's mask enlarged is soft, this one is sharp."""
+        g = grid.float()
+        u, v = g[..., 0], g[..., 1]  # [B, S, S]
+        k = torch.arange(1, self.radial + 1, device=g.device, dtype=torch.float32)[None, :, None, None]
+        angle = torch.atan2(v, u)[:, None]  # [B, 1, S, S]
+        basis = torch.cat([torch.cos(k * angle), torch.sin(k * angle)], dim=1)  # [B, 2K, S, S]
+        radius = RADIAL_R0 * torch.exp(torch.einsum("bk,bkhw->bhw", self.outline(zc).float(), basis))  # [B, S, S]
+        pixel = (g[:, 0, 1] - g[:, 0, 0]).norm(dim=-1)[:, None, None]  # [B, 1, 1]: canvas units per image pixel
+        # the canvas's soft edge (logistic, scale w = 2 / CANVAS_SIZE) adds pi^2 w^2 / 3 to r^2 in area: the sharp
+        # outline is moved out by as much, so that it covers the area that Stage I learned to draw
+        w = 2.0 / CANVAS_SIZE
+        radius = (radius.square() + math.pi ** 2 * w * w / 3).sqrt()
+        mask = torch.sigmoid((radius - (u * u + v * v).sqrt()) * (SHARP_EDGE / pixel))[:, None]  # [B, 1, S, S]
+        if self.window is None:  # outside the canvas: nothing, as the enlarged canvas's zero padding
+            return mask * ((u.abs() <= 1) & (v.abs() <= 1)).float()[:, None]
+        window = self.window.float().expand(len(g), -1, -1, -1)
+        return mask * F.grid_sample(window, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+
     def pose_params(self, zc: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """The pose head's output ``[B, 4]``: log-scale (over ``scale0``), angle / pi, tx, ty. With
         ``pose_text`` it also reads ``text``, the sentence embedding ``[B, pose_text]``."""
@@ -578,13 +603,14 @@ class ForegroundLayer(nn.Module):
             return -F.max_pool2d(-m, 2 * r + 1, stride=1, padding=r)
 
     def forward(self, zc: torch.Tensor, background: torch.Tensor, text: torch.Tensor | None = None,
-                own_pattern: "StagePattern | None" = None) -> torch.Tensor:
+                own_pattern: "StagePattern | None" = None, sharp: bool = False) -> torch.Tensor:
         """The object drawn from ``cat(z, c)`` and placed over ``background``; ``own_pattern``: its pattern drawn
-        by that copy (:class:`StagePattern`, Stage II's) instead of this layer's."""
+        by that copy (:class:`StagePattern`, Stage II's) instead of this layer's; ``sharp``: the radial outline
+        drawn at the image's pixels (:meth:`sharp_mask`) instead of the canvas's mask enlarged."""
         rgb, mask = self.canvas(zc)
         rgba = torch.cat([rgb, mask], dim=1)
         (image, self.mask, self.offset, self.choice_drawn, self.size_drawn,
-         self.texture_drawn) = self._place(zc, rgba, mask, background, text, own_pattern=own_pattern)
+         self.texture_drawn) = self._place(zc, rgba, mask, background, text, own_pattern=own_pattern, sharp=sharp)
         # choice_drawn: the side logit [B, 1] or the cell logits [B, 2, A], with their graph (None without);
         # size_drawn / texture_drawn: the size / texture logits [B, K] (with sizes / textures; else None)
         self.drawn = tuple(None if t is None else t.detach() for t in (zc, rgba, mask, background, text))  # redraw
@@ -637,12 +663,16 @@ class ForegroundLayer(nn.Module):
                text: torch.Tensor | None, flip: torch.Tensor | None = None,
                cell: torch.Tensor | None = None, size: torch.Tensor | None = None,
                texture: torch.Tensor | None = None, pattern_zc: torch.Tensor | None = None,
-               own_pattern: "StagePattern | None" = None) -> tuple[torch.Tensor, ...]:
+               own_pattern: "StagePattern | None" = None, sharp: bool = False) -> tuple[torch.Tensor, ...]:
         """The canvas ``rgba [B, 4, 32, 32]`` placed over ``background``: ``(image [B, 3, S, S], placed mask
         [B, 1, S, S], translation [B, 2], the side logit [B, 1] or the cell logits [B, 2, A] or None, the size
         logits [B, K] or None, the texture logits [B, K] or None)`` (with the anchor grid, the translation
         before an anchor's point). ``pattern_zc``: everything but the pattern without a gradient, the pattern
-        read from it (:meth:`redraw_pattern`)."""
+        read from it (:meth:`redraw_pattern`). ``sharp``: the mask drawn from the radial outline at the image's
+        pixels (:meth:`sharp_mask`)."""
+        if sharp and (self.anchors or not self.radial):
+            raise ValueError("sharp draws the radial outline at the image's pixels: this layer needs a radial "
+                             "outline (model.g_layer_radial) and no anchor grid")
         if not self.anchors:
             with torch.no_grad() if pattern_zc is not None else contextlib.nullcontext():
                 pose = self.pose_params(zc, text)
@@ -661,6 +691,8 @@ class ForegroundLayer(nn.Module):
                 placed = F.grid_sample(rgba, grid, mode="bilinear", padding_mode="zeros",
                                        align_corners=False)  # outside the canvas: mask 0
                 fg, m = placed[:, :3], placed[:, 3:]
+                if sharp:
+                    m = self.sharp_mask(zc, grid).to(m.dtype)
             if self.pattern:  # the colour (in [0, 1]) times 1 - p (1 - shade)
                 p, shade = self.pattern_map(zc if pattern_zc is None else pattern_zc, grid, placement[1],
                                             placement[2], texture, text, own_pattern)

@@ -165,19 +165,20 @@ class Stage1Generator(nn.Module):
         return GeneratorOutput(img, img, mu, logvar)  # Stage I: its image is also the low-resolution one
 
     def render(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None,
-               size: int = 256, own_pattern: nn.Module | None = None) -> torch.Tensor:
+               size: int = 256, own_pattern: nn.Module | None = None, sharp: bool = False) -> torch.Tensor:
         """The layered scene over its smooth background (``model.g_layer_background=smooth``, ``vertical`` or ``ramp``)
         drawn again at ``size x size`` pixels ``[B, 3, size, size]``: the same background, object, pose and
         pattern as :meth:`forward`'s 64 px image, sampled at the finer grid (the pattern and the placement
         are functions of the image's coordinates, so stripes stay as sharp as the pixels allow; the object's
         canvas is still its 32 x 32 one). ``model.stage2_render``; ``own_pattern``: the pattern drawn by that
-        copy (:class:`~stackgan.models.layered.StagePattern`, ``model.stage2_pattern``) instead of Stage I's."""
+        copy (:class:`~stackgan.models.layered.StagePattern`, ``model.stage2_pattern``) instead of Stage I's;
+        ``sharp``: the radial outline drawn from its curve at ``size`` px (``model.stage2_sharp``)."""
         if self.background is None:
             raise ValueError("render draws the layered object over its smooth background at another size; this "
                              "Stage I has none (model.g_layered with model.g_layer_background=smooth, vertical or ramp)")
         c = self.ca(emb, eps)[0]
         zc = torch.cat([z, c], dim=1)
-        return self.foreground(zc, self.background(zc, size), emb, own_pattern)
+        return self.foreground(zc, self.background(zc, size), emb, own_pattern, sharp)
 
 
 class Stage1Discriminator(nn.Module):

@@ -45,7 +45,8 @@ class Stage2Generator(nn.Module):
 
     def __init__(self, stage1: Stage1Generator, ngf: int = 128, res_blocks: int = 4,
                  cond_dim: int = 128, ca_variant: str = "pt", image_skip: bool = False, fusion: bool = False,
-                 render: bool = False, masked: bool = False, mask_grow: int = 2, pattern: bool = False):
+                 render: bool = False, masked: bool = False, mask_grow: int = 2, pattern: bool = False,
+                 sharp: bool = False):
         super().__init__()
         if masked and not (image_skip and getattr(stage1, "foreground", None) is not None):
             raise ConfigError("Stage II changes only the pixels near Stage I's object (model.stage2_masked) only with "
@@ -57,7 +58,11 @@ class Stage2Generator(nn.Module):
         if pattern and not render:
             raise ConfigError("Stage II's own pattern (model.stage2_pattern) is drawn in Stage I's scene at 256 px: "
                               "it needs model.stage2_render")
+        if sharp and not (render and stage1.foreground.radial):
+            raise ConfigError("Stage II draws Stage I's radial outline at 256 px (model.stage2_sharp) only with "
+                              "model.stage2_render and a radial outline (model.g_layer_radial)")
         self.image_skip, self.fusion, self.render, self.masked = image_skip, fusion, render, masked
+        self.sharp = sharp
         self.mask_grow = mask_grow  # pixels (at 64 px) by which Stage I's object mask is widened when masked
         k = stage1.z_dim + cond_dim if fusion else 0  # the up-blocks' modulating condition: cat(z, c)
         if ngf % 4:
@@ -115,7 +120,8 @@ class Stage2Generator(nn.Module):
             low = self.stage1(z, emb, eps1).image  # [B, 3, 64, 64]
             near = self.object_region(self.stage1.foreground.mask) if self.masked else None  # [B, 1, 256, 256]
         # Stage I is frozen, so the scene drawn at 256 px has a graph only through Stage II's own pattern (if any)
-        sharp = self.stage1.render(z, emb, eps1, 256, self.own_pattern) if self.render else None  # [B, 3, 256, 256]
+        sharp = (self.stage1.render(z, emb, eps1, 256, self.own_pattern, self.sharp)
+                 if self.render else None)  # [B, 3, 256, 256]
         c, mu, logvar = self.ca(emb, eps2)  # [B, cond]
         h = self.encode(low)  # [B, 4ngf, 16, 16]
         c_map = c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])  # [B, cond, 16, 16]
