@@ -300,7 +300,8 @@ def _read_model_config(meta, config_file: Path) -> tuple[dict[str, dict], tuple[
                                g_layer_pose_hidden=2, g_layer_pose_text=True, g_layer_anchors=2,
                                g_layer_round=True, g_layer_radial=2, g_layer_pattern=2, g_layer_pattern_pairs=True,
                                g_layer_pattern_text=True, g_layer_pattern_inset=1.0, g_layer_sides=True,
-                               g_layer_cells=2, g_layer_sizes=2, g_layer_textures=2, g_layer_pattern_waves="4@0,4@90", g_layer_anchor_sample=True,
+                               g_layer_cells=2, g_layer_sizes=2, g_layer_textures=2, g_layer_pattern_waves="4@0,4@90",
+                               g_layer_anchor_sample=True,
                                stage2_render=True, stage2_masked=True, stage2_mask_grow=1, stage2_pattern=True,
                                stage2_sharp=True)
     full = generator_args(every_switch, 2)  # ... and those written only when on

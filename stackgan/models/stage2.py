@@ -29,6 +29,8 @@ class Stage2Generator(nn.Module):
     draws that scene's pattern with Stage II's own copy of Stage I's pattern head and waves
     (:class:`~stackgan.models.layered.StagePattern`, started as Stage I's by :meth:`start_pattern`), which Stage
     II trains: the texture can change at 256 px while the outline, colour and place stay Stage I's.
+    ``sharp=True`` (with ``render`` and a radial outline) draws that scene's object mask from the outline's curve at
+    256 px, its edge about one pixel wide (:meth:`~stackgan.models.layered.ForegroundLayer.sharp_mask`).
     ``masked=True`` (with ``image_skip`` and a layered Stage I) lets Stage II change only the pixels near
     Stage I's object: its output is added through Stage I's placed mask, widened by ``mask_grow`` pixels at
     64 px and enlarged to 256 px, so the background stays exactly Stage I's and Stage II's layers spend
@@ -120,7 +122,7 @@ class Stage2Generator(nn.Module):
             low = self.stage1(z, emb, eps1).image  # [B, 3, 64, 64]
             near = self.object_region(self.stage1.foreground.mask) if self.masked else None  # [B, 1, 256, 256]
         # Stage I is frozen, so the scene drawn at 256 px has a graph only through Stage II's own pattern (if any)
-        sharp = (self.stage1.render(z, emb, eps1, 256, self.own_pattern, self.sharp)
+        scene = (self.stage1.render(z, emb, eps1, 256, self.own_pattern, self.sharp)
                  if self.render else None)  # [B, 3, 256, 256]
         c, mu, logvar = self.ca(emb, eps2)  # [B, cond]
         h = self.encode(low)  # [B, 4ngf, 16, 16]
@@ -129,7 +131,7 @@ class Stage2Generator(nn.Module):
         zc = torch.cat([z, c], dim=1) if self.fusion else None  # [B, z + cond]
         x = run_up_path(self.up, self.to_rgb[0], h, self.recompute_blocks, zc)  # [B, 3, 256, 256], before tanh
         if self.image_skip:
-            base = (sharp if sharp is not None
+            base = (scene if scene is not None
                     else F.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False))  # [B, 3, 256, 256]
             x = (x if near is None else near.to(x.dtype) * x) + torch.atanh(base.clamp(-0.995, 0.995))
         high = torch.tanh(x)

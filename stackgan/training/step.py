@@ -354,8 +354,8 @@ class Updater:
             fake_centres = shift(object_centres(fake.detach()))  # [B, 2]: G's update cuts the same patches
             real_patches = cut_patches(real, shift(object_centres(real)), size)
             fake_patches = cut_patches(fake.detach(), fake_centres, size)
-            patch_d = critic_d_loss(self.critic_runner, real_patches, fake_patches, text, wrong_texts(text, wrong, swaps),
-                                    sc.patch_r1)
+            patch_d = critic_d_loss(self.critic_runner, real_patches, fake_patches, text,
+                                    wrong_texts(text, wrong, swaps), sc.patch_r1)
             patch_d.backward()
             self.opt_critic.step()
             self.opt_critic.zero_grad(set_to_none=True)
