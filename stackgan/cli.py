@@ -19,6 +19,7 @@ EXAMPLES = {
   stackgan train --stage 1 --data data/shapes --out runs/shapes --preset fast --minutes 15
   stackgan train --stage 2 --data data/shapes --out runs/shapes --minutes 7
   stackgan train --stage 1 --data data/shapes --out runs/shapes --resume
+  stackgan train --stage 1 --data data/shapes --out runs/tuned --init-generator runs/shapes/stage1/state.pt
   stackgan train --stage 1 --data data/birds --out runs/birds --preset paper --set stage1.batch_size=32
   stackgan train --stage 1 --data data/shapes --out runs/x --dry-run      # print the configuration""",
     "generate": """examples:
@@ -130,6 +131,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue RUN/stage<N>/state.pt: step, optimizers, random state, time spent "
                         "(SIGINT / SIGTERM write it before stopping)")
     t.add_argument("--stage1", type=Path, help="Stage-I state file for Stage II (default RUN/stage1/state.pt)")
+    t.add_argument("--init-generator", type=Path, metavar="STATE",
+                   help="start this stage's G from the generator weights of a state file of the same stage and "
+                        "architecture (a fine-tune: D and the optimizers start fresh, step 0); not with --resume")
     t.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")

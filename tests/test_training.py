@@ -67,6 +67,34 @@ def test_resume_continues_exactly(tiny_shapes, tiny_config, tmp_path):
     assert a["opt_g"]["state"][0]["step"] == b["opt_g"]["state"][0]["step"]
 
 
+def test_init_generator_starts_g_from_a_state_and_d_fresh(trained_run, tiny_shapes, tiny_config, tmp_path):
+    """``--init-generator``: a new run's G starts from another Stage-I state's sampling weights (with learning
+    rates 0, its parameters stay those), D as a new run builds it; refused for a resumed run and for a state of the
+    other stage."""
+    from stackgan.checkpoint import sampling_weights
+    from stackgan.errors import ConfigError
+
+    source = trained_run / "stage1" / "state.pt"
+    frozen = replace(tiny_config, stage1=replace(tiny_config.stage1, lr_g=0.0, lr_d=0.0, max_steps=1))
+    train(frozen, tiny_shapes, tmp_path / "tuned", 1, init_generator=source, progress=False)
+    train(frozen, tiny_shapes, tmp_path / "new", 1, progress=False)
+    init, tuned, new = (load_state(p) for p in (source, tmp_path / "tuned/stage1/state.pt",
+                                                 tmp_path / "new/stage1/state.pt"))
+    names = [n for n, v in tuned["generator"].items() if v.is_floating_point() and "running" not in n]
+    assert names and all(torch.equal(tuned["generator"][n], sampling_weights(init)[n]) for n in names)
+    assert not all(torch.equal(new["generator"][n], tuned["generator"][n]) for n in names)
+    D = init["discriminator"]  # D's weights: not the source's, those a new run starts from (BN statistics: its batches)
+    weights = [k for k, v in D.items() if v.is_floating_point() and "running" not in k]
+    assert all(torch.equal(new["discriminator"][k], tuned["discriminator"][k]) for k in weights)
+    assert any(not torch.equal(D[k], tuned["discriminator"][k]) for k in weights)
+    with pytest.raises(ConfigError, match="starts a new run"):
+        train(frozen, tiny_shapes, tmp_path / "tuned", 1, resume=True, max_steps=2, init_generator=source,
+              progress=False)
+    with pytest.raises(ConfigError, match="needs one of Stage 1"):
+        train(frozen, tiny_shapes, tmp_path / "other", 1, init_generator=trained_run / "stage2" / "state.pt",
+              progress=False)
+
+
 def test_failed_checkpoint_write_keeps_the_previous_one(tiny_shapes, tiny_config, tmp_path, monkeypatch):
     train(_steps(tiny_config, 1, 2), tiny_shapes, tmp_path, 1, progress=False)
     before = (tmp_path / "stage1" / "state.pt").read_bytes()

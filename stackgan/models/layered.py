@@ -90,6 +90,13 @@ class SmoothBackground(nn.Module):
         return F.interpolate(low, size=size or self.size, mode="bilinear", align_corners=self.ramp)
 
 
+def outline_radius(coef: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """The radial outline's radius ``RADIAL_R0 * exp(sum_k a_k cos k theta + b_k sin k theta)`` ``[B, H, W]`` from its
+    coefficients ``[B, 2K]`` (the ``K`` cosines' first) and the basis ``[B or 1, 2K, H, W]`` (``cos k theta`` then
+    ``sin k theta`` at each point's angle)."""
+    return RADIAL_R0 * torch.exp(torch.einsum("bk,bkhw->bhw", coef, basis.expand(len(coef), -1, -1, -1)))
+
+
 class ForegroundLayer(nn.Module):
     """``cat(z, c) [B, K]`` and a background ``[B, 3, S, S]`` -> the composed image ``[B, 3, S, S]``.
 
@@ -400,8 +407,8 @@ class ForegroundLayer(nn.Module):
                 h = F.relu(film(h, zc))
         rgba = self.to_rgba(h)
         if self.radial:  # inside the predicted outline, the edge about one canvas pixel wide
-            coef = self.outline(zc).float()  # [B, 2K]
-            radius = RADIAL_R0 * torch.exp(torch.einsum("bk,khw->bhw", coef, self.polar_basis))  # [B, 32, 32]
+            self.coef = self.outline(zc).float()  # [B, 2K], with its graph: stage1.outline_weight reads it
+            radius = outline_radius(self.coef, self.polar_basis[None])  # [B, 32, 32]
             mask = torch.sigmoid((radius - self.polar_rho) * (CANVAS_SIZE / 2))[:, None].to(rgba.dtype)
         elif self.templates is None:
             mask = torch.sigmoid(rgba[:, 3:])
@@ -409,6 +416,14 @@ class ForegroundLayer(nn.Module):
             weights = torch.softmax(self.select(zc).float(), dim=1)  # [B, K]
             mask = torch.sigmoid(torch.einsum("bk,kchw->bchw", weights, self.template_logits().float())).to(rgba.dtype)
         return torch.tanh(rgba[:, :3]), mask if self.window is None else mask * self.window.to(mask.dtype)
+
+    def outline_cost(self) -> torch.Tensor:
+        """The last drawn radial outlines' harmonics, summed amplitudes ``sum_k sqrt(a_k^2 + b_k^2)`` averaged over the
+        batch (a scalar, with its graph): a group-lasso prior (``stage1.outline_weight``) under which a harmonic that
+        the discriminator does not ask for costs more than it gains, so it falls to 0. The amplitude does not change
+        when the outline turns, so the prior prefers no angle."""
+        coef = self.coef.view(len(self.coef), 2, self.radial)  # [B, (cos, sin), K]
+        return (coef.square().sum(1) + 1e-8).sqrt().sum(1).mean()
 
     def sharp_mask(self, zc: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """The placed mask ``[B, 1, S, S]`` of a radial outline drawn at the image's own pixels: the outline's
@@ -421,7 +436,7 @@ class ForegroundLayer(nn.Module):
         k = torch.arange(1, self.radial + 1, device=g.device, dtype=torch.float32)[None, :, None, None]
         angle = torch.atan2(v, u)[:, None]  # [B, 1, S, S]
         basis = torch.cat([torch.cos(k * angle), torch.sin(k * angle)], dim=1)  # [B, 2K, S, S]
-        radius = RADIAL_R0 * torch.exp(torch.einsum("bk,bkhw->bhw", self.outline(zc).float(), basis))  # [B, S, S]
+        radius = outline_radius(self.outline(zc).float(), basis)  # [B, S, S]
         pixel = (g[:, 0, 1] - g[:, 0, 0]).norm(dim=-1)[:, None, None]  # [B, 1, 1]: canvas units per image pixel
         # the canvas's soft edge (logistic, scale w = 2 / CANVAS_SIZE) adds pi^2 w^2 / 3 to r^2 in area: the sharp
         # outline is moved out by as much, so that it covers the area that Stage I learned to draw

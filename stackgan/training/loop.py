@@ -46,7 +46,7 @@ STAGE1_FIELDS = ("text_dim", "z_dim", "cond_dim", "ngf1", "ca_variant", "g1_vari
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *, resume: bool = False,
           stage1_state: str | Path | None = None, max_steps: int | None = None, minutes: float | None = None,
-          device: str | None = None, progress: bool = True) -> Path:
+          device: str | None = None, progress: bool = True, init_generator: str | Path | None = None) -> Path:
     """Train Stage ``stage`` on the manifest data in ``data_dir``; returns the final state file.
 
     Writes ``RUN/stage<N>/{state.pt, config.yaml, tb/, samples/}`` and the inference folder
@@ -54,7 +54,9 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
     ``stage1_state``). With ``resume`` it continues from ``RUN/stage<N>/state.pt``: step,
     learning-rate schedule, optimizers, gradient scalers, random state and the spent time budget;
     its own saved configuration is used then, except ``max_steps`` and ``minutes``, which override
-    the stage's limits (the time budget counts the time of all sessions of the run).
+    the stage's limits (the time budget counts the time of all sessions of the run). With ``init_generator``
+    (a state file of the same stage) a new run's G starts from that state's sampling weights (a fine-tune;
+    D, the optimizers and the step start fresh).
 
     Under torchrun (``WORLD_SIZE`` > 1) each process trains a DistributedDataParallel replica on
     its own share of every batch (``batch_size`` images per process) with its own noise; only
@@ -67,7 +69,8 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, stage: int, *,
         # one process per run folder (under torchrun: rank 0, the one that writes)
         with run_lock(run_dir) if dist.main else contextlib.nullcontext():
             return _train(cfg, data_dir, run_dir, stage, dist, device, resume=resume, stage1_state=stage1_state,
-                          max_steps=max_steps, minutes=minutes, progress=progress and dist.main)
+                          max_steps=max_steps, minutes=minutes, progress=progress and dist.main,
+                          init_generator=init_generator)
     finally:
         distributed.cleanup(dist)
 
@@ -95,8 +98,11 @@ class _Run:
 
 
 def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, device: torch.device, *,
-           resume: bool, stage1_state, max_steps, minutes, progress: bool) -> Path:
+           resume: bool, stage1_state, max_steps, minutes, progress: bool, init_generator=None) -> Path:
     cfg, state, s1 = _resolve_run(cfg, run_dir, stage, dist, resume, stage1_state, max_steps, minutes)
+    if init_generator is not None and state is not None:
+        raise ConfigError(f"--init-generator starts a new run; {stage_dir(run_dir, stage) / STATE_NAME} exists "
+                          "(--resume continues it with its own weights)")
     out, sc = stage_dir(run_dir, stage), cfg.stage(stage)
     if cfg.sync_batchnorm and device.type != "cuda":
         raise ConfigError("sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm runs on GPUs only); "
@@ -116,7 +122,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     if matcher is not None:  # frozen: read through its folded trunk, in the images' memory format
         matcher = matcher.fold().to(memory_format=fmt)
-    nets = _networks(cfg, stage, s1, device, fmt)
+    nets = _networks(cfg, stage, s1, device, fmt, init_generator)
     if dist.world > 1 and not dist.main:
         torch.manual_seed(cfg.seed * 10 + stage + 1_000_003 * dist.rank)  # each rank its own noise
     updater = Updater(cfg, stage, *_runners(cfg, nets, dist, device), nets.opt_g, nets.opt_d, device=device,
@@ -132,7 +138,8 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
     writer, sheet = _outputs(cfg, stage, out, data_dir, norm, device) if dist.main else (None, None)
     shown = ((("G/match",) if matcher is not None else ()) + (("G/recon",) if nets.encoder is not None else ())
              + (("G/ms",) if sc.ms_weight > 0 else ()) + (("G/info",) if cfg.model.info_codes and stage == 1 else ())
-             + (("G/mask",) if sc.mask_weight > 0 else ()) + (("G/contrast",) if sc.contrast_weight > 0 else ())
+             + (("G/mask",) if sc.mask_weight > 0 else ()) + (("G/outline",) if sc.outline_weight > 0 else ())
+             + (("G/contrast",) if sc.contrast_weight > 0 else ())
              + (("G/pick",) if sc.pose_pick_weight > 0 else ()))
     log = TrainingLog(stage, sc.log_every, sc.batch_size * dist.world, dist, device, writer, run, last_step, budget,
                       progress, shown)
@@ -247,9 +254,10 @@ def _d_for_g(cfg: Config, nets: Networks) -> torch.nn.Module:
     return torch.compile(nets.D) if cfg.compile else nets.D
 
 
-def _networks(cfg: Config, stage: int, s1: dict | None, device: torch.device, fmt: torch.memory_format) -> Networks:
+def _networks(cfg: Config, stage: int, s1: dict | None, device: torch.device, fmt: torch.memory_format,
+              init_generator: str | Path | None = None) -> Networks:
     """G (with Stage II's frozen Stage I), D, the reconstruction branch's encoder, their optimizers
-    and G's moving average, on ``device``."""
+    and G's moving average, on ``device``; G's weights from ``init_generator``'s state when given."""
     sc = cfg.stage(stage)
     G = build_generator(cfg.model, stage)
     G.recompute_blocks = cfg.recompute_blocks
@@ -257,6 +265,8 @@ def _networks(cfg: Config, stage: int, s1: dict | None, device: torch.device, fm
     if s1 is not None:
         G.stage1.load_state_dict(sampling_weights(s1))
         G.start_pattern()  # model.stage2_pattern: Stage II's copy starts as the loaded Stage I's pattern
+    if init_generator is not None:
+        _load_generator(G, init_generator, stage)
     # the reconstruction branch's encoder: Stage I trains it; Stage II uses Stage I's, frozen
     encoder = None
     if sc.recon_weight > 0:
@@ -282,6 +292,18 @@ def _networks(cfg: Config, stage: int, s1: dict | None, device: torch.device, fm
     if sc.ema_decay > 0:
         ema = make_ema(G, sc.ema_decay)
     return Networks(G, D, encoder, opt_g, opt_d, ema)
+
+
+def _load_generator(G: torch.nn.Module, path: str | Path, stage: int) -> None:
+    """``--init-generator``: G's weights from the state file ``path`` (its sampling weights), which must be of
+    this stage and this G's architecture."""
+    init = load_state(path)
+    if init.get("stage") != stage:
+        raise ConfigError(f"{path}: a Stage-{init.get('stage')} state; --init-generator needs one of Stage {stage}")
+    try:
+        G.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sampling_weights(init).items()})
+    except RuntimeError as e:
+        raise ConfigError(f"{path}: its generator is not this configuration's Stage-{stage} G ({e})") from None
 
 
 def _resolve_run(cfg: Config, run_dir, stage: int, dist: distributed.Dist, resume: bool, stage1_state,

@@ -20,7 +20,7 @@ from ..losses import (contrastive_loss, discriminator_loss_fake, discriminator_l
 
 # acc: the share of (real, right text) scored real, and of (fake, text) scored fake
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
-          "G/ms", "G/info", "G/mask", "D/contrast", "G/contrast", "G/pick", "G/consistency", "G/swap", "G/pair",
+          "G/ms", "G/info", "G/mask", "G/outline", "D/contrast", "G/contrast", "G/pick", "G/consistency", "G/swap", "G/pair",
           "D/patch", "G/patch", "D/acc_real", "D/acc_fake")
 
 
@@ -300,6 +300,8 @@ class Updater:
             fake, mu, logvar = out.image, out.mu, out.logvar  # [B, 3, r, r], [B, cond] x 2
             # an area prior on the mask: the layered G's object mask [B, 1, 64, 64] costs where it is not needed
             placed = unwrap(G).foreground.mask if sc.mask_weight > 0 else None
+            # a group-lasso prior on the radial outline's harmonics (stage1.outline_weight)
+            outline = unwrap(G).foreground.outline_cost() if sc.outline_weight > 0 else zero
             if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
                 right_t = mu.detach()
                 with torch.no_grad():
@@ -415,7 +417,7 @@ class Updater:
                         latent_kl = kl_loss(z_mu, z_logvar)
                         g_total = g_total + sc.latent_kl_weight * latent_kl
                 mask = placed.float().mean() if placed is not None else zero
-                g_total = g_total + mask_weight(sc, step) * mask
+                g_total = g_total + mask_weight(sc, step) * mask + sc.outline_weight * outline
                 consistency = zero
                 if sc.consistency_weight:  # stage2.consistency_weight: at 64 px, Stage II's image is Stage I's
                     consistency = consistency_loss(fake, out.low)
@@ -431,9 +433,10 @@ class Updater:
         finally:
             for m in frozen:
                 m.requires_grad_(True)
-        self.scaler_g.scale(g_total).backward()
-        self.scaler_g.step(self.opt_g)
-        self.scaler_g.update()
+        if step >= sc.g_hold:  # (stage<N>.g_hold: G held for the run's first steps, only D learns)
+            self.scaler_g.scale(g_total).backward()
+            self.scaler_g.step(self.opt_g)
+            self.scaler_g.update()
         self.opt_g.zero_grad(set_to_none=True)
 
         # --- EMA of G's weights -----------------------------------------------------------------
@@ -441,7 +444,7 @@ class Updater:
             self.ema.update_parameters(unwrap(G))
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], gp.detach(), g_adv, kl, match, recon,
-                            latent_kl, ms.detach(), info.detach(), mask.detach(), contrast_d.detach(), contrast.detach(),
+                            latent_kl, ms.detach(), info.detach(), mask.detach(), outline.detach(), contrast_d.detach(), contrast.detach(),
                             pick.detach(), consistency.detach(), swap.detach(), pair.detach(), patch_d,
                             patch.detach(), acc_real,
                             acc_fake]).detach().float()  # [len(LOGGED)]
