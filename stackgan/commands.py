@@ -69,7 +69,8 @@ def cmd_train(args) -> int:
         resolve_device(args.device)  # a clear error now, not a torch one later
 
     train(cfg, args.data, args.out, args.stage, resume=args.resume, stage1_state=args.stage1,
-          init_generator=args.init_generator, max_steps=args.max_steps, minutes=args.minutes, device=args.device, progress=not args.no_progress)
+          init_generator=args.init_generator, max_steps=args.max_steps, minutes=args.minutes, device=args.device,
+          progress=not args.no_progress)
     return 0
 
 

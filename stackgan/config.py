@@ -161,13 +161,13 @@ class StageConfig:
     pose_pick_weight: float = 0.0  # with the layered G and the matcher (Stage I): each object is also placed at
     #   its translation's mirror images (x, y or both signs flipped), the frozen matcher picks the placement that
     #   best matches the caption, and G minimizes weight * the squared distance of its translation to the pick
+    pose_pick_share: float = 1.0  # ... computed on this share of the batch (its first images): the matcher reads
+    #   four placements of each (with model.g_layer_cells=A, 2A - 1)
     g_hold: int = 0  # G's weights are held for the first N steps of the run (only D learns; G's update is skipped):
     #   a fine-tune from --init-generator gives its new D time to learn the data before G follows it
     outline_weight: float = 0.0  # with model.g_layer_radial (Stage I): G also minimizes weight * the radial outline's
     #   summed harmonic amplitudes (sum_k sqrt(a_k^2 + b_k^2), batch mean; a group lasso): a harmonic D does not ask
     #   for (a lump too small to see at 64 px, sharp at 256 px) falls to 0
-    pose_pick_share: float = 1.0  # ... computed on this share of the batch (its first images): the matcher reads
-    #   four placements of each (with model.g_layer_cells=A, 2A - 1)
     mask_warmup: int = 0  # the area prior's weight rises linearly from 0 to mask_weight over this many steps (at
     #   full weight from the first step, the prior closes the mask before D asks for an object)
     contrast_weight: float = 0.0  # with model.d_contrast > 0: D learns to pick each real image's caption among the
@@ -552,7 +552,8 @@ def validate(cfg: Config) -> Config:
     if cfg.stage2.outline_weight:
         raise ConfigError("stage2.outline_weight must be 0: the outline prior acts on Stage I's radial outline")
     if cfg.stage1.outline_weight and not m.g_layer_radial:
-        raise ConfigError("stage1.outline_weight needs the radial outline (model.g_layered=true, model.g_layer_radial=K)")
+        raise ConfigError("stage1.outline_weight needs the radial outline (model.g_layered=true, "
+                          "model.g_layer_radial=K)")
     if cfg.stage1.mask_weight and not m.g_layered:
         raise ConfigError("stage1.mask_weight needs the layered generator (model.g_layered=true)")
     if m.d_contrast_trunk != "d" and not m.d_contrast:

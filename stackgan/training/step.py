@@ -20,8 +20,8 @@ from ..losses import (contrastive_loss, discriminator_loss_fake, discriminator_l
 
 # acc: the share of (real, right text) scored real, and of (fake, text) scored fake
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
-          "G/ms", "G/info", "G/mask", "G/outline", "D/contrast", "G/contrast", "G/pick", "G/consistency", "G/swap", "G/pair",
-          "D/patch", "G/patch", "D/acc_real", "D/acc_fake")
+          "G/ms", "G/info", "G/mask", "G/outline", "D/contrast", "G/contrast", "G/pick", "G/consistency", "G/swap",
+          "G/pair", "D/patch", "G/patch", "D/acc_real", "D/acc_fake")
 
 
 def _low_res(real: torch.Tensor) -> torch.Tensor:
@@ -444,7 +444,6 @@ class Updater:
             self.ema.update_parameters(unwrap(G))
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], gp.detach(), g_adv, kl, match, recon,
-                            latent_kl, ms.detach(), info.detach(), mask.detach(), outline.detach(), contrast_d.detach(), contrast.detach(),
-                            pick.detach(), consistency.detach(), swap.detach(), pair.detach(), patch_d,
-                            patch.detach(), acc_real,
-                            acc_fake]).detach().float()  # [len(LOGGED)]
+                            latent_kl, ms.detach(), info.detach(), mask.detach(), outline.detach(), contrast_d.detach(),
+                            contrast.detach(), pick.detach(), consistency.detach(), swap.detach(), pair.detach(), patch_d,
+                            patch.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
