@@ -168,6 +168,8 @@ class StageConfig:
     outline_weight: float = 0.0  # with model.g_layer_radial (Stage I): G also minimizes weight * the radial outline's
     #   summed harmonic amplitudes (sum_k sqrt(a_k^2 + b_k^2), batch mean; a group lasso): a harmonic D does not ask
     #   for (a lump too small to see at 64 px, sharp at 256 px) falls to 0
+    outline_start: int = 0  # that prior acts from this step on (0 before it, still logged): from the first step it
+    #   locks the outline onto whichever harmonic leads early, before D has found each shape's symmetry
     mask_warmup: int = 0  # the area prior's weight rises linearly from 0 to mask_weight over this many steps (at
     #   full weight from the first step, the prior closes the mask before D asks for an object)
     contrast_weight: float = 0.0  # with model.d_contrast > 0: D learns to pick each real image's caption among the
@@ -631,7 +633,7 @@ def validate(cfg: Config) -> Config:
         for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs", "match_weight",
                      "match_warmup", "recon_weight", "latent_kl_weight", "d_translate", "d_noise", "gp_weight",
                      "info_weight", "mask_weight", "mask_warmup", "contrast_weight", "pose_pick_weight",
-                     "consistency_weight", "outline_weight", "g_hold"):
+                     "consistency_weight", "outline_weight", "outline_start", "g_hold"):
             if getattr(s, name) < 0:
                 raise ConfigError(f"stage{n}.{name} must be >= 0, got {getattr(s, name)}")
         if not 0 <= s.ema_decay < 1:

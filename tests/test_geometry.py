@@ -856,8 +856,8 @@ def test_mask_area_prior_is_the_mean_placed_mask_and_shrinks_it():
 def test_outline_prior_is_the_summed_harmonic_amplitude_and_shrinks_the_lumps():
     """stage1.outline_weight (a group lasso on the radial outline): the logged G/outline is the batch mean of
     sum_k sqrt(a_k^2 + b_k^2) over the outline's harmonics, the same for the outline turned by any angle (the
-    amplitudes do not move), 0 for the starting disc, and the term moves G so that the amplitudes shrink; it needs
-    the radial outline and acts on Stage I only."""
+    amplitudes do not move), 0 for the starting disc, and the term moves G so that the amplitudes shrink (before
+    stage1.outline_start it is logged but moves nothing); it needs the radial outline and acts on Stage I only."""
     cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.g_layered=true",
                                                                 "model.g_layer_background=smooth",
                                                                 "model.g_layer_radial=3"])
@@ -897,6 +897,15 @@ def test_outline_prior_is_the_summed_harmonic_amplitude_and_shrinks_the_lumps():
             G(z, text)
         amplitude[weight] = G.foreground.outline_cost().item()
     assert amplitude[0.1] < amplitude[0.0]
+    late = apply_overrides(cfg, ["stage1.outline_weight=0.1", "stage1.outline_start=1"])  # not yet at step 0
+    G, D = _seeded_nets(late)
+    with torch.no_grad():
+        G.foreground.outline.bias.copy_(torch.tensor([0.3, 0.0, -0.2, 0.0, 0.4, 0.0]))
+    G.eval()
+    logged, _ = _one_update(late, G, D, real, text, wrong, z)
+    with torch.no_grad():
+        G(z, text)
+    assert logged["G/outline"] > 0.5 and G.foreground.outline_cost().item() == pytest.approx(amplitude[0.0], rel=1e-5)
     with pytest.raises(ValueError, match="outline_weight needs the radial outline"):
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "stage1.outline_weight=1"])
     with pytest.raises(ValueError, match="stage2.outline_weight must be 0"):

@@ -302,6 +302,7 @@ class Updater:
             placed = unwrap(G).foreground.mask if sc.mask_weight > 0 else None
             # a group-lasso prior on the radial outline's harmonics (stage1.outline_weight)
             outline = unwrap(G).foreground.outline_cost() if sc.outline_weight > 0 else zero
+            outline_weight = sc.outline_weight if step >= sc.outline_start else 0.0
             if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
                 right_t = mu.detach()
                 with torch.no_grad():
@@ -417,7 +418,7 @@ class Updater:
                         latent_kl = kl_loss(z_mu, z_logvar)
                         g_total = g_total + sc.latent_kl_weight * latent_kl
                 mask = placed.float().mean() if placed is not None else zero
-                g_total = g_total + mask_weight(sc, step) * mask + sc.outline_weight * outline
+                g_total = g_total + mask_weight(sc, step) * mask + outline_weight * outline
                 consistency = zero
                 if sc.consistency_weight:  # stage2.consistency_weight: at 64 px, Stage II's image is Stage I's
                     consistency = consistency_loss(fake, out.low)
