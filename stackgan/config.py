@@ -168,6 +168,9 @@ class StageConfig:
     outline_weight: float = 0.0  # with model.g_layer_radial (Stage I): G also minimizes weight * the radial outline's
     #   summed harmonic amplitudes (sum_k sqrt(a_k^2 + b_k^2), batch mean; a group lasso): a harmonic D does not ask
     #   for (a lump too small to see at 64 px, sharp at 256 px) falls to 0
+    outline_symmetric: bool = False  # that prior leaves each outline's strongest harmonic (k >= 2) and its multiples
+    #   alone (a triangle's h3, h6, h9: its corners), so that a polygon's corners are not rounded off; the lumps off
+    #   that symmetry still pay; an outline whose strongest harmonic is under 0.05 is a circle and pays for all
     outline_start: int = 0  # that prior acts from this step on (0 before it, still logged): from the first step it
     #   locks the outline onto whichever harmonic leads early, before D has found each shape's symmetry
     mask_warmup: int = 0  # the area prior's weight rises linearly from 0 to mask_weight over this many steps (at
@@ -551,6 +554,10 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
     if cfg.stage2.mask_weight:
         raise ConfigError("stage2.mask_weight must be 0: the area prior acts on Stage I's layered generator")
+    for n in (1, 2):
+        if cfg.stage(n).outline_symmetric and not cfg.stage(n).outline_weight:
+            raise ConfigError(f"stage{n}.outline_symmetric changes the outline prior: "
+                              f"it needs stage{n}.outline_weight > 0")
     if cfg.stage2.outline_weight:
         raise ConfigError("stage2.outline_weight must be 0: the outline prior acts on Stage I's radial outline")
     if cfg.stage1.outline_weight and not m.g_layer_radial:

@@ -1205,6 +1205,30 @@ def test_round_frame_leaves_no_corner_to_draw_in():
         apply_overrides(get_preset("fast-sn-noca"), ["model.g_layer_round=true"])
 
 
+def test_symmetric_outline_prior_leaves_the_leading_harmonic_and_its_multiples():
+    """stage1.outline_symmetric: each outline's strongest harmonic m >= 2 and its multiples cost nothing, the
+    others (h1 and the lumps off the symmetry) what the plain prior charges; an outline whose strongest harmonic
+    is under 0.05 pays for all; the option needs stage1.outline_weight."""
+    cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.g_layered=true",
+                                                                "model.g_layer_background=smooth",
+                                                                "model.g_layer_radial=7"])
+    G, _ = _seeded_nets(cfg)
+    fg = G.foreground
+    amp = torch.tensor([[0.02, 0.0, 0.30, 0.05, 0.0, 0.10, 0.04],   # a triangle: h3 leads; h6 kept; h1, h4, h7 pay
+                        [0.0, 0.0, 0.0, 0.12, 0.03, 0.0, 0.0],      # a square: h4 leads; h5 pays
+                        [0.01, 0.04, 0.0, 0.0, 0.0, 0.02, 0.0]])    # a circle's lumps (h2 leads at 0.04): all pay
+    phase = torch.tensor([0.3, 1.1, -0.4, 2.0, 0.7, -1.3, 0.2])
+    fg.coef = torch.cat([amp * torch.cos(phase), amp * torch.sin(phase)], 1)  # [B, 2K]: cosines first
+    plain = (0.02 + 0.30 + 0.05 + 0.10 + 0.04 + 0.12 + 0.03 + 0.01 + 0.04 + 0.02) / 3
+    kept = (0.02 + 0.05 + 0.04 + 0.03 + 0.01 + 0.04 + 0.02) / 3
+    assert fg.outline_cost().item() == pytest.approx(plain, abs=1e-3)  # each 0 adds sqrt(1e-8) / 3
+    assert fg.outline_cost(symmetric=True).item() == pytest.approx(kept, abs=1e-3)
+    cost = apply_overrides(cfg, ["stage1.outline_weight=0.1", "stage1.outline_symmetric=true"])
+    assert cost.stage1.outline_symmetric
+    with pytest.raises(ValueError, match="outline_symmetric changes the outline prior"):
+        apply_overrides(cfg, ["stage1.outline_symmetric=true"])
+
+
 def test_radial_outline_starts_as_a_disc_and_its_harmonics_draw_corners():
     """model.g_layer_radial: the mask is the inside of r(theta) = 0.6 exp(sum a_k cos k theta + b_k sin k
     theta); zero coefficients draw a disc of radius 0.6 for every condition; a third-harmonic

@@ -90,6 +90,9 @@ class SmoothBackground(nn.Module):
         return F.interpolate(low, size=size or self.size, mode="bilinear", align_corners=self.ramp)
 
 
+SYMMETRY_MIN = 0.05  # outline_cost(symmetric=True): a strongest harmonic under this (log-radius) is a circle's lump
+
+
 def outline_radius(coef: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """The radial outline's radius ``RADIAL_R0 * exp(sum_k a_k cos k theta + b_k sin k theta)`` ``[B, H, W]`` from its
     coefficients ``[B, 2K]`` (the ``K`` cosines' first) and the basis ``[B or 1, 2K, H, W]`` (``cos k theta`` then
@@ -417,13 +420,26 @@ class ForegroundLayer(nn.Module):
             mask = torch.sigmoid(torch.einsum("bk,kchw->bchw", weights, self.template_logits().float())).to(rgba.dtype)
         return torch.tanh(rgba[:, :3]), mask if self.window is None else mask * self.window.to(mask.dtype)
 
-    def outline_cost(self) -> torch.Tensor:
+    def outline_cost(self, symmetric: bool = False) -> torch.Tensor:
         """The last drawn radial outlines' harmonics, summed amplitudes ``sum_k sqrt(a_k^2 + b_k^2)`` averaged over the
         batch (a scalar, with its graph): a group-lasso prior (``stage1.outline_weight``) under which a harmonic that
         the discriminator does not ask for costs more than it gains, so it falls to 0. The amplitude does not change
-        when the outline turns, so the prior prefers no angle."""
+        when the outline turns, so the prior prefers no angle.
+
+        ``symmetric`` (``stage1.outline_symmetric``): each outline's strongest harmonic ``m >= 2`` and its multiples
+        cost nothing (a triangle keeps h3, h6, h9, the corners' own harmonics; a square h4, h8; a star h5, h10), the
+        lumps off that symmetry still do; an outline whose strongest harmonic is under ``SYMMETRY_MIN`` counts as a
+        circle and pays for all of them. Which harmonic leads is read without a gradient."""
         coef = self.coef.view(len(self.coef), 2, self.radial)  # [B, (cos, sin), K]
-        return (coef.square().sum(1) + 1e-8).sqrt().sum(1).mean()
+        amp = (coef.square().sum(1) + 1e-8).sqrt()  # [B, K]
+        if symmetric and self.radial >= 2:
+            with torch.no_grad():
+                k = torch.arange(1, self.radial + 1, device=amp.device)
+                lead_amp, lead = amp[:, 1:].max(1)  # [B]
+                m = lead + 2  # harmonic number of the strongest among k >= 2
+                keep = (k[None] % m[:, None] == 0) & (lead_amp >= SYMMETRY_MIN)[:, None]  # [B, K]
+            amp = amp * (~keep).to(amp.dtype)
+        return amp.sum(1).mean()
 
     def sharp_mask(self, zc: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """The placed mask ``[B, 1, S, S]`` of a radial outline drawn at the image's own pixels: the outline's

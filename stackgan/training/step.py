@@ -301,7 +301,8 @@ class Updater:
             # an area prior on the mask: the layered G's object mask [B, 1, 64, 64] costs where it is not needed
             placed = unwrap(G).foreground.mask if sc.mask_weight > 0 else None
             # a group-lasso prior on the radial outline's harmonics (stage1.outline_weight)
-            outline = unwrap(G).foreground.outline_cost() if sc.outline_weight > 0 else zero
+            outline = (unwrap(G).foreground.outline_cost(sc.outline_symmetric) if sc.outline_weight > 0
+                       else zero)
             outline_weight = sc.outline_weight if step >= sc.outline_start else 0.0
             if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
                 right_t = mu.detach()
