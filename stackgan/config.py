@@ -171,6 +171,8 @@ class StageConfig:
     outline_symmetric: bool = False  # that prior leaves each outline's strongest harmonic (k >= 2) and its multiples
     #   alone (a triangle's h3, h6, h9: its corners), so that a polygon's corners are not rounded off; the lumps off
     #   that symmetry still pay; an outline whose strongest harmonic is under 0.05 is a circle and pays for all
+    outline_shape: bool = False  # that prior leaves the fundamental of each image's shape word alone (square h4,
+    #   triangle h3, star h5; from the records' attributes: Shapes data), charging every other harmonic
     outline_start: int = 0  # that prior acts from this step on (0 before it, still logged): from the first step it
     #   locks the outline onto whichever harmonic leads early, before D has found each shape's symmetry
     mask_warmup: int = 0  # the area prior's weight rises linearly from 0 to mask_weight over this many steps (at
@@ -555,6 +557,11 @@ def validate(cfg: Config) -> Config:
     if cfg.stage2.mask_weight:
         raise ConfigError("stage2.mask_weight must be 0: the area prior acts on Stage I's layered generator")
     for n in (1, 2):
+        if cfg.stage(n).outline_shape and not cfg.stage(n).outline_weight:
+            raise ConfigError(f"stage{n}.outline_shape changes the outline prior: it needs stage{n}.outline_weight > 0")
+        if cfg.stage(n).outline_symmetric and cfg.stage(n).outline_shape:
+            raise ConfigError(f"stage{n}.outline_symmetric and stage{n}.outline_shape are two ways to free "
+                              "harmonics: choose one")
         if cfg.stage(n).outline_symmetric and not cfg.stage(n).outline_weight:
             raise ConfigError(f"stage{n}.outline_symmetric changes the outline prior: "
                               f"it needs stage{n}.outline_weight > 0")

@@ -1227,6 +1227,37 @@ def test_symmetric_outline_prior_leaves_the_leading_harmonic_and_its_multiples()
     assert cost.stage1.outline_symmetric
     with pytest.raises(ValueError, match="outline_symmetric changes the outline prior"):
         apply_overrides(cfg, ["stage1.outline_symmetric=true"])
+    # stage1.outline_shape: the shape word's fundamental alone is free (the square's h4 although h3 leads there)
+    orders = torch.tensor([3, 4, 0])  # triangle, square, circle
+    by_word = (0.02 + 0.05 + 0.10 + 0.04 + 0.12 * 0 + 0.03 + 0.01 + 0.04 + 0.02) / 3
+    assert fg.outline_cost(orders=orders).item() == pytest.approx(by_word, abs=1e-3)
+    assert apply_overrides(cfg, ["stage1.outline_weight=0.1", "stage1.outline_shape=true"]).stage1.outline_shape
+    with pytest.raises(ValueError, match="outline_shape changes the outline prior"):
+        apply_overrides(cfg, ["stage1.outline_shape=true"])
+    with pytest.raises(ValueError, match="choose one"):
+        apply_overrides(cfg, ["stage1.outline_weight=0.1", "stage1.outline_shape=true",
+                              "stage1.outline_symmetric=true"])
+
+
+def test_shape_orders_follow_the_batch(tiny_shapes):
+    """load_train_data(shape_orders=True) reads each image's shape word as its symmetry order, and
+    batch_indices names the images batch() gives (so the step's orders belong to its images); a record
+    without a shape attribute is refused with its line."""
+    import json
+    from stackgan.data.manifest import read_manifest
+    from stackgan.training.data import SHAPE_ORDER, load_train_data, shape_order_of
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY)
+    data, _ = load_train_data(tiny_shapes, cfg.data, 64, progress=False, shape_orders=True)
+    records = read_manifest(tiny_shapes, "train")
+    assert data.shape_order.tolist() == [SHAPE_ORDER[r["attributes"]["shape"]] for r in records]
+    assert cfg.data.augment == "none"  # so batch()'s images are the rows themselves, in [-1, 1]
+    for step in (0, 3):
+        idx = data.batch_indices(step, 4)
+        real, _, _ = data.batch(step, 4)
+        assert idx.shape == (4,) and len(set(idx.tolist())) == 4
+        assert torch.allclose((real + 1) * 127.5, data.images[idx].float(), atol=1e-3)
+    with pytest.raises(ValueError, match="line 2: stage1.outline_shape needs"):
+        shape_order_of(tiny_shapes, [records[0], {**records[1], "attributes": {}}])
 
 
 def test_radial_outline_starts_as_a_disc_and_its_harmonics_draw_corners():

@@ -420,7 +420,7 @@ class ForegroundLayer(nn.Module):
             mask = torch.sigmoid(torch.einsum("bk,kchw->bchw", weights, self.template_logits().float())).to(rgba.dtype)
         return torch.tanh(rgba[:, :3]), mask if self.window is None else mask * self.window.to(mask.dtype)
 
-    def outline_cost(self, symmetric: bool = False) -> torch.Tensor:
+    def outline_cost(self, symmetric: bool = False, orders: torch.Tensor | None = None) -> torch.Tensor:
         """The last drawn radial outlines' harmonics, summed amplitudes ``sum_k sqrt(a_k^2 + b_k^2)`` averaged over the
         batch (a scalar, with its graph): a group-lasso prior (``stage1.outline_weight``) under which a harmonic that
         the discriminator does not ask for costs more than it gains, so it falls to 0. The amplitude does not change
@@ -429,7 +429,10 @@ class ForegroundLayer(nn.Module):
         ``symmetric`` (``stage1.outline_symmetric``): each outline's strongest harmonic ``m >= 2`` and its multiples
         cost nothing (a triangle keeps h3, h6, h9, the corners' own harmonics; a square h4, h8; a star h5, h10), the
         lumps off that symmetry still do; an outline whose strongest harmonic is under ``SYMMETRY_MIN`` counts as a
-        circle and pays for all of them. Which harmonic leads is read without a gradient."""
+        circle and pays for all of them. Which harmonic leads is read without a gradient.
+
+        ``orders`` ``[B]`` (``stage1.outline_shape``): the symmetry order of each image's shape word (square 4;
+        0: a circle); that harmonic alone costs nothing, its multiples (the corners) and the rest still do."""
         coef = self.coef.view(len(self.coef), 2, self.radial)  # [B, (cos, sin), K]
         amp = (coef.square().sum(1) + 1e-8).sqrt()  # [B, K]
         if symmetric and self.radial >= 2:
@@ -439,6 +442,9 @@ class ForegroundLayer(nn.Module):
                 m = lead + 2  # harmonic number of the strongest among k >= 2
                 keep = (k[None] % m[:, None] == 0) & (lead_amp >= SYMMETRY_MIN)[:, None]  # [B, K]
             amp = amp * (~keep).to(amp.dtype)
+        if orders is not None:
+            k = torch.arange(1, self.radial + 1, device=amp.device)
+            amp = amp * (k[None] != orders.to(amp.device)[:, None]).to(amp.dtype)  # order 0 matches no harmonic
         return amp.sum(1).mean()
 
     def sharp_mask(self, zc: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

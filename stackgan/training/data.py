@@ -45,6 +45,8 @@ class TrainData:
     # data.swap_attribute: each caption with that attribute's words swapped for each of its V values
     swaps: torch.Tensor | None = None  # float [N, K, V, D], normalized (a caption naming none: V copies of itself)
     swap_named: torch.Tensor | None = None  # long [N, K]: the value each caption names (-1: none)
+    # stage1.outline_shape: the symmetry order of each image's shape word (circle 0, square 4, triangle 3, star 5)
+    shape_order: torch.Tensor | None = None  # long [N]
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -55,6 +57,13 @@ class TrainData:
             raise ConfigError(f"batch size {batch_size} x {world} processes is larger than the data set "
                              f"({len(self)} images)")
         return len(self) // (batch_size * world)
+
+    def batch_indices(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """The images ``[B]`` (rows of the data) that :meth:`batch` gives this rank at ``step``."""
+        epoch, pos = divmod(step, self.steps_per_epoch(batch_size, world))
+        perm = torch.randperm(len(self), generator=_gen(self.cfg.seed, 1, epoch))
+        first = (pos * world + rank) * batch_size
+        return perm[first:first + batch_size]
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1, swaps: bool = False
               ) -> tuple[torch.Tensor, ...]:
@@ -67,10 +76,7 @@ class TrainData:
         flips and captions from its own generator.
         """
         n = len(self)
-        epoch, pos = divmod(step, self.steps_per_epoch(batch_size, world))
-        perm = torch.randperm(n, generator=_gen(self.cfg.seed, 1, epoch))
-        first = (pos * world + rank) * batch_size
-        idx = perm[first:first + batch_size]  # [B]
+        idx = self.batch_indices(step, batch_size, rank, world)  # [B]
         g = _gen(self.cfg.seed, 2, step) if rank == 0 else _gen(self.cfg.seed, 2, step, rank)
         text, which = self._text(idx, g)  # [B, D], the caption drawn [B] (caption_mode one)
         if self.cfg.wrong_pairs == "shift":
@@ -145,11 +151,14 @@ def hardest_other(text: torch.Tensor, same: float = 0.99) -> torch.Tensor:
 
 
 def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm: TextNorm | None = None,
-                    progress: bool = True, swaps: bool = False) -> tuple[TrainData, TextNorm]:
+                    progress: bool = True, swaps: bool = False, shape_orders: bool = False
+                    ) -> tuple[TrainData, TextNorm]:
     """Images at ``size`` and normalized caption embeddings of the train split.
 
     ``text_norm`` is fitted on the train captions unless one is given (Stage II reuses Stage I's).
     ``swaps``: also the captions' word swaps of ``data.swap_attribute`` (for a stage with ``swap_weight``).
+    ``shape_orders``: also each image's shape word's symmetry order, from its record's ``attributes``
+    (``stage1.outline_shape``; Shapes data).
     """
     records = read_manifest(data_dir, "train")
     emb, counts = split_embeddings(data_dir, "train", records, cfg.text_encoder, progress)
@@ -180,8 +189,25 @@ def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm:
             raise ConfigError("swapped captions need data.swap_attribute (e.g. texture)")
         swapped, swap_named = swap_embeddings(data_dir, records, cfg, emb.shape[1], progress)
         swapped = text_norm(swapped)
+    order = shape_order_of(data_dir, records) if shape_orders else None
     return (TrainData(images, text_norm(emb), counts, size, cfg, labels, foils, foil_counts, flip, max_shift, swapped,
-                      swap_named), text_norm)
+                      swap_named, order), text_norm)
+
+
+SHAPE_ORDER = {"circle": 0, "square": 4, "triangle": 3, "star": 5}  # n-fold symmetry of the outline (0: none)
+
+
+def shape_order_of(data_dir: str | Path, records: list[dict]) -> torch.Tensor:
+    """Each record's ``attributes.shape`` as its symmetry order ``[N]`` (:data:`SHAPE_ORDER`); an error names
+    the manifest line of a record without one."""
+    orders = []
+    for i, r in enumerate(records):
+        shape = (r.get("attributes") or {}).get("shape")
+        if shape not in SHAPE_ORDER:
+            raise DataError(f"{Path(data_dir) / 'train.jsonl'}, line {i + 1}: stage1.outline_shape needs "
+                            f"'attributes': {{'shape': one of {sorted(SHAPE_ORDER)}}} (Shapes data), got {shape!r}")
+        orders.append(SHAPE_ORDER[shape])
+    return torch.tensor(orders, dtype=torch.long)
 
 
 def swap_embeddings(data_dir: str | Path, records: list[dict], cfg: DataConfig, k: int, progress: bool = True

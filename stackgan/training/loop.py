@@ -113,7 +113,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
         norm.load_state_dict(s1["text_norm"])
     with distributed.main_first(dist):  # rank 0 fills the embedding and matcher caches first
         data, norm = load_train_data(data_dir, cfg.data, 64 if stage == 1 else 256, norm, progress,
-                                     swaps=_wants_swaps(cfg, sc))
+                                     swaps=_wants_swaps(cfg, sc), shape_orders=sc.outline_shape)
         matcher = None
         if sc.match_weight > 0:
             matcher = load_or_train_matcher(data_dir, cfg.data, norm, progress=progress, device=device)
@@ -190,8 +190,11 @@ def _loop(r: _Run, run: RunState, stop: StopRequests) -> None:
         z = torch.randn(len(text), r.z_dim, device=r.device)  # [B, z]
 
         # --- update D, then G, then G's moving average (training/step.py) -----------------------
-        losses = (r.updater(real, text, wrong, z, run.step) if swaps is None
-                  else r.updater(real, text, wrong, z, run.step, swaps=swaps))
+        extra = {} if swaps is None else {"swaps": swaps}
+        if r.data.shape_order is not None:  # stage1.outline_shape: the batch's shape words' symmetry orders [B]
+            extra["orders"] = r.data.shape_order[r.data.batch_indices(run.step, sc.batch_size, dist.rank,
+                                                                      dist.world)].to(r.device)
+        losses = r.updater(real, text, wrong, z, run.step, **extra)
         run.tick()
         r.log.add(losses, run)
 

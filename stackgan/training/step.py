@@ -287,7 +287,8 @@ class Updater:
         return augment_for_d(x, sc.d_translate, sc.d_noise) if sc.d_translate or sc.d_noise else x
 
     def __call__(self, real: torch.Tensor, text: torch.Tensor, wrong: torch.Tensor, z: torch.Tensor,
-                 step: int = 0, swaps: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                 step: int = 0, swaps: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 orders: torch.Tensor | None = None) -> torch.Tensor:
         cfg, sc, stage = self.cfg, self.sc, self.stage
         G, D, D_heads = self.G, self.D, unwrap(self.D)
         zero = torch.zeros((), device=self.device)
@@ -301,7 +302,7 @@ class Updater:
             # an area prior on the mask: the layered G's object mask [B, 1, 64, 64] costs where it is not needed
             placed = unwrap(G).foreground.mask if sc.mask_weight > 0 else None
             # a group-lasso prior on the radial outline's harmonics (stage1.outline_weight)
-            outline = (unwrap(G).foreground.outline_cost(sc.outline_symmetric) if sc.outline_weight > 0
+            outline = (unwrap(G).foreground.outline_cost(sc.outline_symmetric, orders) if sc.outline_weight > 0
                        else zero)
             outline_weight = sc.outline_weight if step >= sc.outline_start else 0.0
             if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
