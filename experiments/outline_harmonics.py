@@ -13,39 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
 
+from stackgan.data.shapes import SYMMETRY, outline_amplitudes as true_amplitudes
 from stackgan.pipeline import StackGANPipeline
 
-SYMMETRY = {"circle": 0, "square": 4, "triangle": 3, "star": 5}
-
-
-def true_amplitudes(shape: str, harmonics: int, samples: int = 4096) -> torch.Tensor:
-    """The data's outline (shapes-dataset.md: corners at R, the star's inner radius 0.4 R) as the amplitudes of the
-    Fourier series of its log-radius, harmonics 1..K."""
-    n = SYMMETRY[shape]
-    if not n:
-        return torch.zeros(harmonics)
-    theta = torch.arange(samples, dtype=torch.float64) * 2 * math.pi / samples
-    if shape == "star":  # ten corners alternating between R and 0.4 R
-        corners = [(1.0 if i % 2 == 0 else 0.4, math.pi / 2 + i * math.pi / 5) for i in range(10)]
-    else:
-        corners = [(1.0, math.pi / 2 + i * 2 * math.pi / n) for i in range(n)]
-    pts = torch.tensor([[r * math.cos(a), r * math.sin(a)] for r, a in corners], dtype=torch.float64)
-    d = torch.stack([torch.cos(theta), torch.sin(theta)], 1)  # [S, 2] ray directions
-    radius = torch.full_like(theta, math.inf)
-    for a, b in zip(pts, pts.roll(-1, 0)):  # the ray t d meets the side a + s (b - a), 0 <= s <= 1, t > 0
-        e = b - a
-        det = -d[:, 0] * e[1] + d[:, 1] * e[0]
-        t = (-a[0] * e[1] + a[1] * e[0]) / det
-        s = (d[:, 0] * a[1] - d[:, 1] * a[0]) / det
-        hit = (s >= -1e-9) & (s <= 1 + 1e-9) & (t > 0)
-        radius = torch.where(hit, torch.minimum(radius, t), radius)
-    spectrum = torch.fft.rfft(radius.log()) / samples * 2
-    return spectrum[1 : harmonics + 1].abs().float()
 
 
 def main() -> None:

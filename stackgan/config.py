@@ -173,6 +173,8 @@ class StageConfig:
     #   that symmetry still pay; an outline whose strongest harmonic is under 0.05 is a circle and pays for all
     outline_shape: bool = False  # that prior leaves the fundamental of each image's shape word alone (square h4,
     #   triangle h3, star h5; from the records' attributes: Shapes data), charging every other harmonic
+    outline_target: bool = False  # that prior charges |amp_k - data_k| instead of amp_k: each harmonic is pulled to
+    #   the data's amplitude for the image's shape word (Shapes records' attributes), from above and below
     outline_start: int = 0  # that prior acts from this step on (0 before it, still logged): from the first step it
     #   locks the outline onto whichever harmonic leads early, before D has found each shape's symmetry
     mask_warmup: int = 0  # the area prior's weight rises linearly from 0 to mask_weight over this many steps (at
@@ -558,10 +560,15 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("stage2.mask_weight must be 0: the area prior acts on Stage I's layered generator")
     for n in (1, 2):
         if cfg.stage(n).outline_shape and not cfg.stage(n).outline_weight:
-            raise ConfigError(f"stage{n}.outline_shape changes the outline prior: it needs stage{n}.outline_weight > 0")
-        if cfg.stage(n).outline_symmetric and cfg.stage(n).outline_shape:
-            raise ConfigError(f"stage{n}.outline_symmetric and stage{n}.outline_shape are two ways to free "
-                              "harmonics: choose one")
+            raise ConfigError(f"stage{n}.outline_shape changes the outline prior: "
+                              f"it needs stage{n}.outline_weight > 0")
+        if cfg.stage(n).outline_target and not cfg.stage(n).outline_weight:
+            raise ConfigError(f"stage{n}.outline_target changes the outline prior: "
+                              f"it needs stage{n}.outline_weight > 0")
+        ways = (cfg.stage(n).outline_symmetric, cfg.stage(n).outline_shape, cfg.stage(n).outline_target)
+        if sum(map(bool, ways)) > 1:
+            raise ConfigError(f"stage{n}.outline_symmetric, outline_shape and outline_target are three ways to change "
+                              "the outline prior: choose one")
         if cfg.stage(n).outline_symmetric and not cfg.stage(n).outline_weight:
             raise ConfigError(f"stage{n}.outline_symmetric changes the outline prior: "
                               f"it needs stage{n}.outline_weight > 0")

@@ -1237,6 +1237,19 @@ def test_symmetric_outline_prior_leaves_the_leading_harmonic_and_its_multiples()
     with pytest.raises(ValueError, match="choose one"):
         apply_overrides(cfg, ["stage1.outline_weight=0.1", "stage1.outline_shape=true",
                               "stage1.outline_symmetric=true"])
+    # stage1.outline_target: |amp - the data's amplitude| per harmonic, from above and below
+    from stackgan.data.shapes import outline_amplitudes
+    from stackgan.training.step import outline_targets
+    target = outline_targets(7, torch.device("cpu"))[orders]  # [3, 7]: triangle, square, circle
+    assert torch.equal(target[0], outline_amplitudes("triangle", 7)) and not target[2].any()
+    assert target[0, 2] > 0.2 and target[1, 3] > 0.1 and target[0, 3] < 1e-3  # h3 of a triangle, h4 of a square
+    by_hand = (amp - target).abs().sum(1).mean()
+    assert fg.outline_cost(target=target).item() == pytest.approx(by_hand.item(), abs=1e-3)
+    fg.coef = torch.cat([target * torch.cos(phase), target * torch.sin(phase)], 1)  # the data's own outlines
+    assert fg.outline_cost(target=target).item() == pytest.approx(0.0, abs=1e-3)
+    assert apply_overrides(cfg, ["stage1.outline_weight=0.1", "stage1.outline_target=true"]).stage1.outline_target
+    with pytest.raises(ValueError, match="outline_target changes the outline prior"):
+        apply_overrides(cfg, ["stage1.outline_target=true"])
 
 
 def test_shape_orders_follow_the_batch(tiny_shapes):

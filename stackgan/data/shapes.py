@@ -111,6 +111,37 @@ class Geometry:
     theta: float  # degrees; the object's u axis is (cos theta, sin theta) in image axes
 
 
+SYMMETRY = {"circle": 0, "square": 4, "triangle": 3, "star": 5}  # n-fold symmetry of each shape's outline (0: none)
+
+
+def outline_amplitudes(shape: str, harmonics: int, samples: int = 4096):
+    """The data's outline of ``shape`` (corners at R, the star's inner radius ``STAR_INNER`` R) as the amplitudes
+    of the Fourier series of its log-radius, harmonics 1..``harmonics`` (a float32 tensor; zeros for a circle):
+    what a radial-outline Stage I would draw for that word (``stage1.outline_target``,
+    ``experiments/outline_harmonics.py``)."""
+    import torch
+    n = SYMMETRY[shape]
+    if not n:
+        return torch.zeros(harmonics)
+    theta = torch.arange(samples, dtype=torch.float64) * 2 * math.pi / samples
+    if shape == "star":  # ten corners alternating between R and STAR_INNER R
+        corners = [(1.0 if i % 2 == 0 else STAR_INNER, math.pi / 2 + i * math.pi / 5) for i in range(10)]
+    else:
+        corners = [(1.0, math.pi / 2 + i * 2 * math.pi / n) for i in range(n)]
+    pts = torch.tensor([[r * math.cos(a), r * math.sin(a)] for r, a in corners], dtype=torch.float64)
+    d = torch.stack([torch.cos(theta), torch.sin(theta)], 1)  # [S, 2] ray directions
+    radius = torch.full_like(theta, math.inf)
+    for a, b in zip(pts, pts.roll(-1, 0)):  # the ray t d meets the side a + s (b - a), 0 <= s <= 1, t > 0
+        e = b - a
+        det = -d[:, 0] * e[1] + d[:, 1] * e[0]
+        t = (-a[0] * e[1] + a[1] * e[0]) / det
+        s = (d[:, 0] * a[1] - d[:, 1] * a[0]) / det
+        hit = (s >= -1e-9) & (s <= 1 + 1e-9) & (t > 0)
+        radius = torch.where(hit, torch.minimum(radius, t), radius)
+    spectrum = torch.fft.rfft(radius.log()) / samples * 2
+    return spectrum[1: harmonics + 1].abs().float()
+
+
 def sample_attributes(rng: np.random.Generator, split: str) -> dict[str, str]:
     """Draw the six attributes uniformly; ``"train"`` re-draws held-out (shape, color) pairs."""
     if split not in SPLITS:

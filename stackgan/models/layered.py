@@ -420,7 +420,8 @@ class ForegroundLayer(nn.Module):
             mask = torch.sigmoid(torch.einsum("bk,kchw->bchw", weights, self.template_logits().float())).to(rgba.dtype)
         return torch.tanh(rgba[:, :3]), mask if self.window is None else mask * self.window.to(mask.dtype)
 
-    def outline_cost(self, symmetric: bool = False, orders: torch.Tensor | None = None) -> torch.Tensor:
+    def outline_cost(self, symmetric: bool = False, orders: torch.Tensor | None = None,
+                     target: torch.Tensor | None = None) -> torch.Tensor:
         """The last drawn radial outlines' harmonics, summed amplitudes ``sum_k sqrt(a_k^2 + b_k^2)`` averaged over the
         batch (a scalar, with its graph): a group-lasso prior (``stage1.outline_weight``) under which a harmonic that
         the discriminator does not ask for costs more than it gains, so it falls to 0. The amplitude does not change
@@ -432,9 +433,15 @@ class ForegroundLayer(nn.Module):
         circle and pays for all of them. Which harmonic leads is read without a gradient.
 
         ``orders`` ``[B]`` (``stage1.outline_shape``): the symmetry order of each image's shape word (square 4;
-        0: a circle); that harmonic alone costs nothing, its multiples (the corners) and the rest still do."""
+        0: a circle); that harmonic alone costs nothing, its multiples (the corners) and the rest still do.
+
+        ``target`` ``[B, K]`` (``stage1.outline_target``): each image's shape word's own amplitudes (the data's
+        outline); the cost is then ``sum_k |amp_k - target_k|``, so a harmonic pays for falling short of the data's
+        as for growing past it."""
         coef = self.coef.view(len(self.coef), 2, self.radial)  # [B, (cos, sin), K]
         amp = (coef.square().sum(1) + 1e-8).sqrt()  # [B, K]
+        if target is not None:
+            return (amp - target.to(amp)).abs().sum(1).mean()
         if symmetric and self.radial >= 2:
             with torch.no_grad():
                 k = torch.arange(1, self.radial + 1, device=amp.device)

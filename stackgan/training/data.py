@@ -15,6 +15,7 @@ from ..config import DataConfig
 from ..data.manifest import DataError, load_images, read_manifest
 from ..data.foils import FOIL_WEIGHTS, foil_weights, make_foils, make_swaps
 from ..data.shapes import ATTRIBUTES
+from ..data.shapes import SYMMETRY
 from ..text.cache import caption_embeddings, precomputed_embeddings, split_embeddings
 from ..text.encoders import PRECOMPUTED
 from ..text.norm import TextNorm
@@ -194,7 +195,7 @@ def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm:
                       swap_named, order), text_norm)
 
 
-SHAPE_ORDER = {"circle": 0, "square": 4, "triangle": 3, "star": 5}  # n-fold symmetry of the outline (0: none)
+SHAPE_ORDER = SYMMETRY  # the n-fold symmetry of each shape word's outline (0: none)
 
 
 def shape_order_of(data_dir: str | Path, records: list[dict]) -> torch.Tensor:

@@ -113,7 +113,8 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
         norm.load_state_dict(s1["text_norm"])
     with distributed.main_first(dist):  # rank 0 fills the embedding and matcher caches first
         data, norm = load_train_data(data_dir, cfg.data, 64 if stage == 1 else 256, norm, progress,
-                                     swaps=_wants_swaps(cfg, sc), shape_orders=sc.outline_shape)
+                                     swaps=_wants_swaps(cfg, sc),
+                                     shape_orders=sc.outline_shape or sc.outline_target)
         matcher = None
         if sc.match_weight > 0:
             matcher = load_or_train_matcher(data_dir, cfg.data, norm, progress=progress, device=device)

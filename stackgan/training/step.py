@@ -6,6 +6,7 @@ what training runs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import torch
@@ -302,8 +303,11 @@ class Updater:
             # an area prior on the mask: the layered G's object mask [B, 1, 64, 64] costs where it is not needed
             placed = unwrap(G).foreground.mask if sc.mask_weight > 0 else None
             # a group-lasso prior on the radial outline's harmonics (stage1.outline_weight)
-            outline = (unwrap(G).foreground.outline_cost(sc.outline_symmetric, orders) if sc.outline_weight > 0
-                       else zero)
+            outline = zero
+            if sc.outline_weight > 0:
+                fg = unwrap(G).foreground
+                target = outline_targets(fg.radial, orders.device)[orders] if sc.outline_target else None
+                outline = fg.outline_cost(sc.outline_symmetric, None if sc.outline_target else orders, target)
             outline_weight = sc.outline_weight if step >= sc.outline_start else 0.0
             if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
                 right_t = mu.detach()
@@ -450,3 +454,14 @@ class Updater:
                             latent_kl, ms.detach(), info.detach(), mask.detach(), outline.detach(), contrast_d.detach(),
                             contrast.detach(), pick.detach(), consistency.detach(), swap.detach(), pair.detach(), patch_d,
                             patch.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
+
+
+@functools.lru_cache(maxsize=4)
+def outline_targets(harmonics: int, device: torch.device) -> torch.Tensor:
+    """``[6, K]``: row ``n`` the data's outline amplitudes of the shape with ``n``-fold symmetry (row 0 the
+    circle's zeros; rows 1 and 2 unused), indexed by the step's shape orders (``stage1.outline_target``)."""
+    from ..data.shapes import SYMMETRY, outline_amplitudes
+    table = torch.zeros(6, harmonics)
+    for shape, n in SYMMETRY.items():
+        table[n] = outline_amplitudes(shape, harmonics)
+    return table.to(device)
