@@ -558,20 +558,14 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"model.{name} needs the layered generator (model.g_layered=true)")
     if cfg.stage2.mask_weight:
         raise ConfigError("stage2.mask_weight must be 0: the area prior acts on Stage I's layered generator")
-    for n in (1, 2):
-        if cfg.stage(n).outline_shape and not cfg.stage(n).outline_weight:
-            raise ConfigError(f"stage{n}.outline_shape changes the outline prior: "
-                              f"it needs stage{n}.outline_weight > 0")
-        if cfg.stage(n).outline_target and not cfg.stage(n).outline_weight:
-            raise ConfigError(f"stage{n}.outline_target changes the outline prior: "
-                              f"it needs stage{n}.outline_weight > 0")
-        ways = (cfg.stage(n).outline_symmetric, cfg.stage(n).outline_shape, cfg.stage(n).outline_target)
-        if sum(map(bool, ways)) > 1:
+    for n in (1, 2):  # three ways to change the outline prior: each needs the prior, and one at a time
+        ways = [w for w in ("outline_symmetric", "outline_shape", "outline_target") if getattr(cfg.stage(n), w)]
+        for w in ways:
+            if not cfg.stage(n).outline_weight:
+                raise ConfigError(f"stage{n}.{w} changes the outline prior: it needs stage{n}.outline_weight > 0")
+        if len(ways) > 1:
             raise ConfigError(f"stage{n}.outline_symmetric, outline_shape and outline_target are three ways to change "
                               "the outline prior: choose one")
-        if cfg.stage(n).outline_symmetric and not cfg.stage(n).outline_weight:
-            raise ConfigError(f"stage{n}.outline_symmetric changes the outline prior: "
-                              f"it needs stage{n}.outline_weight > 0")
     if cfg.stage2.outline_weight:
         raise ConfigError("stage2.outline_weight must be 0: the outline prior acts on Stage I's radial outline")
     if cfg.stage1.outline_weight and not m.g_layer_radial:

@@ -1258,11 +1258,12 @@ def test_shape_orders_follow_the_batch(tiny_shapes):
     without a shape attribute is refused with its line."""
     import json
     from stackgan.data.manifest import read_manifest
-    from stackgan.training.data import SHAPE_ORDER, load_train_data, shape_order_of
+    from stackgan.data.shapes import SYMMETRY
+    from stackgan.training.data import load_train_data, shape_order_of
     cfg = apply_overrides(get_preset("shapes-cpu"), TINY)
     data, _ = load_train_data(tiny_shapes, cfg.data, 64, progress=False, shape_orders=True)
     records = read_manifest(tiny_shapes, "train")
-    assert data.shape_order.tolist() == [SHAPE_ORDER[r["attributes"]["shape"]] for r in records]
+    assert data.shape_order.tolist() == [SYMMETRY[r["attributes"]["shape"]] for r in records]
     assert cfg.data.augment == "none"  # so batch()'s images are the rows themselves, in [-1, 1]
     for step in (0, 3):
         idx = data.batch_indices(step, 4)

@@ -15,14 +15,20 @@ CAPTIONS = ["a large green striped square at the bottom on a white background",
             "a small red circle in the top left on a black background"]
 
 
-def test_pretrained_model_is_small_half_precision_and_two_stage():
-    assert PRETRAINED_SHAPES == Path(__file__).resolve().parent.parent / "pretrained" / "shapes"
-    files = {p.name for p in PRETRAINED_SHAPES.iterdir()}
+def assert_half_precision_model(folder: Path, max_bytes: int) -> None:
+    """A shipped model folder: config.json and model.safetensors, under ``max_bytes`` in all, its generator
+    weights float16."""
+    files = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors"} <= files
-    assert sum(p.stat().st_size for p in PRETRAINED_SHAPES.iterdir()) < 25 * 2**20
-    with safe_open(str(PRETRAINED_SHAPES / "model.safetensors"), "pt") as f:
+    assert sum(p.stat().st_size for p in folder.iterdir()) < max_bytes
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
         dtypes = {f.get_slice(k).get_dtype() for k in f.keys() if k.startswith("generator.") and "weight" in k}
     assert dtypes == {"F16"}
+
+
+def test_pretrained_model_is_small_half_precision_and_two_stage():
+    assert PRETRAINED_SHAPES == Path(__file__).resolve().parent.parent / "pretrained" / "shapes"
+    assert_half_precision_model(PRETRAINED_SHAPES, 25 * 2**20)
     assert StackGANPipeline.load(PRETRAINED_SHAPES).stage == 2
 
 
@@ -54,12 +60,7 @@ def test_pretrained_flowers_is_half_precision_two_stage_and_draws_the_colour_wor
     """pretrained/flowers (the first real-photo model, trained on a lent GPU: docs/real-data.md): float16, under
     50 MB, MiniLM captions, both stages; the same seed gives the same images, and the petal colour named in the
     sentence is the colour at the image's centre (checked on the trained weights: the text reaches the image)."""
-    files = {p.name for p in PRETRAINED_FLOWERS.iterdir()}
-    assert {"config.json", "model.safetensors"} <= files
-    assert sum(p.stat().st_size for p in PRETRAINED_FLOWERS.iterdir()) < 50 * 2**20
-    with safe_open(str(PRETRAINED_FLOWERS / "model.safetensors"), "pt") as f:
-        dtypes = {f.get_slice(k).get_dtype() for k in f.keys() if k.startswith("generator.") and "weight" in k}
-    assert dtypes == {"F16"}
+    assert_half_precision_model(PRETRAINED_FLOWERS, 50 * 2**20)
     pipe = StackGANPipeline.load(PRETRAINED_FLOWERS)
     assert pipe.stage == 2 and pipe.text_encoder == "minilm"
     words = ["red", "white", "yellow", "purple"]

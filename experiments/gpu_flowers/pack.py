@@ -40,7 +40,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from stackgan.data.manifest import read_manifest
+from stackgan.data.manifest import load_image_sizes, read_manifest
 from stackgan.text.base import TextEncoder
 from stackgan.text.cache import caption_embeddings
 from stackgan.training.samples import fixed_captions
@@ -49,12 +49,8 @@ SIZE = 304
 
 
 def _square(path: str) -> Image.Image:
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-    w, h = im.size
-    s = min(w, h)
-    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    return im if im.size == (SIZE, SIZE) else im.resize((SIZE, SIZE), Image.BOX)
+    """The photo as `stackgan data prepare` decodes it (centre square, area-resized to ``SIZE``)."""
+    return Image.fromarray(load_image_sizes(Path(path), [SIZE])[0].transpose(1, 2, 0))
 
 
 def pack(data: Path, out: Path, quality: int, part_mib: float) -> None:

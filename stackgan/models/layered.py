@@ -442,15 +442,14 @@ class ForegroundLayer(nn.Module):
         amp = (coef.square().sum(1) + 1e-8).sqrt()  # [B, K]
         if target is not None:
             return (amp - target.to(amp)).abs().sum(1).mean()
+        k = torch.arange(1, self.radial + 1, device=amp.device)  # harmonic numbers
         if symmetric and self.radial >= 2:
             with torch.no_grad():
-                k = torch.arange(1, self.radial + 1, device=amp.device)
                 lead_amp, lead = amp[:, 1:].max(1)  # [B]
                 m = lead + 2  # harmonic number of the strongest among k >= 2
                 keep = (k[None] % m[:, None] == 0) & (lead_amp >= SYMMETRY_MIN)[:, None]  # [B, K]
             amp = amp * (~keep).to(amp.dtype)
         if orders is not None:
-            k = torch.arange(1, self.radial + 1, device=amp.device)
             amp = amp * (k[None] != orders.to(amp.device)[:, None]).to(amp.dtype)  # order 0 matches no harmonic
         return amp.sum(1).mean()
 

@@ -14,8 +14,7 @@ import torch
 from ..config import DataConfig
 from ..data.manifest import DataError, load_images, read_manifest
 from ..data.foils import FOIL_WEIGHTS, foil_weights, make_foils, make_swaps
-from ..data.shapes import ATTRIBUTES
-from ..data.shapes import SYMMETRY
+from ..data.shapes import ATTRIBUTES, SYMMETRY
 from ..text.cache import caption_embeddings, precomputed_embeddings, split_embeddings
 from ..text.encoders import PRECOMPUTED
 from ..text.norm import TextNorm
@@ -195,19 +194,16 @@ def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm:
                       swap_named, order), text_norm)
 
 
-SHAPE_ORDER = SYMMETRY  # the n-fold symmetry of each shape word's outline (0: none)
-
-
 def shape_order_of(data_dir: str | Path, records: list[dict]) -> torch.Tensor:
-    """Each record's ``attributes.shape`` as its symmetry order ``[N]`` (:data:`SHAPE_ORDER`); an error names
+    """Each record's ``attributes.shape`` as its symmetry order ``[N]`` (``data.shapes.SYMMETRY``); an error names
     the manifest line of a record without one."""
     orders = []
     for i, r in enumerate(records):
         shape = (r.get("attributes") or {}).get("shape")
-        if shape not in SHAPE_ORDER:
+        if shape not in SYMMETRY:
             raise DataError(f"{Path(data_dir) / 'train.jsonl'}, line {i + 1}: stage1.outline_shape needs "
-                            f"'attributes': {{'shape': one of {sorted(SHAPE_ORDER)}}} (Shapes data), got {shape!r}")
-        orders.append(SHAPE_ORDER[shape])
+                            f"'attributes': {{'shape': one of {sorted(SYMMETRY)}}} (Shapes data), got {shape!r}")
+        orders.append(SYMMETRY[shape])
     return torch.tensor(orders, dtype=torch.long)
 
 
