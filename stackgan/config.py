@@ -175,6 +175,9 @@ class StageConfig:
     #   triangle h3, star h5; from the records' attributes: Shapes data), charging every other harmonic
     outline_target: bool = False  # that prior charges |amp_k - data_k| instead of amp_k: each harmonic is pulled to
     #   the data's amplitude for the image's shape word (Shapes records' attributes), from above and below
+    outline_phase: bool = False  # with outline_target: the corners' harmonics (k = j n of an n-fold shape) are
+    #   pulled toward the data's coefficient at the phase of the outline's own fundamental to the power j (a square's
+    #   h8 in phase with its h4: corners, not lobes), not only toward its amplitude; the rotation stays free
     outline_start: int = 0  # that prior acts from this step on (0 before it, still logged): from the first step it
     #   locks the outline onto whichever harmonic leads early, before D has found each shape's symmetry
     mask_warmup: int = 0  # the area prior's weight rises linearly from 0 to mask_weight over this many steps (at
@@ -566,6 +569,9 @@ def validate(cfg: Config) -> Config:
         if len(ways) > 1:
             raise ConfigError(f"stage{n}.outline_symmetric, outline_shape and outline_target are three ways to change "
                               "the outline prior: choose one")
+        if cfg.stage(n).outline_phase and not cfg.stage(n).outline_target:
+            raise ConfigError(f"stage{n}.outline_phase turns outline_target's aims: it needs "
+                              f"stage{n}.outline_target=true")
     if cfg.stage2.outline_weight:
         raise ConfigError("stage2.outline_weight must be 0: the outline prior acts on Stage I's radial outline")
     if cfg.stage1.outline_weight and not m.g_layer_radial:

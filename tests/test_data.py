@@ -31,6 +31,11 @@ def test_generic_manifest_loads_any_image(tmp_path):
     assert int(imgs[0].float().mean()) == 200 and int(imgs[1].float().mean()) == 50  # grayscale -> RGB
     cache = list((d / ".stackgan-cache").glob("images-train-16.npy"))
     assert cache and np.array_equal(load_images(d, "train", recs, 16, progress=False).numpy(), imgs.numpy())
+    # a part of the split (a judge reads the first images) is cached beside the whole split's file, not over it
+    whole = cache[0].read_bytes()
+    first = load_images(d, "train", recs[:1], 16, progress=False)
+    assert first.shape == (1, 3, 16, 16) and cache[0].read_bytes() == whole
+    assert len(list((d / ".stackgan-cache").glob("images-train-16-*.npy"))) == 1
 
 
 @pytest.mark.parametrize("line, message", [

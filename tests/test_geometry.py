@@ -1250,6 +1250,29 @@ def test_symmetric_outline_prior_leaves_the_leading_harmonic_and_its_multiples()
     assert apply_overrides(cfg, ["stage1.outline_weight=0.1", "stage1.outline_target=true"]).stage1.outline_target
     with pytest.raises(ValueError, match="outline_target changes the outline prior"):
         apply_overrides(cfg, ["stage1.outline_target=true"])
+    # stage1.outline_phase: the corners' harmonics are aimed at the data's coefficient turned with the outline's own
+    # fundamental: the data's outlines at any rotation cost nothing; a square whose h8 is out of phase pays 2 |h8|
+    turned = outline_targets(7, torch.device("cpu"), turned=True)[orders]
+    assert torch.allclose(turned.abs(), target, atol=1e-6)  # the same amplitudes (signed: in phase with h_n)
+    k = torch.arange(1, 8)
+    for angle in (0.0, 0.4, -2.1):  # the shape turned by `angle`: c_k -> c_k e^{-ik angle} (a_k - i b_k)
+        c = turned * torch.exp(-1j * k * angle)
+        fg.coef = torch.cat([c.real, -c.imag], 1).float()
+        assert fg.outline_cost(orders=orders, target=turned, turned=True).item() == pytest.approx(0.0, abs=1e-3)
+    square = torch.zeros(1, 8)
+    square[0, 3], square[0, 7] = 0.137, -0.038  # h4 at phase 0, h8 against it (four lobes); the data's h8 is +0.038
+    fg.radial = 8
+    fg.coef = torch.cat([square, torch.zeros(1, 8)], 1)
+    aim = outline_targets(8, torch.device("cpu"), turned=True)[[4]]
+    assert aim[0, 7] == pytest.approx(0.038, abs=2e-3)
+    assert fg.outline_cost(orders=torch.tensor([4]), target=aim, turned=True).item() == pytest.approx(
+        0.076 + abs(0.137 - aim[0, 3].item()), abs=3e-3)
+    assert fg.outline_cost(target=aim.abs()).item() < 0.01  # the amplitude target alone does not see it
+    fg.radial = 7
+    assert apply_overrides(cfg, ["stage1.outline_weight=0.1", "stage1.outline_target=true",
+                                 "stage1.outline_phase=true"]).stage1.outline_phase
+    with pytest.raises(ValueError, match="outline_phase turns outline_target's aims"):
+        apply_overrides(cfg, ["stage1.outline_weight=0.1", "stage1.outline_phase=true"])
 
 
 def test_shape_orders_follow_the_batch(tiny_shapes):

@@ -136,14 +136,17 @@ def load_image_sizes(path: Path, sizes, bbox=None) -> list[np.ndarray]:
 
 def image_cache_files(data_dir: str | Path, split: str, records: list[dict], size: int) -> tuple[Path, Path, str]:
     """Where ``load_images`` keeps a split's decoded images at ``size`` (``.npy`` and its ``.json``)
-    and the fingerprint (manifest bytes, image list, size) that says whether it is current."""
+    and the fingerprint (manifest bytes, image list, size) that says whether it is current. A part of the
+    split (a judge's first 2,000 images) has a file of its own, named by its fingerprint, so that reading it
+    does not replace the whole split's cache that training reads."""
     data_dir = Path(data_dir)
+    manifest = manifest_path(data_dir, split).read_bytes()
     fingerprint = hashlib.sha256(
         json.dumps([IMAGE_CACHE_VERSION, size, [[r["image"], r["bbox"]] if r.get("bbox") else r["image"]
-                                                for r in records]]).encode()
-        + manifest_path(data_dir, split).read_bytes()
+                                                for r in records]]).encode() + manifest
     ).hexdigest()
-    cache = cache_dir(data_dir) / f"images-{split}-{size}.npy"
+    whole = len(records) == sum(1 for line in manifest.splitlines() if line.strip())
+    cache = cache_dir(data_dir) / f"images-{split}-{size}{'' if whole else '-' + fingerprint[:12]}.npy"
     return cache, cache.with_suffix(".json"), fingerprint
 
 

@@ -119,10 +119,37 @@ def outline_amplitudes(shape: str, harmonics: int, samples: int = 4096):
     of the Fourier series of its log-radius, harmonics 1..``harmonics`` (a float32 tensor; zeros for a circle):
     what a radial-outline Stage I would draw for that word (``stage1.outline_target``,
     ``experiments/outline_harmonics.py``)."""
+    return outline_spectrum(shape, harmonics, samples).abs().float()
+
+
+def outline_turned(shape: str, harmonics: int, samples: int = 4096):
+    """The data's outline of ``shape`` with its fundamental (harmonic ``n`` of an ``n``-fold shape) turned to phase 0:
+    coefficient ``k`` times ``conj(u) ** (k / n)``, ``u`` the fundamental's unit phase, for ``k`` a multiple of ``n``
+    (0 elsewhere, and for a circle). The same for every rotation of the shape, and real: a float32 tensor of signed
+    amplitudes (``stage1.outline_phase``: harmonic ``k = j n`` of an outline is pulled toward this times its own
+    fundamental's phase to the power ``j``, so its corners' harmonics sit where a polygon's do)."""
+    import torch
+    n = SYMMETRY[shape]
+    out = torch.zeros(harmonics)
+    if not n:
+        return out
+    c = outline_spectrum(shape, harmonics, samples)
+    u = c[n - 1] / c[n - 1].abs()
+    for k in range(n, harmonics + 1, n):
+        turned = c[k - 1] * u.conj() ** (k // n)
+        assert abs(turned.imag) < 1e-6, (shape, k, turned)  # a polygon with a corner on an axis of symmetry
+        out[k - 1] = float(turned.real)
+    return out
+
+
+def outline_spectrum(shape: str, harmonics: int, samples: int = 4096):
+    """The complex Fourier coefficients ``c_k = a_k - i b_k`` (``log r(theta) = mean + sum_k a_k cos k theta + b_k sin
+    k theta``), k = 1..``harmonics``, of the log-radius of the data's outline of ``shape`` (complex128; zeros for a
+    circle)."""
     import torch
     n = SYMMETRY[shape]
     if not n:
-        return torch.zeros(harmonics)
+        return torch.zeros(harmonics, dtype=torch.complex128)
     theta = torch.arange(samples, dtype=torch.float64) * 2 * math.pi / samples
     if shape == "star":  # ten corners alternating between R and STAR_INNER R
         corners = [(1.0 if i % 2 == 0 else STAR_INNER, math.pi / 2 + i * math.pi / 5) for i in range(10)]
@@ -138,8 +165,8 @@ def outline_amplitudes(shape: str, harmonics: int, samples: int = 4096):
         s = (d[:, 0] * a[1] - d[:, 1] * a[0]) / det
         hit = (s >= -1e-9) & (s <= 1 + 1e-9) & (t > 0)
         radius = torch.where(hit, torch.minimum(radius, t), radius)
-    spectrum = torch.fft.rfft(radius.log()) / samples * 2
-    return spectrum[1: harmonics + 1].abs().float()
+    spectrum = torch.fft.rfft(radius.log()) / samples * 2  # sum_t x e^{-ik theta}: a_k - i b_k
+    return spectrum[1: harmonics + 1]
 
 
 def sample_attributes(rng: np.random.Generator, split: str) -> dict[str, str]:

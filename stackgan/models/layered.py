@@ -421,7 +421,7 @@ class ForegroundLayer(nn.Module):
         return torch.tanh(rgba[:, :3]), mask if self.window is None else mask * self.window.to(mask.dtype)
 
     def outline_cost(self, symmetric: bool = False, orders: torch.Tensor | None = None,
-                     target: torch.Tensor | None = None) -> torch.Tensor:
+                     target: torch.Tensor | None = None, turned: bool = False) -> torch.Tensor:
         """The last drawn radial outlines' harmonics, summed amplitudes ``sum_k sqrt(a_k^2 + b_k^2)`` averaged over the
         batch (a scalar, with its graph): a group-lasso prior (``stage1.outline_weight``) under which a harmonic that
         the discriminator does not ask for costs more than it gains, so it falls to 0. The amplitude does not change
@@ -437,9 +437,26 @@ class ForegroundLayer(nn.Module):
 
         ``target`` ``[B, K]`` (``stage1.outline_target``): each image's shape word's own amplitudes (the data's
         outline); the cost is then ``sum_k |amp_k - target_k|``, so a harmonic pays for falling short of the data's
-        as for growing past it."""
+        as for growing past it.
+
+        ``turned`` (``stage1.outline_phase``; ``target`` the data's outlines turned to phase 0,
+        ``data.shapes.outline_turned``, and ``orders`` each image's symmetry order ``n``): harmonic ``k = j n`` is
+        pulled toward ``target_k u^j`` as a complex coefficient, ``u`` the unit phase of the outline's own
+        fundamental (read without a gradient), so that the corners' harmonics sit in phase with it, as a polygon's
+        do; the cost is ``sum_k |c_k - target_k u^(k/n)|`` (the fundamental's term is ``||c_n| - target_n|``, the
+        harmonics off the symmetry pay their amplitude)."""
         coef = self.coef.view(len(self.coef), 2, self.radial)  # [B, (cos, sin), K]
         amp = (coef.square().sum(1) + 1e-8).sqrt()  # [B, K]
+        if target is not None and turned:
+            c = torch.complex(coef[:, 0].float(), -coef[:, 1].float())  # a_k - i b_k  [B, K]
+            n = orders.to(c.device).long()  # [B]; 0: a circle, whose target is all zeros
+            k = torch.arange(1, self.radial + 1, device=c.device)
+            with torch.no_grad():
+                lead = c.gather(1, (n - 1).clamp(0, self.radial - 1)[:, None])  # [B, 1]: the fundamental
+                u = lead / lead.abs().clamp_min(1e-12)
+                j = torch.where(n[:, None] > 0, k[None] // n.clamp_min(1)[:, None], 0)  # [B, K]
+                aim = torch.where(j > 0, target.to(c.device).float() * u ** j.clamp_min(1), 0)  # 0 off the multiples
+            return ((c - aim).abs().square() + 1e-8).sqrt().sum(1).mean()
         if target is not None:
             return (amp - target.to(amp)).abs().sum(1).mean()
         k = torch.arange(1, self.radial + 1, device=amp.device)  # harmonic numbers

@@ -306,8 +306,10 @@ class Updater:
             outline = zero
             if sc.outline_weight > 0:
                 fg = unwrap(G).foreground
-                target = outline_targets(fg.radial, orders.device)[orders] if sc.outline_target else None
-                outline = fg.outline_cost(sc.outline_symmetric, None if sc.outline_target else orders, target)
+                target = (outline_targets(fg.radial, orders.device, sc.outline_phase)[orders] if sc.outline_target
+                          else None)
+                outline = fg.outline_cost(sc.outline_symmetric, orders if sc.outline_phase or not sc.outline_target
+                                          else None, target, turned=sc.outline_phase)
             outline_weight = sc.outline_weight if step >= sc.outline_start else 0.0
             if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
                 right_t = mu.detach()
@@ -457,11 +459,12 @@ class Updater:
 
 
 @functools.lru_cache(maxsize=4)
-def outline_targets(harmonics: int, device: torch.device) -> torch.Tensor:
+def outline_targets(harmonics: int, device: torch.device, turned: bool = False) -> torch.Tensor:
     """``[6, K]``: row ``n`` the data's outline amplitudes of the shape with ``n``-fold symmetry (row 0 the
-    circle's zeros; rows 1 and 2 unused), indexed by the step's shape orders (``stage1.outline_target``)."""
-    from ..data.shapes import SYMMETRY, outline_amplitudes
+    circle's zeros; rows 1 and 2 unused), indexed by the step's shape orders (``stage1.outline_target``); with
+    ``turned`` its coefficients turned to phase 0 (``stage1.outline_phase``)."""
+    from ..data.shapes import SYMMETRY, outline_amplitudes, outline_turned
     table = torch.zeros(6, harmonics)
     for shape, n in SYMMETRY.items():
-        table[n] = outline_amplitudes(shape, harmonics)
+        table[n] = (outline_turned if turned else outline_amplitudes)(shape, harmonics)
     return table.to(device)
