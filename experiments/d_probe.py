@@ -91,6 +91,8 @@ def main() -> None:
                         "other shape word on real test images zoomed by these factors about their centre (edges "
                         "replicated), beside the checker's shape accuracy on them: does the head read the outline, or "
                         "the area?")
+    p.add_argument("--attribute", default="shape", choices=sorted(ATTRIBUTES),
+                   help="with --fakes: the attribute whose one-word foils are scored (default shape)")
     p.add_argument("--checker", default="data/shapes", help="the folder of the attribute checker (--fakes)")
     p.add_argument("--state", help="no training: check the contrastive head of this training state file's D "
                    "(the matching-aware logit: stackgan evaluate --metrics dcheck)")
@@ -256,25 +258,26 @@ def check_state(args) -> None:
 
 @torch.no_grad()
 def check_fakes(args, score: Callable, norm: TextNorm, text_encoder: str) -> None:
+    a = args.attribute
     records = read_manifest(args.data, "test")[:args.samples]
     rng = np.random.default_rng(args.seed)
     if (Path(args.data) / ORACLE_MARK).exists():  # one-hot attribute vectors
         right = norm(torch.tensor(np.stack([one_hot(r["attributes"]) for r in records])))
-        foil = norm(torch.tensor(np.stack([one_hot_foil(r["attributes"], rng, {"shape": 1.0}) for r in records])))
+        foil = norm(torch.tensor(np.stack([one_hot_foil(r["attributes"], rng, {a: 1.0}) for r in records])))
     else:  # the full captions and their shape foils, encoded by the run's text encoder
         encoder = get_encoder(text_encoder)
         captions = [r.get("full_caption") or r["captions"][0] for r in records]
         right = norm(encoder.encode(captions))
-        foil = norm(encoder.encode([shapes_foil(c, rng, {"shape": 1.0})[0] for c in captions]))
+        foil = norm(encoder.encode([shapes_foil(c, rng, {a: 1.0})[0] for c in captions]))
     pipe = StackGANPipeline.from_state(args.state, raw=True)
     images = from_uint8(pipe.generate(embeddings=right, seed=args.seed, stage=1).stage1)  # [N, 3, 64, 64]
-    truth = torch.tensor([ATTRIBUTES["shape"].index(r["attributes"]["shape"]) for r in records])
-    drawn = predict(load_checker(Path(args.checker) / WEIGHTS_NAME, "cpu"), images)["shape"] == truth  # [N]
+    truth = torch.tensor([ATTRIBUTES[a].index(r["attributes"][a]) for r in records])
+    drawn = predict(load_checker(Path(args.checker) / WEIGHTS_NAME, "cpu"), images)[a] == truth  # [N]
     prefers = (batched(score, images, right) > batched(score, images, foil)).float()  # [N]
-    report = {"state": args.state, "checker_shape": drawn.float().mean().item(),
-              "head_prefers_right_shape": prefers.mean().item(),
-              "head_prefers_right_shape_when_drawn": prefers[drawn].mean().item() if drawn.any() else None,
-              "head_prefers_right_shape_when_not_drawn": prefers[~drawn].mean().item() if (~drawn).any() else None}
+    report = {"state": args.state, f"checker_{a}": drawn.float().mean().item(),
+              f"head_prefers_right_{a}": prefers.mean().item(),
+              f"head_prefers_right_{a}_when_drawn": prefers[drawn].mean().item() if drawn.any() else None,
+              f"head_prefers_right_{a}_when_not_drawn": prefers[~drawn].mean().item() if (~drawn).any() else None}
     print(json.dumps(report))
 
 

@@ -178,6 +178,10 @@ class StageConfig:
     outline_phase: bool = False  # with outline_target: the corners' harmonics (k = j n of an n-fold shape) are
     #   pulled toward the data's coefficient at the phase of the outline's own fundamental to the power j (a square's
     #   h8 in phase with its h4: corners, not lobes), not only toward its amplitude; the rotation stays free
+    size_weight: float = 0.0  # with model.g_layer_radial (Stage I, Shapes data): G also minimizes weight * how far
+    #   (in log units) each object's circumradius (placed scale times the outline's largest radius) lies outside the
+    #   data's range for the image's size word (data.shapes.RADIUS_RANGE): at 64 px neither D nor the matcher tells
+    #   a medium circle drawn between the data's medium and large ranges from either
     outline_start: int = 0  # that prior acts from this step on (0 before it, still logged): from the first step it
     #   locks the outline onto whichever harmonic leads early, before D has found each shape's symmetry
     mask_warmup: int = 0  # the area prior's weight rises linearly from 0 to mask_weight over this many steps (at
@@ -574,6 +578,11 @@ def validate(cfg: Config) -> Config:
                               f"stage{n}.outline_target=true")
     if cfg.stage2.outline_weight:
         raise ConfigError("stage2.outline_weight must be 0: the outline prior acts on Stage I's radial outline")
+    if cfg.stage2.size_weight:
+        raise ConfigError("stage2.size_weight must be 0: the size prior acts on Stage I's radial outline")
+    if cfg.stage1.size_weight and (not m.g_layer_radial or m.g_layer_normalize):
+        raise ConfigError("stage1.size_weight needs the radial outline (model.g_layered=true, model.g_layer_radial=K) "
+                          "placed without model.g_layer_normalize")
     if cfg.stage1.outline_weight and not m.g_layer_radial:
         raise ConfigError("stage1.outline_weight needs the radial outline (model.g_layered=true, "
                           "model.g_layer_radial=K)")
@@ -654,7 +663,7 @@ def validate(cfg: Config) -> Config:
         for name in ("lr_g", "lr_d", "max_steps", "minutes", "epochs", "lr_decay_epochs", "match_weight",
                      "match_warmup", "recon_weight", "latent_kl_weight", "d_translate", "d_noise", "gp_weight",
                      "info_weight", "mask_weight", "mask_warmup", "contrast_weight", "pose_pick_weight",
-                     "consistency_weight", "outline_weight", "outline_start", "g_hold"):
+                     "consistency_weight", "outline_weight", "outline_start", "size_weight", "g_hold"):
             if getattr(s, name) < 0:
                 raise ConfigError(f"stage{n}.{name} must be >= 0, got {getattr(s, name)}")
         if not 0 <= s.ema_decay < 1:

@@ -1297,6 +1297,79 @@ def test_shape_orders_follow_the_batch(tiny_shapes):
         shape_order_of(tiny_shapes, [records[0], {**records[1], "attributes": {}}])
 
 
+def test_size_prior_holds_the_circumradius_in_the_size_words_range(tiny_shapes):
+    """stage1.size_weight: reach() is the drawn object's circumradius (placed scale times the outline's largest
+    radius), as the placed mask shows it; size_cost is 0 inside the size word's range of the data and the log
+    distance outside it, its gradient turning the scale toward the range; the size words come from the records;
+    the option needs the radial outline and acts on Stage I only."""
+    import math
+
+    from stackgan.data.manifest import read_manifest
+    from stackgan.data.shapes import ATTRIBUTES, RADIUS_RANGE
+    from stackgan.models.layered import ForegroundLayer
+    from stackgan.training.data import load_train_data, size_word_of
+    from stackgan.training.step import size_ranges
+
+    torch.manual_seed(0)
+    layer = ForegroundLayer(6, ngf=4, radial=5)
+    with torch.no_grad():
+        layer.outline.bias[3] = 0.2  # a_4: a rounded square, its corners at 0.6 e^0.2 on the axes
+    layer(torch.randn(2, 6), torch.zeros(2, 3, 64, 64))
+    reach = layer.reach()
+    assert torch.allclose(reach, torch.full((2,), 0.35 * 0.6 * math.exp(0.2)), atol=1e-4)  # scale0 x the corner
+    m = layer.mask[0, 0].detach()
+    xy = (torch.stack(torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="xy")) + 0.5) / 32 - 1
+    farthest = xy.norm(dim=0)[m > 0.5].max().item()  # image units (the object is at the centre)
+    assert abs(farthest - reach[0].item()) < 1.5 / 32
+    ranges = size_ranges(torch.device("cpu"))  # [2, 3]: lowest / highest, small to large, image units
+    assert ranges[:, 1].tolist() == pytest.approx([36 / 128, 44 / 128]) and ATTRIBUTES["size"][1] == "medium"
+    assert RADIUS_RANGE["small"][1] / 128 < reach[0].item() < RADIUS_RANGE["medium"][0] / 128  # between: both pay
+    r = reach[0].item()
+    for word, cost in ((0, math.log(r / (26 / 128))), (1, math.log((36 / 128) / r))):
+        words = torch.tensor([word, word])
+        assert layer.size_cost(*ranges[:, words]).item() == pytest.approx(cost, abs=1e-4)
+    layer.pose.weight.grad = None
+    layer.size_cost(*ranges[:, torch.tensor([2, 2])]).backward()  # too small for "large": the scale must grow
+    assert layer.pose.bias.grad[0] < 0
+    layer(torch.randn(2, 6), torch.zeros(2, 3, 64, 64))
+    wide = torch.tensor([0.01, 0.01]), torch.tensor([10.0, 10.0])
+    assert layer.size_cost(*wide).item() == 0.0  # inside the range: no cost
+    records = read_manifest(tiny_shapes, "train")
+    cfg = apply_overrides(get_preset("shapes-cpu"), TINY)
+    data, _ = load_train_data(tiny_shapes, cfg.data, 64, progress=False, size_words=True)
+    assert data.size_word.tolist() == [ATTRIBUTES["size"].index(r["attributes"]["size"]) for r in records]
+    with pytest.raises(ValueError, match="line 2: stage1.size_weight needs"):
+        size_word_of(tiny_shapes, [records[0], {**records[1], "attributes": {"shape": "star"}}])
+    radial = apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "model.g_layer_radial=7",
+                                                          "stage1.size_weight=1"])
+    assert radial.stage1.size_weight == 1
+    with pytest.raises(ValueError, match="stage1.size_weight needs the radial outline"):
+        apply_overrides(get_preset("fast-sn-noca"), ["model.g_layered=true", "stage1.size_weight=1"])
+    with pytest.raises(ValueError, match="stage2.size_weight must be 0"):
+        apply_overrides(radial, ["stage2.size_weight=1"])
+    # in a training step: logged as G/size (the cost before G's update), and the update grows a too-small object
+    from stackgan.training.step import LOGGED, Updater
+    step_cfg = apply_overrides(get_preset("fast-sn-noca"), TINY + ["model.text_dim=12", "model.g_layered=true",
+                                                                     "model.g_layer_background=smooth",
+                                                                     "model.g_layer_radial=3", "stage1.size_weight=1"])
+    real, text, wrong, z = _batch(step_cfg)
+    large = torch.full((len(z),), 2)
+    G, D = _seeded_nets(step_cfg)
+    G.eval()
+    with torch.no_grad():
+        G(z, text)
+        before = G.foreground.reach().clone()
+        expected = G.foreground.size_cost(*ranges[:, large]).item()
+    assert expected > 0.5  # scale0 0.35 x radius 0.6 against "large" (54 / 128 and up)
+    opt_g, opt_d = torch.optim.SGD(G.parameters(), 0.1), torch.optim.SGD(D.parameters(), 0.0)
+    logged = dict(zip(LOGGED, Updater(step_cfg, 1, G, D, opt_g, opt_d, device=torch.device("cpu"))(
+        real, text, wrong, z, sizes=large)))
+    assert logged["G/size"] == pytest.approx(expected, rel=1e-4)
+    with torch.no_grad():
+        G(z, text)
+    assert (G.foreground.reach() > before).all()
+
+
 def test_radial_outline_starts_as_a_disc_and_its_harmonics_draw_corners():
     """model.g_layer_radial: the mask is the inside of r(theta) = 0.6 exp(sum a_k cos k theta + b_k sin k
     theta); zero coefficients draw a disc of radius 0.6 for every condition; a third-harmonic

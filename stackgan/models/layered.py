@@ -470,6 +470,25 @@ class ForegroundLayer(nn.Module):
             amp = amp * (k[None] != orders.to(amp.device)[:, None]).to(amp.dtype)  # order 0 matches no harmonic
         return amp.sum(1).mean()
 
+    def reach(self) -> torch.Tensor:
+        """The last drawn objects' circumradius ``[B]`` in image units (half the image's side): the placed scale times
+        the radial outline's largest radius (over 180 angles), with their graphs. The Shapes data's size words are
+        ranges of this number (``data.shapes.RADIUS_RANGE``)."""
+        if not self.radial or self.normalize:
+            raise ValueError("reach reads the radial outline (model.g_layer_radial) placed without "
+                             "model.g_layer_normalize")
+        angle = torch.arange(180, device=self.coef.device, dtype=torch.float32) * (2 * math.pi / 180)
+        k = torch.arange(1, self.radial + 1, device=angle.device, dtype=torch.float32)
+        basis = torch.cat([torch.cos(k[:, None] * angle), torch.sin(k[:, None] * angle)])[None, :, :, None]  # [1,2K,A,1]
+        radius = outline_radius(self.coef, basis)[..., 0]  # [B, A]
+        return self.scale_drawn.float() * radius.amax(1)
+
+    def size_cost(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """How far the last drawn objects' circumradius (:meth:`reach`) lies outside ``[low, high]`` (``[B]`` each, image
+        units), in log units, batch mean: 0 inside the range (``stage1.size_weight``)."""
+        r = self.reach().log()
+        return (F.relu(low.to(r).log() - r) + F.relu(r - high.to(r).log())).mean()
+
     def sharp_mask(self, zc: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """The placed mask ``[B, 1, S, S]`` of a radial outline drawn at the image's own pixels: the outline's
         radius at each pixel's canvas angle (``grid [B, S, S, 2]``, ``affine_grid``'s canvas points), its logit
@@ -746,6 +765,7 @@ class ForegroundLayer(nn.Module):
                                            choice.argmax(-1) if self.cells and cell is None else cell,
                                            size_logits.argmax(-1) if self.sizes and size is None else size)
                 offset = torch.stack(placement[3:], dim=1)  # [B, 2]: (tx, ty), drawn (with the sides' signs)
+                self.scale_drawn = placement[1]  # [B], with its graph: stage1.size_weight reads it
                 grid = F.affine_grid(self._theta(placement, flip=flip).to(rgba.dtype), list(background.shape),
                                      align_corners=False)
                 placed = F.grid_sample(rgba, grid, mode="bilinear", padding_mode="zeros",

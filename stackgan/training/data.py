@@ -47,6 +47,8 @@ class TrainData:
     swap_named: torch.Tensor | None = None  # long [N, K]: the value each caption names (-1: none)
     # stage1.outline_shape: the symmetry order of each image's shape word (circle 0, square 4, triangle 3, star 5)
     shape_order: torch.Tensor | None = None  # long [N]
+    # stage1.size_weight: each image's size word (index into data.shapes.ATTRIBUTES["size"]: small, medium, large)
+    size_word: torch.Tensor | None = None  # long [N]
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -151,14 +153,14 @@ def hardest_other(text: torch.Tensor, same: float = 0.99) -> torch.Tensor:
 
 
 def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm: TextNorm | None = None,
-                    progress: bool = True, swaps: bool = False, shape_orders: bool = False
+                    progress: bool = True, swaps: bool = False, shape_orders: bool = False, size_words: bool = False
                     ) -> tuple[TrainData, TextNorm]:
     """Images at ``size`` and normalized caption embeddings of the train split.
 
     ``text_norm`` is fitted on the train captions unless one is given (Stage II reuses Stage I's).
     ``swaps``: also the captions' word swaps of ``data.swap_attribute`` (for a stage with ``swap_weight``).
     ``shape_orders``: also each image's shape word's symmetry order, from its record's ``attributes``
-    (``stage1.outline_shape``; Shapes data).
+    (``stage1.outline_shape``; Shapes data). ``size_words``: also each image's size word (``stage1.size_weight``).
     """
     records = read_manifest(data_dir, "train")
     emb, counts = split_embeddings(data_dir, "train", records, cfg.text_encoder, progress)
@@ -190,8 +192,23 @@ def load_train_data(data_dir: str | Path, cfg: DataConfig, size: int, text_norm:
         swapped, swap_named = swap_embeddings(data_dir, records, cfg, emb.shape[1], progress)
         swapped = text_norm(swapped)
     order = shape_order_of(data_dir, records) if shape_orders else None
+    sizes = size_word_of(data_dir, records) if size_words else None
     return (TrainData(images, text_norm(emb), counts, size, cfg, labels, foils, foil_counts, flip, max_shift, swapped,
-                      swap_named, order), text_norm)
+                      swap_named, order, sizes), text_norm)
+
+
+def size_word_of(data_dir: str | Path, records: list[dict]) -> torch.Tensor:
+    """Each record's ``attributes.size`` as its index in ``data.shapes.ATTRIBUTES["size"]`` ``[N]``; an error names
+    the manifest line of a record without one."""
+    words = ATTRIBUTES["size"]
+    out = []
+    for i, r in enumerate(records):
+        word = (r.get("attributes") or {}).get("size")
+        if word not in words:
+            raise DataError(f"{Path(data_dir) / 'train.jsonl'}, line {i + 1}: stage1.size_weight needs "
+                            f"'attributes': {{'size': one of {list(words)}}} (Shapes data), got {word!r}")
+        out.append(words.index(word))
+    return torch.tensor(out, dtype=torch.long)
 
 
 def shape_order_of(data_dir: str | Path, records: list[dict]) -> torch.Tensor:

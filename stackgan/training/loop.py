@@ -114,7 +114,8 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
     with distributed.main_first(dist):  # rank 0 fills the embedding and matcher caches first
         data, norm = load_train_data(data_dir, cfg.data, 64 if stage == 1 else 256, norm, progress,
                                      swaps=_wants_swaps(cfg, sc),
-                                     shape_orders=sc.outline_shape or sc.outline_target)
+                                     shape_orders=sc.outline_shape or sc.outline_target,
+                                     size_words=stage == 1 and sc.size_weight > 0)
         matcher = None
         if sc.match_weight > 0:
             matcher = load_or_train_matcher(data_dir, cfg.data, norm, progress=progress, device=device)
@@ -140,6 +141,7 @@ def _train(cfg: Config, data_dir, run_dir, stage: int, dist: distributed.Dist, d
     shown = ((("G/match",) if matcher is not None else ()) + (("G/recon",) if nets.encoder is not None else ())
              + (("G/ms",) if sc.ms_weight > 0 else ()) + (("G/info",) if cfg.model.info_codes and stage == 1 else ())
              + (("G/mask",) if sc.mask_weight > 0 else ()) + (("G/outline",) if sc.outline_weight > 0 else ())
+             + (("G/size",) if sc.size_weight > 0 else ())
              + (("G/contrast",) if sc.contrast_weight > 0 else ())
              + (("G/pick",) if sc.pose_pick_weight > 0 else ()))
     log = TrainingLog(stage, sc.log_every, sc.batch_size * dist.world, dist, device, writer, run, last_step, budget,
@@ -192,9 +194,12 @@ def _loop(r: _Run, run: RunState, stop: StopRequests) -> None:
 
         # --- update D, then G, then G's moving average (training/step.py) -----------------------
         extra = {} if swaps is None else {"swaps": swaps}
-        if r.data.shape_order is not None:  # stage1.outline_shape: the batch's shape words' symmetry orders [B]
-            extra["orders"] = r.data.shape_order[r.data.batch_indices(run.step, sc.batch_size, dist.rank,
-                                                                      dist.world)].to(r.device)
+        if r.data.shape_order is not None or r.data.size_word is not None:
+            picked = r.data.batch_indices(run.step, sc.batch_size, dist.rank, dist.world)  # the batch's images
+            if r.data.shape_order is not None:  # stage1.outline_shape: their shape words' symmetry orders [B]
+                extra["orders"] = r.data.shape_order[picked].to(r.device)
+            if r.data.size_word is not None:  # stage1.size_weight: their size words [B]
+                extra["sizes"] = r.data.size_word[picked].to(r.device)
         losses = r.updater(real, text, wrong, z, run.step, **extra)
         run.tick()
         r.log.add(losses, run)

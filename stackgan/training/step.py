@@ -21,7 +21,7 @@ from ..losses import (contrastive_loss, discriminator_loss_fake, discriminator_l
 
 # acc: the share of (real, right text) scored real, and of (fake, text) scored fake
 LOGGED = ("D/total", "D/real", "D/wrong", "D/fake", "D/gp", "G/adv", "G/kl", "G/match", "G/recon", "G/latent_kl",
-          "G/ms", "G/info", "G/mask", "G/outline", "D/contrast", "G/contrast", "G/pick", "G/consistency", "G/swap",
+          "G/ms", "G/info", "G/mask", "G/outline", "G/size", "D/contrast", "G/contrast", "G/pick", "G/consistency", "G/swap",
           "G/pair", "D/patch", "G/patch", "D/acc_real", "D/acc_fake")
 
 
@@ -289,7 +289,7 @@ class Updater:
 
     def __call__(self, real: torch.Tensor, text: torch.Tensor, wrong: torch.Tensor, z: torch.Tensor,
                  step: int = 0, swaps: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 orders: torch.Tensor | None = None) -> torch.Tensor:
+                 orders: torch.Tensor | None = None, sizes: torch.Tensor | None = None) -> torch.Tensor:
         cfg, sc, stage = self.cfg, self.sc, self.stage
         G, D, D_heads = self.G, self.D, unwrap(self.D)
         zero = torch.zeros((), device=self.device)
@@ -311,6 +311,8 @@ class Updater:
                 outline = fg.outline_cost(sc.outline_symmetric, orders if sc.outline_phase or not sc.outline_target
                                           else None, target, turned=sc.outline_phase)
             outline_weight = sc.outline_weight if step >= sc.outline_start else 0.0
+            # the circumradius held inside the data's range for each image's size word (stage1.size_weight)
+            reach = unwrap(G).foreground.size_cost(*size_ranges(sizes.device)[:, sizes]) if sc.size_weight else zero
             if cfg.model.d_text_path == "mu":  # PT: D sees G's CA mean, detached
                 right_t = mu.detach()
                 with torch.no_grad():
@@ -426,7 +428,7 @@ class Updater:
                         latent_kl = kl_loss(z_mu, z_logvar)
                         g_total = g_total + sc.latent_kl_weight * latent_kl
                 mask = placed.float().mean() if placed is not None else zero
-                g_total = g_total + mask_weight(sc, step) * mask + outline_weight * outline
+                g_total = g_total + mask_weight(sc, step) * mask + outline_weight * outline + sc.size_weight * reach
                 consistency = zero
                 if sc.consistency_weight:  # stage2.consistency_weight: at 64 px, Stage II's image is Stage I's
                     consistency = consistency_loss(fake, out.low)
@@ -453,9 +455,18 @@ class Updater:
             self.ema.update_parameters(unwrap(G))
         acc_real, acc_fake = (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
         return torch.stack([d["total"], d["real"], d["wrong"], d["fake"], gp.detach(), g_adv, kl, match, recon,
-                            latent_kl, ms.detach(), info.detach(), mask.detach(), outline.detach(), contrast_d.detach(),
+                            latent_kl, ms.detach(), info.detach(), mask.detach(), outline.detach(), reach.detach(),
+                            contrast_d.detach(),
                             contrast.detach(), pick.detach(), consistency.detach(), swap.detach(), pair.detach(), patch_d,
                             patch.detach(), acc_real, acc_fake]).detach().float()  # [len(LOGGED)]
+
+
+@functools.lru_cache(maxsize=4)
+def size_ranges(device: torch.device) -> torch.Tensor:
+    """``[2, 3]``: the lowest and highest circumradius of the Shapes data's small, medium and large objects, in image
+    units (half the image's side; ``data.shapes.RADIUS_RANGE`` is in pixels of the 256 px canvas)."""
+    from ..data.shapes import ATTRIBUTES, RADIUS_RANGE, SIZE
+    return torch.tensor([RADIUS_RANGE[w] for w in ATTRIBUTES["size"]]).T.div(SIZE / 2).to(device)
 
 
 @functools.lru_cache(maxsize=4)
