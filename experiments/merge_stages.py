@@ -60,9 +60,8 @@ def main() -> None:
     old1 = {k for k in w2 if k.startswith("generator.stage1.")}
     if set(stage1) != old1:
         raise SystemExit(f"the Stage-I tensors differ in name: {sorted(set(stage1) ^ old1)[:6]}")
-    dtype = w2[next(iter(old1))].dtype
     merged = {k: v for k, v in w2.items() if k not in old1 and k not in NORM}
-    merged.update({k: v.to(dtype) for k, v in stage1.items()})
+    merged.update({k: v.to(w2[k].dtype) for k, v in stage1.items()})  # each as the tensor it replaces is stored
     merged.update({k: w1[k] for k in NORM})
     shift = (w1["text_norm.mean"].float() - w2["text_norm.mean"].float()).abs().max().item()
     config = json.loads(json.dumps(cfg2))

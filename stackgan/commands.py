@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from .config import apply_overrides, get_preset, load_yaml, to_yaml
 from .errors import UsageError
@@ -67,6 +68,13 @@ def cmd_train(args) -> int:
 
     if args.device:
         resolve_device(args.device)  # a clear error now, not a torch one later
+    ignored = [f"--set {s}" for s in args.set] + ([f"--config {args.config}"] if args.config else [])
+    from .checkpoint import KEPT_DIR, STATE_NAME, stage_dir
+    kept = stage_dir(args.out, args.stage)
+    if args.resume and ignored and ((kept / STATE_NAME).exists() or (kept / KEPT_DIR).exists()):
+        print(f"warning: --resume continues {args.out} with its own saved configuration; {', '.join(ignored)} "
+              "changes nothing (experiments/branch_state.py starts a branch of a run with settings changed)",
+              flush=True)
 
     train(cfg, args.data, args.out, args.stage, resume=args.resume, stage1_state=args.stage1,
           init_generator=args.init_generator, max_steps=args.max_steps, minutes=args.minutes, device=args.device,

@@ -153,3 +153,25 @@ def test_sigterm_and_sigint_write_a_checkpoint_and_exit_cleanly(sig, tiny_shapes
     assert f"stopped by {signal.Signals(sig).name} at step" in err and "Traceback" not in err
     state = load_state(tmp_path / "stage1" / "state.pt")
     assert 0 < state["step"] < 100000
+
+
+def test_resume_says_its_set_is_ignored_and_a_branch_takes_it(tiny_shapes, straight1, tmp_path):
+    """--resume keeps the run's saved configuration and says so when --set was given; experiments/branch_state.py
+    writes a new run from a checkpoint with the setting changed (same step and weights), which then resumes."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight1 / "stage1", run_dir / "stage1")
+    done = run(command(tiny_shapes, run_dir, 1, "--resume", "--set", "stage1.lr_g=0.00001"))
+    assert "--set stage1.lr_g=0.00001 changes nothing" in done.stdout
+    assert load_state(run_dir / "stage1" / "state.pt")["config"]["stage1"]["lr_g"] != 0.00001
+    branch = tmp_path / "branch"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run([sys.executable, os.path.join(root, "experiments", "branch_state.py"), str(straight1 / "stage1" / "state.pt"),
+         str(branch), "--set", "stage1.lr_g=0.00001"])
+    a, b = load_state(straight1 / "stage1" / "state.pt"), load_state(branch / "stage1" / "state.pt")
+    assert b["config"]["stage1"]["lr_g"] == 0.00001 and b["step"] == a["step"]
+    assert all(torch.equal(a["generator"][k], b["generator"][k]) for k in a["generator"])
+    with pytest.raises(AssertionError, match="exists"):  # never over an existing run
+        run([sys.executable, os.path.join(root, "experiments", "branch_state.py"),
+             str(straight1 / "stage1" / "state.pt"), str(branch)])
+    resumed = run(command(tiny_shapes, branch, 1, "--resume", "--max-steps", str(STEPS[1] + 2)))
+    assert load_state(branch / "stage1" / "state.pt")["step"] == STEPS[1] + 2
