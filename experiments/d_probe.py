@@ -11,7 +11,7 @@ with a shape classifier and no text at all (can it tell the shapes apart?); ``--
 encoder for another layout. ``--state`` trains nothing: it
 checks a training run's contrastive head (or, with ``--matcher``, a trained image-text matcher), on
 real test images or (``--fakes``) on its generator's images, split by whether the attribute checker
-reads their shape right.
+reads their shape (``--attribute``) right.
 docs/training-recipe.md, thirteenth round, reports what it found.
 
     python experiments/d_probe.py data/shapes --steps 3000 --set data.foil_share=0.5
@@ -83,9 +83,9 @@ def main() -> None:
                    help="also train D's contrastive head (model.d_contrast, stage1.contrast_weight, contrast_wrong) "
                         "and score the check with its cosine instead of the matching-aware logit")
     p.add_argument("--fakes", action="store_true",
-                   help="with --state: the contrastive head's (or --matcher's) shape "
-                        "preference on the state's raw G images of the test conditions, split by whether the "
-                        "attribute checker (of --checker) reads their shape right: does G draw the shape, or fool the head?")
+                   help="with --state: the contrastive head's (or --matcher's) preference for the true word of "
+                        "--attribute over a swapped one on the state's raw G images of the test conditions, split by "
+                        "whether the attribute checker (of --checker) reads it right: does G draw it, or fool the head?")
     p.add_argument("--zoom", type=float, nargs="+",
                    help="with --contrast or --state, on one-hot data: the contrastive head's (or --matcher's) preference for the true shape over each "
                         "other shape word on real test images zoomed by these factors about their centre (edges "
