@@ -43,6 +43,32 @@ def test_pretrained_model_generates_deterministic_images_that_follow_the_backgro
     assert corners[0] > 180 and corners[1] < 70, corners
 
 
+def test_pretrained_shapes_outline_and_size_follow_the_words():
+    """The shipped Stage I draws each shape word's own outline and each size word's size (checked on the trained
+    weights, four noises per sentence): a polygon's strongest outline harmonic is its symmetry order (square 4,
+    triangle 3, star 5), a circle has no harmonic above 0.05, and every object's circumradius lies within 3 px
+    (at 256) of the data's range for its size word."""
+    from stackgan.data.shapes import ATTRIBUTES, RADIUS_RANGE, SYMMETRY
+    pipe = StackGANPipeline.load(PRETRAINED_SHAPES)
+    G1 = pipe.stage1_generator.eval()
+    layer = G1.foreground
+    captions = [f"a {size} blue {shape} in the center on a white background"
+                for shape in SYMMETRY for size in ATTRIBUTES["size"]]
+    n = len(captions)
+    with torch.inference_mode():
+        G1(pipe.noise(list(range(4 * n)), None)[0], pipe.embed(captions * 4))
+        amp = layer.coef.float().view(4, n, 2, layer.radial).square().sum(2).sqrt().mean(0)  # [n, K]
+        reach = layer.reach().view(4, n) * 128  # px at 256
+    for i, caption in enumerate(captions):
+        shape, size = caption.split()[3], caption.split()[1]
+        if SYMMETRY[shape]:
+            assert int(amp[i, 1:].argmax()) + 2 == SYMMETRY[shape] and amp[i, 1:].max() > 0.1, (caption, amp[i])
+        else:
+            assert amp[i].max() < 0.05, (caption, amp[i])
+        low, high = RADIUS_RANGE[size]
+        assert ((reach[:, i] > low - 3) & (reach[:, i] < high + 3)).all(), (caption, reach[:, i])
+
+
 def test_demo_comparison_sheet(tiny_shapes, tmp_path):
     cfg = apply_overrides(get_preset("shapes-cpu"), TINY + ["stage1.max_steps=1"])
     train(cfg, tiny_shapes, tmp_path, 1, progress=False)
