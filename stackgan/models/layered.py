@@ -437,7 +437,7 @@ class ForegroundLayer(nn.Module):
 
         ``target`` ``[B, K]`` (``stage1.outline_target``): each image's shape word's own amplitudes (the data's
         outline); the cost is then ``sum_k |amp_k - target_k|``, so a harmonic pays for falling short of the data's
-        as for growing past it.
+        as for growing past it (``orders`` is then not read).
 
         ``turned`` (``stage1.outline_phase``; ``target`` the data's outlines turned to phase 0,
         ``data.shapes.outline_turned``, and ``orders`` each image's symmetry order ``n``): harmonic ``k = j n`` is

@@ -308,8 +308,7 @@ class Updater:
                 fg = unwrap(G).foreground
                 target = (outline_targets(fg.radial, orders.device, sc.outline_phase)[orders] if sc.outline_target
                           else None)
-                outline = fg.outline_cost(sc.outline_symmetric, orders if sc.outline_phase or not sc.outline_target
-                                          else None, target, turned=sc.outline_phase)
+                outline = fg.outline_cost(sc.outline_symmetric, orders, target, turned=sc.outline_phase)
             outline_weight = sc.outline_weight if step >= sc.outline_start else 0.0
             # the circumradius held inside the data's range for each image's size word (stage1.size_weight)
             reach = unwrap(G).foreground.size_cost(*size_ranges(sizes.device)[:, sizes]) if sc.size_weight else zero
