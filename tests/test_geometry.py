@@ -2118,3 +2118,44 @@ def test_the_pick_reuses_the_matching_loss_read_of_the_images_as_drawn(cells):
     reads.clear()
     pose_pick_loss(layer, matcher, text, drawn_emb=matcher.encode_image(image[:2]))  # 2 < 4 objects: read again
     assert sum(reads) == n
+
+
+def test_training_loop_hands_the_priors_their_batch_words(tiny_shapes, tmp_path, monkeypatch):
+    """A Stage-I run with stage1.outline_target + outline_phase + size_weight: every step's Updater call gets the
+    shape orders and size words of the very images batch() gave it, and the costs are logged finite."""
+    import math
+
+    from stackgan.data.manifest import read_manifest
+    from stackgan.data.shapes import ATTRIBUTES, SYMMETRY
+    from stackgan.training import step as step_module
+    from stackgan.training import train
+    from stackgan.training.data import TrainData
+
+    records = read_manifest(tiny_shapes, "train")
+    seen, logged = [], []
+    original_call, original_batch = step_module.Updater.__call__, TrainData.batch
+
+    def batch(self, step, batch_size, rank=0, world=1, swaps=False):
+        out = original_batch(self, step, batch_size, rank, world, swaps)
+        seen.append(("batch", self.batch_indices(step, batch_size, rank, world).tolist()))  # its images (tested above)
+        return out
+
+    def call(self, *args, **kwargs):
+        seen.append(("call", kwargs["orders"].tolist(), kwargs["sizes"].tolist()))
+        out = original_call(self, *args, **kwargs)
+        logged.append(dict(zip(step_module.LOGGED, out.tolist())))
+        return out
+
+    monkeypatch.setattr(TrainData, "batch", batch)
+    monkeypatch.setattr(step_module.Updater, "__call__", call)
+    cfg = apply_overrides(get_preset("shapes-layered"), TINY + [
+        "stage1.max_steps=3", "stage1.outline_weight=0.5", "stage1.outline_target=true", "stage1.outline_phase=true",
+        "stage1.size_weight=1", "data.matcher_steps=2"])
+    train(cfg, tiny_shapes, tmp_path, 1, progress=False)
+    batches = [s[1] for s in seen if s[0] == "batch"]
+    calls = [s[1:] for s in seen if s[0] == "call"]
+    assert len(calls) == 3 and len(batches) >= 3
+    for idx, (orders, sizes) in zip(batches, calls):
+        assert orders == [SYMMETRY[records[i]["attributes"]["shape"]] for i in idx]
+        assert sizes == [ATTRIBUTES["size"].index(records[i]["attributes"]["size"]) for i in idx]
+    assert all(math.isfinite(x["G/size"]) and math.isfinite(x["G/outline"]) and x["G/outline"] > 0 for x in logged)
