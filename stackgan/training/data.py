@@ -45,7 +45,8 @@ class TrainData:
     # data.swap_attribute: each caption with that attribute's words swapped for each of its V values
     swaps: torch.Tensor | None = None  # float [N, K, V, D], normalized (a caption naming none: V copies of itself)
     swap_named: torch.Tensor | None = None  # long [N, K]: the value each caption names (-1: none)
-    # stage1.outline_shape: the symmetry order of each image's shape word (circle 0, square 4, triangle 3, star 5)
+    # stage1.outline_shape / outline_target: the symmetry order of each image's shape word (circle 0, square 4,
+    # triangle 3, star 5)
     shape_order: torch.Tensor | None = None  # long [N]
     # stage1.size_weight: each image's size word (index into data.shapes.ATTRIBUTES["size"]: small, medium, large)
     size_word: torch.Tensor | None = None  # long [N]
@@ -201,27 +202,28 @@ def size_word_of(data_dir: str | Path, records: list[dict]) -> torch.Tensor:
     """Each record's ``attributes.size`` as its index in ``data.shapes.ATTRIBUTES["size"]`` ``[N]``; an error names
     the manifest line of a record without one."""
     words = ATTRIBUTES["size"]
-    out = []
-    for i, r in enumerate(records):
-        word = (r.get("attributes") or {}).get("size")
-        if word not in words:
-            raise DataError(f"{Path(data_dir) / 'train.jsonl'}, line {i + 1}: stage1.size_weight needs "
-                            f"'attributes': {{'size': one of {list(words)}}} (Shapes data), got {word!r}")
-        out.append(words.index(word))
-    return torch.tensor(out, dtype=torch.long)
+    return _attribute_codes(data_dir, records, "size", {w: i for i, w in enumerate(words)}, "stage1.size_weight",
+                            list(words))
 
 
 def shape_order_of(data_dir: str | Path, records: list[dict]) -> torch.Tensor:
     """Each record's ``attributes.shape`` as its symmetry order ``[N]`` (``data.shapes.SYMMETRY``); an error names
     the manifest line of a record without one."""
-    orders = []
+    return _attribute_codes(data_dir, records, "shape", SYMMETRY, "stage1.outline_shape", sorted(SYMMETRY))
+
+
+def _attribute_codes(data_dir: str | Path, records: list[dict], attribute: str, codes: dict[str, int], switch: str,
+                     choices: list[str]) -> torch.Tensor:
+    """``codes[record's attributes[attribute]]`` for every record ``[N]`` (long); a record without one of ``codes``'
+    words is refused with its manifest line, naming ``switch`` (the setting that reads it)."""
+    out = []
     for i, r in enumerate(records):
-        shape = (r.get("attributes") or {}).get("shape")
-        if shape not in SYMMETRY:
-            raise DataError(f"{Path(data_dir) / 'train.jsonl'}, line {i + 1}: stage1.outline_shape needs "
-                            f"'attributes': {{'shape': one of {sorted(SYMMETRY)}}} (Shapes data), got {shape!r}")
-        orders.append(SYMMETRY[shape])
-    return torch.tensor(orders, dtype=torch.long)
+        word = (r.get("attributes") or {}).get(attribute)
+        if word not in codes:
+            raise DataError(f"{Path(data_dir) / 'train.jsonl'}, line {i + 1}: {switch} needs "
+                            f"'attributes': {{'{attribute}': one of {choices}}} (Shapes data), got {word!r}")
+        out.append(codes[word])
+    return torch.tensor(out, dtype=torch.long)
 
 
 def swap_embeddings(data_dir: str | Path, records: list[dict], cfg: DataConfig, k: int, progress: bool = True

@@ -196,7 +196,7 @@ def _loop(r: _Run, run: RunState, stop: StopRequests) -> None:
         extra = {} if swaps is None else {"swaps": swaps}
         if r.data.shape_order is not None or r.data.size_word is not None:
             picked = r.data.batch_indices(run.step, sc.batch_size, dist.rank, dist.world)  # the batch's images
-            if r.data.shape_order is not None:  # stage1.outline_shape: their shape words' symmetry orders [B]
+            if r.data.shape_order is not None:  # stage1.outline_shape / outline_target: their shape words' orders [B]
                 extra["orders"] = r.data.shape_order[picked].to(r.device)
             if r.data.size_word is not None:  # stage1.size_weight: their size words [B]
                 extra["sizes"] = r.data.size_word[picked].to(r.device)
