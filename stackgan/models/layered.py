@@ -93,6 +93,14 @@ class SmoothBackground(nn.Module):
 SYMMETRY_MIN = 0.05  # outline_cost(symmetric=True): a strongest harmonic under this (log-radius) is a circle's lump
 
 
+def harmonic_basis(angle: torch.Tensor, harmonics: int) -> torch.Tensor:
+    """``cos k theta`` then ``sin k theta``, k = 1..``harmonics``, at the angles ``angle [N, H, W]``: ``[N, 2K, H, W]``,
+    the basis :func:`outline_radius` reads."""
+    k = torch.arange(1, harmonics + 1, device=angle.device, dtype=torch.float32)[None, :, None, None]
+    a = angle.float()[:, None]  # [N, 1, H, W]
+    return torch.cat([torch.cos(k * a), torch.sin(k * a)], dim=1)
+
+
 def outline_radius(coef: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """The radial outline's radius ``RADIAL_R0 * exp(sum_k a_k cos k theta + b_k sin k theta)`` ``[B, H, W]`` from its
     coefficients ``[B, 2K]`` (the ``K`` cosines' first) and the basis ``[B or 1, 2K, H, W]`` (``cos k theta`` then
@@ -310,10 +318,8 @@ class ForegroundLayer(nn.Module):
         self.radial = radial
         if radial:
             u, v = fourier_features(CANVAS_SIZE, octaves=0)[0]  # each canvas pixel's (u, v) in [-1, 1]
-            k = torch.arange(1, radial + 1, dtype=torch.float32)[:, None, None]
-            angle = torch.atan2(v, u)
             self.register_buffer("polar_rho", (u * u + v * v).sqrt()[None], persistent=False)  # [1, 32, 32]
-            self.register_buffer("polar_basis", torch.cat([torch.cos(k * angle), torch.sin(k * angle)]),
+            self.register_buffer("polar_basis", harmonic_basis(torch.atan2(v, u)[None], radial)[0],
                                  persistent=False)  # [2K, 32, 32]
             self.outline = nn.Linear(in_dim, 2 * radial)
         if normalize:  # each canvas pixel's (u, v), for the mask's moments
@@ -447,10 +453,10 @@ class ForegroundLayer(nn.Module):
         harmonics off the symmetry pay their amplitude)."""
         coef = self.coef.view(len(self.coef), 2, self.radial)  # [B, (cos, sin), K]
         amp = (coef.square().sum(1) + 1e-8).sqrt()  # [B, K]
+        k = torch.arange(1, self.radial + 1, device=amp.device)  # harmonic numbers
         if target is not None and turned:
             c = torch.complex(coef[:, 0].float(), -coef[:, 1].float())  # a_k - i b_k  [B, K]
             n = orders.to(c.device).long()  # [B]; 0: a circle, whose target is all zeros
-            k = torch.arange(1, self.radial + 1, device=c.device)
             with torch.no_grad():
                 lead = c.gather(1, (n - 1).clamp(0, self.radial - 1)[:, None])  # [B, 1]: the fundamental
                 u = lead / lead.abs().clamp_min(1e-12)
@@ -459,7 +465,6 @@ class ForegroundLayer(nn.Module):
             return ((c - aim).abs().square() + 1e-8).sqrt().sum(1).mean()
         if target is not None:
             return (amp - target.to(amp)).abs().sum(1).mean()
-        k = torch.arange(1, self.radial + 1, device=amp.device)  # harmonic numbers
         if symmetric and self.radial >= 2:
             with torch.no_grad():
                 lead_amp, lead = amp[:, 1:].max(1)  # [B]
@@ -478,9 +483,7 @@ class ForegroundLayer(nn.Module):
             raise ValueError("reach reads the radial outline (model.g_layer_radial) placed without "
                              "model.g_layer_normalize")
         angle = torch.arange(180, device=self.coef.device, dtype=torch.float32) * (2 * math.pi / 180)
-        k = torch.arange(1, self.radial + 1, device=angle.device, dtype=torch.float32)
-        basis = torch.cat([torch.cos(k[:, None] * angle), torch.sin(k[:, None] * angle)])[None, :, :, None]  # [1,2K,A,1]
-        radius = outline_radius(self.coef, basis)[..., 0]  # [B, A]
+        radius = outline_radius(self.coef, harmonic_basis(angle[None, :, None], self.radial))[..., 0]  # [B, A]
         return self.scale_drawn.float() * radius.amax(1)
 
     def size_cost(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -497,9 +500,7 @@ class ForegroundLayer(nn.Module):
         it covers the soft mask's area. Where the canvas's mask enlarged is soft, this one is sharp."""
         g = grid.float()
         u, v = g[..., 0], g[..., 1]  # [B, S, S]
-        k = torch.arange(1, self.radial + 1, device=g.device, dtype=torch.float32)[None, :, None, None]
-        angle = torch.atan2(v, u)[:, None]  # [B, 1, S, S]
-        basis = torch.cat([torch.cos(k * angle), torch.sin(k * angle)], dim=1)  # [B, 2K, S, S]
+        basis = harmonic_basis(torch.atan2(v, u), self.radial)  # [B, 2K, S, S]
         radius = outline_radius(self.outline(zc).float(), basis)  # [B, S, S]
         pixel = (g[:, 0, 1] - g[:, 0, 0]).norm(dim=-1)[:, None, None]  # [B, 1, 1]: canvas units per image pixel
         # the canvas's soft edge (logistic, scale w = 2 / CANVAS_SIZE) adds pi^2 w^2 / 3 to r^2 in area: the sharp
